@@ -1,0 +1,80 @@
+"""One writer for every benchmark result, so BENCHMARKS.md and the issues read one format.
+
+Each script in benchmarks/ measures a claim side by side with its baseline in one run and calls
+`write_result`, which writes benchmarks/results/<name>.json:
+{"name", "device", "date", "commit", "command", "metrics", "baseline", "ratio", "target"}.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def device_name() -> str:
+    """The GPU's name where one is visible, else the CPU's, with the core count."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    except ImportError:
+        pass
+    import os
+
+    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=RESULTS_DIR.parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_result(name: str, metrics: dict[str, Any], baseline: dict[str, Any], ratio: float,
+                 target: float | str | None, results_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Write one result file and return its path; `ratio` is the headline (baseline / ours)."""
+    out_dir = results_dir or RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "device": device_name(),
+        "date": datetime.date.today().isoformat(),
+        "commit": _commit(),
+        "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "metrics": metrics,
+        "baseline": baseline,
+        "ratio": round(float(ratio), 4),
+        "target": target,
+    }
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record))
+    return path
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
+              sync: Callable[[], None] | None = None) -> float:
+    """Median wall time of fn() in seconds; `sync` (e.g. torch.cuda.synchronize) brackets each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]

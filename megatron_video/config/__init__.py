@@ -1,0 +1,3 @@
+from megatron_video.config.errors import ConfigError, require
+
+__all__ = ["ConfigError", "require"]

@@ -1,0 +1,1 @@
+"""Process groups and parallel execution: megatron-core's parallel_state owns every group."""

