@@ -1,0 +1,17 @@
+"""`mvideo curate input=DIR output=DIR`: raw videos to shards, catalog and ledger."""
+from __future__ import annotations
+
+import logging
+
+from megatron_video.config.schema import RootConfig
+
+DEFAULT_RECIPE = "curate"
+
+
+def run(cfg: RootConfig) -> int:
+    from curator.run import curate
+
+    summary = curate(cfg.curate, progress=cfg.run.progress)
+    logging.getLogger("mvideo").info("curated %d clips into %s (inputs: %s)", summary.clips_written,
+                                     cfg.curate.output, summary.inputs_by_status)
+    return 0

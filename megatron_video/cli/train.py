@@ -1,0 +1,21 @@
+"""`mvideo train [recipe=NAME] key=value ...`: train or resume a VideoDiT."""
+from __future__ import annotations
+
+import logging
+
+from megatron_video.config.schema import RootConfig
+
+DEFAULT_RECIPE = "default"
+
+
+def run(cfg: RootConfig) -> int:
+    from megatron_video.training.trainer import check_inputs, train
+
+    check_inputs(cfg)
+    summary = train(cfg)
+    first, last = summary.loss_drop()
+    logging.getLogger("mvideo").info(
+        "trained steps %d..%d in %.1f s (%.3f s/step); loss %.4f -> %.4f; val_loss %.4f; checkpoint %s",
+        summary.start_step, summary.steps, summary.wall_s, summary.s_per_step, first, last,
+        summary.val_loss, summary.checkpoint)
+    return 0

@@ -1,0 +1,117 @@
+"""Sections of the configuration that belong to no single area: the run, data, encoders, training
+and sampling. Area-owned sections (model, optim, curate, parallel) live beside their code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from megatron_video.config.errors import require
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    log_level: str = "INFO"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+        require(bool(self.output_dir), "output_dir", "must not be empty")
+        require(self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level",
+                "must be DEBUG, INFO, WARNING or ERROR")
+
+
+@dataclass
+class DataConfig:
+    """Where training clips come from and how a sample is cut from a clip."""
+
+    shards: str = ""  # a curated output dir (its shards/ and catalog/), or a dir of .tar shards
+    filter: str = ""  # a pandas query over the Parquet catalog, e.g. "duration_s > 3"
+    frames: int = 8
+    frame_stride: int = 1
+    height: int = 32
+    width: int = 56
+    batch_size: int = 4
+    num_workers: int = 1
+    shuffle_buffer: int = 64
+    val_fraction: float = 0.1  # of clips (by key hash) held out for validation loss
+
+    def __post_init__(self) -> None:
+        for key in ("frames", "frame_stride", "height", "width", "batch_size"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+
+
+@dataclass
+class EncodersConfig:
+    """The latent codec and the text encoder (frozen; run before the DiT)."""
+
+    codec: str = "pixel"  # pixel | wan
+    codec_path: str = ""  # local Wan2.2 VAE folder when codec=wan
+    pixel_factor: int = 4
+    text: str = "minilm"  # minilm | t5
+    text_path: str = ""  # local UMT5/T5 folder when text=t5
+    max_text_len: int = 16
+    cache_dir: str = ""  # empty: <run.output_dir>/text_cache
+
+    def __post_init__(self) -> None:
+        require(self.codec in ("pixel", "wan"), "codec", "must be pixel or wan")
+        require(self.text in ("minilm", "t5"), "text", "must be minilm or t5")
+        require(self.codec != "wan" or bool(self.codec_path), "codec_path", "is needed for codec=wan")
+        require(self.text != "t5" or bool(self.text_path), "text_path", "is needed for text=t5")
+        require(self.pixel_factor >= 1, "pixel_factor", "must be >= 1")
+        require(self.max_text_len >= 1, "max_text_len", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    time_limit_s: float = 0.0  # 0 = none; otherwise stop (and checkpoint) after this long
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    log_every: int = 10
+    val_every: int = 100
+    val_batches: int = 4
+    checkpoint_every: int = 100
+    snapshot_every: int = 0  # 0 = off; else keep step_*.pt snapshots for post-hoc EMA
+    resume: bool = True
+    cfg_dropout: float = 0.1  # drop the text for classifier-free guidance
+    timestep_shift: float = 1.0  # flow-matching resolution shift (>1 for more tokens)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
+        for key in ("log_every", "val_every", "checkpoint_every", "val_batches"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
+        require(0.0 <= self.cfg_dropout < 1.0, "cfg_dropout", "must be in [0, 1)")
+        require(self.time_limit_s >= 0, "time_limit_s", "must be >= 0")
+        require(self.timestep_shift > 0, "timestep_shift", "must be > 0")
+        require(self.logit_std > 0, "logit_std", "must be > 0")
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str = ""  # a checkpoint file or a training output dir (its latest checkpoint)
+    prompts: list = field(default_factory=lambda: ["a video clip from Megamind"])
+    frames: int = 8
+    height: int = 32
+    width: int = 56
+    steps: int = 30
+    guidance: float = 3.0
+    solver: str = "euler"  # euler | unipc
+    fps: float = 12.0
+    output: str = ""  # empty: <run.output_dir>/samples
+    seed: Optional[int] = None  # None: run.seed
+
+    def __post_init__(self) -> None:
+        for key in ("frames", "height", "width", "steps"):
+            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.solver in ("euler", "unipc"), "solver", "must be euler or unipc")
+        require(self.guidance >= 0, "guidance", "must be >= 0")
+        require(len(self.prompts) >= 1, "prompts", "needs at least one prompt")

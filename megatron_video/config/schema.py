@@ -1,0 +1,27 @@
+"""The whole configuration: one typed section per area, so an unknown or mistyped key fails early."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from curator.config import CurateConfig
+from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
+from megatron_video.model.config import VideoDiTConfig
+from megatron_video.optim.config import OptimConfig
+from megatron_video.optim.ema import EmaConfig
+from megatron_video.optim.hpo import HpoConfig
+from megatron_video.parallel.state import ParallelConfig
+
+
+@dataclass
+class RootConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    model: VideoDiTConfig = field(default_factory=VideoDiTConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    hpo: HpoConfig = field(default_factory=HpoConfig)

@@ -1,0 +1,1 @@
+"""Training data: the Parquet catalog, WebDataset shards, clip decoding and the loader."""

@@ -1,0 +1,43 @@
+"""Decode an mp4 clip (bytes) on the CPU with PyAV and cut a training window from it."""
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def decode_frames(data: bytes) -> np.ndarray:
+    """All frames of an encoded clip as uint8 [T, H, W, 3]."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    if not frames:
+        raise ValueError("clip has no decodable frames")
+    return np.stack(frames)
+
+
+def window(frames: np.ndarray, length: int, stride: int, generator: torch.Generator) -> np.ndarray:
+    """A random window of `length` frames taken every `stride`; short clips repeat their last frame."""
+    span = (length - 1) * stride + 1
+    start_max = max(frames.shape[0] - span, 0)
+    start = int(torch.randint(0, start_max + 1, (1,), generator=generator))
+    index = np.minimum(np.arange(start, start + span, stride), frames.shape[0] - 1)
+    return frames[index]
+
+
+def to_model_video(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [3, T, height, width] in [-1, 1] (area resize: no aliasing)."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    if video.shape[-2:] != (height, width):
+        video = F.interpolate(video, size=(height, width), mode="area")
+    return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3] (for writing mp4s and grids)."""
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()

@@ -1,0 +1,37 @@
+"""A contact sheet of curated clips: one row per clip, frames across (a picture beats a table)."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import webdataset as wds
+
+from megatron_video.data.dataset import caption_of, list_shards
+from megatron_video.data.decode import decode_frames
+
+
+def dataset_grid(shards_root: str, path: pathlib.Path, rows: int = 8, cols: int = 6) -> pathlib.Path:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = []
+    for sample in wds.WebDataset(list_shards(shards_root), shardshuffle=False, empty_check=False):
+        samples.append(sample)
+        if len(samples) == rows:
+            break
+    fig, axes = plt.subplots(len(samples), 1, figsize=(cols * 1.6, len(samples) * 1.1), squeeze=False)
+    for ax, sample in zip(axes[:, 0], samples):
+        frames = decode_frames(sample["mp4"])
+        picks = frames[np.linspace(0, len(frames) - 1, cols).round().astype(int)]
+        ax.imshow(np.concatenate(list(picks), axis=1))
+        meta = json.loads(sample["json"])
+        ax.set_title(f"{sample['__key__']} ({len(frames)} frames) - {caption_of(meta)}", fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

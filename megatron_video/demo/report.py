@@ -1,0 +1,58 @@
+"""report.md of a demo run: what came in, what came out, how long each stage took, the loss drop."""
+from __future__ import annotations
+
+import pathlib
+import platform
+from typing import Any
+
+import torch
+
+
+def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any, training: Any,
+                 samples: list[pathlib.Path], catalog_rows: int, per_source: dict[str, int],
+                 device: torch.device) -> pathlib.Path:
+    first, last = training.loss_drop()
+    lines = [
+        "# megatron-video demo report",
+        "",
+        f"Device: {device.type} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__}.",
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+        *[f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()],
+        f"| **total** | **{sum(timings.values()):.1f}** |",
+        "",
+        "## Curation",
+        "",
+        f"Inputs by status: {dict(curation.inputs_by_status)}. Clips written: {curation.clips_written} "
+        f"in {len(curation.shard_paths)} shard(s); catalog rows: {catalog_rows}.",
+        "",
+        "| source | clips |",
+        "| --- | ---: |",
+        *[f"| {source} | {count} |" for source, count in sorted(per_source.items())],
+        "",
+        "Curation stage seconds (summed over workers): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in curation.stage_seconds.items()) + ".",
+        "",
+        "![dataset grid](dataset_grid.png)",
+        "",
+        "## Training",
+        "",
+        f"Steps {training.start_step}..{training.steps}, {training.s_per_step:.3f} s/step. "
+        f"Loss, mean of the first 10% of steps: {first:.4f}; of the last 10%: {last:.4f} "
+        f"(a {100 * (1 - last / first):.0f}% drop). Validation loss at the end: {training.val_loss:.4f}. "
+        f"muP band warnings: {training.band_warnings}.",
+        "",
+        "![loss curve](loss_curve.png)",
+        "",
+        "## Samples",
+        "",
+        *[f"- `{p.relative_to(out_dir)}`" for p in samples],
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,1 @@
+"""Inference: sampling videos from a trained checkpoint."""

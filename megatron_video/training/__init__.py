@@ -1,0 +1,1 @@
+"""Training: the step loop, checkpoints, validation, metrics and plots."""

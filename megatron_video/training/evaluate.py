@@ -1,0 +1,40 @@
+"""Validation loss on held-out clips with fixed noise and timesteps, comparable across checkpoints."""
+from __future__ import annotations
+
+import pathlib
+
+import torch
+
+from megatron_video.config.schema import RootConfig
+from megatron_video.data.dataset import build_loader
+from megatron_video.training.build import Components, build_components
+from megatron_video.training.environment import resolve_device, resolve_dtype
+from megatron_video.training.objective import encode_batch, flow_matching_loss
+
+
+@torch.no_grad()
+def validation_loss_of(model: torch.nn.Module, parts: Components, cfg: RootConfig,
+                       dtype: torch.dtype) -> float:
+    """Mean loss over `train.val_batches` validation batches; the same draws on every call."""
+    device = next(model.parameters()).device
+    losses = []
+    loader = build_loader(cfg.data, "val", seed=cfg.run.seed, repeat=True)
+    for index, batch in zip(range(cfg.train.val_batches), loader):
+        generator = torch.Generator(device).manual_seed(10_007 + index)
+        latents, text, mask = encode_batch(parts, batch["video"].to(device), batch["caption"])
+        losses.append(float(flow_matching_loss(model, parts, latents, text, mask, generator, dtype)))
+    if not losses:
+        raise RuntimeError("no validation clips: raise data.val_fraction or add footage")
+    return sum(losses) / len(losses)
+
+
+def validation_loss(cfg: RootConfig, state_dict: dict[str, torch.Tensor]) -> float:
+    """Validation loss of given weights (post-hoc EMA scores candidate averages with this)."""
+    from megatron_video.parallel.state import init_distributed
+
+    device = resolve_device(cfg.run.device)
+    init_distributed(cfg.parallel, device, seed=cfg.run.seed)
+    parts = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
+    parts.model.load_state_dict(state_dict)
+    parts.model.eval()
+    return validation_loss_of(parts.model, parts, cfg, resolve_dtype(cfg.train.precision, device))

@@ -1,0 +1,194 @@
+"""The training loop: flow matching on curated clips, megatron DDP + optimizer, resumable.
+
+Pipeline parallel size 1 runs this loop directly (forward, backward, DDP grad sync, optimizer
+step); it is the same on CPU (gloo, megatron's CPU compatibility layer) and on GPUs (NCCL).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+from megatron_video.config.errors import ConfigError
+from megatron_video.config.loader import to_yaml
+from megatron_video.config.schema import RootConfig
+from megatron_video.data.dataset import build_loader, list_shards
+from megatron_video.optim.band_monitor import BandMonitor
+from megatron_video.optim.builder import build_optimizer
+from megatron_video.parallel.state import init_distributed
+from megatron_video.training import checkpoint as ckpt
+from megatron_video.training.build import Components, build_components
+from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
+from megatron_video.training.evaluate import validation_loss_of
+from megatron_video.training.metrics import MetricsLog
+from megatron_video.training.objective import encode_batch, flow_matching_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    start_step: int
+    losses: list[float] = field(default_factory=list)
+    val_loss: float = float("nan")
+    wall_s: float = 0.0
+    s_per_step: float = 0.0
+    checkpoint: str = ""
+    loss_plot: str = ""
+    band_warnings: int = 0
+
+    def loss_drop(self) -> tuple[float, float]:
+        """Mean loss of the first and of the last 10% of steps."""
+        n = max(len(self.losses) // 10, 1)
+        return sum(self.losses[:n]) / n, sum(self.losses[-n:]) / n
+
+
+def check_inputs(cfg: RootConfig) -> None:
+    """Everything that can be checked before the first import of a model (fail in seconds)."""
+    if not cfg.data.shards:
+        raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
+    list_shards(cfg.data.shards)
+    latent_factor = cfg.encoders.pixel_factor * cfg.model.patch[1] if cfg.encoders.codec == "pixel" else 1
+    for key in ("height", "width"):
+        if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
+            raise ConfigError(f"data.{key}", f"must be a multiple of pixel_factor*patch = {latent_factor}")
+
+
+def wrap_ddp(model: torch.nn.Module, cfg: RootConfig) -> DistributedDataParallel:
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+        use_distributed_optimizer=cfg.parallel.distributed_optimizer)
+    return DistributedDataParallel(model.config, ddp_config, model)
+
+
+class Trainer:
+    def __init__(self, cfg: RootConfig):
+        check_inputs(cfg)
+        self.cfg = cfg
+        self.run_dir = pathlib.Path(cfg.run.output_dir)
+        self.device = resolve_device(cfg.run.device)
+        self.dtype = resolve_dtype(cfg.train.precision, self.device)
+        init_distributed(cfg.parallel, self.device, seed=cfg.run.seed)
+        seed_everything(cfg.run.seed)
+        self.parts: Components = build_components(cfg, self.device, self.run_dir)
+        self.model = wrap_ddp(self.parts.model, cfg)
+        self.optimizer, self.scheduler = build_optimizer(
+            [self.model], cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
+            parallel=cfg.parallel)
+        self.band = BandMonitor(self.parts.model, cfg.optim)
+        self.is_main = torch.distributed.get_rank() == 0
+        self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
+        self.step = 0
+        self.loader_epoch = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"model": self.parts.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "losses": self.metrics.losses}
+
+    def _resume(self) -> None:
+        found = ckpt.latest_checkpoint(self.run_dir / "checkpoints") if self.cfg.train.resume else None
+        if found is None:
+            return
+        state = ckpt.load_checkpoint(found, self.device)
+        self.parts.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.metrics.losses = list(state["losses"])
+        self.step = state["step"]
+        log.info("resumed from %s at step %d", found, self.step)
+
+    def _step_generator(self) -> torch.Generator:
+        # Same noise on the tensor/context-parallel ranks of one replica, different across replicas.
+        dp_rank = parallel_state.get_data_parallel_rank()
+        return torch.Generator(self.device).manual_seed(
+            (self.cfg.run.seed * 1_000_003 + self.step * 101 + dp_rank) % 2**63)
+
+    # -- loop --------------------------------------------------------------------------------
+    def train(self) -> TrainSummary:
+        cfg = self.cfg
+        self._resume()
+        start_step = self.step
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed + start_step, repeat=True))
+        summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
+        started = time.perf_counter()
+        self.model.train()
+        while self.step < cfg.train.steps:
+            step_started = time.perf_counter()
+            batch = next(loader)
+            generator = self._step_generator()
+            drop = torch.rand(len(batch["caption"]), generator=torch.Generator().manual_seed(self.step)) \
+                < cfg.train.cfg_dropout
+            latents, text, mask = encode_batch(self.parts, batch["video"].to(self.device),
+                                               batch["caption"], drop)
+            self.model.zero_grad_buffer()
+            self.optimizer.zero_grad()
+            loss = flow_matching_loss(self.model, self.parts, latents, text, mask, generator, self.dtype)
+            loss.backward()
+            self.model.finish_grad_sync()
+            _, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(1)
+            self.step += 1
+            loss_value = _data_parallel_mean(loss.detach())
+            self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
+                                lr=self.scheduler.current_lr(), step_s=time.perf_counter() - step_started,
+                                log=self.step % cfg.train.log_every == 0)
+            if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
+                summary.val_loss = self._validate()
+            if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
+                ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
+            if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
+                summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
+                                                              self._state()))
+            if cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s:
+                log.warning("time limit %.0f s reached at step %d: checkpointing and stopping",
+                            cfg.train.time_limit_s, self.step)
+                summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
+                                                              self._state()))
+                break
+        summary.wall_s = time.perf_counter() - started
+        summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
+        summary.losses = list(self.metrics.losses)
+        summary.band_warnings = self.metrics.band_warnings
+        if self.is_main:
+            summary.loss_plot = str(self.metrics.plot_losses(self.run_dir / "loss_curve.png"))
+            self.band.plot(self.run_dir / "mup_band.png")
+            (self.run_dir / "train_summary.json").write_text(json.dumps(
+                {k: v for k, v in summary.__dict__.items() if k != "losses"}, indent=2))
+        self.metrics.close()
+        return summary
+
+    def _validate(self) -> float:
+        warnings = self.band.record(self.step)
+        for warning in warnings:
+            log.warning("muP band: %s", warning)
+        self.metrics.band_warnings += len(warnings)
+        self.model.eval()
+        value = validation_loss_of(self.model, self.parts, self.cfg, self.dtype)
+        self.model.train()
+        self.metrics.scalar(self.step, "val/loss", value)
+        log.info("step=%d val_loss=%.5f", self.step, value)
+        return value
+
+
+def _data_parallel_mean(value: torch.Tensor) -> float:
+    group = parallel_state.get_data_parallel_group()
+    value = value.float().clone()
+    torch.distributed.all_reduce(value, group=group)
+    return float(value) / torch.distributed.get_world_size(group)
+
+
+def train(cfg: RootConfig) -> TrainSummary:
+    """Train (or resume) the run described by `cfg`; the entry point of `mvideo train` and `hpo`."""
+    return Trainer(cfg).train()

