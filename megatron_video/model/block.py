@@ -1,0 +1,157 @@
+"""DiT blocks on megatron's tensor-parallel linears: the parallel block and the sequential one.
+
+Activations are [S, B, hidden] (megatron's order). Under sequence parallelism each rank holds
+S / tp rows between the projections; the column-parallel input projection all-gathers them and the
+row-parallel output projection reduce-scatters back. Norms carry no affine parameters (AdaLN supplies
+scale and shift), and the per-sample modulation vectors enter the sequence-parallel region through
+`copy_to_tensor_model_parallel_region`, whose backward sums their gradient over the TP group, so
+every replicated parameter gets its full gradient on every rank without extra reductions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.tensor_parallel.mappings import copy_to_tensor_model_parallel_region
+from megatron.core.transformer import TransformerConfig
+from megatron.core.utils import init_method_normal
+from torch import nn
+
+from megatron_video.model.attention import Attention, factorized_attention
+from megatron_video.model.config import VideoDiTConfig
+from megatron_video.model.embeddings import modulation_mlp
+from megatron_video.model.rope import NDRope
+
+
+@dataclass
+class JointSequence:
+    """What every block needs to know about the joint [text | video | padding] sequence."""
+
+    positions: torch.Tensor  # [S, 3] normalised (t, h, w); zeros for text and padding
+    key_mask: Optional[torch.Tensor]  # [B, S] True = attend; None when every token is real
+    text_len: int
+    grid: tuple[int, int, int]
+
+
+def _column(in_dim: int, out_dim: int, config: TransformerConfig) -> ColumnParallelLinear:
+    # Unit-norm rows in expectation: the scale the sphere-constrained optimizer keeps them at.
+    return ColumnParallelLinear(in_dim, out_dim, config=config, init_method=init_method_normal(in_dim ** -0.5),
+                                bias=False, gather_output=False)
+
+
+def _row(in_dim: int, out_dim: int, config: TransformerConfig) -> RowParallelLinear:
+    return RowParallelLinear(in_dim, out_dim, config=config, init_method=init_method_normal(in_dim ** -0.5),
+                             bias=False, input_is_parallel=True, skip_bias_add=False)
+
+
+class DiTBlock(nn.Module):
+    """What both variants share: modulation, norm, RoPE, attention, value residual, residual offset."""
+
+    modulations = 3
+
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
+        super().__init__()
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        if cfg.heads % tp or cfg.mlp_hidden % tp:
+            raise ValueError(f"heads ({cfg.heads}) and mlp_hidden ({cfg.mlp_hidden}) must divide by TP={tp}")
+        self.layer = layer
+        self.hidden, self.head_dim, self.mlp_hidden = cfg.hidden, cfg.head_dim, cfg.mlp_hidden
+        self.local_heads, self.local_mlp = cfg.heads // tp, cfg.mlp_hidden // tp
+        self.offset = cfg.offset
+        self.sequence_parallel = config.sequence_parallel
+        self.axis = ("spatial", "temporal")[layer % 2] if cfg.spatio_temporal else None
+        self.modulation = modulation_mlp(cfg.hidden, cfg.adaln_lora_rank or cfg.hidden, self.modulations)
+        self.norm = nn.LayerNorm(cfg.hidden, elementwise_affine=False, eps=1e-6)
+        self.rope = NDRope(cfg.head_dim, cfg.rope_w_min, cfg.rope_w_max, cfg.rope_zero_fraction, cfg.rope_seed + layer)
+        self.attend = Attention(cfg.attention_backend, self.local_heads, cfg.head_dim)
+        # Layer 0 provides v_first; later layers mix it in with learned (l1, l2), 0.5 each at init.
+        self.value_lambdas = nn.Parameter(torch.full((2,), 0.5)) if cfg.value_residual and layer > 0 else None
+
+    def modulation_vectors(self, cond: torch.Tensor, shared: Optional[torch.Tensor]) -> list[torch.Tensor]:
+        mod = self.modulation(cond)
+        if shared is not None:
+            mod = mod + shared
+        if self.sequence_parallel:
+            mod = copy_to_tensor_model_parallel_region(mod)
+        return [m[None] for m in mod.chunk(self.modulations, dim=-1)]  # each [1, B, hidden]
+
+    def modulate(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * (1 + scale) + shift
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence,
+                  v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k, v [S, B, local_hidden] -> attention output [S, B, local_hidden] and v_first."""
+        s, b = q.shape[:2]
+        q, k, v = (t.reshape(s, b, self.local_heads, self.head_dim).permute(1, 2, 0, 3) for t in (q, k, v))
+        if v_first is None:
+            v_first = v
+        elif self.value_lambdas is not None:
+            # Each rank sees only its heads: the backward all-reduce completes the lambdas' gradient.
+            lambdas = copy_to_tensor_model_parallel_region(self.value_lambdas).to(v.dtype)
+            v = lambdas[0] * v + lambdas[1] * v_first
+        angles = self.rope.angles(seq.positions)
+        q, k = self.rope.rotate(q, angles), self.rope.rotate(k, angles)
+        if self.axis is None:
+            a = self.attend(q, k, v, seq.key_mask)
+        else:
+            a = factorized_attention(self.attend, q, k, v, seq.key_mask, seq.text_len, seq.grid, self.axis)
+        return a.permute(2, 0, 1, 3).reshape(s, b, self.local_heads * self.head_dim), v_first
+
+
+class ParallelBlock(DiTBlock):
+    """h = LN(x)(1+scale)+shift; [q,k,v,g,u] = h W_in; y = [attn, silu(g) u] W_out; x + (gate+c) y."""
+
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
+        super().__init__(cfg, config, layer)
+        self.w_in = _column(cfg.hidden, 3 * cfg.hidden + 2 * cfg.mlp_hidden, config)
+        self.w_out = _row(cfg.hidden + cfg.mlp_hidden, cfg.hidden, config)
+
+    def tensor_parallel_layout(self) -> dict[str, tuple[int, list[int]]]:
+        h, m = self.hidden, self.mlp_hidden
+        return {"w_in.weight": (0, [h, h, h, m, m]), "w_out.weight": (1, [h, m])}
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: Optional[torch.Tensor], seq: JointSequence,
+                v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, scale, gate = self.modulation_vectors(cond, shared)
+        proj, _ = self.w_in(self.modulate(x, shift, scale))
+        lh = self.local_heads * self.head_dim
+        q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
+        a, v_first = self.attention(q, k, v, seq, v_first)
+        y, _ = self.w_out(torch.cat([a, F.silu(g) * u], dim=-1))
+        return x + (gate + self.offset) * y, v_first
+
+
+class SequentialBlock(DiTBlock):
+    """Attention sub-block then gated-MLP sub-block, each with its own modulation and projections."""
+
+    modulations = 6
+
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
+        super().__init__(cfg, config, layer)
+        self.qkv = _column(cfg.hidden, 3 * cfg.hidden, config)
+        self.attn_out = _row(cfg.hidden, cfg.hidden, config)
+        self.fc1 = _column(cfg.hidden, 2 * cfg.mlp_hidden, config)
+        self.fc2 = _row(cfg.mlp_hidden, cfg.hidden, config)
+
+    def tensor_parallel_layout(self) -> dict[str, tuple[int, list[int]]]:
+        h, m = self.hidden, self.mlp_hidden
+        return {"qkv.weight": (0, [h, h, h]), "attn_out.weight": (1, [h]),
+                "fc1.weight": (0, [m, m]), "fc2.weight": (1, [m])}
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: Optional[torch.Tensor], seq: JointSequence,
+                v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_vectors(cond, shared)
+        qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
+        a, v_first = self.attention(*qkv.chunk(3, dim=-1), seq, v_first)
+        y, _ = self.attn_out(a)
+        x = x + (gate1 + self.offset) * y
+        g, u = self.fc1(self.modulate(x, shift2, scale2))[0].chunk(2, dim=-1)
+        y, _ = self.fc2(F.silu(g) * u)
+        return x + (gate2 + self.offset) * y, v_first
+
+
+BLOCK_TYPES = {"parallel": ParallelBlock, "sequential": SequentialBlock}

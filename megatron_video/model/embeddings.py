@@ -1,0 +1,54 @@
+"""Conditioning inputs: timestep features and MLP, text projection, AdaLN modulation MLPs.
+
+These layers are small and replicated on every tensor-parallel rank (plain torch modules).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [B, dim] of t in [0, 1] (scaled by 1000, the range DiTs were tuned on)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    """t -> sinusoidal features -> MLP -> conditioning vector [B, hidden]."""
+
+    def __init__(self, feature_dim: int, hidden: int):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = timestep_features(t, self.feature_dim).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+class TextProjection(nn.Module):
+    """Text encoder states [B, L, text_dim] -> tokens of the joint sequence [B, L, hidden]."""
+
+    def __init__(self, text_dim: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.mlp(text)
+
+
+def modulation_mlp(hidden: int, inner: int, outputs: int) -> nn.Sequential:
+    """Conditioning -> `outputs` modulation vectors [B, outputs * hidden].
+
+    Index 2 is the output Linear, zero-initialised so a fresh block is the identity; the optimizer
+    finds it (and leaves it unconstrained) by the name pattern `modulation.2`.
+    """
+    mlp = nn.Sequential(nn.Linear(hidden, inner), nn.SiLU(), nn.Linear(inner, outputs * hidden))
+    nn.init.zeros_(mlp[2].weight)
+    nn.init.zeros_(mlp[2].bias)
+    return mlp
