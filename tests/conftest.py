@@ -1,6 +1,18 @@
-"""Suite-wide fixtures: GPU tests are skipped (and reported) where no GPU is visible."""
+"""Suite-wide fixtures: GPU tests are skipped (and reported) where no GPU is visible; real footage
+and shards cut by hand from it (independent of the curation pipeline) for data/training tests."""
+import json
+import pathlib
+import subprocess
+
+import av
+import numpy as np
 import pytest
 import torch
+import webdataset as wds
+
+from megatron_video.inference.video_io import write_mp4
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -10,3 +22,42 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> pathlib.Path:
+    folder = ROOT / "data" / "samples"
+    if not (folder / "Megamind.avi").exists():
+        subprocess.run([str(ROOT / "scripts" / "fetch_samples.sh"), str(folder)], check=True)
+    return folder
+
+
+def megamind_frames(samples_dir: pathlib.Path, stop: int = 96) -> np.ndarray:
+    with av.open(str(samples_dir / "Megamind.avi")) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24", width=112, height=64))
+            if len(frames) == stop:
+                break
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="session")
+def shard_root(tmp_path_factory, samples_dir) -> pathlib.Path:
+    """Two shards of 8 clips of 12 frames each, plus one corrupt mp4 in the second shard."""
+    root = tmp_path_factory.mktemp("curated")
+    (root / "shards").mkdir()
+    frames = megamind_frames(samples_dir)
+    clip_dir = tmp_path_factory.mktemp("clips")
+    for shard in range(2):
+        with wds.TarWriter(str(root / "shards" / f"shard-{shard:06d}.tar")) as sink:
+            for index in range(4):
+                start = (shard * 4 + index) * 12
+                key = f"megamind_{start:06d}"
+                path = write_mp4(frames[start:start + 12], clip_dir / f"{key}.mp4", fps=12)
+                meta = {"key": key, "source": "data/samples/Megamind.avi", "start_frame": start}
+                sink.write({"__key__": key, "mp4": path.read_bytes(), "json": json.dumps(meta).encode()})
+            if shard == 1:
+                sink.write({"__key__": "broken_000000", "mp4": b"\x00not an mp4",
+                            "json": json.dumps({"key": "broken_000000", "source": "x.mp4"}).encode()})
+    return root

@@ -7,6 +7,7 @@ skipped (`warn_and_continue`), never fatal.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pathlib
@@ -14,7 +15,7 @@ from typing import Iterator
 
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
@@ -51,52 +52,86 @@ def _data_parallel_position() -> tuple[int, int]:
 
 
 class ClipDataset(IterableDataset):
-    """Yields {"video": float [3, T, H, W] in [-1, 1], "caption": str, "key": str}."""
+    """Yields {"video": float [3, T, H, W] in [-1, 1], "caption": str, "key": str}.
 
-    def __init__(self, cfg: DataConfig, split: str, seed: int, repeat: bool):
+    The order is a pure function of (seed, epoch, worker), and each sample's frame window is drawn
+    from its own generator seeded by its key, so a resumed run skips the samples it already used
+    (`skip_batches`) without decoding them and then sees exactly what an uninterrupted run would
+    (exactly so when every sample decodes, which curation checks before it commits a shard).
+    """
+
+    def __init__(self, cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0):
         self.cfg, self.split, self.seed, self.repeat = cfg, split, seed, repeat
+        self.skip_batches = skip_batches
         self.shards = list_shards(cfg.shards)
-        self.epoch = 0
 
     def _shards_for_this_rank(self) -> list[str]:
         rank, size = _data_parallel_position()
-        shards = self.shards[rank::size] if len(self.shards) >= size else self.shards
-        if len(shards) < len(self.shards) // max(size, 1):
-            log.warning("fewer shards than data-parallel ranks: ranks will share shards")
-        return shards
+        if len(self.shards) < size:
+            log.warning("%d shards for %d data-parallel ranks: ranks share shards", len(self.shards), size)
+            return self.shards
+        return self.shards[rank::size]
 
-    def _samples(self, epoch: int) -> Iterator[dict]:
-        source = wds.WebDataset(self._shards_for_this_rank(), shardshuffle=False,
-                                nodesplitter=None, workersplitter=wds.split_by_worker,
+    def _worker_role(self) -> tuple[int, int]:
+        """(role, workers): DataLoader takes batches from workers 0, 1, ... in turn from its start,
+        so after `skip_batches` worker w must continue what worker (w + skip) % W was doing."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return (worker + self.skip_batches) % workers, workers
+
+    def _raw_samples(self) -> Iterator[dict]:
+        """Undecoded samples of this split, this rank and this worker, in shard order."""
+        role, workers = self._worker_role()
+        source = wds.WebDataset(self._shards_for_this_rank(), shardshuffle=False, nodesplitter=None,
+                                workersplitter=lambda urls: list(urls)[role::workers],
                                 handler=wds.warn_and_continue, empty_check=False)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         for sample in source:
+            if is_validation_key(sample["__key__"], self.cfg.val_fraction) == (self.split == "val"):
+                yield sample
+
+    def _shuffled(self, epoch: int) -> Iterator[dict]:
+        buffer: list[dict] = []
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        for sample in self._raw_samples():
+            buffer.append(sample)
+            if len(buffer) >= self.cfg.shuffle_buffer:
+                yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
+        while buffer:
+            yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
+
+    def _decoded(self, sample: dict, epoch: int) -> dict | None:
+        key = sample["__key__"]
+        generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + epoch + int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)) % 2**63)
+        try:
+            frames = window(decode_frames(sample["mp4"]), self.cfg.frames, self.cfg.frame_stride, generator)
             meta = json.loads(sample["json"])
-            key = sample["__key__"]
-            if is_validation_key(key, self.cfg.val_fraction) != (self.split == "val"):
-                continue
-            try:
-                frames = window(decode_frames(sample["mp4"]), self.cfg.frames, self.cfg.frame_stride,
-                                generator)
-            except (ValueError, OSError) as err:  # av.error.* derive from OSError/ValueError
-                log.warning("skipping clip %s: %s", key, err)
-                continue
-            yield {"video": to_model_video(frames, self.cfg.height, self.cfg.width),
-                   "caption": caption_of(meta), "key": key}
+        except (ValueError, OSError, KeyError) as err:  # av.error.* derive from OSError/ValueError
+            log.warning("skipping clip %s: %s", key, err)
+            return None
+        return {"video": to_model_video(frames, self.cfg.height, self.cfg.width),
+                "caption": caption_of(meta), "key": key}
+
+    def _samples_to_skip(self) -> int:
+        # Worker role r made batches r, r+W, r+2W, ... of the first `skip_batches`.
+        role, workers = self._worker_role()
+        batches = self.skip_batches // workers + (role < self.skip_batches % workers)
+        return batches * self.cfg.batch_size
 
     def __iter__(self) -> Iterator[dict]:
+        skip = self._samples_to_skip()
+        epoch = 0
         while True:
-            buffer: list[dict] = []
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
             produced = 0
-            for sample in self._samples(self.epoch):
+            for sample in self._shuffled(epoch):
                 produced += 1
-                buffer.append(sample)
-                if len(buffer) >= self.cfg.shuffle_buffer:
-                    yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
-            while buffer:
-                yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
-            self.epoch += 1
+                if skip:
+                    skip -= 1
+                    continue
+                decoded = self._decoded(sample, epoch)
+                if decoded is not None:
+                    yield decoded
+            epoch += 1
             # A worker whose share of shards holds no clip of this split must end, not spin.
             if not self.repeat or produced == 0:
                 return
@@ -107,9 +142,10 @@ def _collate(samples: list[dict]) -> dict:
             "caption": [s["caption"] for s in samples], "key": [s["key"] for s in samples]}
 
 
-def build_loader(cfg: DataConfig, split: str, seed: int, repeat: bool) -> DataLoader:
-    """A DataLoader of batches {"video": [B, 3, T, H, W], "caption": [B], "key": [B]}."""
-    dataset = ClipDataset(cfg, split, seed, repeat)
+def build_loader(cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0) -> DataLoader:
+    """A DataLoader of batches {"video": [B, 3, T, H, W], "caption": [B], "key": [B]}; a resumed
+    run passes the number of batches it already consumed as `skip_batches`."""
+    dataset = ClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.num_workers if split == "train" else 0
     return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=workers,
                       persistent_workers=workers > 0, drop_last=split == "train")

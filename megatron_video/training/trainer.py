@@ -86,7 +86,6 @@ class Trainer:
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
         self.step = 0
-        self.loader_epoch = 0
 
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -120,7 +119,8 @@ class Trainer:
         start_step = self.step
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed + start_step, repeat=True))
+        loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
+                                   skip_batches=start_step))
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         self.model.train()

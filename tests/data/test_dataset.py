@@ -65,3 +65,13 @@ def test_missing_or_empty_shard_dirs_name_the_key(tmp_path):
         list_shards(tmp_path / "absent")
     with pytest.raises(ConfigError, match="no .tar shards"):
         list_shards(tmp_path)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_loader_continues_exactly_where_the_first_stopped(shard_root, workers):
+    cfg = _config(shard_root, val_fraction=0.0, num_workers=workers, batch_size=2, shuffle_buffer=3)
+    straight = [b for _, b in zip(range(7), build_loader(cfg, "train", seed=5, repeat=True))]
+    resumed = [b for _, b in zip(range(4), build_loader(cfg, "train", seed=5, repeat=True, skip_batches=3))]
+    for expected, got in zip(straight[3:], resumed):
+        assert expected["key"] == got["key"]
+        torch.testing.assert_close(expected["video"], got["video"], rtol=0, atol=0)
