@@ -1,0 +1,91 @@
+"""Per-row sums of weight matrices whose rows may be split across ranks.
+
+Sphere AdamW needs two per-row quantities each step, <w_i, g_i> and ||w_i||^2. A row can be split
+two ways:
+- tensor parallelism: a row-parallel weight holds a slice of every row on each TP rank;
+- the distributed optimizer: each DP rank updates one contiguous range of the flat gradient
+  buffer, and a range boundary may fall inside a row.
+
+Choice for the second case: every rank adds the partial sums of the rows it holds into a flat buffer
+with one slot per row of every constrained matrix, and the buffer is all-reduced over the
+distributed optimizer's DP group; a row cut by a shard boundary thus receives both halves. The
+alternative, aligning shard boundaries to rows, would mean changing megatron's buffer layout (its
+padding rules and bucket sizes); the buffer costs one float per row (1/fan_in of the parameters)
+and two small all-reduces per step. Rows of row-parallel weights sit first in the buffer so that one
+contiguous slice of it is then all-reduced over the TP group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class RowSlice:
+    """Where a (possibly sharded) tensor's elements sit among the rows of its local matrix."""
+
+    row_length: int
+    first_element: int  # offset of the tensor's first element in the row-major local matrix
+    slot: int  # position of the matrix's row 0 in the flat row buffer
+
+
+class RowGeometry:
+    """Maps each constrained tensor the optimizer updates to rows, and completes row sums."""
+
+    def __init__(self, slices: dict[int, RowSlice], total_rows: int, tensor_parallel_rows: int,
+                 device: torch.device, data_parallel_group: dist.ProcessGroup | None = None,
+                 tensor_parallel_group: dist.ProcessGroup | None = None):
+        self.slices = slices  # keyed by id() of the tensor the inner optimizer holds
+        self.total_rows = total_rows
+        self.tensor_parallel_rows = tensor_parallel_rows
+        self.device = device
+        self.data_parallel_group = data_parallel_group
+        self.tensor_parallel_group = tensor_parallel_group
+
+    @classmethod
+    def for_whole_matrices(cls, tensors: list[torch.Tensor]) -> "RowGeometry":
+        """Each tensor is a complete local 2-D matrix and nothing is reduced (single process)."""
+        slices, slot = {}, 0
+        for tensor in tensors:
+            if tensor.dim() != 2:
+                raise ValueError(f"a sphere-constrained tensor of shape {tuple(tensor.shape)} is not a "
+                                 "matrix; sharded tensors need a RowGeometry from the builder")
+            slices[id(tensor)] = RowSlice(tensor.shape[1], 0, slot)
+            slot += tensor.shape[0]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        return cls(slices, slot, 0, device)
+
+    def covers(self, tensors: list[torch.Tensor]) -> bool:
+        return all(id(t) in self.slices for t in tensors)
+
+    def row_totals(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """For each (tensor, x) with x the tensor's elements as a flat fp32 vector: the sum of x
+        over each element's full row (across all ranks), broadcast back to x's elements."""
+        buffer = torch.zeros(self.total_rows, dtype=torch.float32, device=self.device)
+        spans = []
+        for tensor, x in items:
+            piece = self.slices[id(tensor)]
+            length = piece.row_length
+            lead = piece.first_element % length
+            first_row = piece.slot + piece.first_element // length
+            rows = -(-(lead + x.numel()) // length)
+            if lead == 0 and x.numel() == rows * length:
+                sums = x.view(rows, length).sum(dim=1)
+            else:  # a shard that starts or ends inside a row: pad to whole rows
+                padded = x.new_zeros(rows * length)
+                padded[lead:lead + x.numel()] = x
+                sums = padded.view(rows, length).sum(dim=1)
+            buffer[first_row:first_row + rows] += sums
+            spans.append((first_row, rows, lead, x.numel(), length))
+        self._reduce(buffer)
+        return [buffer[first:first + rows].repeat_interleave(length)[lead:lead + n]
+                for first, rows, lead, n, length in spans]
+
+    def _reduce(self, buffer: torch.Tensor) -> None:
+        dp, tp = self.data_parallel_group, self.tensor_parallel_group
+        if dp is not None and dist.get_world_size(dp) > 1:
+            dist.all_reduce(buffer, group=dp)
+        if tp is not None and self.tensor_parallel_rows and dist.get_world_size(tp) > 1:
+            dist.all_reduce(buffer[:self.tensor_parallel_rows], group=tp)

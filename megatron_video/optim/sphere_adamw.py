@@ -1,0 +1,111 @@
+"""SphereAdamW (Summer-22B 4.3): AdamW whose constrained matrices keep unit-norm rows.
+
+For each row w_i of a constrained matrix (param groups with `sphere=True`):
+    g_i <- g_i - <w_i, g_i> w_i                       tangent projection
+    m, v <- Adam moments of the projected g (fp32)     with bias correction
+    w_i <- w_i - lr * m_hat / (sqrt(v_hat) + eps)
+    w_i <- w_i / ||w_i||                               retraction; no weight decay
+Groups with `sphere=False` follow torch.optim.AdamW exactly (decoupled weight decay).
+
+Both kinds live in one torch optimizer because megatron's distributed optimizer owns all parameters
+of a model chunk through one inner optimizer. State is fp32 whatever the parameter dtype; under
+megatron's mixed-precision optimizers the tensors updated here are already the fp32 main params.
+Row sums go through a RowGeometry (rows.py), which completes rows split across TP or DP ranks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+from megatron_video.optim.rows import RowGeometry
+
+
+class SphereAdamW(torch.optim.Optimizer):
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
+                 eps: float = 1e-8, weight_decay: float = 0.0, sphere: bool = False):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, sphere=sphere)
+        super().__init__(params, defaults)
+        self.row_geometry: RowGeometry | None = None
+
+    @classmethod
+    def over_groups(cls, param_groups: list[dict], **defaults) -> "SphereAdamW":
+        """Adopt param groups megatron has already built. They may hold DP-shard views of model
+        params, which are not leaf tensors and which torch's add_param_group refuses; megatron
+        assigns param_groups directly for its own Adam for that reason, and so do we."""
+        optimizer = cls([torch.zeros(1, requires_grad=True)], **defaults)  # replaced just below
+        optimizer.param_groups = param_groups
+        for group in param_groups:
+            for key, value in optimizer.defaults.items():
+                group.setdefault(key, value)
+        return optimizer
+
+    def set_row_geometry(self, geometry: RowGeometry) -> None:
+        """Use `geometry` for row sums (set by the builder for sharded or TP-split matrices)."""
+        self.row_geometry = geometry
+
+    def _state_for(self, param: torch.Tensor) -> dict:
+        state = self.state[param]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0)
+        # megatron's init_state_fn (checkpoint loading) may have created the moments already.
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key not in state:
+                state[key] = torch.zeros_like(param, dtype=torch.float32, memory_format=torch.preserve_format)
+        return state
+
+    @staticmethod
+    def _adam_direction(state: dict, grad: torch.Tensor, group: dict) -> torch.Tensor:
+        beta1, beta2 = group["betas"]
+        state["step"] += 1
+        step = float(state["step"])
+        exp_avg, exp_avg_sq = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(group["eps"])
+        return exp_avg / (1 - beta1 ** step) / denom
+
+    def _adamw_step(self, param: torch.Tensor, group: dict) -> None:
+        state = self._state_for(param)
+        weight = param.detach().view(-1).float()  # the parameter itself when it is fp32
+        direction = self._adam_direction(state, param.grad.view(-1).float(), group)
+        weight.mul_(1 - group["lr"] * group["weight_decay"])
+        weight.add_(direction, alpha=-group["lr"])
+        if weight.data_ptr() != param.data_ptr():
+            param.detach().view(-1).copy_(weight)
+
+    def _sphere_step(self, items: list[tuple[torch.Tensor, dict]]) -> None:
+        geometry = self.row_geometry
+        if geometry is None or not geometry.covers([p for p, _ in items]):
+            geometry = RowGeometry.for_whole_matrices([p for p, _ in items])
+        weights = [p.detach().view(-1).float() for p, _ in items]  # in place when fp32
+        grads = [p.grad.view(-1).float() for p, _ in items]
+        dots = geometry.row_totals([(p, w * g) for (p, _), w, g in zip(items, weights, grads)])
+        stepped = []
+        for (param, group), weight, grad, dot in zip(items, weights, grads, dots):
+            tangent = grad - dot * weight
+            direction = self._adam_direction(self._state_for(param), tangent, group)
+            stepped.append(weight.add_(direction, alpha=-group["lr"]))
+        norms_sq = geometry.row_totals([(p, w * w) for (p, _), w in zip(items, stepped)])
+        for (param, _), weight, norm_sq in zip(items, stepped, norms_sq):
+            param.detach().view(-1).copy_(weight / norm_sq.sqrt())
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        sphere_items = []
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if group["sphere"]:
+                    sphere_items.append((param, group))
+                else:
+                    self._adamw_step(param, group)
+        # With a shared geometry every rank joins the row all-reduces, holding rows or not.
+        if sphere_items or (self.row_geometry is not None and self.row_geometry.total_rows):
+            self._sphere_step(sphere_items)
+        return loss
