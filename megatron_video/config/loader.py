@@ -1,8 +1,9 @@
 """Compose a recipe from recipes/ with Hydra, apply `key=value` overrides, validate, type it.
 
-Hydra resolves the defaults lists and group choices (`model=1b`); the result is then merged into
-the structured RootConfig so that an unknown key, a wrong type or an out-of-range value raises a
-ConfigError naming the dotted key, before any work starts.
+Hydra resolves the defaults lists and group choices (`model=1b`); the result and the `a.b=value`
+overrides are then merged into the structured RootConfig, whose schema knows every key (Hydra's
+own override of a key the YAML does not mention would be refused), so that an unknown key, a wrong
+type or an out-of-range value raises a ConfigError naming the dotted key before any work starts.
 """
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ RECIPES_DIR = pathlib.Path(os.environ.get(
 
 def available_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def config_groups() -> set[str]:
+    """Folders of recipes/ (model, optim, curate, parallel): `group=name` picks one of their files."""
+    return {p.name for p in RECIPES_DIR.iterdir() if p.is_dir()}
 
 
 def _compose(recipe: str, overrides: list[str]):
@@ -46,9 +52,12 @@ def load_config(recipe: str = "default", overrides: list[str] | None = None) -> 
     for override in overrides:
         if "=" not in override:
             raise ConfigError(override, "overrides are written key=value")
-    composed = _compose(recipe, overrides)
+    groups = config_groups()
+    choices = [o for o in overrides if o.split("=")[0] in groups]
+    values = [o for o in overrides if o.split("=")[0] not in groups]
+    composed = _compose(recipe, choices)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), composed)
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), composed, OmegaConf.from_dotlist(values))
     except OmegaConfBaseException as err:
         raise ConfigError(err.full_key or "config", str(err).splitlines()[0]) from None
     sections = {}

@@ -70,6 +70,7 @@ class EncodersConfig:
 class TrainConfig:
     steps: int = 300
     time_limit_s: float = 0.0  # 0 = none; otherwise stop (and checkpoint) after this long
+    stop_after: int = 0  # 0 = run to `steps`; else stop after this many steps of this job (job chains)
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     log_every: int = 10
     val_every: int = 100
@@ -89,6 +90,7 @@ class TrainConfig:
         for key in ("log_every", "val_every", "checkpoint_every", "val_batches"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
+        require(self.stop_after >= 0, "stop_after", "must be >= 0")
         require(0.0 <= self.cfg_dropout < 1.0, "cfg_dropout", "must be in [0, 1)")
         require(self.time_limit_s >= 0, "time_limit_s", "must be >= 0")
         require(self.timestep_shift > 0, "timestep_shift", "must be > 0")

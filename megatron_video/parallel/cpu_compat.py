@@ -89,7 +89,10 @@ def _type_with_cuda_names(self: torch.Tensor, *args: Any, **kwargs: Any):
     if args or kwargs:
         return _original_tensor_type(self, *args, **kwargs)
     name = _original_tensor_type(self)
-    return name.replace("torch.", "torch.cuda.", 1) if self.device.type == "cpu" else name
+    # The function mode re-dispatches this call through the patched method: rename only once.
+    if self.device.type == "cpu" and not name.startswith("torch.cuda."):
+        return name.replace("torch.", "torch.cuda.", 1)
+    return name
 
 
 def enable_cpu_compat() -> None:

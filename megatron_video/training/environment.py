@@ -40,3 +40,5 @@ def setup_logging(level: str, log_file: pathlib.Path | None = None) -> None:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # megatron-core logs every parameter and its whole optimizer config at INFO: keep that for DEBUG.
+    logging.getLogger("megatron.core").setLevel(level if level == "DEBUG" else "WARNING")

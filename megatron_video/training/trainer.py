@@ -18,6 +18,7 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron_video.config.errors import ConfigError
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
+from megatron_video.data.catalog import is_validation_key, load_catalog
 from megatron_video.data.dataset import build_loader, list_shards
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
@@ -55,6 +56,12 @@ def check_inputs(cfg: RootConfig) -> None:
     if not cfg.data.shards:
         raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
     list_shards(cfg.data.shards)
+    catalog = load_catalog(cfg.data.shards, cfg.data.filter)
+    if len(catalog) and not any(is_validation_key(k, cfg.data.val_fraction) for k in catalog["key"]):
+        raise ConfigError("data.val_fraction", f"leaves none of the {len(catalog)} clips for validation")
+    if cfg.optim.warmup_steps >= cfg.train.steps:
+        raise ConfigError("optim.warmup_steps", f"{cfg.optim.warmup_steps} must be below train.steps "
+                                                f"({cfg.train.steps})")
     latent_factor = cfg.encoders.pixel_factor * cfg.model.patch[1] if cfg.encoders.codec == "pixel" else 1
     for key in ("height", "width"):
         if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
@@ -151,9 +158,10 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
                 summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
                                                               self._state()))
-            if cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s:
-                log.warning("time limit %.0f s reached at step %d: checkpointing and stopping",
-                            cfg.train.time_limit_s, self.step)
+            out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
+            if out_of_time or self.step - start_step == cfg.train.stop_after:
+                log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
+                            cfg.train.steps, "time limit" if out_of_time else "train.stop_after")
                 summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
                                                               self._state()))
                 break
