@@ -117,4 +117,5 @@ def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False,
     """Build VideoDiT for this rank (parallel_state must be initialised by init_distributed)."""
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("build_model needs megatron parallel_state: call init_distributed first")
-    return VideoDiT(cfg, megatron_config(cfg, sequence_parallel, params_dtype))
+    model = VideoDiT(cfg, megatron_config(cfg, sequence_parallel, params_dtype))
+    return model.to(params_dtype)  # megatron's layers follow params_dtype; the plain torch ones follow here

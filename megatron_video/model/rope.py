@@ -66,13 +66,14 @@ class NDRope(nn.Module):
         g = torch.Generator().manual_seed(seed)
         axes = fibonacci_sphere(bands)[torch.randperm(bands, generator=g, device="cpu")] @ random_rotation(seed).T
         freq = band_frequencies(bands, w_min, w_max, zero_fraction)
-        # Derived from the config, so not saved in checkpoints.
-        self.register_buffer("axes", axes.float(), persistent=False)
-        self.register_buffer("freq", freq.float(), persistent=False)
+        # Plain float64 attributes, not buffers: derived from the config (nothing to checkpoint), and
+        # model.to(bfloat16) must not round them (angles reach ~100 rad).
+        self.axes, self.freq = axes, freq
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
         """Angles [S, bands] for positions [S, 3] (float64 product, then float32)."""
-        return ((positions.double() @ self.axes.double().T) * self.freq.double()).float()
+        axes, freq = self.axes.to(positions.device), self.freq.to(positions.device)
+        return ((positions.double() @ axes.T) * freq).float()
 
     @staticmethod
     def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ def test_ten_percent_of_bands_are_unrotated():
 
 def test_band_axes_are_unit_spread_and_differ_per_layer():
     a, b = make_rope(seed=0), make_rope(seed=1)
-    torch.testing.assert_close(a.axes.norm(dim=-1), torch.ones(20))
+    torch.testing.assert_close(a.axes.norm(dim=-1), torch.ones(20, dtype=torch.float64))
     assert (a.axes - b.axes).abs().max() > 0.1
     points = fibonacci_sphere(64)
     gram = points @ points.T - 2 * torch.eye(64, dtype=torch.float64)
