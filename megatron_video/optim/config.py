@@ -46,7 +46,9 @@ class OptimConfig:
     reference_batch_size: int = 256
     reference_steps: int = 10_000
     clip_grad: float = 1.0  # 0 disables clipping
-    layer_lr_multipliers: Any = field(default_factory=dict)  # {pattern: mult} or ["pattern=mult"]
+    # ["pattern=mult", ...] (the form YAML, CLI overrides and HPO use; a {pattern: mult} dict also
+    # works from Python). Multipliers of all matching fnmatch patterns multiply.
+    layer_lr_multipliers: Any = field(default_factory=list)
     band_check_every: int = 1000
     band_tolerance: float = 8.0  # a layer warns beyond this factor from its muP band centre
     band_exempt: list = field(default_factory=lambda: ["modulation"])
