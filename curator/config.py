@@ -1,0 +1,100 @@
+"""CurateConfig: every knob of `mvideo curate`, validated before any worker starts.
+
+Fields use only simple types so the top-level loader can nest this dataclass under the `curate`
+section of an OmegaConf structured config; recipes in recipes/curate/ are plain mappings of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from megatron_video.config import require
+
+EXECUTORS = ("local", "ray", "nemo")
+DEVICES = ("auto", "cpu", "cuda")
+NEMO_BACKENDS = ("ray_actor_pool", "xenna", "ray_data")
+
+
+@dataclass
+class CurateConfig:
+    input: str = ""
+    output: str = ""
+    # Output clips: resolution, frame rate and length rules.
+    height: int = 352
+    width: int = 640
+    fps: float = 24.0
+    min_seconds: float = 3.0
+    max_seconds: float = 30.0
+    min_frames: int = 81
+    # Execution.
+    executor: str = "local"
+    nemo_backend: str = "ray_actor_pool"
+    workers: int = 2
+    max_in_flight: int = 8
+    device: str = "auto"
+    clips_per_shard: int = 64
+    log_every_s: float = 10.0
+    extensions: list[str] = field(default_factory=lambda: [
+        ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"])
+    # Inputs the probe rejects (recorded in the ledger with the reason).
+    min_input_side: int = 64
+    allowed_codecs: list[str] = field(default_factory=list)
+    reject_variable_frame_rate: bool = True
+    vfr_tolerance: float = 0.25
+    # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
+    decode_chunk_frames: int = 64
+    analysis_width: int = 160
+    # Shot detection: PySceneDetect ContentDetector first, TransNetV2 on candidate segments.
+    content_threshold: float = 27.0
+    min_shot_frames: int = 8
+    second_pass: bool = True
+    second_pass_long_shot_seconds: float = 10.0
+    second_pass_low_confidence: float = 0.5
+    transnet_threshold: float = 0.5
+    # Crop: black bars (luma below this on every frame) and static text bands along the edges.
+    black_level: int = 24
+    text_band_fraction: float = 0.25
+    text_edge_density: float = 0.12
+    max_crop_fraction: float = 0.4
+    # Encode.
+    crf: int = 23
+    preset: str = "veryfast"
+    encode_threads: int = 0
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.height > 0 and self.height % 2 == 0, "height", "must be a positive even number")
+        require(self.width > 0 and self.width % 2 == 0, "width", "must be a positive even number")
+        require(self.fps > 0, "fps", "must be > 0")
+        require(self.min_seconds > 0, "min_seconds", "must be > 0")
+        require(self.max_seconds >= self.min_seconds, "max_seconds", "must be >= min_seconds")
+        require(self.min_frames >= 1, "min_frames", "must be >= 1")
+        require(self.min_frames <= self.max_seconds * self.fps, "min_frames",
+                "must fit in max_seconds at fps")
+        require(self.executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}")
+        require(self.nemo_backend in NEMO_BACKENDS, "nemo_backend", f"must be one of {NEMO_BACKENDS}")
+        require(self.workers >= 1, "workers", "must be >= 1")
+        require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
+        require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
+        require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
+        require(self.log_every_s > 0, "log_every_s", "must be > 0")
+        require(all(e.startswith(".") for e in self.extensions), "extensions", "each must start with '.'")
+        require(self.min_input_side >= 1, "min_input_side", "must be >= 1")
+        require(0 < self.vfr_tolerance < 1, "vfr_tolerance", "must be in (0, 1)")
+        require(self.decode_chunk_frames >= 1, "decode_chunk_frames", "must be >= 1")
+        require(self.analysis_width >= 48, "analysis_width", "must be >= 48")
+        require(self.content_threshold > 0, "content_threshold", "must be > 0")
+        require(self.min_shot_frames >= 1, "min_shot_frames", "must be >= 1")
+        require(self.second_pass_long_shot_seconds > 0, "second_pass_long_shot_seconds", "must be > 0")
+        require(0 < self.second_pass_low_confidence < 1, "second_pass_low_confidence", "must be in (0, 1)")
+        require(0 < self.transnet_threshold < 1, "transnet_threshold", "must be in (0, 1)")
+        require(0 <= self.black_level < 255, "black_level", "must be in [0, 255)")
+        require(0 < self.text_band_fraction <= 0.5, "text_band_fraction", "must be in (0, 0.5]")
+        require(0 < self.text_edge_density < 1, "text_edge_density", "must be in (0, 1)")
+        require(0 < self.max_crop_fraction < 1, "max_crop_fraction", "must be in (0, 1)")
+        require(0 <= self.crf <= 51, "crf", "must be in [0, 51]")
+        require(self.encode_threads >= 0, "encode_threads", "must be >= 0")
+
+    @property
+    def min_clip_seconds(self) -> float:
+        """The shortest source span that yields a valid clip: both length rules at once."""
+        return max(self.min_seconds, self.min_frames / self.fps)

@@ -1,0 +1,129 @@
+"""The ledger: an embedded SQLite record of every input, shard and clip of an output directory.
+
+It is what makes reruns cheap and crashes harmless. An input is finished (done, failed or skipped)
+only once its row says so; a shard exists only once its row is committed, in the same transaction
+as its clips and the inputs it completes, so after a kill -9 every input is either wholly inside
+committed shards or redone, and redone clips whose deterministic key is already committed are
+dropped instead of duplicated.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+from curator.tasks import FAILED, VideoMeta
+
+DONE = "done"
+FINISHED = ("done", "failed", "skipped")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inputs (
+    source TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT, codec TEXT, duration_s REAL,
+    width INTEGER, height INTEGER, fps REAL, clips INTEGER, timings TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, clips INTEGER, committed REAL);
+CREATE TABLE IF NOT EXISTS clips (
+    key TEXT PRIMARY KEY, source TEXT NOT NULL, shard TEXT NOT NULL, start_frame INTEGER, end_frame INTEGER);
+"""
+
+
+@dataclass
+class InputRecord:
+    source: str
+    status: str
+    reason: str = ""
+    meta: Optional[VideoMeta] = None
+    clips: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> tuple:
+        m = self.meta or VideoMeta()
+        return (self.source, self.status, self.reason, m.codec, m.duration_s, m.width, m.height, m.fps,
+                self.clips, json.dumps({k: round(v, 4) for k, v in self.timings.items()}), time.time())
+
+
+@dataclass
+class ClipRow:
+    key: str
+    source: str
+    shard: str
+    start_frame: int
+    end_frame: int
+
+
+class Ledger:
+    def __init__(self, path: str):
+        self.path = path
+        # One connection shared by the writer's callers; the lock serialises them.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def finished_sources(self, retry_failed: bool = False) -> set[str]:
+        statuses = ("done", "skipped") if retry_failed else FINISHED
+        marks = ",".join("?" * len(statuses))
+        rows = self._db.execute(f"SELECT source FROM inputs WHERE status IN ({marks})", statuses)
+        return {r[0] for r in rows}
+
+    def committed_keys(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT key FROM clips")}
+
+    def committed_clips_by_source(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT source, COUNT(*) FROM clips GROUP BY source").fetchall())
+
+    def shard_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM shards ORDER BY name")]
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM inputs GROUP BY status").fetchall())
+
+    def inputs(self) -> list[dict]:
+        cursor = self._db.execute("SELECT * FROM inputs ORDER BY source")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def record_inputs(self, records: list[InputRecord]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?,?,?,?,?,?,?,?,?,?,?)", [r.row() for r in records])
+
+    def commit_shard(self, name: str, clips: list[ClipRow], finished: list[InputRecord],
+                     publish: Callable[[], None]) -> None:
+        """Record a shard, its clips and the inputs it completes, then `publish` (rename the files
+        into place) and commit. If anything fails before the commit, nothing is recorded; files
+        renamed by a crash right before the commit are orphans that `Ledger` users delete."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO shards VALUES (?,?,?)", (name, len(clips), time.time()))
+            db.executemany("INSERT INTO clips VALUES (?,?,?,?,?)",
+                           [(c.key, c.source, c.shard, c.start_frame, c.end_frame) for c in clips])
+            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           [r.row() for r in finished])
+            publish()
+
+
+def final_status(committed: int, rejections: list[tuple[str, str]]) -> tuple[str, str]:
+    """An input with at least one committed clip is done; otherwise it takes the status and reason
+    of its first rejected clip."""
+    if committed:
+        reason = f"{len(rejections)} clip(s) rejected: {rejections[0][1]}" if rejections else ""
+        return DONE, reason
+    return rejections[0] if rejections else (FAILED, "no clips")

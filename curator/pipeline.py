@@ -1,0 +1,36 @@
+"""The curation pipeline as data: the ordered processing stages every executor runs."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from curator.config import CurateConfig
+from curator.stages.base import Stage
+from curator.stages.clip_length import ClipLengthStage
+from curator.stages.crop import CropStage
+from curator.stages.decode import DecodeStage
+from curator.stages.encode import EncodeStage
+from curator.stages.probe import ProbeStage
+from curator.stages.resize import ResizeStage
+from curator.stages.shots import ShotDetectionStage
+from curator.tasks import Task
+
+
+def processing_stages(cfg: CurateConfig) -> list[Stage]:
+    """Probe -> decode -> shots -> clip length (fans out to clips) -> crop -> resize -> encode."""
+    return [ProbeStage(cfg), DecodeStage(cfg), ShotDetectionStage(cfg), ClipLengthStage(cfg),
+            CropStage(cfg), ResizeStage(cfg), EncodeStage(cfg)]
+
+
+def run_depth_first(stages: list[Stage], task: Task) -> Iterator[Task]:
+    """Push one task through `stages`, finishing each clip before the next one is produced, so at
+    most one clip's frames are alive per call; rejected tasks come out as soon as they are."""
+    if not stages or not task.ok:
+        yield task
+        return
+    for out in stages[0](task):
+        yield from run_depth_first(stages[1:], out)
+
+
+def fan_out_index(stages: list[Stage]) -> int:
+    """Position of the stage that turns a video into clips; later stages work on single clips."""
+    return next(i for i, stage in enumerate(stages) if isinstance(stage, ClipLengthStage))

@@ -1,0 +1,89 @@
+"""`curate(cfg)`: the entry point of `mvideo curate` and of the demo.
+
+Checks the configuration against the world (the input exists) before starting anything, opens the
+output (ledger, orphan clean-up), skips inputs the ledger already finished, runs the chosen
+executor and returns a CurationSummary.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+from dataclasses import dataclass, field
+
+from curator import storage
+from curator.config import CurateConfig
+from curator.ledger import Ledger
+from curator.pipeline import processing_stages
+from curator.progress import RunProgress
+from curator.stages.shard_writer import ShardWriterStage
+from megatron_video.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CurationSummary:
+    inputs_by_status: dict[str, int] = field(default_factory=dict)
+    clips_written: int = 0
+    shard_paths: list[str] = field(default_factory=list)
+    catalog_path: str = ""
+    ledger_path: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    inputs_skipped_as_finished: int = 0
+
+
+def _check_paths(cfg: CurateConfig) -> None:
+    if not cfg.input:
+        raise ConfigError("input", "is required (a directory or bucket URL of videos)")
+    if not storage.exists(cfg.input):
+        raise ConfigError("input", f"{cfg.input!r} does not exist")
+    if not cfg.output:
+        raise ConfigError("output", "is required (a local directory for shards, catalog and ledger)")
+    if not storage.is_local(cfg.output):
+        raise ConfigError("output", "must be a local directory (shards are renamed into place atomically)")
+
+
+def curate(cfg: CurateConfig, progress: bool = True) -> CurationSummary:
+    """Curate every video under cfg.input into WebDataset shards under cfg.output."""
+    _check_paths(cfg)
+    start = time.perf_counter()
+    writer = ShardWriterStage(cfg)
+    writer.setup()
+    finished = writer.ledger.finished_sources(cfg.retry_failed)
+    listed = storage.list_videos(cfg.input, cfg.extensions)
+    sources = [s for s in listed if s not in finished]
+    log.info("curate start input=%s output=%s inputs=%d already_finished=%d executor=%s", cfg.input, cfg.output,
+             len(listed), len(listed) - len(sources), cfg.executor)
+    bar = RunProgress(len(sources), cfg.log_every_s, show_bar=progress)
+    stages = processing_stages(cfg)
+    try:
+        if cfg.executor == "local":
+            from curator.executors.local import run_local
+
+            run_local(cfg, sources, stages, writer, bar)
+        elif cfg.executor == "ray":
+            from curator.executors.ray_runner import run_ray
+
+            run_ray(cfg, sources, stages, writer, bar)
+        else:
+            from curator.executors.nemo import run_nemo
+
+            run_nemo(cfg, sources, stages, writer, bar)
+    finally:
+        writer.close()
+        bar.update(writer.inputs_finished, writer.clips_written)
+        bar.close()
+    ledger_path = str(pathlib.Path(cfg.output) / "ledger.sqlite")
+    ledger = Ledger(ledger_path)
+    counts = ledger.status_counts()
+    ledger.close()
+    summary = CurationSummary(
+        inputs_by_status=counts, clips_written=writer.clips_written, shard_paths=writer.shard_paths,
+        catalog_path=str(pathlib.Path(cfg.output) / "catalog"), ledger_path=ledger_path,
+        stage_seconds={k: round(v, 3) for k, v in writer.stage_seconds.items()},
+        wall_seconds=round(time.perf_counter() - start, 3), inputs_skipped_as_finished=len(listed) - len(sources))
+    log.info("curate done inputs=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, summary.clips_written,
+             len(summary.shard_paths), summary.wall_seconds, summary.stage_seconds)
+    return summary

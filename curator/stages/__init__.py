@@ -1,0 +1,1 @@
+"""Curation stages, one per file, each a small dataclass following curator.stages.base.Stage."""

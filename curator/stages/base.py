@@ -1,0 +1,63 @@
+"""The stage contract shared by the in-process executor, the Ray runner and the NeMo Curator adapter.
+
+A stage is a small dataclass: it declares the resources one worker needs and the task fields it
+reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` and does its work in
+`process()`, which returns zero or more tasks (a video fans out into clips). `__call__` adds what
+every stage needs the same way: rejected tasks pass through untouched, the stage is timed into
+`task.timings`, and an exception marks the task failed with the stage named in the reason instead of
+stopping the run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from curator.config import CurateConfig
+from curator.tasks import FAILED, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class Stage:
+    cfg: CurateConfig
+    name = "stage"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=1.0)
+
+    def inputs(self) -> list[str]:
+        return []
+
+    def outputs(self) -> list[str]:
+        return []
+
+    def setup(self) -> None:
+        """Load models or open devices; called once per worker before the first task."""
+
+    def process(self, task: Task) -> list[Task]:
+        raise NotImplementedError
+
+    def __call__(self, task: Task) -> list[Task]:
+        if not task.ok:
+            return [task]
+        start = time.perf_counter()
+        try:
+            out = self.process(task)
+        except Exception as exc:  # a bad input must never stop the run: record it and move on
+            log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
+            task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")
+            out = [task]
+        elapsed = time.perf_counter() - start
+        # A fan-out shares the stage's time among its outputs so per-input sums stay exact.
+        for item in out:
+            item.timings[self.name] = item.timings.get(self.name, 0.0) + elapsed / max(len(out), 1)
+        return out

@@ -1,0 +1,69 @@
+"""Clip length stage: turn shots into clips of min..max seconds and fan the video out into ClipTasks.
+
+Shots shorter than the shortest valid clip (both `min_seconds` and `min_frames` at the output
+fps) are dropped; longer than `max_seconds` they are cut into equal windows, each within bounds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from curator.config import CurateConfig
+from curator.stages.base import Resources, Stage
+from curator.tasks import SKIPPED, ClipTask, Task, VideoTask, clip_key
+
+
+def output_frame_count(start_frame: int, end_frame: int, source_fps: float, fps: float) -> int:
+    """Frames a source range yields once re-timed to `fps` (nearest-frame sampling)."""
+    return int(math.floor((end_frame - start_frame) / source_fps * fps + 1e-6))
+
+
+def clip_windows(shot: tuple[int, int], source_fps: float, cfg: CurateConfig) -> list[tuple[int, int]]:
+    start, end = shot
+    length = end - start
+    min_len = math.ceil(cfg.min_clip_seconds * source_fps - 1e-6)
+    max_len = math.floor(cfg.max_seconds * source_fps + 1e-6)
+    if length < min_len:
+        return []
+    count = math.ceil(length / max_len)
+    if length / count < min_len:
+        # Equal windows would be too short: take whole max-length windows and drop the tail.
+        count, size = length // max_len, max_len
+    else:
+        size = length / count
+    bounds = [start + round(i * size) for i in range(count + 1)]
+    windows = list(zip(bounds[:-1], bounds[1:]))
+    return [(a, b) for a, b in windows
+            if output_frame_count(a, b, source_fps, cfg.fps) >= cfg.min_frames and b - a >= min_len]
+
+
+@dataclass
+class ClipLengthStage(Stage):
+    name = "clip_length"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=0.25)
+
+    def inputs(self) -> list[str]:
+        return ["shots", "analysis"]
+
+    def outputs(self) -> list[str]:
+        return ["clips"]
+
+    def process(self, task: VideoTask) -> list[Task]:
+        fps = task.meta.fps
+        windows = [w for shot in task.shots for w in clip_windows(shot, fps, self.cfg)]
+        if not windows:
+            task.reject(SKIPPED, f"no shot of at least {self.cfg.min_clip_seconds:.2f} s")
+            return [task]
+        clips = []
+        for index, (start, end) in enumerate(windows):
+            clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=index,
+                            clips_in_source=len(windows), start_frame=start, end_frame=end, source_fps=fps,
+                            source_meta=task.meta, analysis=task.analysis.small[start:end],
+                            frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end])
+            clips.append(clip)
+        # The video's own stage times travel with its first clip, so per-input sums count them once.
+        clips[0].timings.update(task.timings)
+        return clips

@@ -1,0 +1,102 @@
+"""Crop stage: find black bars and static text bands along the edges of each clip.
+
+Both are measured on the analysis frames the decode pass kept, so no extra decode is needed.
+Black bars: edge rows/columns whose brightest pixel stays below `black_level` in every frame.
+Text bands (burned-in subtitles, tickers, channel names): rows within `text_band_fraction` of the
+top or bottom edge that are dense in strong horizontal edges and do not change over time, while
+natural footage in the same band moves or is smooth. The box is mapped back to source pixels,
+shrunk inward by one analysis pixel so no dark seam survives the scaling.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from curator.stages.base import Resources, Stage
+from curator.tasks import SKIPPED, ClipTask, CropBox, Task
+from curator.video.frames import luma
+
+TEXT_GRADIENT = 40.0
+STATIC_CHANGE = 4.0
+SAMPLE_FRAMES = 16
+
+
+def _edge_run(flags: np.ndarray) -> int:
+    """How many leading entries are True."""
+    off = np.flatnonzero(~flags)
+    return int(off[0]) if len(off) else len(flags)
+
+
+def black_bars(gray: np.ndarray, black_level: float) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) counts of black rows/columns on each side."""
+    brightest = gray.max(axis=0)
+    dark_rows = brightest.max(axis=1) < black_level
+    dark_cols = brightest.max(axis=0) < black_level
+    return (_edge_run(dark_rows), _edge_run(dark_rows[::-1]), _edge_run(dark_cols), _edge_run(dark_cols[::-1]))
+
+
+def text_rows(gray: np.ndarray, edge_density: float) -> np.ndarray:
+    """Per row: dense in strong horizontal gradients on average, and static across the clip."""
+    gradient = np.abs(np.diff(gray, axis=2)) > TEXT_GRADIENT
+    dense = gradient.mean(axis=(0, 2)) > edge_density
+    change = np.abs(np.diff(gray, axis=0)).mean(axis=(0, 2)) if len(gray) > 1 else np.zeros(gray.shape[1])
+    return dense & (change < STATIC_CHANGE)
+
+
+def text_bands(gray: np.ndarray, band_fraction: float, edge_density: float) -> tuple[int, int]:
+    """Rows to drop at the top and bottom so that no text row of the edge bands remains."""
+    rows = text_rows(gray, edge_density)
+    band = max(1, int(len(rows) * band_fraction))
+    top_hits = np.flatnonzero(rows[:band])
+    bottom_hits = np.flatnonzero(rows[::-1][:band])
+    return (int(top_hits[-1]) + 1 if len(top_hits) else 0, int(bottom_hits[-1]) + 1 if len(bottom_hits) else 0)
+
+
+def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: float, band_fraction: float,
+              edge_density: float) -> CropBox:
+    """The content box of a clip in source pixels, from its analysis frames."""
+    step = max(1, len(frames) // SAMPLE_FRAMES)
+    gray = luma(frames[::step])
+    h, w = gray.shape[1:]
+    top, bottom, left, right = black_bars(gray, black_level)
+    inner = gray[:, top:h - bottom, left:w - right]
+    if inner.size:
+        text_top, text_bottom = text_bands(inner, band_fraction, edge_density)
+        top, bottom = top + text_top, bottom + text_bottom
+    sy, sx = source_h / h, source_w / w
+
+    def inward(n: int, scale: float) -> int:
+        return 0 if n == 0 else math.ceil((n + 1) * scale)
+
+    return CropBox(top=inward(top, sy), bottom=source_h - inward(bottom, sy),
+                   left=inward(left, sx), right=source_w - inward(right, sx))
+
+
+@dataclass
+class CropStage(Stage):
+    name = "crop"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=0.25)
+
+    def inputs(self) -> list[str]:
+        return ["analysis", "source_meta"]
+
+    def outputs(self) -> list[str]:
+        return ["crop"]
+
+    def process(self, task: ClipTask) -> list[Task]:
+        cfg, meta = self.cfg, task.source_meta
+        box = find_crop(task.analysis, meta.height, meta.width, cfg.black_level, cfg.text_band_fraction,
+                        cfg.text_edge_density)
+        task.analysis = None
+        kept_h = (box.bottom - box.top) / meta.height
+        kept_w = (box.right - box.left) / meta.width
+        if min(kept_h, kept_w) < 1 - cfg.max_crop_fraction:
+            task.reject(SKIPPED, f"crop keeps only {kept_h:.0%} x {kept_w:.0%} of the frame")
+            return [task]
+        task.crop = box
+        return [task]

@@ -1,0 +1,30 @@
+"""Encode stage: H.264 MP4 in memory, NVENC on GPU workers and libx264 (through PyAV) on CPU."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from curator.stages.base import Resources, Stage
+from curator.tasks import ClipTask, Task
+from curator.video.backend import encode_h264, use_gpu
+
+
+@dataclass
+class EncodeStage(Stage):
+    name = "encode"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+
+    def inputs(self) -> list[str]:
+        return ["frames"]
+
+    def outputs(self) -> list[str]:
+        return ["mp4"]
+
+    def process(self, task: ClipTask) -> list[Task]:
+        cfg = self.cfg
+        task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, cfg.encode_threads)
+        # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
+        task.frames = None
+        return [task]

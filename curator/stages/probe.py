@@ -1,0 +1,98 @@
+"""Probe stage: read container metadata and reject inputs that cannot yield clips, with the reason.
+
+Rejected here, cheaply and before any full decode: zero-byte and unreadable files, audio-only
+files, codecs without a decoder (or outside `allowed_codecs`), variable frame rate, frames smaller
+than `min_input_side` and videos shorter than the shortest valid clip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from curator import storage
+from curator.stages.base import Resources, Stage
+from curator.tasks import FAILED, SKIPPED, Task, VideoMeta, VideoTask
+
+VFR_SAMPLE_PACKETS = 300
+
+
+def _frame_intervals(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> np.ndarray:
+    """Seconds between consecutive presentation times over the first packets."""
+    pts = []
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.size > 0:
+            pts.append(packet.pts)
+        if len(pts) >= VFR_SAMPLE_PACKETS:
+            break
+    stamps = np.unique(np.array(pts, dtype=np.float64)) * float(stream.time_base)
+    return np.diff(stamps)
+
+
+def is_variable_frame_rate(intervals: np.ndarray, tolerance: float) -> bool:
+    """More than 5% of frame intervals off the median by over `tolerance` of it."""
+    if len(intervals) < 3:
+        return False
+    median = float(np.median(intervals))
+    return float(np.mean(np.abs(intervals - median) > tolerance * median)) > 0.05
+
+
+@dataclass
+class ProbeStage(Stage):
+    name = "probe"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=0.5)
+
+    def inputs(self) -> list[str]:
+        return ["source"]
+
+    def outputs(self) -> list[str]:
+        return ["meta"]
+
+    def process(self, task: VideoTask) -> list[Task]:
+        cfg = self.cfg
+        if storage.size(task.source) == 0:
+            task.reject(SKIPPED, "zero-byte file")
+            return [task]
+        try:
+            container = av.open(storage.open_for_decode(task.source))
+        except av.error.FFmpegError as exc:
+            task.reject(FAILED, f"corrupt: cannot open container ({exc})")
+            return [task]
+        with container:
+            if not container.streams.video:
+                has_audio = bool(container.streams.audio)
+                task.reject(SKIPPED, "audio-only" if has_audio else "no video stream")
+                return [task]
+            stream = container.streams.video[0]
+            if stream.codec_context is None:
+                task.reject(SKIPPED, "unsupported codec: FFmpeg has no decoder for it")
+                return [task]
+            codec = stream.codec_context.name
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            duration = float(stream.duration * stream.time_base) if stream.duration else (
+                container.duration / 1e6 if container.duration else 0.0)
+            meta = VideoMeta(codec=codec, fps=fps, width=stream.width, height=stream.height,
+                             num_frames=stream.frames or int(round(duration * fps)),
+                             duration_s=duration, has_audio=bool(container.streams.audio))
+            task.meta = meta
+            if cfg.allowed_codecs and codec not in cfg.allowed_codecs:
+                task.reject(SKIPPED, f"unsupported codec {codec}")
+                return [task]
+            if fps <= 0:
+                task.reject(FAILED, "corrupt: no frame rate")
+                return [task]
+            if min(meta.width, meta.height) < cfg.min_input_side:
+                task.reject(SKIPPED, f"tiny: {meta.width}x{meta.height} < {cfg.min_input_side} px")
+                return [task]
+            meta.variable_frame_rate = is_variable_frame_rate(_frame_intervals(container, stream),
+                                                              cfg.vfr_tolerance)
+            if meta.variable_frame_rate and cfg.reject_variable_frame_rate:
+                task.reject(SKIPPED, "variable frame rate")
+                return [task]
+        if 0 < meta.duration_s < cfg.min_clip_seconds:
+            task.reject(SKIPPED, f"too short: {meta.duration_s:.2f} s < {cfg.min_clip_seconds:.2f} s")
+        return [task]

@@ -1,0 +1,89 @@
+"""Resize stage: decode the clip's frame range at full resolution, re-time it to the output fps,
+crop and scale every kept frame to height x width.
+
+Re-timing picks the nearest source frame for each output instant, so 30 fps footage loses frames
+and 10 fps footage repeats them. After the content crop, a centred crop to the output aspect ratio
+avoids stretching.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curator.stages.base import Resources, Stage
+from curator.stages.clip_length import output_frame_count
+from curator.tasks import FAILED, ClipTask, CropBox, Task
+from curator.video.backend import decode_range, use_gpu
+from curator.video.frames import resize_batch
+
+
+def source_indices(start_frame: int, end_frame: int, source_fps: float, fps: float) -> np.ndarray:
+    """For each output frame, the source frame shown at its instant."""
+    count = output_frame_count(start_frame, end_frame, source_fps, fps)
+    picks = start_frame + np.round(np.arange(count) * source_fps / fps).astype(np.int64)
+    return np.minimum(picks, end_frame - 1)
+
+
+def aspect_box(box: CropBox, height: int, width: int) -> CropBox:
+    """The largest centred sub-box of `box` with aspect width:height."""
+    h, w = box.bottom - box.top, box.right - box.left
+    if w * height > h * width:
+        new_w = max(1, round(h * width / height))
+        left = box.left + (w - new_w) // 2
+        return CropBox(box.top, box.bottom, left, left + new_w)
+    new_h = max(1, round(w * height / width))
+    top = box.top + (h - new_h) // 2
+    return CropBox(top, top + new_h, box.left, box.right)
+
+
+def decode_size(source_h: int, source_w: int, box: CropBox, height: int, width: int) -> tuple[float, tuple[int, int]]:
+    """(scale, (h, w)): the smallest whole-frame size at which `box` still covers height x width.
+
+    Letting the decoder's scaler shrink frames first makes the RGB conversion and the final resize
+    work on far fewer pixels whenever the source is larger than the output.
+    """
+    scale = min(1.0, max(height / (box.bottom - box.top), width / (box.right - box.left)))
+    return scale, (max(2, int(round(source_h * scale / 2)) * 2), max(2, int(round(source_w * scale / 2)) * 2))
+
+
+@dataclass
+class ResizeStage(Stage):
+    name = "resize"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+
+    def inputs(self) -> list[str]:
+        return ["crop", "start_frame", "end_frame"]
+
+    def outputs(self) -> list[str]:
+        return ["frames", "num_frames"]
+
+    def process(self, task: ClipTask) -> list[Task]:
+        cfg, meta = self.cfg, task.source_meta
+        picks = source_indices(task.start_frame, task.end_frame, task.source_fps, cfg.fps)
+        box = aspect_box(task.crop, cfg.height, cfg.width)
+        scale, size = decode_size(meta.height, meta.width, box, cfg.height, cfg.width)
+        sy, sx = size[0] / meta.height, size[1] / meta.width
+        top, bottom = int(box.top * sy), max(int(box.top * sy) + 1, int(round(box.bottom * sy)))
+        left, right = int(box.left * sx), max(int(box.left * sx) + 1, int(round(box.right * sx)))
+        unique = np.unique(picks)
+        out = np.empty((len(picks), cfg.height, cfg.width, 3), dtype=np.uint8)
+        filled = np.zeros(len(picks), dtype=bool)
+        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, task.start_frame, task.end_frame,
+                                  size=size if scale < 1 else None, indices=unique, frame_pts=task.frame_pts):
+            indices = chunk.indices
+            resized = resize_batch(chunk.frames[:, top:bottom, left:right], (cfg.height, cfg.width))
+            # Every output frame showing one of these source frames (repeats when upsampling fps).
+            slots = np.searchsorted(indices, picks)
+            hit = (slots < len(indices)) & (indices[np.minimum(slots, len(indices) - 1)] == picks)
+            out[hit] = resized[slots[hit]]
+            filled |= hit
+        if not filled.all():
+            task.reject(FAILED, f"resize: decoded {int(filled.sum())} of {len(picks)} frames of {task.key}")
+            return [task]
+        task.frames = out
+        task.num_frames = len(picks)
+        return [task]

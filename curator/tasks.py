@@ -1,0 +1,113 @@
+"""The units of work that flow between stages: one VideoTask per input, one ClipTask per clip.
+
+Plain picklable dataclasses, so the same objects travel through the in-process executor, Ray
+actors and NeMo Curator executors. A task that fails or is rejected keeps flowing with `status`
+set; every stage passes it through untouched and the shard writer records it in the ledger.
+"""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass
+class VideoMeta:
+    codec: str = ""
+    fps: float = 0.0
+    num_frames: int = 0
+    duration_s: float = 0.0
+    width: int = 0
+    height: int = 0
+    variable_frame_rate: bool = False
+    has_audio: bool = False
+
+
+@dataclass
+class FrameAnalysis:
+    """What shot detection and cropping need, computed during the single streaming decode.
+
+    `small` holds every frame at analysis width (RGB); `thumbs` the 48x27 frames TransNetV2 reads;
+    `pts` each frame's timestamp (PyAV decode), so later passes can seek to a frame exactly.
+    """
+    small: np.ndarray
+    thumbs: np.ndarray
+    pts: Optional[np.ndarray] = None
+
+
+@dataclass
+class CropBox:
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    def as_list(self) -> list[int]:
+        return [self.top, self.bottom, self.left, self.right]
+
+
+@dataclass
+class Task:
+    source: str
+    status: str = OK
+    reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def reject(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class VideoTask(Task):
+    meta: Optional[VideoMeta] = None
+    analysis: Optional[FrameAnalysis] = None
+    shots: list[tuple[int, int]] = field(default_factory=list)
+    first_pass_cuts: list[int] = field(default_factory=list)
+    clips: list["ClipTask"] = field(default_factory=list)
+
+
+@dataclass
+class ClipTask(Task):
+    """One clip: source frames [start_frame, end_frame) and, after the later stages, its encoding."""
+    key: str = ""
+    index: int = 0
+    clips_in_source: int = 1
+    start_frame: int = 0
+    end_frame: int = 0
+    source_fps: float = 0.0
+    source_meta: Optional[VideoMeta] = None
+    analysis: Optional[np.ndarray] = None
+    frame_pts: Optional[np.ndarray] = None
+    crop: Optional[CropBox] = None
+    frames: Optional[np.ndarray] = None
+    mp4: bytes = b""
+    num_frames: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def start_s(self) -> float:
+        return self.start_frame / self.source_fps
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_frame - self.start_frame) / self.source_fps
+
+
+def clip_key(source: str, start_frame: int, end_frame: int) -> str:
+    """A key that is the same on every run: readable stem, hash of the full source, frame range.
+
+    WebDataset splits keys at the first dot, so only [A-Za-z0-9_-] survive in the stem.
+    """
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", pathlib.PurePosixPath(source).stem)[:40]
+    digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+    return f"{stem}-{digest}-{start_frame:07d}-{end_frame:07d}"

@@ -1,0 +1,1 @@
+"""Video I/O backends: PyAV (CPU decode, libx264 encode) and PyNvVideoCodec (NVDEC, NVENC)."""

@@ -1,0 +1,43 @@
+"""One choice of decoder and encoder per worker: NVDEC/NVENC where a GPU is usable, PyAV otherwise."""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Iterator, Optional
+
+import numpy as np
+
+from curator import storage
+from curator.video import nvcodec, pyav_io
+from curator.video.pyav_io import Chunk
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def use_gpu(device: str) -> bool:
+    """Resolve cfg.device: "auto" takes the GPU path only when NVDEC can actually run here."""
+    if device == "cpu":
+        return False
+    ok = nvcodec.available()
+    if device == "cuda" and not ok:
+        raise RuntimeError("device=cuda but no CUDA device with PyNvVideoCodec is usable")
+    log.info("curate backend device=%s gpu=%s", device, ok)
+    return ok
+
+
+def decode_range(source: str, device: str, chunk_frames: int, start_frame: int = 0,
+                 end_frame: Optional[int] = None, size: Optional[tuple[int, int]] = None,
+                 indices: Optional[np.ndarray] = None, frame_pts: Optional[np.ndarray] = None) -> Iterator[Chunk]:
+    """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks).
+    NVDEC reads local files only, so remote inputs and CPU workers stream through PyAV."""
+    if use_gpu(device) and storage.is_local(source):
+        return nvcodec.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices)
+    return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts)
+
+
+def encode_h264(frames: np.ndarray, fps: float, device: str, crf: int, preset: str, threads: int) -> bytes:
+    if use_gpu(device):
+        return nvcodec.encode_h264(frames, fps)
+    return pyav_io.encode_h264(frames, fps, crf=crf, preset=preset, threads=threads)
+

@@ -1,0 +1,35 @@
+"""Frame batch helpers that accept numpy (CPU decode) or CUDA tensors (NVDEC) alike."""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def resize_batch(batch: Any, size: tuple[int, int], keep_device: bool = False) -> Any:
+    """Resize (n, h, w, 3) uint8 frames to size=(h, w) with area averaging (no aliasing on shrink).
+
+    numpy in, numpy out. A torch tensor is resized on its own device; the result is moved to a host
+    numpy array unless `keep_device`.
+    """
+    height, width = size
+    if isinstance(batch, np.ndarray):
+        if batch.shape[1:3] == (height, width):
+            return batch
+        return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in batch])
+    import torch.nn.functional as F
+
+    x = batch.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    out = x.round_().clamp_(0, 255).to(batch.dtype).permute(0, 2, 3, 1).contiguous()
+    return out if keep_device else out.cpu().numpy()
+
+
+def to_host(batch: Any) -> np.ndarray:
+    return batch if isinstance(batch, np.ndarray) else batch.cpu().numpy()
+
+
+def luma(frames: np.ndarray) -> np.ndarray:
+    """BT.601 luma of RGB uint8 frames, as float32 in [0, 255]."""
+    return frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

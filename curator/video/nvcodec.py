@@ -1,0 +1,103 @@
+"""GPU video I/O through PyNvVideoCodec: NVDEC decode to CUDA tensors and NVENC H.264 encode to MP4.
+
+PyNvVideoCodec cannot even be imported without an NVIDIA driver, so it is imported inside the
+functions; `available()` tells the device resolver whether this path can run here.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from curator.video.frames import resize_batch
+from curator.video.pyav_io import Chunk, frame_rate
+
+
+def _nvc() -> Any:
+    import PyNvVideoCodec as nvc
+
+    return nvc
+
+
+def available() -> bool:
+    """True where a CUDA device is visible and PyNvVideoCodec loads against its driver."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        _nvc()
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: Optional[int] = None,
+                  size: Optional[tuple[int, int]] = None, indices: Optional[np.ndarray] = None,
+                  gpu_id: int = 0) -> Iterator[Chunk]:
+    """Yield Chunks (frame indices, uint8 CUDA tensor (n, h, w, 3) RGB), like the PyAV decoder.
+
+    NVDEC indexes frames itself, so timestamps are neither needed nor returned.
+
+    NVDEC converts to interleaved RGB on the GPU; each frame reaches torch through DLPack without a
+    copy. The decoder recycles those output surfaces on its next call, so every batch is turned
+    into a tensor torch owns (the stack, or the resize when `size` is given) before decoding on.
+    """
+    import torch
+
+    nvc = _nvc()
+    decoder = nvc.SimpleDecoder(source, gpu_id=gpu_id, use_device_memory=True,
+                                output_color_type=nvc.OutputColorType.RGB)
+    total = len(decoder)
+    end = total if end_frame is None else min(end_frame, total)
+    if indices is None:
+        indices = np.arange(start_frame, end)
+    indices = indices[(indices >= start_frame) & (indices < end)]
+    with torch.cuda.device(gpu_id):
+        for lo in range(0, len(indices), chunk_frames):
+            wanted = indices[lo:lo + chunk_frames]
+            frames = decoder.get_batch_frames_by_index([int(i) for i in wanted])
+            views = [torch.from_dlpack(frame) for frame in frames]
+            batch = torch.stack(views) if size is None else resize_batch(torch.stack(views), size, keep_device=True)
+            del views, frames
+            yield Chunk(wanted[:batch.shape[0]], batch)
+
+
+def encode_h264(frames: Any, fps: float, gpu_id: int = 0, preset: str = "P4") -> bytes:
+    """Encode RGB uint8 frames (n, h, w, 3; numpy or torch) with NVENC, muxed to MP4 in memory.
+
+    NVENC takes packed 8-bit RGBA as "ABGR" (little-endian word order) and converts to YUV itself.
+    PyNvVideoCodec's muxer writes only to a path, so the MP4 passes through a temporary file.
+    """
+    nvc = _nvc()
+    host = frames.cpu().numpy() if hasattr(frames, "cpu") else np.asarray(frames)
+    n, height, width = host.shape[:3]
+    rgba = np.empty((n, height, width, 4), dtype=np.uint8)
+    rgba[..., :3] = host
+    rgba[..., 3] = 255
+    rate = frame_rate(fps)
+    encoder = nvc.CreateEncoder(width, height, "ABGR", True, codec="h264", preset=preset, gpu_id=gpu_id,
+                                fps=str(round(float(rate))), gop=str(max(1, round(float(rate)))), bf="0")
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        # Time base 1/fps: one tick per frame, exact for fractional rates such as 24000/1001.
+        muxer = nvc.FFmpegMuxer(file_path=path, media_format=nvc.GetMediaFormat(path), codec="h264",
+                                width=width, height=height, fps_num=rate.numerator, fps_den=rate.denominator,
+                                timebase_num=rate.denominator, timebase_den=rate.numerator,
+                                extradata=encoder.GetSequenceParams())
+        muxer.SetUniformPtsIncrement(1)
+        for i in range(n):
+            params = nvc.NV_ENC_PIC_PARAMS()
+            params.inputTimeStamp = i
+            for packet in encoder.Encode(rgba[i].reshape(-1), params):
+                muxer.MuxVideoPacket(bytes(packet["data"]), packet["picture_type"], packet["timestamp"])
+        for packet in encoder.EndEncode():
+            muxer.MuxVideoPacket(bytes(packet["data"]), packet["picture_type"], packet["timestamp"])
+        muxer.Finalize()
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(path)

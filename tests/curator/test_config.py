@@ -1,0 +1,34 @@
+"""CurateConfig validation names the key at fault; curate() fails fast on a missing input."""
+import time
+
+import pytest
+
+from curator.config import CurateConfig
+from curator.run import curate
+from megatron_video.config import ConfigError
+
+
+@pytest.mark.parametrize("field, value", [
+    ("min_seconds", 0.0), ("max_seconds", 1.0), ("height", 351), ("fps", -1.0), ("executor", "spark"),
+    ("device", "tpu"), ("min_frames", 10_000), ("clips_per_shard", 0), ("transnet_threshold", 1.5),
+])
+def test_bad_values_name_their_key(field, value):
+    with pytest.raises(ConfigError) as err:
+        CurateConfig(**{field: value})
+    assert err.value.key == field
+
+
+def test_defaults_are_the_issue_values():
+    cfg = CurateConfig()
+    assert (cfg.height, cfg.width, cfg.fps, cfg.min_frames) == (352, 640, 24.0, 81)
+    assert (cfg.min_seconds, cfg.max_seconds) == (3.0, 30.0)
+    assert cfg.min_clip_seconds == pytest.approx(81 / 24)
+
+
+def test_missing_input_fails_fast_naming_input(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        curate(CurateConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "out")), progress=False)
+    assert err.value.key == "input"
+    assert time.perf_counter() - start < 2.0
+    assert not (tmp_path / "out").exists()
