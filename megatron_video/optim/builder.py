@@ -72,9 +72,14 @@ def _config_overrides(model_chunks: list, cfg: OptimConfig, width: int) -> dict:
     for (sphere, multiplier, decays), members in classes.items():
         predicate = ParamWithNamePredicate(name=f"mvideo_sphere{int(sphere)}_lr{multiplier:.6g}_wd{int(decays)}",
                                            fn=lambda param, name, members=members: id(param) in members)
-        overrides[ParamKey(with_name_predicate=predicate)] = {
-            "max_lr": cfg.lr * multiplier, "min_lr": cfg.lr * cfg.min_lr_fraction * multiplier,
-            "wd_mult": 1.0 if decays else 0.0, "sphere": sphere}
+        override = {"max_lr": cfg.lr * multiplier, "min_lr": cfg.lr * cfg.min_lr_fraction * multiplier,
+                    "wd_mult": 1.0 if decays else 0.0, "sphere": sphere}
+        if sphere:
+            # megatron re-pairs saved and current param groups by (max_lr, min_lr, start_wd, end_wd,
+            # wd_mult, ...) when loading a checkpoint, not by our `sphere` key: a zero weight-decay
+            # range keeps a sphere group apart from an unconstrained group of equal LR.
+            override.update(start_wd=0.0, end_wd=0.0)
+        overrides[ParamKey(with_name_predicate=predicate)] = override
     return overrides
 
 

@@ -57,16 +57,16 @@ class RowGeometry:
         device = tensors[0].device if tensors else torch.device("cpu")
         return cls(slices, slot, 0, device)
 
-    def covers(self, tensors: list[torch.Tensor]) -> bool:
-        return all(id(t) in self.slices for t in tensors)
-
     def row_totals(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """For each (tensor, x) with x the tensor's elements as a flat fp32 vector: the sum of x
         over each element's full row (across all ranks), broadcast back to x's elements."""
         buffer = torch.zeros(self.total_rows, dtype=torch.float32, device=self.device)
         spans = []
         for tensor, x in items:
-            piece = self.slices[id(tensor)]
+            piece = self.slices.get(id(tensor))
+            if piece is None:  # other ranks would wait in the all-reduce: fail loudly instead
+                raise ValueError(f"a sphere-constrained tensor of shape {tuple(tensor.shape)} has no row "
+                                 "slice: the optimizer's row geometry was built for other tensors")
             length = piece.row_length
             lead = piece.first_element % length
             first_row = piece.slot + piece.first_element // length

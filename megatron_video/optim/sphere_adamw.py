@@ -75,9 +75,7 @@ class SphereAdamW(torch.optim.Optimizer):
             param.detach().view(-1).copy_(weight)
 
     def _sphere_step(self, items: list[tuple[torch.Tensor, dict]]) -> None:
-        geometry = self.row_geometry
-        if geometry is None or not geometry.covers([p for p, _ in items]):
-            geometry = RowGeometry.for_whole_matrices([p for p, _ in items])
+        geometry = self.row_geometry or RowGeometry.for_whole_matrices([p for p, _ in items])
         weights = [p.detach().view(-1).float() for p, _ in items]  # in place when fp32
         grads = [p.grad.view(-1).float() for p, _ in items]
         dots = geometry.row_totals([(p, w * g) for (p, _), w, g in zip(items, weights, grads)])

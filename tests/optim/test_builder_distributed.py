@@ -77,7 +77,14 @@ def _train(full_weights, x, y, dtype, steps, sphere_init=True):
     optimizer, scheduler = build_optimizer([model], cfg, width=HIDDEN, total_steps=steps, parallel=parallel)
     dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
     x, y = x.chunk(dp)[dp_rank], y.chunk(dp)[dp_rank]
-    for _ in range(steps):
+    for step in range(steps):
+        if step == steps // 2 and not parallel.distributed_optimizer:
+            # The trainer's checkpoint path, mid-run: a state_dict round trip must change nothing
+            # (megatron re-pairs param groups by their LR/WD keys; the TP/DP runs do no round trip).
+            state = optimizer.state_dict()
+            inner = state["optimizer"]["state"] if "optimizer" in state else state["state"]
+            assert inner and all("exp_avg" in s and "step" in s for s in inner.values())
+            optimizer.load_state_dict(state)
         model.zero_grad_buffer()
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y)
