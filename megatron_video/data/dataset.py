@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.decode import decode_frames, to_model_video, window
+from megatron_video.data.decode import decode_frames, has_video_stream, to_model_video, window
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ClipDataset(IterableDataset):
     The order is a pure function of (seed, epoch, worker), and each sample's frame window is drawn
     from its own generator seeded by its key, so a resumed run skips the samples it already used
     (`skip_batches`) without decoding them and then sees exactly what an uninterrupted run would
-    (exactly so when every sample decodes, which curation checks before it commits a shard).
+    (exactly so unless a clip fails mid-stream: unreadable containers are dropped before ordering).
     """
 
     def __init__(self, cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0):
@@ -86,8 +86,14 @@ class ClipDataset(IterableDataset):
                                 workersplitter=lambda urls: list(urls)[role::workers],
                                 handler=wds.warn_and_continue, empty_check=False)
         for sample in source:
-            if is_validation_key(sample["__key__"], self.cfg.val_fraction) == (self.split == "val"):
-                yield sample
+            if is_validation_key(sample["__key__"], self.cfg.val_fraction) != (self.split == "val"):
+                continue
+            # Unreadable samples are dropped here, before the order is fixed, so that a resumed
+            # run's skipping counts exactly the samples the interrupted run used.
+            if "mp4" not in sample or "json" not in sample or not has_video_stream(sample["mp4"]):
+                log.warning("skipping clip %s: no readable mp4 and json", sample["__key__"])
+                continue
+            yield sample
 
     def _shuffled(self, epoch: int) -> Iterator[dict]:
         buffer: list[dict] = []

@@ -9,6 +9,15 @@ import torch
 import torch.nn.functional as F
 
 
+def has_video_stream(data: bytes) -> bool:
+    """Whether the bytes open as a container with a video stream (reads the header only: cheap)."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            return bool(container.streams.video)
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False
+
+
 def decode_frames(data: bytes) -> np.ndarray:
     """All frames of an encoded clip as uint8 [T, H, W, 3]."""
     with av.open(io.BytesIO(data)) as container:

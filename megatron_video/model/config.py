@@ -38,7 +38,6 @@ class VideoDiTConfig:
     adaln_lora_rank: int = 0  # 0 = full-rank per-block modulation
     spatio_temporal: bool = False  # ST-DiT: even blocks attend within frames, odd ones along time
     timestep_dim: int = 256  # width of the sinusoidal timestep features
-    base_width: int = 256  # muP base width, read by the optimizer
 
     def __post_init__(self) -> None:
         require(self.in_channels >= 1, "in_channels", "must be >= 1")
@@ -59,7 +58,6 @@ class VideoDiTConfig:
                 f"must be one of {ATTENTION_BACKENDS}")
         require(self.adaln_lora_rank >= 0, "adaln_lora_rank", "must be >= 0 (0 = off)")
         require(self.timestep_dim % 2 == 0, "timestep_dim", "must be even (sin and cos halves)")
-        require(self.base_width >= 1, "base_width", "must be >= 1")
 
     @property
     def head_dim(self) -> int:

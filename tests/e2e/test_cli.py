@@ -22,7 +22,7 @@ def _mvideo(*args: str, cwd: pathlib.Path = ROOT) -> tuple[subprocess.CompletedP
 @pytest.mark.parametrize("args, named", [
     (["train", "train.stpes=5"], "train.stpes"),
     (["train", "optim.lr=-1"], "optim.lr"),
-    (["train", "model.heads=5"], "model.heads"),
+    (["train", "model.heads=7"], "model.heads"),
     (["train", "train.steps=many"], "train.steps"),
     (["train", "recipe=nonexistent"], "recipe"),
     (["curate", "input=/no/such/dir", "output=/tmp/x"], "input"),
