@@ -30,6 +30,8 @@ class CurateConfig:
     nemo_backend: str = "ray_actor_pool"
     workers: int = 2
     max_in_flight: int = 8
+    actor_threads: int = 2
+    calibration_inputs: int = 2
     device: str = "auto"
     clips_per_shard: int = 64
     log_every_s: float = 10.0
@@ -74,6 +76,8 @@ class CurateConfig:
         require(self.nemo_backend in NEMO_BACKENDS, "nemo_backend", f"must be one of {NEMO_BACKENDS}")
         require(self.workers >= 1, "workers", "must be >= 1")
         require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
+        require(self.actor_threads >= 1, "actor_threads", "must be >= 1")
+        require(self.calibration_inputs >= 1, "calibration_inputs", "must be >= 1")
         require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
         require(self.log_every_s > 0, "log_every_s", "must be > 0")

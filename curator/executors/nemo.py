@@ -1,0 +1,94 @@
+"""NeMo Curator adapter: every curation stage as a `nemo_curator` ProcessingStage, run by its
+executors (RayActorPoolExecutor, XennaExecutor, RayDataExecutor) at cluster scale.
+
+Our tasks ride inside a NeMo Curator Task as its `data`; the adapter passes each through the
+wrapped stage unchanged in meaning (rejected tasks flow on untouched, fan-outs stay fan-outs).
+Inputs go through the pipeline in batches of `max_in_flight` so the driver, which owns the
+writer and ledger, receives finished clips while the run continues and memory stays bounded.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nemo_curator.backends.base import BaseExecutor
+from nemo_curator.pipeline import Pipeline
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.stages.resources import Resources as NemoResources
+from nemo_curator.tasks import Task as NemoTask
+
+from curator.config import CurateConfig
+from curator.progress import RunProgress
+from curator.stages.base import Stage
+from curator.stages.shard_writer import ShardWriterStage
+from curator.tasks import Task, VideoTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CurationTask(NemoTask[Any]):
+    """A curator VideoTask or ClipTask carried through NeMo Curator."""
+
+    @property
+    def num_items(self) -> int:
+        return 1
+
+    def validate(self) -> bool:
+        return isinstance(self.data, Task)
+
+
+class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
+    """One curator Stage behind NeMo Curator's stage interface."""
+
+    def __init__(self, stage: Stage, cpus: float):
+        self.stage = stage
+        self.name = stage.name
+        self.resources = NemoResources(cpus=cpus, gpus=stage.resources.gpus)
+
+    def inputs(self) -> tuple[list[str], list[str]]:
+        return ["data"], []
+
+    def outputs(self) -> tuple[list[str], list[str]]:
+        return ["data"], []
+
+    def setup(self, worker_metadata: Any = None) -> None:
+        self.stage.setup()
+
+    def process(self, task: CurationTask) -> list[CurationTask]:
+        return [CurationTask(dataset_name=task.dataset_name, data=out) for out in self.stage(task.data)]
+
+
+def make_executor(backend: str) -> BaseExecutor:
+    if backend == "xenna":
+        from nemo_curator.backends.xenna import XennaExecutor
+
+        return XennaExecutor()
+    if backend == "ray_data":
+        from nemo_curator.backends.ray_data import RayDataExecutor
+
+        return RayDataExecutor()
+    from nemo_curator.backends.ray_actor_pool import RayActorPoolExecutor
+
+    return RayActorPoolExecutor(show_progress=False)
+
+
+def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
+    """Our stages as a NeMo Curator Pipeline; each stage gets an equal share of `workers` CPUs
+    (capped at its declared need), which keeps Xenna's per-stage CPU check satisfied on small hosts."""
+    share = cfg.workers / len(stages)
+    wrapped = [CuratorStage(stage, min(stage.resources.cpus, share)) for stage in stages]
+    return Pipeline(name="megatron-video-curate", stages=wrapped)
+
+
+def run_nemo(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
+             progress: RunProgress) -> None:
+    pipeline = nemo_pipeline(cfg, stages)
+    executor = make_executor(cfg.nemo_backend)
+    for lo in range(0, len(sources), cfg.max_in_flight):
+        batch = [CurationTask(dataset_name="curate", data=VideoTask(source=s))
+                 for s in sources[lo:lo + cfg.max_in_flight]]
+        for result in pipeline.run(executor=executor, initial_tasks=batch) or []:
+            writer.process(result.data)
+        progress.update(writer.inputs_finished, writer.clips_written)

@@ -1,0 +1,139 @@
+"""The project's Ray runner: a pool of actors per stage, fed by one driver loop.
+
+- Overlap: each actor runs `actor_threads` tasks at once (a threaded actor), so one worker's
+  file reads and decodes overlap its CPU or GPU work.
+- Distribution: actors are placed with the SPREAD strategy across the cluster's nodes, and the
+  driver hands each task to the least-loaded actor of its stage.
+- Balance: every stage starts with one actor; once `calibration_inputs` inputs have finished, the
+  measured seconds each stage spent decide how the `workers` budget is shared among stages
+  (`balance_workers`), and the missing actors are added.
+- Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
+  `actor_threads` tasks, so memory stays bounded however large the input is.
+The writer stays in the driver: it owns the ledger, and commits must be serial.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from typing import Any
+
+from curator.config import CurateConfig
+from curator.progress import RunProgress
+from curator.stages.base import Stage
+from curator.stages.shard_writer import ShardWriterStage
+from curator.tasks import Task, VideoTask
+
+log = logging.getLogger(__name__)
+
+
+def balance_workers(stage_seconds: list[float], budget: int) -> list[int]:
+    """Workers per stage proportional to the time each stage takes, at least one each, summing to
+    max(budget, number of stages)."""
+    count = len(stage_seconds)
+    budget = max(budget, count)
+    total = sum(stage_seconds)
+    if total <= 0:
+        return [1] * count
+    ideal = [budget * s / total for s in stage_seconds]
+    workers = [max(1, int(x)) for x in ideal]
+    while sum(workers) < budget:  # hand out the rest where the shortfall is largest
+        workers[max(range(count), key=lambda i: ideal[i] - workers[i])] += 1
+    while sum(workers) > budget:  # minimums overshot: take from the best-served stage
+        workers[max((i for i in range(count) if workers[i] > 1), key=lambda i: workers[i] - ideal[i])] -= 1
+    return workers
+
+
+class _StageWorker:
+    """Ray actor body: one stage, set up once, called from several threads."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        stage.setup()
+
+    def run(self, task: Task) -> list[Task]:
+        return self.stage(task)
+
+
+class _Pool:
+    def __init__(self, stage: Stage, actor_class: Any, cpus: float, threads: int):
+        self.stage, self.actor_class, self.cpus, self.threads = stage, actor_class, cpus, threads
+        self.actors: list[Any] = []
+        self.load: list[int] = []
+
+    def grow(self, count: int) -> None:
+        for _ in range(count - len(self.actors)):
+            resources = self.stage.resources
+            self.actors.append(self.actor_class.options(
+                num_cpus=self.cpus, num_gpus=resources.gpus, max_concurrency=self.threads,
+                scheduling_strategy="SPREAD").remote(self.stage))
+            self.load.append(0)
+
+    def free_actor(self) -> int:
+        """Index of the least-loaded actor with a free thread, or -1."""
+        best = min(range(len(self.actors)), key=self.load.__getitem__)
+        return best if self.load[best] < self.threads else -1
+
+
+def _start_ray(cfg: CurateConfig) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS joins an existing cluster (e.g. started on SLURM); otherwise one starts here.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if os.environ.get("RAY_ADDRESS") else max(cfg.workers, os.cpu_count() or 1))
+
+
+def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
+            progress: RunProgress) -> None:
+    import ray
+
+    _start_ray(cfg)
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
+    budget = max(cfg.workers, len(stages))
+    cpus_per_actor = min(1.0, cluster_cpus / budget)
+    actor_class = ray.remote(_StageWorker)
+    pools = [_Pool(stage, actor_class, min(stage.resources.cpus, cpus_per_actor), cfg.actor_threads)
+             for stage in stages]
+    for pool in pools:
+        pool.grow(1)
+    queues: list[deque[Task]] = [deque() for _ in stages]
+    running: dict[Any, tuple[int, int, str]] = {}
+    outstanding: Counter[str] = Counter()
+    pending = deque(sources)
+    balanced = False
+
+    def route(task: Task, stage_index: int) -> None:
+        if task.ok and stage_index < len(stages):
+            queues[stage_index].append(task)
+            outstanding[task.source] += 1
+        else:
+            writer.process(task)
+
+    while pending or running or any(queues):
+        while pending and len(outstanding) < cfg.max_in_flight:
+            route(VideoTask(source=pending.popleft()), 0)
+        # Later stages first: finishing work frees memory and inputs before new work starts.
+        for index in reversed(range(len(stages))):
+            pool = pools[index]
+            while queues[index] and (slot := pool.free_actor()) >= 0:
+                task = queues[index].popleft()
+                pool.load[slot] += 1
+                running[pool.actors[slot].run.remote(task)] = (index, slot, task.source)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for ref in ready:
+            index, slot, source = running.pop(ref)
+            pools[index].load[slot] -= 1
+            outstanding[source] -= 1
+            for task in ray.get(ref):
+                route(task, index + 1)
+            if outstanding[source] <= 0:
+                del outstanding[source]
+        if not balanced and writer.inputs_finished >= cfg.calibration_inputs:
+            balanced = True
+            seconds = [writer.stage_seconds.get(stage.name, 0.0) for stage in stages]
+            targets = balance_workers(seconds, budget)
+            for pool, target in zip(pools, targets):
+                pool.grow(target)
+            log.info("curate ray-balance workers=%s", {s.name: t for s, t in zip(stages, targets)})
+        progress.update(writer.inputs_finished, writer.clips_written)
