@@ -122,9 +122,32 @@ def train_tiny(full_weights, x, y, dtype, steps, device="cpu"):
               for group in optimizer.param_groups
               if any(q is getattr(p, "main_param", p) or q.data_ptr() == p.data_ptr() for q in group["params"])}
     return {"weights": {k: v.detach().float().cpu().clone() for k, v in module.named_parameters()},
-            "main": {k: getattr(v, "main_param", v).detach().cpu().clone() for k, v in module.named_parameters()},
+            "main": _full_main_params(module, leaves[0]),
             "tp_rank": parallel_state.get_tensor_model_parallel_rank(), "cut_rows": cut_rows,
             "groups": groups, "base_lr": scheduler.current_lr()}
+
+
+def _full_main_params(module, leaf) -> dict:
+    """The fp32 main params as whole tensors; the distributed optimizer's DP shards are summed
+    into place over the DP group."""
+    from megatron.core import parallel_state
+
+    sharded = parallel_state.get_data_parallel_world_size() > 1
+    result = {}
+    for name, param in module.named_parameters():
+        if param.dtype == torch.float32:  # fp32 model params are their own (all-gathered) main params
+            main = param
+        elif not sharded:
+            main = param.main_param
+        else:  # every rank joins the all-reduce, also those holding no shard of this param
+            main = torch.zeros(param.numel(), dtype=torch.float32, device=param.device)
+            if getattr(param, "main_param", None) is not None:
+                shard = leaf._get_model_param_range_map(param)["param"]
+                main[shard.start:shard.end] = param.main_param
+            torch.distributed.all_reduce(main, group=parallel_state.get_data_parallel_group())
+            main = main.view(param.shape)
+        result[name] = main.detach().float().cpu().clone()
+    return result
 
 
 def single_process_cases(full_weights, x, y):
@@ -133,7 +156,8 @@ def single_process_cases(full_weights, x, y):
 
 
 def parallel_case(full_weights, x, y):
-    return train_tiny(full_weights, x, y, torch.float32, STEPS)
+    return {"fp32": train_tiny(full_weights, x, y, torch.float32, STEPS),
+            "bf16": train_tiny(full_weights, x, y, torch.bfloat16, 200)}
 
 
 def tiny_problem():
