@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.decode import decode_frames, has_video_stream, to_model_video, window
+from megatron_video.data.decode import decode_window, has_video_stream, to_model_video
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,9 @@ class ClipDataset(IterableDataset):
         generator = torch.Generator().manual_seed(
             (self.seed * 1_000_003 + epoch + int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)) % 2**63)
         try:
-            frames = window(decode_frames(sample["mp4"]), self.cfg.frames, self.cfg.frame_stride, generator)
             meta = json.loads(sample["json"])
+            frames = decode_window(sample["mp4"], meta.get("num_frames"), self.cfg.frames,
+                                   self.cfg.frame_stride, generator)
         except (ValueError, OSError, KeyError) as err:  # av.error.* derive from OSError/ValueError
             log.warning("skipping clip %s: %s", key, err)
             return None

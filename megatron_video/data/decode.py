@@ -18,24 +18,38 @@ def has_video_stream(data: bytes) -> bool:
         return False
 
 
-def decode_frames(data: bytes) -> np.ndarray:
-    """All frames of an encoded clip as uint8 [T, H, W, 3]."""
+def decode_frames(data: bytes, stop: int | None = None) -> np.ndarray:
+    """Frames [0, stop) (all when stop is None) of an encoded clip as uint8 [T, H, W, 3]."""
+    frames = []
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if stop is not None and len(frames) >= stop:
+                break
     if not frames:
         raise ValueError("clip has no decodable frames")
     return np.stack(frames)
 
 
-def window(frames: np.ndarray, length: int, stride: int, generator: torch.Generator) -> np.ndarray:
-    """A random window of `length` frames taken every `stride`; short clips repeat their last frame."""
+def window_indices(num_frames: int, length: int, stride: int, generator: torch.Generator) -> np.ndarray:
+    """A random window of `length` frame indices every `stride`; short clips repeat their last frame."""
     span = (length - 1) * stride + 1
-    start_max = max(frames.shape[0] - span, 0)
-    start = int(torch.randint(0, start_max + 1, (1,), generator=generator))
-    index = np.minimum(np.arange(start, start + span, stride), frames.shape[0] - 1)
-    return frames[index]
+    start = int(torch.randint(0, max(num_frames - span, 0) + 1, (1,), generator=generator))
+    return np.minimum(np.arange(start, start + span, stride), num_frames - 1)
+
+
+def decode_window(data: bytes, num_frames: int | None, length: int, stride: int,
+                  generator: torch.Generator) -> np.ndarray:
+    """A random training window; with the clip's frame count known (catalog metadata), decoding
+    stops at the window's last frame instead of running through the whole clip."""
+    if num_frames is None:
+        frames = decode_frames(data)
+        return frames[window_indices(len(frames), length, stride, generator)]
+    index = window_indices(num_frames, length, stride, generator)
+    frames = decode_frames(data, stop=int(index[-1]) + 1)
+    return frames[np.minimum(index, len(frames) - 1)]
 
 
 def to_model_video(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
