@@ -2,9 +2,9 @@
 
 Both are measured on the analysis frames the decode pass kept, so no extra decode is needed.
 Black bars: edge rows/columns whose brightest pixel stays below `black_level` in every frame.
-Text bands (burned-in subtitles, tickers, channel names): rows within `text_band_fraction` of the
-top or bottom edge that are dense in strong horizontal edges and do not change over time, while
-natural footage in the same band moves or is smooth. The box is mapped back to source pixels,
+Text bands (burned-in captions, tickers, channel names): rows within `text_band_fraction` of the
+top or bottom edge that are dense in strong horizontal edges and stay still while the picture
+around them moves. The box is mapped back to source pixels,
 shrunk inward by one analysis pixel so no dark seam survives the scaling.
 """
 from __future__ import annotations
@@ -19,8 +19,9 @@ from curator.tasks import SKIPPED, ClipTask, CropBox, Task
 from curator.video.frames import luma
 
 TEXT_GRADIENT = 40.0
-STATIC_CHANGE = 4.0
-SAMPLE_FRAMES = 16
+RELATIVE_STILLNESS = 0.25
+# Glyph tops and outlines are sparser than the text's core rows: take a little more than detected.
+TEXT_MARGIN_ROWS = 3
 
 
 def _edge_run(flags: np.ndarray) -> int:
@@ -38,11 +39,17 @@ def black_bars(gray: np.ndarray, black_level: float) -> tuple[int, int, int, int
 
 
 def text_rows(gray: np.ndarray, edge_density: float) -> np.ndarray:
-    """Per row: dense in strong horizontal gradients on average, and static across the clip."""
+    """Per row: dense in strong horizontal gradients, and far more still than the picture around it.
+
+    Stillness is relative to the clip's median row, so a static camera's buildings (which barely
+    change, but neither does the rest of the frame) are not mistaken for an overlay.
+    """
+    if len(gray) < 2:
+        return np.zeros(gray.shape[1], dtype=bool)
     gradient = np.abs(np.diff(gray, axis=2)) > TEXT_GRADIENT
     dense = gradient.mean(axis=(0, 2)) > edge_density
-    change = np.abs(np.diff(gray, axis=0)).mean(axis=(0, 2)) if len(gray) > 1 else np.zeros(gray.shape[1])
-    return dense & (change < STATIC_CHANGE)
+    change = np.abs(np.diff(gray, axis=0)).mean(axis=(0, 2))
+    return dense & (change < RELATIVE_STILLNESS * np.median(change))
 
 
 def text_bands(gray: np.ndarray, band_fraction: float, edge_density: float) -> tuple[int, int]:
@@ -51,14 +58,15 @@ def text_bands(gray: np.ndarray, band_fraction: float, edge_density: float) -> t
     band = max(1, int(len(rows) * band_fraction))
     top_hits = np.flatnonzero(rows[:band])
     bottom_hits = np.flatnonzero(rows[::-1][:band])
-    return (int(top_hits[-1]) + 1 if len(top_hits) else 0, int(bottom_hits[-1]) + 1 if len(bottom_hits) else 0)
+    return (int(top_hits[-1]) + 1 + TEXT_MARGIN_ROWS if len(top_hits) else 0,
+            int(bottom_hits[-1]) + 1 + TEXT_MARGIN_ROWS if len(bottom_hits) else 0)
 
 
 def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: float, band_fraction: float,
               edge_density: float) -> CropBox:
     """The content box of a clip in source pixels, from its analysis frames."""
-    step = max(1, len(frames) // SAMPLE_FRAMES)
-    gray = luma(frames[::step])
+    # Every frame, not a sample: a bar is only a bar if no frame ever lights it.
+    gray = luma(frames)
     h, w = gray.shape[1:]
     top, bottom, left, right = black_bars(gray, black_level)
     inner = gray[:, top:h - bottom, left:w - right]
