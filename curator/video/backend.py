@@ -9,7 +9,7 @@ import numpy as np
 
 from curator import storage
 from curator.video import nvcodec, pyav_io
-from curator.video.pyav_io import Chunk
+from curator.video.frames import Chunk
 
 log = logging.getLogger(__name__)
 

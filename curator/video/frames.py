@@ -1,10 +1,23 @@
 """Frame batch helpers that accept numpy (CPU decode) or CUDA tensors (NVDEC) alike."""
 from __future__ import annotations
 
-from typing import Any
+from fractions import Fraction
+from typing import Any, NamedTuple, Optional
 
 import cv2
 import numpy as np
+
+
+class Chunk(NamedTuple):
+    """A run of decoded frames: their indices, the frames (numpy or CUDA tensor), PyAV timestamps."""
+    indices: np.ndarray
+    frames: Any
+    pts: Optional[np.ndarray] = None
+
+
+def frame_rate(fps: float) -> Fraction:
+    """fps as the exact rational containers store (23.976 -> 24000/1001)."""
+    return Fraction(fps).limit_denominator(1001)
 
 
 def resize_batch(batch: Any, size: tuple[int, int], keep_device: bool = False) -> Any:

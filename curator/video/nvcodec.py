@@ -11,8 +11,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from curator.video.frames import resize_batch
-from curator.video.pyav_io import Chunk, frame_rate
+from curator.video.frames import Chunk, frame_rate, resize_batch
+
 
 
 def _nvc() -> Any:

@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 import io
-from fractions import Fraction
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Any, Iterator, Optional
 
 import av
 import numpy as np
 
 from curator.storage import open_for_decode
-
-
-def frame_rate(fps: float) -> Fraction:
-    """fps as the exact rational containers store (23.976 -> 24000/1001)."""
-    return Fraction(fps).limit_denominator(1001)
-
-
-class Chunk(NamedTuple):
-    indices: np.ndarray
-    frames: Any
-    pts: Optional[np.ndarray] = None
+from curator.video.frames import Chunk, frame_rate
 
 
 def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: Optional[int] = None,

@@ -1,0 +1,76 @@
+"""curation_pipeline: whole-pipeline clips/s as a fraction of bare-decode clips/s, same inputs.
+
+The pipeline (probe, decode, two-pass shots, clip length, crop, resize, encode, shard writer; the
+local executor with `--workers` threads; NVDEC/NVENC where a GPU is usable) curates synthetic
+H.264 videos with hard cuts. The baseline decodes every frame of the same files with the same
+decoder and thread count, nothing else. Both are expressed in the pipeline's clips, so
+ratio = pipeline clips/s / decode clips/s = decode seconds / pipeline seconds (target >= 0.7).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_result  # noqa: E402
+from curator.video.synthetic import write_test_video  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> pathlib.Path:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--results-dir", type=pathlib.Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        metrics = {"pyav_available": False, "reason": "PyAV is missing: probe and the CPU path need it"}
+        return write_result("curation_pipeline", metrics, {}, 0.0, target=0.7, results_dir=args.results_dir)
+
+    from curator.config import CurateConfig
+    from curator.run import curate
+    from curator.video.backend import decode_range, use_gpu
+
+    if args.quick:
+        videos, (height, width), seconds_per_shot = 2, (180, 320), 2.5
+        clip_rules = dict(height=64, width=112, fps=12.0, min_seconds=2.0, max_seconds=10.0, min_frames=24)
+    else:
+        videos, (height, width), seconds_per_shot = args.videos, (720, 1280), 5.0
+        clip_rules = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = pathlib.Path(tmp) / "inputs"
+        inputs.mkdir()
+        for i in range(videos):
+            write_test_video(inputs / f"video{i:03d}.mp4", height, width, shots=3,
+                             frames_per_shot=int(seconds_per_shot * 24), seed=i)
+        cfg = CurateConfig(input=str(inputs), output=str(pathlib.Path(tmp) / "out"), workers=args.workers,
+                           **clip_rules)
+        summary = curate(cfg, progress=False)
+        sources = sorted(str(p) for p in inputs.iterdir())
+
+        def decode_all(source: str) -> int:
+            return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.workers) as pool:
+            frames = sum(pool.map(decode_all, sources))
+        decode_seconds = time.perf_counter() - start
+    clips = summary.clips_written
+    metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "workers": args.workers,
+               "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
+               "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds}
+    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_frames": frames,
+                "decode_clips_per_s": round(clips / decode_seconds, 3)}
+    ratio = decode_seconds / summary.wall_seconds if clips else 0.0
+    return write_result("curation_pipeline", metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Both curation benchmarks run end to end in --quick mode and write a well-formed result."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["decode_throughput", "curation_pipeline"])
+def test_quick_benchmark_writes_result(name, tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
+                          "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / f"{name}.json").read_text())
+    assert result["name"] == name and set(result) >= {"device", "metrics", "baseline", "ratio", "target"}
+    if name == "decode_throughput":
+        assert result["baseline"]["pyav_fps_360p"] > 0
+    else:
+        assert result["metrics"]["clips"] == 6 and 0 < result["ratio"] < 10
