@@ -13,7 +13,11 @@ log = logging.getLogger("mvideo")
 
 
 def run(cfg) -> int:
-    from megatron_video.optim.coord_check import CoordCheckConfig, coord_check, plot_coord_check
+    from megatron_video.optim.coord_check import (
+        CoordCheckConfig,
+        coord_check,
+        plot_coord_check,
+    )
 
     check = getattr(cfg, "coord_check", None) or CoordCheckConfig()
     result = coord_check(cfg.optim, check)

@@ -11,9 +11,7 @@ distributed optimizer owns every parameter of a buffer through it.
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -123,33 +121,6 @@ def _row_geometry(leaf: MegatronOptimizer, constrained: list[torch.Tensor]) -> R
                        tensor_parallel_group=parallel_state.get_tensor_model_parallel_group())
 
 
-@contextlib.contextmanager
-def _cuda_type_names_on_cpu() -> Iterator[None]:
-    """megatron's mixed-precision and distributed optimizers accept params by `Tensor.type()` being
-    'torch.cuda.{Float,BFloat16}Tensor'. cpu_compat's `_type_with_cuda_names` re-enters itself
-    through its TorchFunctionMode and answers 'torch.cuda.cuda.FloatTensor', which they reject;
-    during construction (the only place these checks run) answer with a single prefix."""
-    from megatron_video.parallel.cpu_compat import cpu_compat_enabled
-
-    if not cpu_compat_enabled():
-        yield
-        return
-
-    def type_name(self: torch.Tensor, *args, **kwargs):
-        with torch._C.DisableTorchFunction():
-            name = torch._C.TensorBase.type(self, *args, **kwargs)
-        if args or kwargs or self.device.type != "cpu":
-            return name
-        return name.replace("torch.", "torch.cuda.", 1)
-
-    shimmed = torch.Tensor.type
-    torch.Tensor.type = type_name
-    try:
-        yield
-    finally:
-        torch.Tensor.type = shimmed
-
-
 def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_steps: int,
                     parallel: ParallelConfig) -> tuple[MegatronOptimizer, WarmupConstantCooldown]:
     """megatron optimizer (zero_grad, step -> (ok, grad_norm, zeros), state_dict ...) whose inner
@@ -163,9 +134,8 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_step
         adam_beta1=cfg.betas[0], adam_beta2=cfg.betas[1], adam_eps=cfg.eps, clip_grad=cfg.clip_grad,
         bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=parallel.distributed_optimizer)
-    with _cuda_type_names_on_cpu():
-        optimizer = get_megatron_optimizer(config, model_chunks,
-                                           config_overrides=_config_overrides(model_chunks, cfg, width))
+    optimizer = get_megatron_optimizer(config, model_chunks,
+                                       config_overrides=_config_overrides(model_chunks, cfg, width))
     constrained = [p for chunk in model_chunks for p in sphere_parameters(chunk, cfg).values()]
     for leaf in _leaf_optimizers(optimizer):
         if leaf.optimizer is None:  # a rank without trainable parameters in this leaf

@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 import math
 import pathlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

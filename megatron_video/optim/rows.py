@@ -45,7 +45,7 @@ class RowGeometry:
         self.tensor_parallel_group = tensor_parallel_group
 
     @classmethod
-    def for_whole_matrices(cls, tensors: list[torch.Tensor]) -> "RowGeometry":
+    def for_whole_matrices(cls, tensors: list[torch.Tensor]) -> RowGeometry:
         """Each tensor is a complete local 2-D matrix and nothing is reduced (single process)."""
         slices, slot = {}, 0
         for tensor in tensors:

@@ -12,7 +12,7 @@ from megatron_video.optim.config import OptimConfig
 
 
 def cooldown_steps(cfg: OptimConfig, total_steps: int) -> int:
-    return total_steps - int(round(cfg.cooldown_start_fraction * total_steps))
+    return total_steps - round(cfg.cooldown_start_fraction * total_steps)
 
 
 class WarmupConstantCooldown(OptimizerParamScheduler):

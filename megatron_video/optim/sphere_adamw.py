@@ -14,7 +14,7 @@ Row sums go through a RowGeometry (rows.py), which completes rows split across T
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -24,12 +24,12 @@ from megatron_video.optim.rows import RowGeometry
 class SphereAdamW(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
                  eps: float = 1e-8, weight_decay: float = 0.0, sphere: bool = False):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, sphere=sphere)
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "sphere": sphere}
         super().__init__(params, defaults)
         self.row_geometry: RowGeometry | None = None
 
     @classmethod
-    def over_groups(cls, param_groups: list[dict], **defaults) -> "SphereAdamW":
+    def over_groups(cls, param_groups: list[dict], **defaults) -> SphereAdamW:
         """Adopt param groups megatron has already built. They may hold DP-shard views of model
         params, which are not leaf tensors and which torch's add_param_group refuses; megatron
         assigns param_groups directly for its own Adam for that reason, and so do we."""

@@ -79,14 +79,17 @@ def _tiny_model(full_weights: dict, dtype: torch.dtype, device: torch.device):
 def train_tiny(full_weights, x, y, dtype, steps, device="cpu"):
     """Train on this rank's share of (x, y); return the model's local weights and optimizer facts."""
     from megatron.core import parallel_state
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+    )
 
     from megatron_video.optim.builder import build_optimizer, init_sphere_
     from megatron_video.optim.config import OptimConfig
 
     parallel = ParallelConfig(tensor=parallel_state.get_tensor_model_parallel_world_size(),
                               distributed_optimizer=parallel_state.get_data_parallel_world_size() > 1)
-    cfg = OptimConfig(lr=2e-2, warmup_steps=2, base_width=4, clip_grad=0.0)
+    cfg = OptimConfig(lr=2e-2, warmup_steps=2, base_width=4, clip_grad=0.05)  # clipping active
     device = torch.device(device)
     config, module = _tiny_model(full_weights, dtype, device)
     init_sphere_(module, cfg)
@@ -96,6 +99,7 @@ def train_tiny(full_weights, x, y, dtype, steps, device="cpu"):
     optimizer, scheduler = build_optimizer([model], cfg, width=HIDDEN, total_steps=steps, parallel=parallel)
     dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
     x, y = x.chunk(dp)[dp_rank].to(device), y.chunk(dp)[dp_rank].to(device)
+    grad_norms = []
     for step in range(steps):
         if step == steps // 2 and not parallel.distributed_optimizer:
             # The trainer's checkpoint path, mid-run: a state_dict round trip must change nothing
@@ -109,8 +113,9 @@ def train_tiny(full_weights, x, y, dtype, steps, device="cpu"):
         loss = torch.nn.functional.mse_loss(model(x.to(dtype)).float(), y)
         loss.backward()
         model.finish_grad_sync()
-        ok, _, _ = optimizer.step()
+        ok, grad_norm, _ = optimizer.step()
         assert ok
+        grad_norms.append(float(grad_norm))
         scheduler.step(1)
     leaves = getattr(optimizer, "chained_optimizers", [optimizer])
     geometry = leaves[0].optimizer.row_geometry
@@ -124,7 +129,7 @@ def train_tiny(full_weights, x, y, dtype, steps, device="cpu"):
     return {"weights": {k: v.detach().float().cpu().clone() for k, v in module.named_parameters()},
             "main": _full_main_params(module, leaves[0]),
             "tp_rank": parallel_state.get_tensor_model_parallel_rank(), "cut_rows": cut_rows,
-            "groups": groups, "base_lr": scheduler.current_lr()}
+            "groups": groups, "base_lr": scheduler.current_lr(), "grad_norms": grad_norms}
 
 
 def _full_main_params(module, leaf) -> dict:

@@ -9,7 +9,6 @@ import torch
 from megatron_video.parallel.state import ParallelConfig
 from megatron_video.testing.distributed import run_distributed
 
-
 SPHERE = ("patch_embed.weight", "col.weight", "row.weight")
 
 
@@ -37,6 +36,7 @@ def test_megatron_paths_match_one_process_and_keep_rows_on_the_sphere(megatron_c
                                 parallel=ParallelConfig())
     reference = single["fp32"]["weights"]
     assert _max_diff(reference, weights) > 1e-2  # training moved the weights
+    assert min(single["fp32"]["grad_norms"]) > 0.05  # so clipping (at 0.05) acted on every step
 
     # Groups: sphere for linear weights except final_proj; muP LR base_width/width on hidden ones.
     groups = single["fp32"]["groups"]

@@ -14,7 +14,7 @@ from megatron_video.optim.hpo import HpoConfig
 
 
 def test_ema_writes_the_best_average_and_the_sweep(tmp_path, monkeypatch, write_snapshots):
-    import megatron_video.training.evaluate as evaluate
+    from megatron_video.training import evaluate
 
     write_snapshots({s: {"w": torch.tensor([float(s)])} for s in range(10, 101, 10)})
     # Validation prefers an average near 80: a long-ish EMA, neither the last weights nor uniform.
@@ -28,7 +28,7 @@ def test_ema_writes_the_best_average_and_the_sweep(tmp_path, monkeypatch, write_
 
 
 def test_hpo_runs_short_trainings_with_the_suggested_multipliers(tmp_path, monkeypatch):
-    import megatron_video.training.trainer as trainer
+    from megatron_video.training import trainer
 
     seen = []
 

@@ -2,7 +2,11 @@
 import numpy as np
 
 from megatron_video.optim.config import OptimConfig
-from megatron_video.optim.coord_check import CoordCheckConfig, coord_check, plot_coord_check
+from megatron_video.optim.coord_check import (
+    CoordCheckConfig,
+    coord_check,
+    plot_coord_check,
+)
 
 
 def test_scales_are_flat_in_width_under_mup_and_not_under_standard(tmp_path):

@@ -1,8 +1,16 @@
 """Post-hoc EMA against its closed form on synthetic snapshot series; the sweep picks the best."""
+import itertools
+
 import pytest
 import torch
 
-from megatron_video.optim.ema import EmaConfig, posthoc_ema, sigma_rel, sweep, write_sweep
+from megatron_video.optim.ema import (
+    EmaConfig,
+    posthoc_ema,
+    sigma_rel,
+    sweep,
+    write_sweep,
+)
 
 
 def _trajectory(step: int) -> dict:
@@ -15,7 +23,7 @@ def test_raw_snapshots_get_the_power_profile_mass_of_their_interval(write_snapsh
     for gamma in (0.5, 4.0, 16.0):
         result = posthoc_ema(paths, None, gamma)
         bounds = [0] + steps
-        masses = [(b / 100) ** (gamma + 1) - (a / 100) ** (gamma + 1) for a, b in zip(bounds, bounds[1:])]
+        masses = [(b / 100) ** (gamma + 1) - (a / 100) ** (gamma + 1) for a, b in itertools.pairwise(bounds)]
         expected = sum(m * _trajectory(s)["w"].double() for m, s in zip(masses, steps))
         assert torch.allclose(result["w"].double(), expected, atol=1e-5)
         assert result["w"].dtype == torch.float32 and result["count"].dtype == torch.int64

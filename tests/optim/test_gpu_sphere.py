@@ -2,7 +2,11 @@
 import pytest
 import torch
 
-from megatron_video.parallel.state import ParallelConfig, destroy_distributed, init_distributed
+from megatron_video.parallel.state import (
+    ParallelConfig,
+    destroy_distributed,
+    init_distributed,
+)
 from megatron_video.testing.distributed import run_distributed
 
 

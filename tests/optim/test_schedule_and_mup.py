@@ -1,10 +1,17 @@
 """Base-LR schedule shape (warmup -> constant -> cooldown from 98%), muP rules, LR scaling helpers."""
+import itertools
+
 import pytest
 import torch
 
 from megatron_video.config.errors import ConfigError
 from megatron_video.optim.config import OptimConfig
-from megatron_video.optim.mup import lr_for_batch_size, lr_for_duration, lr_multiplier, scale_for_compute
+from megatron_video.optim.mup import (
+    lr_for_batch_size,
+    lr_for_duration,
+    lr_multiplier,
+    scale_for_compute,
+)
 from megatron_video.optim.schedule import build_scheduler
 from megatron_video.optim.sphere_adamw import SphereAdamW
 
@@ -24,7 +31,7 @@ def test_schedule_warms_up_holds_then_cools_down_from_98_percent():
     assert all(b == pytest.approx(1e-3) for b in base[100:9801])  # constant until 98% of the run
     assert base[9900] == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))  # linear cooldown half way
     assert base[10_000] == pytest.approx(1e-4)  # min_lr_fraction at the end
-    assert all(a >= b for a, b in zip(base[9800:], base[9801:]))
+    assert all(a >= b for a, b in itertools.pairwise(base[9800:]))
     assert group[5000] == pytest.approx(2e-3)  # per-group max_lr carries the multiplier
     assert group[9999] == pytest.approx(2e-4 + 1.8e-3 / 200)  # one cooldown step before the end
 

@@ -1,4 +1,6 @@
 """SphereAdamW against independent float64 equations and torch.optim.AdamW; row sums over shards."""
+import itertools
+
 import torch
 
 from megatron_video.optim.rows import RowGeometry, RowSlice
@@ -68,7 +70,7 @@ def test_row_totals_complete_rows_cut_by_shard_boundaries():
     matrix = torch.randn(5, 7, generator=gen)
     flat = matrix.view(-1)
     cuts = [0, 10, 23, 35]  # boundaries inside rows 1, 3 and at the end
-    pieces = [flat[a:b].clone() for a, b in zip(cuts, cuts[1:])]
+    pieces = [flat[a:b].clone() for a, b in itertools.pairwise(cuts)]
     slices = {id(piece): RowSlice(7, start, slot=3) for piece, start in zip(pieces, cuts)}
     geometry = RowGeometry(slices, total_rows=3 + 5, tensor_parallel_rows=0, device=torch.device("cpu"))
     totals = geometry.row_totals([(piece, piece) for piece in pieces])
