@@ -1,11 +1,11 @@
-"""Encode stage: H.264 MP4 in memory, NVENC on GPU workers and libx264 (through PyAV) on CPU."""
+"""Encode stage: H.264 MP4 in memory, NVENC on GPUs that have it, libx264 (through PyAV) elsewhere."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
-from curator.video.backend import encode_h264, use_gpu
+from curator.video.backend import encode_h264, use_nvenc
 
 
 @dataclass
@@ -14,7 +14,7 @@ class EncodeStage(Stage):
 
     @property
     def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+        return Resources(cpus=1.0, gpus=0.1 if use_nvenc(self.cfg.device) else 0.0)
 
     def inputs(self) -> list[str]:
         return ["frames"]

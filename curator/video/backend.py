@@ -36,8 +36,16 @@ def decode_range(source: str, device: str, chunk_frames: int, start_frame: int =
     return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts)
 
 
+@functools.lru_cache(maxsize=None)
+def use_nvenc(device: str) -> bool:
+    """NVENC only on GPUs that have the engine; others (H100, H200) encode with libx264."""
+    ok = use_gpu(device) and nvcodec.nvenc_available()
+    log.info("curate encoder device=%s encoder=%s", device, "nvenc" if ok else "libx264")
+    return ok
+
+
 def encode_h264(frames: np.ndarray, fps: float, device: str, crf: int, preset: str, threads: int) -> bytes:
-    if use_gpu(device):
+    if use_nvenc(device):
         return nvcodec.encode_h264(frames, fps)
     return pyav_io.encode_h264(frames, fps, crf=crf, preset=preset, threads=threads)
 

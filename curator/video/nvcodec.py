@@ -5,6 +5,7 @@ functions; `available()` tells the device resolver whether this path can run her
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any, Iterator, Optional
@@ -30,6 +31,20 @@ def available() -> bool:
             return False
         _nvc()
     except (ImportError, OSError, RuntimeError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def nvenc_available(gpu_id: int = 0) -> bool:
+    """True where the GPU has an NVENC engine: data-centre parts such as H100 and H200 decode in
+    hardware but have no encoder, and opening a session is the only reliable test."""
+    if not available():
+        return False
+    nvc = _nvc()
+    try:
+        nvc.CreateEncoder(64, 64, "ABGR", True, codec="h264", gpu_id=gpu_id)
+    except Exception:  # PyNvVCException: no encode device (NV_ENC_ERR_NO_ENCODE_DEVICE) and kin
         return False
     return True
 
