@@ -105,23 +105,18 @@ def _load(path: str | pathlib.Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def posthoc_ema(checkpoint_paths: Sequence[str | pathlib.Path], steps: Sequence[int] | None,
-                gamma: float) -> dict[str, torch.Tensor]:
-    """The power-function EMA (exponent `gamma`) at the last snapshot's step, as a state dict.
+def read_headers(checkpoint_paths: Sequence[str | pathlib.Path]) -> list[tuple[int, float | None]]:
+    """(step, ema_gamma or None) of each snapshot, loading one file at a time."""
+    headers = []
+    for path in checkpoint_paths:
+        snapshot = _load(path)
+        headers.append((int(snapshot["step"]), snapshot.get("ema_gamma")))
+        del snapshot
+    return headers
 
-    `steps`: the training step of each snapshot when the caller knows them (the files are then taken
-    as raw snapshots, as the trainer writes them); None reads steps and `ema_gamma` markers from the
-    files in a first pass. Snapshots are loaded one at a time: memory holds one of them plus the
-    float64 accumulator.
-    """
-    if steps is None:
-        headers = []
-        for path in checkpoint_paths:
-            snapshot = _load(path)
-            headers.append((int(snapshot["step"]), snapshot.get("ema_gamma")))
-            del snapshot
-    else:
-        headers = [(int(step), None) for step in steps]
+
+def _combine(checkpoint_paths: Sequence[str | pathlib.Path], headers: list[tuple[int, float | None]],
+             gamma: float) -> dict[str, torch.Tensor]:
     order = sorted(range(len(headers)), key=lambda i: headers[i][0])
     profiles = snapshot_profiles([headers[i][0] for i in order], [headers[i][1] for i in order])
     weights = combination_weights(profiles, gamma, headers[order[-1]][0])
@@ -137,6 +132,19 @@ def posthoc_ema(checkpoint_paths: Sequence[str | pathlib.Path], steps: Sequence[
     return {name: value.to(dtypes[name]) if name in dtypes else value for name, value in result.items()}
 
 
+def posthoc_ema(checkpoint_paths: Sequence[str | pathlib.Path], steps: Sequence[int] | None,
+                gamma: float) -> dict[str, torch.Tensor]:
+    """The power-function EMA (exponent `gamma`) at the last snapshot's step, as a state dict.
+
+    `steps`: the training step of each snapshot when the caller knows them (the files are then taken
+    as raw snapshots, as the trainer writes them); None reads steps and `ema_gamma` markers from the
+    files in a first pass. Snapshots are loaded one at a time: memory holds one of them plus the
+    float64 accumulator.
+    """
+    headers = read_headers(checkpoint_paths) if steps is None else [(int(s), None) for s in steps]
+    return _combine(checkpoint_paths, headers, gamma)
+
+
 @dataclass
 class SweepPoint:
     gamma: float
@@ -147,9 +155,10 @@ class SweepPoint:
 def sweep(checkpoint_paths: Sequence[str | pathlib.Path], gammas: Sequence[float],
           val_loss: Callable[[dict[str, torch.Tensor]], float]) -> tuple[list[SweepPoint], dict]:
     """Validation loss of the post-hoc EMA for each gamma; returns the points and the best weights."""
+    headers = read_headers(checkpoint_paths)
     points, best, best_state = [], math.inf, None
     for gamma in gammas:
-        state = posthoc_ema(checkpoint_paths, None, float(gamma))
+        state = _combine(checkpoint_paths, headers, float(gamma))
         loss = float(val_loss(state))
         points.append(SweepPoint(float(gamma), sigma_rel(float(gamma)), loss))
         if loss < best:
