@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_result  # noqa: E402
-from curator.video.synthetic import write_test_video  # noqa: E402
+from benchmarks.common import write_result
+from curator.video.synthetic import write_test_video
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     if args.quick:
         videos, (height, width), seconds_per_shot = 2, (180, 320), 2.5
-        clip_rules = dict(height=64, width=112, fps=12.0, min_seconds=2.0, max_seconds=10.0, min_frames=24)
+        clip_rules = {"height": 64, "width": 112, "fps": 12.0, "min_seconds": 2.0, "max_seconds": 10.0,
+                      "min_frames": 24}
     else:
         videos, (height, width), seconds_per_shot = args.videos, (720, 1280), 5.0
         clip_rules = {}

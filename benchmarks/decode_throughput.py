@@ -12,9 +12,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import time_call, write_result  # noqa: E402
-from curator.video import nvcodec  # noqa: E402
-from curator.video.synthetic import write_test_video  # noqa: E402
+from benchmarks.common import time_call, write_result
+from curator.video import nvcodec
+from curator.video.synthetic import write_test_video
 
 CHUNK = 64
 
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             metrics["encoder"] = write_test_video(pathlib.Path(path), height, width, shots=2,
                                                   frames_per_shot=frames // 2)
             if have_pyav:
-                seconds = time_call(lambda: decode_all_pyav(path), repeats=args.repeats)
+                seconds = time_call(lambda p=path: decode_all_pyav(p), repeats=args.repeats)
                 baseline[f"pyav_fps_{label}"] = round(frames / seconds, 1)
             if have_nvdec:
-                seconds = time_call(lambda: decode_all_nvdec(path), repeats=args.repeats)
+                seconds = time_call(lambda p=path: decode_all_nvdec(p), repeats=args.repeats)
                 metrics[f"nvdec_fps_{label}"] = round(frames / seconds, 1)
     headline = list(sizes)[-1]
     ratio = 0.0

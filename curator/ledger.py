@@ -12,9 +12,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
 
 from curator.tasks import FAILED, VideoMeta
 
@@ -36,7 +36,7 @@ class InputRecord:
     source: str
     status: str
     reason: str = ""
-    meta: Optional[VideoMeta] = None
+    meta: VideoMeta | None = None
     clips: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """The curation pipeline as data: the ordered processing stages every executor runs."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from curator.config import CurateConfig
 from curator.stages.base import Stage

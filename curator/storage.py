@@ -1,7 +1,7 @@
 """Where inputs live: a local directory or any fsspec URL (s3://, gs://, ...), behind one interface."""
 from __future__ import annotations
 
-from typing import IO, Union
+from typing import IO
 
 import fsspec
 
@@ -40,7 +40,7 @@ def size(uri: str) -> int:
     return int(fs.size(path))
 
 
-def open_for_decode(uri: str) -> Union[str, IO[bytes]]:
+def open_for_decode(uri: str) -> str | IO[bytes]:
     """A path for local files (decoders read them directly), a seekable file object otherwise."""
     if is_local(uri):
         return uri.removeprefix("file://")

@@ -10,7 +10,7 @@ import hashlib
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class FrameAnalysis:
     """
     small: np.ndarray
     thumbs: np.ndarray
-    pts: Optional[np.ndarray] = None
+    pts: np.ndarray | None = None
 
 
 @dataclass
@@ -69,11 +69,11 @@ class Task:
 
 @dataclass
 class VideoTask(Task):
-    meta: Optional[VideoMeta] = None
-    analysis: Optional[FrameAnalysis] = None
+    meta: VideoMeta | None = None
+    analysis: FrameAnalysis | None = None
     shots: list[tuple[int, int]] = field(default_factory=list)
     first_pass_cuts: list[int] = field(default_factory=list)
-    clips: list["ClipTask"] = field(default_factory=list)
+    clips: list[ClipTask] = field(default_factory=list)
 
 
 @dataclass
@@ -85,11 +85,11 @@ class ClipTask(Task):
     start_frame: int = 0
     end_frame: int = 0
     source_fps: float = 0.0
-    source_meta: Optional[VideoMeta] = None
-    analysis: Optional[np.ndarray] = None
-    frame_pts: Optional[np.ndarray] = None
-    crop: Optional[CropBox] = None
-    frames: Optional[np.ndarray] = None
+    source_meta: VideoMeta | None = None
+    analysis: np.ndarray | None = None
+    frame_pts: np.ndarray | None = None
+    crop: CropBox | None = None
+    frames: np.ndarray | None = None
     mp4: bytes = b""
     num_frames: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -52,7 +52,7 @@ class Stage:
         start = time.perf_counter()
         try:
             out = self.process(task)
-        except Exception as exc:  # a bad input must never stop the run: record it and move on
+        except Exception as exc:  # noqa: BLE001 - a bad input must never stop the run: record it, go on
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")
             out = [task]

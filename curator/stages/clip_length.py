@@ -5,6 +5,7 @@ fps) are dropped; longer than `max_seconds` they are cut into equal windows, eac
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from curator.tasks import SKIPPED, ClipTask, Task, VideoTask, clip_key
 
 def output_frame_count(start_frame: int, end_frame: int, source_fps: float, fps: float) -> int:
     """Frames a source range yields once re-timed to `fps` (nearest-frame sampling)."""
-    return int(math.floor((end_frame - start_frame) / source_fps * fps + 1e-6))
+    return math.floor((end_frame - start_frame) / source_fps * fps + 1e-6)
 
 
 def clip_windows(shot: tuple[int, int], source_fps: float, cfg: CurateConfig) -> list[tuple[int, int]]:
@@ -32,7 +33,7 @@ def clip_windows(shot: tuple[int, int], source_fps: float, cfg: CurateConfig) ->
     else:
         size = length / count
     bounds = [start + round(i * size) for i in range(count + 1)]
-    windows = list(zip(bounds[:-1], bounds[1:]))
+    windows = list(itertools.pairwise(bounds))
     return [(a, b) for a, b in windows
             if output_frame_count(a, b, source_fps, cfg.fps) >= cfg.min_frames and b - a >= min_len]
 

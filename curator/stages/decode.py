@@ -23,7 +23,7 @@ TRUNCATED_FRACTION = 0.9
 def analysis_size(height: int, width: int, analysis_width: int) -> tuple[int, int]:
     """(h, w) at most `analysis_width` wide with the source aspect, both even."""
     w = min(analysis_width, width)
-    h = max(2, int(round(height * w / width / 2)) * 2)
+    h = max(2, round(height * w / width / 2) * 2)
     return h, w - w % 2
 
 

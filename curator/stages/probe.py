@@ -76,7 +76,7 @@ class ProbeStage(Stage):
             duration = float(stream.duration * stream.time_base) if stream.duration else (
                 container.duration / 1e6 if container.duration else 0.0)
             meta = VideoMeta(codec=codec, fps=fps, width=stream.width, height=stream.height,
-                             num_frames=stream.frames or int(round(duration * fps)),
+                             num_frames=stream.frames or round(duration * fps),
                              duration_s=duration, has_audio=bool(container.streams.audio))
             task.meta = meta
             if cfg.allowed_codecs and codec not in cfg.allowed_codecs:

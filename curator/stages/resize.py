@@ -44,7 +44,7 @@ def decode_size(source_h: int, source_w: int, box: CropBox, height: int, width: 
     work on far fewer pixels whenever the source is larger than the output.
     """
     scale = min(1.0, max(height / (box.bottom - box.top), width / (box.right - box.left)))
-    return scale, (max(2, int(round(source_h * scale / 2)) * 2), max(2, int(round(source_w * scale / 2)) * 2))
+    return scale, (max(2, round(source_h * scale / 2) * 2), max(2, round(source_w * scale / 2) * 2))
 
 
 @dataclass
@@ -67,8 +67,8 @@ class ResizeStage(Stage):
         box = aspect_box(task.crop, cfg.height, cfg.width)
         scale, size = decode_size(meta.height, meta.width, box, cfg.height, cfg.width)
         sy, sx = size[0] / meta.height, size[1] / meta.width
-        top, bottom = int(box.top * sy), max(int(box.top * sy) + 1, int(round(box.bottom * sy)))
-        left, right = int(box.left * sx), max(int(box.left * sx) + 1, int(round(box.right * sx)))
+        top, bottom = int(box.top * sy), max(int(box.top * sy) + 1, round(box.bottom * sy))
+        left, right = int(box.left * sx), max(int(box.left * sx) + 1, round(box.right * sx))
         unique = np.unique(picks)
         out = np.empty((len(picks), cfg.height, cfg.width, 3), dtype=np.uint8)
         filled = np.zeros(len(picks), dtype=bool)

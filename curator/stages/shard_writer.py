@@ -16,7 +16,7 @@ import os
 import pathlib
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,7 +60,7 @@ class _SourceProgress:
 @dataclass
 class ShardWriterStage(Stage):
     name = "shard_writer"
-    ledger: Optional[Ledger] = None
+    ledger: Ledger | None = None
     shard_paths: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     clips_written: int = 0

@@ -10,8 +10,9 @@ sending those would hand most of an action video to the slow model). Cuts it add
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from scenedetect.common import FrameTimecode
@@ -58,7 +59,7 @@ def candidate_segments(num_frames: int, cuts: list[int], scores: np.ndarray, fps
                        min_shot_frames: int) -> list[tuple[int, int]]:
     """Frame ranges worth a second look, merged where they overlap."""
     bounds = [0, *cuts, num_frames]
-    segments = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if (b - a) / fps > long_shot_seconds]
+    segments = [(a, b) for a, b in itertools.pairwise(bounds) if (b - a) / fps > long_shot_seconds]
     segments += [(max(0, i - SPIKE_CONTEXT), min(num_frames, i + SPIKE_CONTEXT))
                  for i in near_miss_spikes(scores, threshold, low_confidence, min_shot_frames)]
     merged: list[tuple[int, int]] = []
@@ -92,13 +93,13 @@ def merge_cuts(first: list[int], extra: list[int], min_gap: int) -> list[int]:
 
 def shots_from_cuts(cuts: list[int], num_frames: int) -> list[tuple[int, int]]:
     bounds = [0, *cuts, num_frames]
-    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @dataclass
 class ShotDetectionStage(Stage):
     name = "shots"
-    _model: Optional[Any] = None
+    _model: Any | None = None
 
     @property
     def resources(self) -> Resources:

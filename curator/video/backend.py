@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from curator.video.frames import Chunk
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def use_gpu(device: str) -> bool:
     """Resolve cfg.device: "auto" takes the GPU path only when NVDEC can actually run here."""
     if device == "cpu":
@@ -27,8 +27,8 @@ def use_gpu(device: str) -> bool:
 
 
 def decode_range(source: str, device: str, chunk_frames: int, start_frame: int = 0,
-                 end_frame: Optional[int] = None, size: Optional[tuple[int, int]] = None,
-                 indices: Optional[np.ndarray] = None, frame_pts: Optional[np.ndarray] = None) -> Iterator[Chunk]:
+                 end_frame: int | None = None, size: tuple[int, int] | None = None,
+                 indices: np.ndarray | None = None, frame_pts: np.ndarray | None = None) -> Iterator[Chunk]:
     """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks).
     NVDEC reads local files only, so remote inputs and CPU workers stream through PyAV."""
     if use_gpu(device) and storage.is_local(source):
@@ -36,7 +36,7 @@ def decode_range(source: str, device: str, chunk_frames: int, start_frame: int =
     return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def use_nvenc(device: str) -> bool:
     """NVENC only on GPUs that have the engine; others (H100, H200) encode with libx264."""
     ok = use_gpu(device) and nvcodec.nvenc_available()

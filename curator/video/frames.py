@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -12,7 +12,7 @@ class Chunk(NamedTuple):
     """A run of decoded frames: their indices, the frames (numpy or CUDA tensor), PyAV timestamps."""
     indices: np.ndarray
     frames: Any
-    pts: Optional[np.ndarray] = None
+    pts: np.ndarray | None = None
 
 
 def frame_rate(fps: float) -> Fraction:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from curator.video.frames import Chunk, frame_rate, resize_batch
-
 
 
 def _nvc() -> Any:
@@ -35,7 +35,7 @@ def available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvenc_available(gpu_id: int = 0) -> bool:
     """True where the GPU has an NVENC engine: data-centre parts such as H100 and H200 decode in
     hardware but have no encoder, and opening a session is the only reliable test."""
@@ -44,13 +44,13 @@ def nvenc_available(gpu_id: int = 0) -> bool:
     nvc = _nvc()
     try:
         nvc.CreateEncoder(64, 64, "ABGR", True, codec="h264", gpu_id=gpu_id)
-    except Exception:  # PyNvVCException: no encode device (NV_ENC_ERR_NO_ENCODE_DEVICE) and kin
+    except Exception:  # noqa: BLE001 - PyNvVCException (NV_ENC_ERR_NO_ENCODE_DEVICE) is not importable by name
         return False
     return True
 
 
-def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: Optional[int] = None,
-                  size: Optional[tuple[int, int]] = None, indices: Optional[np.ndarray] = None,
+def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
+                  size: tuple[int, int] | None = None, indices: np.ndarray | None = None,
                   gpu_id: int = 0) -> Iterator[Chunk]:
     """Yield Chunks (frame indices, uint8 CUDA tensor (n, h, w, 3) RGB), like the PyAV decoder.
 

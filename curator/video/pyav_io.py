@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -11,9 +12,9 @@ from curator.storage import open_for_decode
 from curator.video.frames import Chunk, frame_rate
 
 
-def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: Optional[int] = None,
-                  size: Optional[tuple[int, int]] = None, indices: Optional[np.ndarray] = None,
-                  frame_pts: Optional[np.ndarray] = None) -> Iterator[Chunk]:
+def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
+                  size: tuple[int, int] | None = None, indices: np.ndarray | None = None,
+                  frame_pts: np.ndarray | None = None) -> Iterator[Chunk]:
     """Yield Chunks (frame indices, RGB uint8 frames (n, h, w, 3), timestamps) of [start_frame, end_frame).
 
     A frame's index is its position in presentation order from the first decoded frame. Memory stays
@@ -23,7 +24,7 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     allows an exact seek to the range; without it the range is reached by decoding from the start,
     because timestamps turned into indices through an average frame rate drift on real files.
     """
-    wanted = None if indices is None else set(int(i) for i in indices)
+    wanted = None if indices is None else {int(i) for i in indices}
     pts_index = None if frame_pts is None else {int(p): start_frame + i for i, p in enumerate(frame_pts)}
     # Not frame_pts[-1]: AVI files with packed B-frames hand out timestamps slightly out of order.
     last_pts = None if frame_pts is None else int(frame_pts.max())

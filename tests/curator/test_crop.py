@@ -7,7 +7,7 @@ import pytest
 from curator.stages.crop import find_crop
 from curator.stages.resize import aspect_box
 
-ARGS = dict(black_level=24, band_fraction=0.25, edge_density=0.12)
+ARGS = {"black_level": 24, "band_fraction": 0.25, "edge_density": 0.12}
 
 
 def frames_of(path, count=99, size=(118, 160)):

@@ -1,8 +1,16 @@
 """The shards load through megatron-energon: `prepare` (its programmatic form), then a loader that
 decodes every clip's video."""
 import shutil
+from typing import ClassVar
 
-from megatron.energon import Cooker, DefaultTaskEncoder, WorkerConfig, get_loader, get_train_dataset, stateless
+from megatron.energon import (
+    Cooker,
+    DefaultTaskEncoder,
+    WorkerConfig,
+    get_loader,
+    get_train_dataset,
+    stateless,
+)
 from megatron.energon.flavors.webdataset.prepare import WebdatasetPreparator
 
 DATASET_YAML = "__module__: megatron.energon\n__class__: CrudeWebdataset\nsubflavors: {}\n"
@@ -15,7 +23,7 @@ def cook_clip(sample):
 
 
 class ClipEncoder(DefaultTaskEncoder):
-    cookers = [Cooker(cook_clip)]
+    cookers: ClassVar[list[Cooker]] = [Cooker(cook_clip)]
 
 
 def test_energon_prepare_and_load(demo_run, tmp_path):

@@ -45,7 +45,7 @@ def test_keys_are_unique_and_catalog_matches_shards(demo_run, read_shards):
 
 
 def test_ledger_has_a_row_per_input_with_timings(demo_run):
-    summary, output = demo_run
+    summary, _ = demo_run
     rows = Ledger(summary.ledger_path).inputs()
     assert len(rows) == 5
     for row in rows:
