@@ -31,7 +31,7 @@ class CurateConfig:
     workers: int = 2
     max_in_flight: int = 8
     actor_threads: int = 2
-    calibration_inputs: int = 2
+    calibration_tasks: int = 4
     device: str = "auto"
     clips_per_shard: int = 64
     log_every_s: float = 10.0
@@ -77,7 +77,7 @@ class CurateConfig:
         require(self.workers >= 1, "workers", "must be >= 1")
         require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
         require(self.actor_threads >= 1, "actor_threads", "must be >= 1")
-        require(self.calibration_inputs >= 1, "calibration_inputs", "must be >= 1")
+        require(self.calibration_tasks >= 1, "calibration_tasks", "must be >= 1")
         require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
         require(self.log_every_s > 0, "log_every_s", "must be > 0")

@@ -4,8 +4,8 @@
   file reads and decodes overlap its CPU or GPU work.
 - Distribution: actors are placed with the SPREAD strategy across the cluster's nodes, and the
   driver hands each task to the least-loaded actor of its stage.
-- Balance: every stage starts with one actor; once `calibration_inputs` inputs have finished, the
-  measured seconds each stage spent decide how the `workers` budget is shared among stages
+- Balance: every stage starts with one actor; once `calibration_tasks` tasks have left the last
+  stage (or been rejected), the measured seconds each stage spent decide how the `workers` budget is shared among stages
   (`balance_workers`), and the missing actors are added.
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
@@ -103,12 +103,16 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     pending = deque(sources)
     balanced = False
 
+    delivered = 0
+
     def route(task: Task, stage_index: int) -> None:
+        nonlocal delivered
         if task.ok and stage_index < len(stages):
             queues[stage_index].append(task)
             outstanding[task.source] += 1
         else:
             writer.process(task)
+            delivered += 1
 
     while pending or running or any(queues):
         while pending and len(outstanding) < cfg.max_in_flight:
@@ -129,7 +133,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                 route(task, index + 1)
             if outstanding[source] <= 0:
                 del outstanding[source]
-        if not balanced and writer.inputs_finished >= cfg.calibration_inputs:
+        if not balanced and delivered >= cfg.calibration_tasks:
             balanced = True
             seconds = [writer.stage_seconds.get(stage.name, 0.0) for stage in stages]
             targets = balance_workers(seconds, budget)

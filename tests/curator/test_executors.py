@@ -1,4 +1,5 @@
 """The Ray runner and the NeMo Curator adapter run the same stages to the same results."""
+import logging
 import shutil
 
 import pytest
@@ -26,10 +27,14 @@ def test_balance_follows_measured_stage_time():
     assert workers[3] > workers[1] > workers[2] >= workers[0]
 
 
-def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path):
+def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path,
+                                                               caplog):
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
-    ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_inputs=1),
-                     progress=False)
+    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+        ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_tasks=1,
+                                     max_in_flight=1), progress=False)
+    # One input at a time, so the second is curated by the pools balanced on the first clip's timings.
+    assert any("curate ray-balance" in r.getMessage() for r in caplog.records)
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
