@@ -1,12 +1,14 @@
 """muP band monitor: per-layer gradient, weight and update scales against the band muP predicts.
 
-Under muP every parameter of one role (hidden matrix, output matrix, input matrix, vector; see
-mup.py) has per-coordinate scales that stay Theta(1) as the width grows, and parameters of one role
-share them: they get the same LR multiplier, so the same Adam-normalised update size, and see
-gradients of the same order. The monitor therefore checks, at each validation:
+muP keeps per-coordinate scales Theta(1) in width, and with the residual branches scaled by depth
+(the block's constant offset c = 1/L) they are also uniform over depth: the same parameter of every
+block sees gradients and Adam-normalised updates of one size. The monitor therefore checks, at
+each validation:
 - weight: the RMS row norm of each matrix against 1 (unit rows on the sphere; muP's
   1/sqrt(fan_in) initialisation for the others);
-- gradient RMS and per-step update RMS against the median of the parameter's role peers.
+- gradient RMS and per-step update RMS of a repeated parameter (blocks.3.mlp.weight) against the
+  median over the same parameter of the other blocks (blocks.*.mlp.weight), given three or more.
+One-off parameters (embeddings, final projection) see different data and get the weight check only.
 A value more than `band_tolerance` times away from its band centre warns. Modulation parameters are
 exempt (`band_exempt`): they start at zero and grow from there by design. The update is the change
 since the previous record divided by the steps between, so the first record has none.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,9 +28,14 @@ from torch import nn
 
 from megatron_video.optim.builder import model_name
 from megatron_video.optim.config import OptimConfig
-from megatron_video.optim.mup import mup_role
 
 MIN_PEERS = 3  # fewer peers than this give no meaningful median
+
+
+def depth_peer_key(name: str) -> str:
+    """The name with its layer index (the first numeric part) wildcarded:
+    blocks.3.modulation.2.weight -> blocks.*.modulation.2.weight."""
+    return re.sub(r"\.\d+(?=\.)", ".*", name, count=1)
 
 
 @dataclass
@@ -102,19 +110,17 @@ class BandMonitor:
         measured = self._measure(step)
         peers: dict[tuple, list[float]] = defaultdict(list)
         for name, values in measured.items():
-            role = mup_role(name, self.params[name])
             for quantity, value in values.items():
-                if not self._exempt(name):
-                    peers[(role, quantity)].append(value)
+                peers[(depth_peer_key(name), quantity)].append(value)
         tol = self.cfg.band_tolerance
         warnings = []
         for name, values in measured.items():
-            role = mup_role(name, self.params[name])
             for quantity, value in values.items():
+                siblings = peers[(depth_peer_key(name), quantity)]
                 if quantity == "weight":
                     centre = 1.0
-                elif len(peers[(role, quantity)]) >= MIN_PEERS:
-                    centre = statistics.median(peers[(role, quantity)])
+                elif len(siblings) >= MIN_PEERS:
+                    centre = statistics.median(siblings)
                 else:
                     centre = None
                 if centre is None or centre <= 0:
