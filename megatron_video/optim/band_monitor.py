@@ -85,6 +85,10 @@ class BandMonitor:
         self.previous: tuple[int, dict[str, torch.Tensor]] | None = None
         self.history: list[BandReading] = []
 
+    def due(self, step: int) -> bool:
+        """Whether `step` is a scheduled check (every optim.band_check_every steps)."""
+        return step % self.cfg.band_check_every == 0
+
     def _exempt(self, name: str) -> bool:
         return any(pattern in name for pattern in self.cfg.band_exempt)
 

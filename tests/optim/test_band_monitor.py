@@ -28,12 +28,13 @@ def _set_grads(model, gen):
 
 def test_band_monitor_warns_out_of_band_and_exempts_modulation(tmp_path):
     gen = torch.Generator().manual_seed(0)
-    cfg = OptimConfig(band_tolerance=8.0)
+    cfg = OptimConfig(band_tolerance=8.0, band_check_every=10)
     model = Tiny()
     init_sphere_(model, cfg)
     writer = SummaryWriter(tmp_path / "tb")
     monitor = BandMonitor(model, cfg, writer=writer)
     _set_grads(model, gen)
+    assert monitor.due(10) and monitor.due(20) and not monitor.due(15)
     assert monitor.record(10) == []
 
     with torch.no_grad():
