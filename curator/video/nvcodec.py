@@ -67,17 +67,28 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
                                 output_color_type=nvc.OutputColorType.RGB)
     total = len(decoder)
     end = total if end_frame is None else min(end_frame, total)
-    if indices is None:
-        indices = np.arange(start_frame, end)
-    indices = indices[(indices >= start_frame) & (indices < end)]
+    wanted = None if indices is None else indices[(indices >= start_frame) & (indices < end)]
+    if wanted is not None and len(wanted) == 0:
+        return
+    # Decode sequentially from the first wanted frame: fetching frames one index at a time would
+    # restart from a keyframe for each of them.
+    index = start_frame if wanted is None else int(wanted[0])
+    if index > 0:
+        decoder.seek_to_index(index)
     with torch.cuda.device(gpu_id):
-        for lo in range(0, len(indices), chunk_frames):
-            wanted = indices[lo:lo + chunk_frames]
-            frames = decoder.get_batch_frames_by_index([int(i) for i in wanted])
-            views = [torch.from_dlpack(frame) for frame in frames]
+        while index < end:
+            frames = decoder.get_batch_frames(min(chunk_frames, end - index))
+            if not frames:
+                break
+            positions = np.arange(index, index + len(frames))
+            index += len(frames)
+            keep = np.ones(len(frames), dtype=bool) if wanted is None else np.isin(positions, wanted)
+            if not keep.any():
+                continue
+            views = [torch.from_dlpack(frame) for frame, k in zip(frames, keep, strict=True) if k]
             batch = torch.stack(views) if size is None else resize_batch(torch.stack(views), size, keep_device=True)
             del views, frames
-            yield Chunk(wanted[:batch.shape[0]], batch)
+            yield Chunk(positions[keep], batch)
 
 
 def encode_h264(frames: Any, fps: float, gpu_id: int = 0, preset: str = "P4") -> bytes:

@@ -39,9 +39,14 @@ def test_encoder_choice_follows_the_hardware():
 
 
 def test_nvdec_decodes_selected_indices(h264_file):
-    wanted = np.array([3, 10, 50, 90])
-    [chunk] = list(nvcodec.decode_chunks(h264_file, 32, indices=wanted, size=(90, 160)))
-    assert chunk.indices.tolist() == wanted.tolist() and tuple(chunk.frames.shape) == (4, 90, 160, 3)
+    """A seek into the second shot, then only the wanted frames, matching PyAV's frames at those indices."""
+    wanted = np.array([50, 51, 70, 90])
+    chunks = list(nvcodec.decode_chunks(h264_file, 16, start_frame=50, end_frame=96, indices=wanted, size=(90, 160)))
+    assert np.concatenate([c.indices for c in chunks]).tolist() == wanted.tolist()
+    gpu = np.concatenate([c.frames.cpu().numpy() for c in chunks]).astype(np.float32)
+    cpu = np.concatenate([c.frames for c in pyav_io.decode_chunks(h264_file, 96, size=(90, 160))])[wanted]
+    assert gpu.shape == (4, 90, 160, 3)
+    assert np.abs(gpu - cpu.astype(np.float32)).mean(axis=(1, 2, 3)).max() < 6.0
 
 
 def test_nvenc_clip_decodes_with_pyav(h264_file):
