@@ -21,6 +21,9 @@ else
   pip install -c "$C" megatron-core
 fi
 pip install -c "$C" -e ".[curate,train,serve,dev]"
+# HEBO 0.3.6 pins numpy<1.25 and pymoo==0.6.0 yet runs on numpy 2 / pymoo 0.6.2; the 0.3.2 that
+# pip picks instead imports pymoo.factory, which pymoo 0.6 removed. Take 0.3.6 without its pins.
+pip install --no-deps hebo==0.3.6
 # scenedetect and friends drag in the GUI opencv into the same cv2/ folder: keep only headless 4.x.
 pip uninstall -y opencv-python opencv-contrib-python opencv-python-headless >/dev/null 2>&1 || true
 pip install -c "$C" --no-deps --force-reinstall opencv-python-headless

@@ -7,6 +7,7 @@ from curator.config import CurateConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig
+from megatron_video.optim.coord_check import CoordCheckConfig
 from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
 from megatron_video.parallel.state import ParallelConfig
@@ -25,3 +26,4 @@ class RootConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
+    coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)

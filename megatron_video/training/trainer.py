@@ -89,14 +89,24 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             [self.model], cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
             parallel=cfg.parallel)
-        self.band = BandMonitor(self.parts.model, cfg.optim)
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
+        self.band = BandMonitor(self.parts.model, cfg.optim, writer=self.metrics.writer)
         self.step = 0
 
     # -- state -------------------------------------------------------------------------------
+    def _save(self) -> str:
+        return str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self._state()))
+
+    def _inner_optimizers(self) -> list:
+        return [leaf.optimizer for leaf in getattr(self.optimizer, "chained_optimizers", [self.optimizer])
+                if leaf.optimizer is not None]
+
     def _state(self) -> dict:
         return {"model": self.parts.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                # The distributed optimizer's state_dict() leaves out the Adam moments of this rank's
+                # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
+                "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
                 "losses": self.metrics.losses}
 
@@ -107,6 +117,8 @@ class Trainer:
         state = ckpt.load_checkpoint(found, self.device)
         self.parts.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for inner, inner_state in zip(self._inner_optimizers(), state["inner_optimizers"], strict=True):
+            inner.load_state_dict(inner_state)
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         self.metrics.losses = list(state["losses"])
@@ -151,19 +163,19 @@ class Trainer:
             self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
                                 lr=self.scheduler.current_lr(), step_s=time.perf_counter() - step_started,
                                 log=self.step % cfg.train.log_every == 0)
+            if self.band.due(self.step):
+                self._check_band()
             if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
                 summary.val_loss = self._validate()
             if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
                 ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
             if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
-                summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
-                                                              self._state()))
+                summary.checkpoint = self._save()
             out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
             if out_of_time or self.step - start_step == cfg.train.stop_after:
                 log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
                             cfg.train.steps, "time limit" if out_of_time else "train.stop_after")
-                summary.checkpoint = str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step,
-                                                              self._state()))
+                summary.checkpoint = self._save()
                 break
         summary.wall_s = time.perf_counter() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
@@ -177,11 +189,13 @@ class Trainer:
         self.metrics.close()
         return summary
 
-    def _validate(self) -> float:
+    def _check_band(self) -> None:
         warnings = self.band.record(self.step)
         for warning in warnings:
             log.warning("muP band: %s", warning)
         self.metrics.band_warnings += len(warnings)
+
+    def _validate(self) -> float:
         self.model.eval()
         value = validation_loss_of(self.model, self.parts, self.cfg, self.dtype)
         self.model.train()
