@@ -17,6 +17,8 @@ from curator.ledger import Ledger
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
 from curator.stages.shard_writer import ShardWriterStage
+from curator.stages.source import SourceStage
+from curator.tasks import Task
 from megatron_video.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def curate(cfg: CurateConfig, progress: bool = True) -> CurationSummary:
     writer = ShardWriterStage(cfg)
     writer.setup()
     finished = writer.ledger.finished_sources(cfg.retry_failed)
-    listed = storage.list_videos(cfg.input, cfg.extensions)
+    listed = [task.source for task in SourceStage(cfg).process(Task(source=cfg.input))]
     sources = [s for s in listed if s not in finished]
     log.info("curate start input=%s output=%s inputs=%d already_finished=%d executor=%s", cfg.input, cfg.output,
              len(listed), len(listed) - len(sources), cfg.executor)
