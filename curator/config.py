@@ -60,7 +60,7 @@ class CurateConfig:
     # Encode.
     crf: int = 23
     preset: str = "veryfast"
-    encode_threads: int = 0
+    encode_threads: int = 0  # 0: the machine's cores shared among `workers`
     retry_failed: bool = False
 
     def __post_init__(self) -> None:

@@ -1,6 +1,7 @@
 """Encode stage: H.264 MP4 in memory, NVENC on GPUs that have it, libx264 (through PyAV) elsewhere."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from curator.stages.base import Resources, Stage
@@ -22,9 +23,15 @@ class EncodeStage(Stage):
     def outputs(self) -> list[str]:
         return ["mp4"]
 
+    @property
+    def threads(self) -> int:
+        """x264 threads per clip: by default the cores shared among the workers encoding at once,
+        since every encoder asking for all cores oversubscribes the machine `workers` times."""
+        return self.cfg.encode_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers)
+
     def process(self, task: ClipTask) -> list[Task]:
         cfg = self.cfg
-        task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, cfg.encode_threads)
+        task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, self.threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]
