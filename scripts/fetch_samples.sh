@@ -14,11 +14,12 @@ mkdir -p "$dest"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 (cd "$work" && apt-get download opencv-doc >/dev/null)
 dpkg -x "$work"/opencv-doc_*.deb "$work/x"
-src="$work/x/usr/share/doc/opencv-doc/examples/data"
+doc="$work/x/usr/share/doc/opencv-doc"
+src="$doc/examples/data"
 cp "$src/Megamind.avi" "$src/vtest.avi" "$dest/"
-for clip in box cup; do gunzip -c "$src/html/$clip.mp4.gz" > "$dest/$clip.mp4"; done
+for clip in box cup; do gunzip -c "$doc/opencv4/html/$clip.mp4.gz" > "$dest/$clip.mp4"; done
 cp "$src/messi5.jpg" "$src/imageTextN.png" "$dest/"
-cp "$work/x/usr/share/doc/opencv-doc/copyright" "$dest/OPENCV_COPYRIGHT"
+cp "$doc/copyright" "$dest/OPENCV_COPYRIGHT"
 # The wheel also installs a top-level `tests` package; only its video is wanted.
 video=$(.venv/bin/python - <<'PY'
 import importlib.util, pathlib

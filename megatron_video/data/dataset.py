@@ -64,9 +64,11 @@ class ClipDataset(IterableDataset):
         self.cfg, self.split, self.seed, self.repeat = cfg, split, seed, repeat
         self.skip_batches = skip_batches
         self.shards = list_shards(cfg.shards)
+        # Read here, in the training process: spawned loader workers have no parallel_state.
+        self.dp_rank, self.dp_size = _data_parallel_position()
 
     def _shards_for_this_rank(self) -> list[str]:
-        rank, size = _data_parallel_position()
+        rank, size = self.dp_rank, self.dp_size
         if len(self.shards) < size:
             log.warning("%d shards for %d data-parallel ranks: ranks share shards", len(self.shards), size)
             return self.shards
@@ -154,5 +156,8 @@ def build_loader(cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batc
     run passes the number of batches it already consumed as `skip_batches`."""
     dataset = ClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.num_workers if split == "train" else 0
+    # Spawned, not forked: the training process holds CUDA, tokenizer and NCCL threads by then, and
+    # a forked worker can deadlock on a lock one of them held (seen on the GPU machine).
     return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=workers,
-                      persistent_workers=workers > 0, drop_last=split == "train")
+                      persistent_workers=workers > 0, drop_last=split == "train",
+                      multiprocessing_context="spawn" if workers > 0 else None)
