@@ -6,26 +6,19 @@ two). ratio = sequential latency / parallel latency; Summer-22B's claim is >= 1.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import time_call, write_result  # noqa: E402
+from benchmarks.common import model_benchmark_args, time_call, write_result  # noqa: E402
 from megatron_video.model import build_model, load_preset  # noqa: E402
 from megatron_video.parallel.state import ParallelConfig, init_distributed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny model on CPU (smoke test)")
-    parser.add_argument("--preset", default="1b")
-    parser.add_argument("--latent", type=int, nargs=3, default=[16, 64, 128], metavar=("T", "H", "W"))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--results-dir", type=pathlib.Path, default=None)
-    args = parser.parse_args(argv)
+    args = model_benchmark_args(__doc__, argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     init_distributed(ParallelConfig(), device)
     preset = "demo" if args.quick else args.preset

@@ -6,6 +6,7 @@ Each script in benchmarks/ measures a claim side by side with its baseline in on
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import pathlib
@@ -78,3 +79,14 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+def model_benchmark_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments every VideoDiT benchmark takes (preset, latent shape, repeats, --quick)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny model on CPU (smoke test)")
+    parser.add_argument("--preset", default="1b")
+    parser.add_argument("--latent", type=int, nargs=3, default=[16, 64, 128], metavar=("T", "H", "W"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--results-dir", type=pathlib.Path, default=None)
+    return parser.parse_args(argv)

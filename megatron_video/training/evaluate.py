@@ -28,13 +28,19 @@ def validation_loss_of(model: torch.nn.Module, parts: Components, cfg: RootConfi
     return sum(losses) / len(losses)
 
 
+_components_by_config: dict[int, Components] = {}
+
+
 def validation_loss(cfg: RootConfig, state_dict: dict[str, torch.Tensor]) -> float:
-    """Validation loss of given weights (post-hoc EMA scores candidate averages with this)."""
+    """Validation loss of given weights (post-hoc EMA scores candidate averages with this); the
+    model and encoders are built once per configuration and reloaded with each candidate."""
     from megatron_video.parallel.state import init_distributed
 
     device = resolve_device(cfg.run.device)
-    init_distributed(cfg.parallel, device, seed=cfg.run.seed)
-    parts = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
+    if id(cfg) not in _components_by_config:
+        init_distributed(cfg.parallel, device, seed=cfg.run.seed)
+        _components_by_config[id(cfg)] = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
+    parts = _components_by_config[id(cfg)]
     parts.model.load_state_dict(state_dict)
     parts.model.eval()
     return validation_loss_of(parts.model, parts, cfg, resolve_dtype(cfg.train.precision, device))
