@@ -32,7 +32,8 @@ def render(results_dir: pathlib.Path = ROOT / "results") -> str:
         r = json.loads(path.read_text())
         rows.append(f"| {r['name']} | {r['device']} | {r['date']} | {r['ratio']} | {r['target']} | "
                     f"{_met(r['ratio'], r['target'])} | {_short(r['metrics'])} | {_short(r['baseline'])} |")
-    return HEADER + "\n".join(rows) + "\n"
+    notes = ROOT / "notes.md"
+    return HEADER + "\n".join(rows) + "\n" + ("\n" + notes.read_text() if notes.exists() else "")
 
 
 if __name__ == "__main__":
