@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from megatron_video.config import ConfigError
 from megatron_video.config.schema import RootConfig
 
 DEFAULT_RECIPE = "curate"
@@ -11,7 +12,10 @@ DEFAULT_RECIPE = "curate"
 def run(cfg: RootConfig) -> int:
     from curator.run import curate
 
-    summary = curate(cfg.curate, progress=cfg.run.progress)
+    try:
+        summary = curate(cfg.curate, progress=cfg.run.progress)
+    except ConfigError as err:  # curate() names its own fields; users type them as curate.*
+        raise err.under("curate") from None
     logging.getLogger("mvideo").info("curated %d clips into %s (inputs: %s)", summary.clips_written,
                                      cfg.curate.output, summary.inputs_by_status)
     return 0
