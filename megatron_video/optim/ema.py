@@ -124,10 +124,10 @@ def _combine(checkpoint_paths: Sequence[str | pathlib.Path], headers: list[tuple
     dtypes: dict[str, torch.dtype] = {}
     for weight, i in zip(weights, order):
         for name, value in _load(checkpoint_paths[i])["model"].items():
-            if torch.is_floating_point(value):
+            if isinstance(value, torch.Tensor) and torch.is_floating_point(value):
                 dtypes[name] = value.dtype
                 result[name] = result.get(name, 0) + float(weight) * value.double()
-            else:  # integer buffers (counters, indices) are not averaged: keep the first
+            else:  # integer buffers and megatron's `_extra_state` entries are not averaged: keep the first
                 result.setdefault(name, value)
     return {name: value.to(dtypes[name]) if name in dtypes else value for name, value in result.items()}
 

@@ -58,3 +58,20 @@ def test_sweep_picks_the_exponent_with_the_lowest_validation_loss(write_snapshot
     assert sigma_rel(6.94) == pytest.approx(0.10, abs=2e-3)  # Karras et al.'s pairing
     with pytest.raises(ValueError):
         EmaConfig(gammas=[-0.6])
+
+
+def test_entries_that_are_not_float_tensors_pass_through(tmp_path):
+    import torch
+
+    from megatron_video.optim.ema import posthoc_ema
+
+    paths = []
+    for step in (10, 20):
+        path = tmp_path / f"step_{step:07d}.pt"
+        torch.save({"step": step, "model": {"w": torch.full((2,), float(step)), "layer._extra_state": None,
+                                            "count": torch.tensor(step)}}, path)
+        paths.append(path)
+    averaged = posthoc_ema(paths, [10, 20], gamma=6.94)
+    assert averaged["layer._extra_state"] is None
+    assert averaged["count"].item() == 10
+    assert 10.0 < averaged["w"][0].item() <= 20.0
