@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         text = torch.randn(1, cfg.max_text_len, cfg.text_dim, device=device, dtype=dtype)
         mask = torch.ones(1, cfg.max_text_len, dtype=torch.bool, device=device)
         with torch.no_grad():
-            latency[block] = time_call(lambda: model(x, t, text, mask), repeats=repeats, warmup=1, sync=sync)
+            latency[block] = time_call(lambda m=model: m(x, t, text, mask), repeats=repeats, warmup=1, sync=sync)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
