@@ -9,10 +9,9 @@ DEFAULT_RECIPE = "default"
 
 
 def run(cfg: RootConfig) -> int:
-    from megatron_video.training.trainer import check_inputs, train
+    from megatron_video.training.trainer import train
 
-    check_inputs(cfg)
-    summary = train(cfg)
+    summary = train(cfg)  # checks its inputs (shards, splits, warmup) before building anything
     first, last = summary.loss_drop()
     logging.getLogger("mvideo").info(
         "trained steps %d..%d in %.1f s (%.3f s/step); loss %.4f -> %.4f; val_loss %.4f; checkpoint %s",
