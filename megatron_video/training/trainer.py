@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from megatron.core import parallel_state
+from tqdm import tqdm
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 
 from megatron_video.config.errors import ConfigError
@@ -143,6 +144,8 @@ class Trainer:
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         self.model.train()
+        progress = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step",
+                        disable=not (cfg.run.progress and self.is_main))
         while self.step < cfg.train.steps:
             step_started = time.perf_counter()
             batch = next(loader)
@@ -160,6 +163,8 @@ class Trainer:
             self.scheduler.step(1)
             self.step += 1
             loss_value = _data_parallel_mean(loss.detach())
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
                                 lr=self.scheduler.current_lr(), step_s=time.perf_counter() - step_started,
                                 log=self.step % cfg.train.log_every == 0)
@@ -177,6 +182,7 @@ class Trainer:
                             cfg.train.steps, "time limit" if out_of_time else "train.stop_after")
                 summary.checkpoint = self._save()
                 break
+        progress.close()
         summary.wall_s = time.perf_counter() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)
