@@ -16,7 +16,7 @@ log = logging.getLogger("mvideo.demo")
 def run(cfg: RootConfig) -> int:
     from curator.run import curate
     from megatron_video.data.catalog import load_catalog
-    from megatron_video.demo.grid import dataset_grid
+    from megatron_video.demo.grid import dataset_grid, video_strip
     from megatron_video.demo.report import write_report
     from megatron_video.inference.sample import sample_videos
     from megatron_video.training.environment import resolve_device
@@ -41,6 +41,7 @@ def run(cfg: RootConfig) -> int:
 
     started = time.perf_counter()
     samples = sample_videos(cfg)
+    video_strip(samples[0], out_dir / "sample_strip.png")
     timings[f"sample ({len(samples)} video, {cfg.sample.steps} steps)"] = time.perf_counter() - started
 
     report = write_report(out_dir, timings, curation, training, samples, len(catalog), per_source,

@@ -1,4 +1,4 @@
-"""A contact sheet of curated clips: one row per clip, frames across (a picture beats a table)."""
+"""Contact sheets: curated clips (one row per clip, frames across) and sampled videos."""
 from __future__ import annotations
 
 import pathlib
@@ -34,4 +34,17 @@ def dataset_grid(shards_root: str, path: pathlib.Path, rows: int = 8, cols: int 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def video_strip(mp4: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+    """Every frame of a (short, sampled) video side by side, enlarged 4x without smoothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = decode_frames(mp4.read_bytes())
+    strip = np.concatenate(list(frames), axis=1).repeat(4, axis=0).repeat(4, axis=1)
+    plt.imsave(path, strip)
     return path

@@ -52,6 +52,10 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         *[f"- `{p.relative_to(out_dir)}`" for p in samples],
         "",
+        "Frames of the first sample:",
+        "",
+        "![sample](sample_strip.png)",
+        "",
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

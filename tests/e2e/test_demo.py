@@ -28,7 +28,7 @@ def test_demo_produces_clips_checkpoint_plots_sample_and_report(samples_dir, tmp
     assert len(catalog) >= 20 and catalog["key"].is_unique
     assert sorted((out / "curated" / "shards").glob("shard-*.tar"))
     assert (out / "checkpoints" / "ckpt_0000060.pt").exists()
-    for plot in ("loss_curve.png", "dataset_grid.png"):
+    for plot in ("loss_curve.png", "dataset_grid.png", "sample_strip.png"):
         assert (out / plot).stat().st_size > 10_000
 
     sample = next((out / "samples").glob("*.mp4"))
