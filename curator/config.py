@@ -45,6 +45,9 @@ class CurateConfig:
     # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
     decode_chunk_frames: int = 64
     analysis_width: int = 160
+    # Frames are kept from that one decode (at the clip output's scale) for the clips, so no clip
+    # range is decoded again; a video whose kept frames would exceed this falls back to re-decoding.
+    retain_frames_max_mb: int = 2048
     # Shot detection: PySceneDetect ContentDetector first, TransNetV2 on candidate segments.
     content_threshold: float = 27.0
     min_shot_frames: int = 8
@@ -85,6 +88,7 @@ class CurateConfig:
         require(self.min_input_side >= 1, "min_input_side", "must be >= 1")
         require(0 < self.vfr_tolerance < 1, "vfr_tolerance", "must be in (0, 1)")
         require(self.decode_chunk_frames >= 1, "decode_chunk_frames", "must be >= 1")
+        require(self.retain_frames_max_mb >= 0, "retain_frames_max_mb", "must be >= 0")
         require(self.analysis_width >= 48, "analysis_width", "must be >= 48")
         require(self.content_threshold > 0, "content_threshold", "must be > 0")
         require(self.min_shot_frames >= 1, "min_shot_frames", "must be >= 1")

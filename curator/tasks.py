@@ -35,10 +35,16 @@ class FrameAnalysis:
 
     `small` holds every frame at analysis width (RGB); `thumbs` the 48x27 frames TransNetV2 reads;
     `pts` each frame's timestamp (PyAV decode), so later passes can seek to a frame exactly.
+    `kept` holds every frame at `kept_size` (None: source resolution), the size the resize stage
+    would decode an uncropped clip at (numpy, or CUDA tensors on the GPU path), so clips are cut
+    from this one decode instead of decoding their ranges again; None when the video is too long
+    to hold (`retain_frames_max_mb`), and the resize stage then decodes each clip's range.
     """
     small: np.ndarray
     thumbs: np.ndarray
     pts: np.ndarray | None = None
+    kept: Any = None
+    kept_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -88,6 +94,9 @@ class ClipTask(Task):
     source_meta: VideoMeta | None = None
     analysis: np.ndarray | None = None
     frame_pts: np.ndarray | None = None
+    # Frames [start_frame, end_frame) from the video's single decode, at `source_frames_size`.
+    source_frames: Any = None
+    source_frames_size: tuple[int, int] | None = None
     crop: CropBox | None = None
     frames: np.ndarray | None = None
     mp4: bytes = b""

@@ -63,7 +63,9 @@ class ClipLengthStage(Stage):
             clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=index,
                             clips_in_source=len(windows), start_frame=start, end_frame=end, source_fps=fps,
                             source_meta=task.meta, analysis=task.analysis.small[start:end],
-                            frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end])
+                            frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end],
+                            source_frames=None if task.analysis.kept is None else task.analysis.kept[start:end],
+                            source_frames_size=task.analysis.kept_size)
             clips.append(clip)
         # The video's own stage times travel with its first clip, so per-input sums count them once.
         clips[0].timings.update(task.timings)

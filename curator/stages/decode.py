@@ -1,9 +1,10 @@
 """Decode stage: one streaming pass over the video (NVDEC on GPU, PyAV on CPU), chunk by chunk.
 
 Full-resolution frames never accumulate: each chunk is reduced at once to what later stages need
-(frames at analysis width for PySceneDetect and crop detection, 48x27 frames for TransNetV2); the
-resize stage decodes the kept clip ranges again at full resolution. The pass also counts the
-frames that really decode, which exposes truncated files whose headers promise more.
+(frames at analysis width for PySceneDetect and crop detection, 48x27 frames for TransNetV2, and
+frames at the clip output's scale for the resize stage, resized on the GPU when NVDEC decoded
+them), so no clip range is decoded a second time. The pass also counts the frames that really
+decode, which exposes truncated files whose headers promise more.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from curator.stages.base import Resources, Stage
-from curator.tasks import FAILED, FrameAnalysis, Task, VideoTask
+from curator.stages.resize import aspect_box, decode_size
+from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
 from curator.video.backend import decode_range, use_gpu
 from curator.video.frames import resize_batch, to_host
 
@@ -25,6 +27,25 @@ def analysis_size(height: int, width: int, analysis_width: int) -> tuple[int, in
     w = min(analysis_width, width)
     h = max(2, round(height * w / width / 2) * 2)
     return h, w - w % 2
+
+
+def kept_size(height: int, width: int, out_height: int, out_width: int) -> tuple[int, int] | None:
+    """The size the resize stage decodes an uncropped clip at (None: the source resolution)."""
+    scale, size = decode_size(height, width, aspect_box(CropBox(0, height, 0, width), out_height, out_width),
+                              out_height, out_width)
+    return size if scale < 1 else None
+
+
+def _nbytes(batch) -> int:
+    return int(batch.nbytes) if isinstance(batch, np.ndarray) else batch.numel() * batch.element_size()
+
+
+def _concat(batches: list):
+    if isinstance(batches[0], np.ndarray):
+        return np.concatenate(batches)
+    import torch
+
+    return torch.cat(batches)
 
 
 @dataclass
@@ -44,13 +65,25 @@ class DecodeStage(Stage):
     def process(self, task: VideoTask) -> list[Task]:
         meta = task.meta
         size = analysis_size(meta.height, meta.width, self.cfg.analysis_width)
-        small, thumbs, pts = [], [], []
-        for chunk in decode_range(task.source, self.cfg.device, self.cfg.decode_chunk_frames, size=size):
+        cfg = self.cfg
+        keep_at = kept_size(meta.height, meta.width, cfg.height, cfg.width)
+        keep_h, keep_w = keep_at or (meta.height, meta.width)
+        budget = cfg.retain_frames_max_mb * (1 << 20)
+        keep = meta.num_frames * keep_h * keep_w * 3 <= budget
+        small, thumbs, pts, kept = [], [], [], []
+        kept_bytes = 0
+        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
+                                  keep_size=keep_at):
             host = to_host(chunk.frames)
             small.append(host)
             thumbs.append(resize_batch(host, THUMB_SIZE))
             if chunk.pts is not None:
                 pts.append(chunk.pts)
+            if keep and chunk.kept is not None:
+                kept.append(chunk.kept)
+                kept_bytes += _nbytes(chunk.kept)
+                if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
+                    keep, kept = False, []
         decoded = sum(len(c) for c in small)
         if decoded == 0:
             task.reject(FAILED, "corrupt: no decodable frames")
@@ -61,5 +94,6 @@ class DecodeStage(Stage):
         meta.num_frames = decoded
         meta.duration_s = decoded / meta.fps
         task.analysis = FrameAnalysis(small=np.concatenate(small), thumbs=np.concatenate(thumbs),
-                                      pts=np.concatenate(pts) if pts else None)
+                                      pts=np.concatenate(pts) if pts else None,
+                                      kept=_concat(kept) if keep and kept else None, kept_size=keep_at)
         return [task]

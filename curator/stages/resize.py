@@ -1,5 +1,6 @@
-"""Resize stage: decode the clip's frame range at full resolution, re-time it to the output fps,
-crop and scale every kept frame to height x width.
+"""Resize stage: take the clip's frames (from the video's single decode, or, for clips whose
+content crop needs more detail than that copy holds, by decoding the clip's range again), re-time
+them to the output fps, crop and scale every kept frame to height x width in one batch.
 
 Re-timing picks the nearest source frame for each output instant, so 30 fps footage loses frames
 and 10 fps footage repeats them. After the content crop, a centred crop to the output aspect ratio
@@ -69,6 +70,15 @@ class ResizeStage(Stage):
         sy, sx = size[0] / meta.height, size[1] / meta.width
         top, bottom = int(box.top * sy), max(int(box.top * sy) + 1, round(box.bottom * sy))
         left, right = int(box.left * sx), max(int(box.left * sx) + 1, round(box.right * sx))
+        frames, task.source_frames = task.source_frames, None
+        # The decode pass kept frames at exactly the size a re-decode of this clip would use.
+        if frames is not None and len(frames) == task.end_frame - task.start_frame and (
+                task.source_frames_size == (size if scale < 1 else None)):
+            batch = frames[picks - task.start_frame][:, top:bottom, left:right]
+            task.frames = resize_batch(batch, (cfg.height, cfg.width))
+            task.num_frames = len(picks)
+            return [task]
+        del frames
         unique = np.unique(picks)
         out = np.empty((len(picks), cfg.height, cfg.width, 3), dtype=np.uint8)
         filled = np.zeros(len(picks), dtype=bool)

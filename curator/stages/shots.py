@@ -14,10 +14,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from scenedetect.common import FrameTimecode
 from scenedetect.detectors import ContentDetector
-from scenedetect.stats_manager import StatsManager
 
 from curator.stages.base import Resources, Stage
 from curator.tasks import Task, VideoTask
@@ -38,18 +38,40 @@ def near_miss_spikes(scores: np.ndarray, threshold: float, low_confidence: float
     return spikes
 
 
+def content_scores(frames_rgb: np.ndarray) -> np.ndarray:
+    """ContentDetector's frame score (default weights: mean |delta| of hue, saturation and value,
+    averaged) for every frame at once: one HSV conversion over the whole batch, numpy diffs."""
+    n = len(frames_rgb)
+    scores = np.zeros(n, dtype=np.float32)
+    if n < 2:
+        return scores
+    h, w = frames_rgb.shape[1:3]
+    # cvtColor is per pixel, so the batch converts as one tall image, exactly as frame by frame.
+    hsv = cv2.cvtColor(np.ascontiguousarray(frames_rgb).reshape(n * h, w, 3), cv2.COLOR_RGB2HSV).reshape(n, h * w, 3)
+    total = np.empty(n - 1, dtype=np.float64)
+    step = max(1, (1 << 22) // max(h * w * 3, 1))  # bound the int16 temporaries
+    for lo in range(0, n - 1, step):
+        hi = min(n - 1, lo + step)
+        diff = np.abs(hsv[lo + 1:hi + 1].astype(np.int16) - hsv[lo:hi].astype(np.int16))
+        total[lo:hi] = diff.reshape(hi - lo, -1).sum(axis=1, dtype=np.int64)
+    scores[1:] = total / float(h * w) / 3.0
+    return scores
+
+
 def content_cuts(frames_rgb: np.ndarray, fps: float, threshold: float,
                  min_shot_frames: int) -> tuple[list[int], np.ndarray]:
-    """First pass: (cut frame indices, per-frame content score) from PySceneDetect."""
+    """First pass: (cut frame indices, per-frame content score) from PySceneDetect's ContentDetector.
+
+    The scores are computed for the whole video at once (`content_scores`); PySceneDetect's own
+    detector then applies its threshold and flash filter to them frame by frame, so the cuts are
+    the library's, without its per-frame colour conversion, edge maps and stats bookkeeping.
+    """
+    scores = content_scores(frames_rgb)
     detector = ContentDetector(threshold=threshold, min_scene_len=min_shot_frames)
-    detector.stats_manager = StatsManager()
+    detector._calculate_frame_score = lambda timecode, _frame: float(scores[timecode.frame_num])
     cuts: list[int] = []
-    scores = np.zeros(len(frames_rgb), dtype=np.float32)
-    for i, frame in enumerate(frames_rgb):
-        timecode = FrameTimecode(i, fps=fps)
-        cuts.extend(tc.frame_num for tc in detector.process_frame(timecode, np.ascontiguousarray(frame[..., ::-1])))
-        metric = detector.stats_manager.get_metrics(timecode, [ContentDetector.FRAME_SCORE_KEY])[0]
-        scores[i] = metric or 0.0
+    for i in range(len(frames_rgb)):
+        cuts.extend(tc.frame_num for tc in detector.process_frame(FrameTimecode(i, fps=fps), None))
     cuts.extend(tc.frame_num for tc in detector.post_process(FrameTimecode(len(frames_rgb), fps=fps)))
     return sorted(c for c in set(cuts) if 0 < c < len(frames_rgb)), scores
 

@@ -28,12 +28,16 @@ def use_gpu(device: str) -> bool:
 
 def decode_range(source: str, device: str, chunk_frames: int, start_frame: int = 0,
                  end_frame: int | None = None, size: tuple[int, int] | None = None,
-                 indices: np.ndarray | None = None, frame_pts: np.ndarray | None = None) -> Iterator[Chunk]:
-    """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks).
+                 indices: np.ndarray | None = None, frame_pts: np.ndarray | None = None, keep: bool = False,
+                 keep_size: tuple[int, int] | None = None) -> Iterator[Chunk]:
+    """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks);
+    with `keep`, each chunk also carries the frames at `keep_size` (CUDA tensors on the GPU path).
     NVDEC reads local files only, so remote inputs and CPU workers stream through PyAV."""
     if use_gpu(device) and storage.is_local(source):
-        return nvcodec.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices)
-    return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts)
+        return nvcodec.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices,
+                                     keep=keep, keep_size=keep_size)
+    return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts,
+                                 keep=keep, keep_size=keep_size)
 
 
 @functools.cache

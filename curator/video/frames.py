@@ -9,10 +9,12 @@ import numpy as np
 
 
 class Chunk(NamedTuple):
-    """A run of decoded frames: their indices, the frames (numpy or CUDA tensor), PyAV timestamps."""
+    """A run of decoded frames: their indices, the frames (numpy or CUDA tensor), PyAV timestamps,
+    and, when the decoder was asked to keep them, the same frames at a second size (`kept`)."""
     indices: np.ndarray
     frames: Any
     pts: np.ndarray | None = None
+    kept: Any = None
 
 
 def frame_rate(fps: float) -> Fraction:

@@ -51,7 +51,7 @@ def nvenc_available(gpu_id: int = 0) -> bool:
 
 def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
                   size: tuple[int, int] | None = None, indices: np.ndarray | None = None,
-                  gpu_id: int = 0) -> Iterator[Chunk]:
+                  gpu_id: int = 0, keep: bool = False, keep_size: tuple[int, int] | None = None) -> Iterator[Chunk]:
     """Yield Chunks (frame indices, uint8 CUDA tensor (n, h, w, 3) RGB), like the PyAV decoder.
 
     NVDEC indexes frames itself, so timestamps are neither needed nor returned.
@@ -59,6 +59,8 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     NVDEC converts to interleaved RGB on the GPU; each frame reaches torch through DLPack without a
     copy. The decoder recycles those output surfaces on its next call, so every batch is turned
     into a tensor torch owns (the stack, or the resize when `size` is given) before decoding on.
+    With `keep`, `Chunk.kept` holds the same frames resized on the GPU to `keep_size` (full
+    resolution when None), still CUDA tensors: one decode serves analysis and clip output.
     """
     import torch
 
@@ -82,13 +84,18 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
                 break
             positions = np.arange(index, index + len(frames))
             index += len(frames)
-            keep = np.ones(len(frames), dtype=bool) if wanted is None else np.isin(positions, wanted)
-            if not keep.any():
+            wanted_mask = np.ones(len(frames), dtype=bool) if wanted is None else np.isin(positions, wanted)
+            if not wanted_mask.any():
                 continue
-            views = [torch.from_dlpack(frame) for frame, k in zip(frames, keep, strict=True) if k]
-            batch = torch.stack(views) if size is None else resize_batch(torch.stack(views), size, keep_device=True)
+            views = [torch.from_dlpack(frame) for frame, k in zip(frames, wanted_mask, strict=True) if k]
+            full = torch.stack(views)
             del views, frames
-            yield Chunk(positions[keep], batch)
+            batch = full if size is None else resize_batch(full, size, keep_device=True)
+            kept = None
+            if keep:
+                kept = full if keep_size is None else resize_batch(full, keep_size, keep_device=True)
+            del full
+            yield Chunk(positions[wanted_mask], batch, None, kept)
 
 
 def encode_h264(frames: Any, fps: float, gpu_id: int = 0, preset: str = "P4") -> bytes:

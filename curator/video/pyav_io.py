@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from curator.storage import open_for_decode
@@ -14,7 +15,8 @@ from curator.video.frames import Chunk, frame_rate
 
 def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
                   size: tuple[int, int] | None = None, indices: np.ndarray | None = None,
-                  frame_pts: np.ndarray | None = None) -> Iterator[Chunk]:
+                  frame_pts: np.ndarray | None = None, keep: bool = False,
+                  keep_size: tuple[int, int] | None = None) -> Iterator[Chunk]:
     """Yield Chunks (frame indices, RGB uint8 frames (n, h, w, 3), timestamps) of [start_frame, end_frame).
 
     A frame's index is its position in presentation order from the first decoded frame. Memory stays
@@ -23,6 +25,8 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     decoded). `frame_pts`, the timestamps a full pass recorded for frames [start_frame, end_frame),
     allows an exact seek to the range; without it the range is reached by decoding from the start,
     because timestamps turned into indices through an average frame rate drift on real files.
+    With `keep`, each chunk also carries the frames at `keep_size` (full resolution when None) in
+    `Chunk.kept`, converted by swscale from the same decoded picture: one decode serves both uses.
     """
     wanted = None if indices is None else {int(i) for i in indices}
     pts_index = None if frame_pts is None else {int(p): start_frame + i for i, p in enumerate(frame_pts)}
@@ -36,7 +40,15 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
         reformat: dict[str, Any] = {"format": "rgb24"}
         if size is not None:
             reformat.update(height=size[0], width=size[1], interpolation="AREA")
+        keep_format: dict[str, Any] = {"format": "rgb24"}
+        if keep_size is not None:
+            keep_format.update(height=keep_size[0], width=keep_size[1], interpolation="AREA")
+        same = keep and keep_format == reformat
+        # One reformatter per output size for the whole pass: each keeps its swscale context, where
+        # frame.to_ndarray(...) would build a new one for every frame (10-30x slower on small frames).
+        convert, convert_kept = VideoReformatter(), VideoReformatter()
         chunk: list[np.ndarray] = []
+        kept: list[np.ndarray] = []
         chunk_indices: list[int] = []
         chunk_pts: list[int] = []
         counter = 0
@@ -54,12 +66,21 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
                 break
             chunk_indices.append(index)
             chunk_pts.append(frame.pts if frame.pts is not None else index)
-            chunk.append(frame.to_ndarray(**reformat))
+            chunk.append(convert.reformat(frame, **reformat).to_ndarray())
+            if keep and not same:
+                kept.append(convert_kept.reformat(frame, **keep_format).to_ndarray())
             if len(chunk) == chunk_frames:
-                yield Chunk(np.array(chunk_indices), np.stack(chunk), np.array(chunk_pts))
-                chunk, chunk_indices, chunk_pts = [], [], []
+                yield _chunk(chunk_indices, chunk, chunk_pts, kept, keep, same)
+                chunk, chunk_indices, chunk_pts, kept = [], [], [], []
         if chunk:
-            yield Chunk(np.array(chunk_indices), np.stack(chunk), np.array(chunk_pts))
+            yield _chunk(chunk_indices, chunk, chunk_pts, kept, keep, same)
+
+
+def _chunk(indices: list[int], frames: list[np.ndarray], pts: list[int], kept: list[np.ndarray], keep: bool,
+           same: bool) -> Chunk:
+    stacked = np.stack(frames)
+    return Chunk(np.array(indices), stacked, np.array(pts),
+                 (stacked if same else np.stack(kept)) if keep else None)
 
 
 def encode_h264(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "veryfast",
