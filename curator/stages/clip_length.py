@@ -9,6 +9,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.tasks import SKIPPED, ClipTask, Task, VideoTask, clip_key
@@ -58,15 +60,20 @@ class ClipLengthStage(Stage):
         if not windows:
             task.reject(SKIPPED, f"no shot of at least {self.cfg.min_clip_seconds:.2f} s")
             return [task]
+        kept = task.analysis.kept
+        # A torch view pickles its whole storage (Ray, NeMo executors): CUDA clips get their own copy.
+        own = (lambda x: x) if kept is None or isinstance(kept, np.ndarray) else (lambda x: x.clone())
         clips = []
         for index, (start, end) in enumerate(windows):
             clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=index,
                             clips_in_source=len(windows), start_frame=start, end_frame=end, source_fps=fps,
                             source_meta=task.meta, analysis=task.analysis.small[start:end],
                             frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end],
-                            source_frames=None if task.analysis.kept is None else task.analysis.kept[start:end],
+                            source_frames=None if kept is None else own(kept[start:end]),
                             source_frames_size=task.analysis.kept_size)
             clips.append(clip)
+        # The clips hold the frames now; the video task must not keep a second reference to them.
+        task.analysis.kept = None
         # The video's own stage times travel with its first clip, so per-input sums count them once.
         clips[0].timings.update(task.timings)
         return clips

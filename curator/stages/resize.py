@@ -74,7 +74,12 @@ class ResizeStage(Stage):
         # The decode pass kept frames at exactly the size a re-decode of this clip would use.
         if frames is not None and len(frames) == task.end_frame - task.start_frame and (
                 task.source_frames_size == (size if scale < 1 else None)):
-            batch = frames[picks - task.start_frame][:, top:bottom, left:right]
+            rows = picks - task.start_frame
+            if not isinstance(frames, np.ndarray):  # CUDA tensors from NVDEC: gather and resize on the GPU
+                import torch
+
+                rows = torch.as_tensor(rows, device=frames.device)
+            batch = frames[rows][:, top:bottom, left:right]
             task.frames = resize_batch(batch, (cfg.height, cfg.width))
             task.num_frames = len(picks)
             return [task]

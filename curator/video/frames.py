@@ -35,6 +35,8 @@ def resize_batch(batch: Any, size: tuple[int, int], keep_device: bool = False) -
         return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in batch])
     import torch.nn.functional as F
 
+    if tuple(batch.shape[1:3]) == (height, width):
+        return batch if keep_device else batch.cpu().numpy()
     x = batch.permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     out = x.round_().clamp_(0, 255).to(batch.dtype).permute(0, 2, 3, 1).contiguous()
