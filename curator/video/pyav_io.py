@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import av
-from av.video.reformatter import VideoReformatter
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from curator.storage import open_for_decode
 from curator.video.frames import Chunk, frame_rate
