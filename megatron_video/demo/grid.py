@@ -13,10 +13,7 @@ from megatron_video.data.decode import decode_frames
 def dataset_grid(shards_root: str, path: pathlib.Path, rows: int = 8, cols: int = 6) -> pathlib.Path:
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from megatron_video.plots import plt, save_figure
 
     samples = []
     for sample in wds.WebDataset(list_shards(shards_root), shardshuffle=False, empty_check=False):
@@ -31,18 +28,12 @@ def dataset_grid(shards_root: str, path: pathlib.Path, rows: int = 8, cols: int 
         meta = json.loads(sample["json"])
         ax.set_title(f"{sample['__key__']} ({len(frames)} frames) - {caption_of(meta)}", fontsize=6)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def video_strip(mp4: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
     """Every frame of a (short, sampled) video side by side, enlarged 4x without smoothing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from megatron_video.plots import plt
 
     frames = decode_frames(mp4.read_bytes())
     strip = np.concatenate(list(frames), axis=1).repeat(4, axis=0).repeat(4, axis=1)

@@ -142,10 +142,7 @@ class BandMonitor:
         """PNG of the latest record: each parameter's three scales with their bands."""
         if not self.history:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from megatron_video.plots import plt, save_figure
 
         last = max(r.step for r in self.history)
         latest = [r for r in self.history if r.step == last]
@@ -162,9 +159,4 @@ class BandMonitor:
             ax.set_ylabel(quantity)
         axes[-1].set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         axes[0].set_title(f"muP band at step {last} (grey: band, red: outside)")
-        fig.tight_layout()
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)

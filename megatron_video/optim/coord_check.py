@@ -142,10 +142,7 @@ def coord_check(cfg: OptimConfig, check: CoordCheckConfig) -> CoordCheckResult:
 
 def plot_coord_check(result: CoordCheckResult, path: str | pathlib.Path) -> pathlib.Path:
     """2x2 PNG: rows muP / standard, columns activation / update scale, one line per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from megatron_video.plots import plt, save_figure
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 7), sharex=True)
     for r, parameterisation in enumerate(PARAMETERISATIONS):
@@ -160,9 +157,4 @@ def plot_coord_check(result: CoordCheckResult, path: str | pathlib.Path) -> path
             ax.legend(fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("width")
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -168,10 +168,7 @@ def sweep(checkpoint_paths: Sequence[str | pathlib.Path], gammas: Sequence[float
 
 def write_sweep(points: list[SweepPoint], out_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """sweep.csv and sweep.png (validation loss against sigma_rel, best marked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from megatron_video.plots import plt, save_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "sweep.csv"
@@ -187,8 +184,4 @@ def write_sweep(points: list[SweepPoint], out_dir: pathlib.Path) -> tuple[pathli
     ax.set_xlabel("sigma_rel (EMA length)")
     ax.set_ylabel("validation loss")
     ax.legend()
-    fig.tight_layout()
-    plot = out_dir / "sweep.png"
-    fig.savefig(plot, dpi=100)
-    plt.close(fig)
-    return table, plot
+    return table, save_figure(fig, out_dir / "sweep.png")

@@ -122,10 +122,7 @@ def run_hpo(objective: Callable[[dict[str, float], int], float], hpo: HpoConfig,
 
 def write_report(trials: list[Trial], hpo: HpoConfig, out_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """results.md (trials ranked by validation loss) and convergence.png (loss and best so far)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from megatron_video.plots import plt, save_figure
 
     ranked = sorted(trials, key=lambda t: (not math.isfinite(t.val_loss), t.val_loss))
     lines = ["| rank | trial | " + " | ".join(f"`{p}`" for p in hpo.patterns) + " | val_loss |",
@@ -143,8 +140,4 @@ def write_report(trials: list[Trial], hpo: HpoConfig, out_dir: pathlib.Path) -> 
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss")
     ax.legend()
-    fig.tight_layout()
-    plot = out_dir / "convergence.png"
-    fig.savefig(plot, dpi=100)
-    plt.close(fig)
-    return table, plot
+    return table, save_figure(fig, out_dir / "convergence.png")

@@ -40,10 +40,7 @@ class MetricsLog:
             self._writer.add_scalar(name, value, step)
 
     def plot_losses(self, path: pathlib.Path) -> pathlib.Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from megatron_video.plots import plt, save_figure
 
         steps = list(range(1, len(self.losses) + 1))
         window = max(len(self.losses) // 20, 1)
@@ -57,10 +54,7 @@ class MetricsLog:
         ax.set_yscale("log")
         ax.legend()
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path, dpi=110)
 
     def close(self) -> None:
         self._jsonl.close()
