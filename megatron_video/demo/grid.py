@@ -1,6 +1,7 @@
 """Contact sheets: curated clips (one row per clip, frames across) and sampled videos."""
 from __future__ import annotations
 
+import json
 import pathlib
 
 import numpy as np
@@ -11,8 +12,6 @@ from megatron_video.data.decode import decode_frames
 
 
 def dataset_grid(shards_root: str, path: pathlib.Path, rows: int = 8, cols: int = 6) -> pathlib.Path:
-    import json
-
     from megatron_video.plots import plt, save_figure
 
     samples = []

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from megatron_video.config import ConfigError
+
 _CKPT = re.compile(r"ckpt_(\d{7})(?:_rank\d+)?\.pt$")
 
 
@@ -51,8 +53,6 @@ def load_checkpoint(path: pathlib.Path, map_location: str | torch.device = "cpu"
 
 def resolve_checkpoint(path: str) -> pathlib.Path:
     """A checkpoint file as given, or the latest one of a training output dir."""
-    from megatron_video.config import ConfigError
-
     candidate = pathlib.Path(path)
     if candidate.is_file():
         return candidate

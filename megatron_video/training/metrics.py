@@ -5,6 +5,8 @@ import json
 import logging
 import pathlib
 
+import numpy as np
+
 log = logging.getLogger("megatron_video.train")
 
 
@@ -12,7 +14,6 @@ class MetricsLog:
     def __init__(self, run_dir: pathlib.Path, tensorboard: bool):
         self.run_dir = run_dir
         self.losses: list[float] = []
-        self.band_warnings = 0
         run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(run_dir / "metrics.jsonl", "a")
         self._writer = None
@@ -25,15 +26,14 @@ class MetricsLog:
     def writer(self):
         return self._writer
 
-    def record(self, step: int, log: bool, **values: float) -> None:
+    def record(self, step: int, emit: bool, **values: float) -> None:
         self.losses.append(values["loss"])
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
         for name, value in values.items():
             self.scalar(step, f"train/{name}", value)
-        if log:
+        if emit:
             self._jsonl.flush()
-            logging.getLogger("megatron_video.train").info(
-                "step=%d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+            log.info("step=%d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     def scalar(self, step: int, name: str, value: float) -> None:
         if self._writer is not None:
@@ -44,8 +44,11 @@ class MetricsLog:
 
         steps = list(range(1, len(self.losses) + 1))
         window = max(len(self.losses) // 20, 1)
-        smooth = [sum(self.losses[max(0, i - window + 1):i + 1]) / len(self.losses[max(0, i - window + 1):i + 1])
-                  for i in range(len(self.losses))]
+        # Trailing mean over `window` steps (fewer at the start), from one cumulative sum.
+        totals = np.concatenate([[0.0], np.cumsum(self.losses)])
+        ends = np.arange(1, len(self.losses) + 1)
+        starts = np.maximum(ends - window, 0)
+        smooth = (totals[ends] - totals[starts]) / (ends - starts)
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot(steps, self.losses, alpha=0.3, label="loss")
         ax.plot(steps, smooth, label=f"mean of {window} steps")

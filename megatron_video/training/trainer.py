@@ -93,6 +93,7 @@ class Trainer:
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
         self.band = BandMonitor(self.parts.model, cfg.optim, writer=self.metrics.writer)
+        self.band_warnings = 0
         self.step = 0
 
     # -- state -------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class Trainer:
             progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
                                 lr=self.scheduler.current_lr(), step_s=time.perf_counter() - step_started,
-                                log=self.step % cfg.train.log_every == 0)
+                                emit=self.step % cfg.train.log_every == 0)
             if self.band.due(self.step):
                 self._check_band()
             if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
@@ -186,7 +187,7 @@ class Trainer:
         summary.wall_s = time.perf_counter() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)
-        summary.band_warnings = self.metrics.band_warnings
+        summary.band_warnings = self.band_warnings
         if self.is_main:
             summary.loss_plot = str(self.metrics.plot_losses(self.run_dir / "loss_curve.png"))
             self.band.plot(self.run_dir / "mup_band.png")
@@ -199,7 +200,7 @@ class Trainer:
         warnings = self.band.record(self.step)
         for warning in warnings:
             log.warning("muP band: %s", warning)
-        self.metrics.band_warnings += len(warnings)
+        self.band_warnings += len(warnings)
 
     def _validate(self) -> float:
         self.model.eval()
