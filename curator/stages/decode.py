@@ -15,7 +15,7 @@ import numpy as np
 from curator.stages.base import Resources, Stage
 from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
-from curator.video.backend import decode_range, use_gpu
+from curator.video.backend import decode_range, use_gpu, worker_stream
 from curator.video.frames import resize_batch, to_host
 
 THUMB_SIZE = (27, 48)
@@ -72,18 +72,19 @@ class DecodeStage(Stage):
         keep = meta.num_frames * keep_h * keep_w * 3 <= budget
         small, thumbs, pts, kept = [], [], [], []
         kept_bytes = 0
-        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
-                                  keep_size=keep_at):
-            host = to_host(chunk.frames)
-            small.append(host)
-            thumbs.append(resize_batch(host, THUMB_SIZE))
-            if chunk.pts is not None:
-                pts.append(chunk.pts)
-            if keep and chunk.kept is not None:
-                kept.append(chunk.kept)
-                kept_bytes += _nbytes(chunk.kept)
-                if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
-                    keep, kept = False, []
+        with worker_stream(cfg.device):
+            for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
+                                      keep_size=keep_at):
+                # Thumbnails from the analysis frames where they are (on the GPU: before the host copy).
+                thumbs.append(resize_batch(chunk.frames, THUMB_SIZE))
+                small.append(to_host(chunk.frames))
+                if chunk.pts is not None:
+                    pts.append(chunk.pts)
+                if keep and chunk.kept is not None:
+                    kept.append(chunk.kept)
+                    kept_bytes += _nbytes(chunk.kept)
+                    if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
+                        keep, kept = False, []
         decoded = sum(len(c) for c in small)
         if decoded == 0:
             task.reject(FAILED, "corrupt: no decodable frames")

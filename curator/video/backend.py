@@ -1,8 +1,10 @@
 """One choice of decoder and encoder per worker: NVDEC/NVENC where a GPU is usable, PyAV otherwise."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,6 +14,7 @@ from curator.video import nvcodec, pyav_io
 from curator.video.frames import Chunk
 
 log = logging.getLogger(__name__)
+_thread_state = threading.local()
 
 
 @functools.cache
@@ -24,6 +27,23 @@ def use_gpu(device: str) -> bool:
         raise RuntimeError("device=cuda but no CUDA device with PyNvVideoCodec is usable")
     log.info("curate backend device=%s gpu=%s", device, ok)
     return ok
+
+
+def worker_stream(device: str) -> contextlib.AbstractContextManager:
+    """On the GPU path, make the calling thread's own CUDA stream current (on CPU: nothing).
+
+    Worker threads would otherwise all queue on the default stream, where every host copy (a sync
+    of the current stream) waits for the decode and resize work of all the other workers too. Work
+    that crosses threads stays ordered: the decode stage copies its analysis frames to the host
+    after each chunk's kept frames were queued, so its stream is idle before any clip reads them.
+    """
+    if not use_gpu(device):
+        return contextlib.nullcontext()
+    import torch
+
+    if getattr(_thread_state, "stream", None) is None:
+        _thread_state.stream = torch.cuda.Stream()
+    return torch.cuda.stream(_thread_state.stream)
 
 
 def decode_range(source: str, device: str, chunk_frames: int, start_frame: int = 0,

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Any
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from curator.storage import open_for_decode
-from curator.video.frames import Chunk, frame_rate
+from curator.video.frames import Chunk, area_resize, frame_rate, rgb_to_i420
+
+# FFmpeg's AVColorSpace and AVColorRange codes for BT.601 (SMPTE 170M) and limited ("MPEG") range.
+AVCOL_SPC_SMPTE170M = 6
+AVCOL_RANGE_MPEG = 1
 
 
 def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
@@ -20,13 +23,13 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     """Yield Chunks (frame indices, RGB uint8 frames (n, h, w, 3), timestamps) of [start_frame, end_frame).
 
     A frame's index is its position in presentation order from the first decoded frame. Memory stays
-    at one chunk. `size=(h, w)` scales inside swscale, far cheaper than converting full frames to RGB
-    and resizing afterwards; with sorted `indices`, only those frames are converted (all are still
-    decoded). `frame_pts`, the timestamps a full pass recorded for frames [start_frame, end_frame),
-    allows an exact seek to the range; without it the range is reached by decoding from the start,
-    because timestamps turned into indices through an average frame rate drift on real files.
+    at one chunk. Frames come at `size=(h, w)` (full resolution when None); with sorted `indices`,
+    only those frames are converted (all are still decoded). `frame_pts`, the timestamps a full
+    pass recorded for frames [start_frame, end_frame), allows an exact seek to the range; without
+    it the range is reached by decoding from the start, because timestamps turned into indices
+    through an average frame rate drift on real files.
     With `keep`, each chunk also carries the frames at `keep_size` (full resolution when None) in
-    `Chunk.kept`, converted by swscale from the same decoded picture: one decode serves both uses.
+    `Chunk.kept`, made from the same decoded picture: one decode serves both uses.
     """
     wanted = None if indices is None else {int(i) for i in indices}
     pts_index = None if frame_pts is None else {int(p): start_frame + i for i, p in enumerate(frame_pts)}
@@ -37,16 +40,10 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
         stream.thread_type = "AUTO"
         if pts_index is not None and start_frame > 0:
             container.seek(int(frame_pts[0]), stream=stream, backward=True, any_frame=False)
-        reformat: dict[str, Any] = {"format": "rgb24"}
-        if size is not None:
-            reformat.update(height=size[0], width=size[1], interpolation="AREA")
-        keep_format: dict[str, Any] = {"format": "rgb24"}
-        if keep_size is not None:
-            keep_format.update(height=keep_size[0], width=keep_size[1], interpolation="AREA")
-        same = keep and keep_format == reformat
-        # One reformatter per output size for the whole pass: each keeps its swscale context, where
-        # frame.to_ndarray(...) would build a new one for every frame (10-30x slower on small frames).
-        convert, convert_kept = VideoReformatter(), VideoReformatter()
+        same = keep and keep_size == size
+        # One reformatter for the whole pass keeps its swscale context (frame.to_ndarray(...) would
+        # build one per frame, 10-30x slower on small frames).
+        convert = VideoReformatter()
         chunk: list[np.ndarray] = []
         kept: list[np.ndarray] = []
         chunk_indices: list[int] = []
@@ -66,14 +63,32 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
                 break
             chunk_indices.append(index)
             chunk_pts.append(frame.pts if frame.pts is not None else index)
-            chunk.append(convert.reformat(frame, **reformat).to_ndarray())
-            if keep and not same:
-                kept.append(convert_kept.reformat(frame, **keep_format).to_ndarray())
+            frames, larger = _convert(convert, frame, size, keep and not same, keep_size)
+            chunk.append(frames)
+            if larger is not None:
+                kept.append(larger)
             if len(chunk) == chunk_frames:
                 yield _chunk(chunk_indices, chunk, chunk_pts, kept, keep, same)
                 chunk, chunk_indices, chunk_pts, kept = [], [], [], []
         if chunk:
             yield _chunk(chunk_indices, chunk, chunk_pts, kept, keep, same)
+
+
+def _convert(convert: VideoReformatter, frame: av.VideoFrame, size: tuple[int, int] | None, keep: bool,
+             keep_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The frame as RGB at `size`, and with `keep` also at `keep_size` (else None).
+
+    swscale converts at the source size only: its unscaled YUV -> RGB path is 3x faster than its
+    scaling one at a quarter of the pixels. OpenCV then shrinks; the smaller output is made from
+    the larger when that still holds enough pixels. threads=1: swscale's default spawns a thread
+    per core for every frame, and the workers already keep the cores busy.
+    """
+    rgb = convert.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    if not keep:
+        return area_resize(rgb, size), None
+    large = area_resize(rgb, keep_size)
+    covers = size is not None and large.shape[0] >= size[0] and large.shape[1] >= size[1]
+    return area_resize(large if covers else rgb, size), large
 
 
 def _chunk(indices: list[int], frames: list[np.ndarray], pts: list[int], kept: list[np.ndarray], keep: bool,
@@ -85,18 +100,28 @@ def _chunk(indices: list[int], frames: list[np.ndarray], pts: list[int], kept: l
 
 def encode_h264(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "veryfast",
                 threads: int = 0) -> bytes:
-    """Encode RGB uint8 frames (n, h, w, 3) as an H.264 MP4 held in memory."""
+    """Encode RGB uint8 frames (n, h, w, 3) as an H.264 MP4 held in memory.
+
+    The frames reach libx264 as yuv420p converted by `rgb_to_i420` (one batched OpenCV pass, 2x2
+    block-mean chroma): handing PyAV RGB frames makes it run swscale per frame, which cost more
+    than the encode itself. The stream is tagged BT.601 limited range, which is what the
+    conversion produces, so players need not guess.
+    """
     rate = frame_rate(fps)
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    planes = rgb_to_i420(frames)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=rate)
-        stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
+        stream.height, stream.width = height, width
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": preset}
-        stream.codec_context.thread_count = threads
-        stream.codec_context.time_base = 1 / rate
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        context = stream.codec_context
+        context.thread_count = threads
+        context.time_base = 1 / rate
+        context.colorspace, context.color_range = AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
+        for i, plane in enumerate(planes):
+            frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
             # Without explicit pts/time_base, re-timed frames get the source's timestamps.
             frame.pts = i
             frame.time_base = 1 / rate

@@ -60,3 +60,34 @@ def test_nvenc_clip_decodes_with_pyav(h264_file):
         assert stream.codec_context.name == "h264" and abs(float(stream.average_rate) - 24.0) < 1e-3
     assert len(decoded) == 81 and decoded[0].shape == (352, 640, 3)
     assert abs(float(np.mean(decoded[40])) - float(np.mean(frames[40]))) < 6.0
+
+
+def test_worker_streams_decode_in_parallel_like_one_thread(h264_file):
+    """Each worker thread on its own CUDA stream: frames match a decode on the default stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curator.video.backend import worker_stream
+    from curator.video.frames import resize_batch
+
+    def decode(_) -> tuple[np.ndarray, np.ndarray]:
+        with worker_stream("cuda"):
+            chunks = list(nvcodec.decode_chunks(h264_file, 16, size=(90, 160), keep=True, keep_size=(180, 320)))
+            thumbs = np.concatenate([resize_batch(c.frames, (27, 48)) for c in chunks])
+            return np.concatenate([c.kept.cpu().numpy() for c in chunks]), thumbs
+
+    reference = decode(None)
+    with ThreadPoolExecutor(4) as pool:
+        for kept, thumbs in pool.map(decode, range(8)):
+            assert np.array_equal(kept, reference[0]) and np.array_equal(thumbs, reference[1])
+
+
+def test_i420_on_the_gpu_matches_the_cpu(h264_file):
+    import torch
+
+    from curator.video.frames import rgb_to_i420
+
+    frames = np.concatenate([c.frames for c in pyav_io.decode_chunks(h264_file, 32, size=(352, 640))])[:32]
+    on_gpu = rgb_to_i420(torch.from_numpy(frames).cuda()).cpu().numpy().astype(np.int16)
+    on_cpu = rgb_to_i420(torch.from_numpy(frames)).numpy().astype(np.int16)
+    # Same float32 arithmetic; a fused multiply-add on the GPU may move a value across .5.
+    assert np.abs(on_gpu - on_cpu).max() <= 1
