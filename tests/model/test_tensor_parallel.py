@@ -1,17 +1,20 @@
-"""TP=2 and TP=2 + sequence parallel reproduce TP=1: outputs and every gradient (float32, gloo).
+"""TP=2 and TP=2 + sequence parallel reproduce TP=1: outputs and every gradient (float32), on CPU
+with gloo and on 2 GPUs with NCCL.
 
-The TP=1 reference runs here; both TP=2 variants run in one 2-rank launch (sequence parallelism is a
-build flag, so one ParallelConfig(tensor=2) serves both). Canonical weights are sharded with the
-per-rank fused layout, local gradients reassembled with its inverse.
+Both TP=2 variants run in one 2-rank launch (sequence parallelism is a build flag, so one
+ParallelConfig(tensor=2) serves both). The gloo test's TP=1 reference runs here; the NCCL test's
+runs on one GPU, so CPU/GPU kernel differences stay out of the comparison. Canonical weights are
+sharded with the per-rank fused layout, local gradients reassembled with its inverse.
 """
 import pytest
 import torch
 
 from megatron_video.model import VideoDiTConfig, build_model, gather_canonical_grads, shard_canonical_state
 from megatron_video.parallel.state import ParallelConfig
-from megatron_video.testing.distributed import run_distributed
+from megatron_video.testing.distributed import requires_gpus, run_distributed
 
-# The sum order of the TP all-reduce differs from TP=1's single matmul: float32 rounding only.
+# The sum order of the TP all-reduce differs from TP=1's single matmul: float32 rounding only (on
+# GPUs too: the workers turn TF32 off, and the reference runs on the same kind of device).
 ATOL = 2e-5
 RTOL = 1e-4
 
@@ -37,32 +40,20 @@ def make_inputs(cfg):
     return x, t, text, mask, probe
 
 
-def run_model(cfg, state, inputs, sequence_parallel=False):
-    model = build_model(cfg, sequence_parallel=sequence_parallel)
+def run_model(cfg, state, inputs, device, sequence_parallel=False):
+    """Output and every gradient of loss = <out, probe>, computed on `device`, returned on the CPU."""
+    # build_model leaves megatron's layers on the GPU when there is one, torch's on the CPU: move all.
+    model = build_model(cfg, sequence_parallel=sequence_parallel).to(device)
     model.load_state_dict(state, strict=True)
-    x, t, text, mask, probe = inputs
+    x, t, text, mask, probe = (v.to(device) for v in inputs)
     out = model(x, t, text, mask)
     (out * probe).sum().backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    return out.detach(), grads, model.tensor_parallel_layout()
+    grads = {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()}
+    return out.detach().cpu(), grads, model.tensor_parallel_layout()
 
 
-def tp_worker(cases):
-    from megatron.core import parallel_state
-
-    rank = parallel_state.get_tensor_model_parallel_rank()
-    world = parallel_state.get_tensor_model_parallel_world_size()
-    results = {}
-    for name, (kwargs, state, layout) in cases.items():
-        cfg = make_config(**kwargs)
-        local = shard_canonical_state(state, layout, rank, world)
-        for sp in (False, True):
-            out, grads, _ = run_model(cfg, local, make_inputs(cfg), sequence_parallel=sp)
-            results[(name, sp)] = (out, grads)
-    return results
-
-
-def test_tensor_and_sequence_parallel_match_single_rank(megatron_single):
+def reference_cases(device):
+    """Canonical weights (CPU) of each variant and its TP=1 output and gradients on `device`."""
     torch.manual_seed(0)
     references, cases = {}, {}
     for name, kwargs in VARIANTS.items():
@@ -72,12 +63,30 @@ def test_tensor_and_sequence_parallel_match_single_rank(megatron_single):
             for p in model.parameters():
                 if p.abs().sum() == 0:
                     p.normal_(0, 0.05)
-        state = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
-        out, grads, layout = run_model(cfg, state, make_inputs(cfg))
+        state = {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+        out, grads, layout = run_model(cfg, state, make_inputs(cfg), device)
         references[name] = (out, grads)
         cases[name] = (kwargs, state, layout)
+    return references, cases
 
-    ranks = run_distributed(tp_worker, 2, cases, parallel=ParallelConfig(tensor=2))
+
+def tp_worker(cases, device):
+    from megatron.core import parallel_state
+
+    rank = parallel_state.get_tensor_model_parallel_rank()
+    world = parallel_state.get_tensor_model_parallel_world_size()
+    results = {}
+    for name, (kwargs, state, layout) in cases.items():
+        cfg = make_config(**kwargs)
+        local = shard_canonical_state(state, layout, rank, world)
+        for sp in (False, True):
+            out, grads, _ = run_model(cfg, local, make_inputs(cfg), device, sequence_parallel=sp)
+            results[(name, sp)] = (out, grads)
+    return results
+
+
+def check_against_reference(references, cases, ranks):
+    """Both TP ranks' outputs, the reassembled gradients and the replicated ones match TP=1."""
     for (name, sp), (out, _) in ranks[0].items():
         ref_out, ref_grads = references[name]
         layout = cases[name][2]
@@ -93,6 +102,21 @@ def test_tensor_and_sequence_parallel_match_single_rank(megatron_single):
         for pname, g0 in ranks[0][(name, sp)][1].items():
             if pname not in layout:
                 torch.testing.assert_close(ranks[1][(name, sp)][1][pname], g0, atol=ATOL, rtol=RTOL)
+
+
+def test_tensor_and_sequence_parallel_match_single_rank(megatron_single):
+    references, cases = reference_cases("cpu")
+    ranks = run_distributed(tp_worker, 2, cases, "cpu", parallel=ParallelConfig(tensor=2))
+    check_against_reference(references, cases, ranks)
+
+
+@pytest.mark.gpu
+@requires_gpus(2)
+def test_tensor_and_sequence_parallel_match_single_rank_nccl():
+    # The reference is TP=1 on one GPU (same kernels), made in a spawned rank like the TP=2 run.
+    ((references, cases),) = run_distributed(reference_cases, 1, "cuda", device="cuda")
+    ranks = run_distributed(tp_worker, 2, cases, "cuda", parallel=ParallelConfig(tensor=2), device="cuda")
+    check_against_reference(references, cases, ranks)
 
 
 def test_shard_index_gives_whole_heads_per_rank():

@@ -155,14 +155,14 @@ def _full_main_params(module, leaf) -> dict:
     return result
 
 
-def single_process_cases(full_weights, x, y):
-    return {"fp32": train_tiny(full_weights, x, y, torch.float32, STEPS),
-            "bf16": train_tiny(full_weights, x, y, torch.bfloat16, 1000)}
+def single_process_cases(full_weights, x, y, device="cpu"):
+    return {"fp32": train_tiny(full_weights, x, y, torch.float32, STEPS, device),
+            "bf16": train_tiny(full_weights, x, y, torch.bfloat16, 1000, device)}
 
 
-def parallel_case(full_weights, x, y):
-    return {"fp32": train_tiny(full_weights, x, y, torch.float32, STEPS),
-            "bf16": train_tiny(full_weights, x, y, torch.bfloat16, 200)}
+def parallel_case(full_weights, x, y, device="cpu"):
+    return {"fp32": train_tiny(full_weights, x, y, torch.float32, STEPS, device),
+            "bf16": train_tiny(full_weights, x, y, torch.bfloat16, 200, device)}
 
 
 def tiny_problem():

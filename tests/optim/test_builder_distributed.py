@@ -1,4 +1,5 @@
-"""build_optimizer through megatron-core: one process (fp32 and bf16), TP=2, DP=2 + distributed optimizer.
+"""build_optimizer through megatron-core: one process (fp32 and bf16), TP=2, DP=2 + distributed optimizer,
+on CPU with gloo and on GPUs with NCCL (one-GPU reference).
 
 Each case trains the same tiny column->row parallel network (conftest.py, which also shows the
 trainer's wrapping) on the same data; the TP and DP runs must reproduce the one-process weights.
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from megatron_video.parallel.state import ParallelConfig
-from megatron_video.testing.distributed import run_distributed
+from megatron_video.testing.distributed import requires_gpus, run_distributed
 
 SPHERE = ("patch_embed.weight", "col.weight", "row.weight")
 
@@ -29,11 +30,13 @@ def _max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_megatron_paths_match_one_process_and_keep_rows_on_the_sphere(megatron_cases):
+def check_megatron_paths(megatron_cases, device: str) -> None:
+    """One process, TP=2, DP=2 + distributed optimizer, all on `device`; the TP and DP runs must
+    reproduce the one-process weights."""
     hidden = megatron_cases.hidden
     weights, x, y = megatron_cases.problem()
-    (single,) = run_distributed(megatron_cases.single_process_cases, 1, weights, x, y,
-                                parallel=ParallelConfig())
+    (single,) = run_distributed(megatron_cases.single_process_cases, 1, weights, x, y, device,
+                                parallel=ParallelConfig(), device=device)
     reference = single["fp32"]["weights"]
     assert _max_diff(reference, weights) > 1e-2  # training moved the weights
     assert min(single["fp32"]["grad_norms"]) > 0.05  # so clipping (at 0.05) acted on every step
@@ -52,14 +55,26 @@ def test_megatron_paths_match_one_process_and_keep_rows_on_the_sphere(megatron_c
     assert _max_row_norm_error(single["bf16"]["weights"]) < 2e-2  # the bf16 copies: rounding only
     assert abs(reference["final_proj.weight"].norm(dim=1) - 1).max() > 1e-2  # excluded: free norm
 
-    tp_results = run_distributed(megatron_cases.parallel_case, 2, weights, x, y,
-                                 parallel=ParallelConfig(tensor=2))
+    # < 1e-5 on GPUs too: the reference ran on the same device with TF32 off, so only the TP
+    # all-reduce's and the DP reduce-scatter's float32 summation order differ.
+    tp_results = run_distributed(megatron_cases.parallel_case, 2, weights, x, y, device,
+                                 parallel=ParallelConfig(tensor=2), device=device)
     assert _max_diff(_assemble_tp([r["fp32"] for r in tp_results]), reference) < 1e-5
     assert _max_row_norm_error(_assemble_tp([r["bf16"] for r in tp_results], key="main")) < 1e-5
 
-    dp_results = run_distributed(megatron_cases.parallel_case, 2, weights, x, y,
-                                 parallel=ParallelConfig(distributed_optimizer=True))
+    dp_results = run_distributed(megatron_cases.parallel_case, 2, weights, x, y, device,
+                                 parallel=ParallelConfig(distributed_optimizer=True), device=device)
     assert sum(r["fp32"]["cut_rows"] for r in dp_results) > 0  # a shard boundary cut a constrained row
     for result in dp_results:
         assert _max_diff(result["fp32"]["weights"], reference) < 1e-5
         assert _max_row_norm_error(result["bf16"]["main"]) < 1e-5  # bf16 params, fp32 main shards
+
+
+def test_megatron_paths_match_one_process_and_keep_rows_on_the_sphere(megatron_cases):
+    check_megatron_paths(megatron_cases, "cpu")
+
+
+@pytest.mark.gpu
+@requires_gpus(2)
+def test_megatron_paths_match_one_process_and_keep_rows_on_the_sphere_nccl(megatron_cases):
+    check_megatron_paths(megatron_cases, "cuda")

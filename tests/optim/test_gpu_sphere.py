@@ -1,12 +1,7 @@
 """SphereAdamW through megatron-core on a CUDA GPU (NCCL): the CPU run's numbers, unit rows in bf16."""
 import pytest
-import torch
 
-from megatron_video.parallel.state import (
-    ParallelConfig,
-    destroy_distributed,
-    init_distributed,
-)
+from megatron_video.parallel.state import ParallelConfig
 from megatron_video.testing.distributed import run_distributed
 
 
@@ -17,13 +12,9 @@ def test_cuda_run_matches_the_cpu_run_and_keeps_rows_on_the_sphere(megatron_case
         env.setenv("CUDA_VISIBLE_DEVICES", "")
         (cpu,) = run_distributed(megatron_cases.single_process_cases, 1, weights, x, y,
                                  parallel=ParallelConfig())
-    torch.backends.cuda.matmul.allow_tf32 = False
-    init_distributed(ParallelConfig(), torch.device("cuda"), seed=1234)
-    try:
-        fp32 = megatron_cases.train(weights, x, y, torch.float32, megatron_cases.steps, device="cuda")
-        bf16 = megatron_cases.train(weights, x, y, torch.bfloat16, 1000, device="cuda")
-    finally:
-        destroy_distributed()
+    (cuda,) = run_distributed(megatron_cases.single_process_cases, 1, weights, x, y, "cuda",
+                              parallel=ParallelConfig(), device="cuda")
+    fp32, bf16 = cuda["fp32"], cuda["bf16"]
     assert max((fp32["weights"][k] - cpu["fp32"]["weights"][k]).abs().max().item() for k in weights) < 1e-4
     assert fp32["groups"] == cpu["fp32"]["groups"]
     for name in ("patch_embed.weight", "col.weight", "row.weight"):
