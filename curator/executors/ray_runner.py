@@ -10,6 +10,20 @@
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
+
+Several nodes: start Ray on each node and point the driver at the head through RAY_ADDRESS; with
+it set (or with Ray already initialised in the process) the runner joins that cluster instead of
+starting a local one. For example, inside one SLURM allocation:
+
+    ray start --head --port=6379                  # on the first node, $HEAD
+    ray start --address=$HEAD:6379 --block        # on every other node, e.g. one srun task each
+    RAY_ADDRESS=$HEAD:6379 mvideo curate input=/lustre/raw output=/lustre/curated curate=gpu_node
+
+The project has no curation sbatch script (slurm/ holds only training), so these steps are not
+scripted. Inputs must be readable from every node (a shared file system or a bucket), because any
+node's actors may decode any input; the output only needs to be local to the driver, which writes
+all shards. At the end of a run the runner logs `curate ray-nodes actors_per_node={node_id: n}`,
+which shows whether the actors really spread over the nodes.
 """
 from __future__ import annotations
 
@@ -54,6 +68,11 @@ class _StageWorker:
     def run(self, task: Task) -> list[Task]:
         return self.stage(task)
 
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 class _Pool:
     def __init__(self, stage: Stage, actor_class: Any, cpus: float, threads: int):
@@ -75,13 +94,34 @@ class _Pool:
         return best if self.load[best] < self.threads else -1
 
 
+# Ray accounts resources in fixed point: a ten-thousandth of a CPU is the smallest share.
+_CPU_UNITS = 10_000
+
+
+def actor_cpus(node_cpus: list[float], budget: int) -> float:
+    """The largest CPU share, at most one CPU, at which `budget` actors fit on nodes with these CPU
+    counts. Dividing the cluster's total by the budget is not enough: actors cannot straddle nodes,
+    so e.g. 7 actors of 3/7 CPU fit 2 on a 1-CPU node and 4 on a 2-CPU node, and the seventh would
+    wait forever."""
+    units = [round(cpus * _CPU_UNITS) for cpus in node_cpus if cpus > 0]
+    if not units:
+        raise RuntimeError("the Ray cluster has no CPUs to place stage actors on")
+    # The number of actors that fit only drops as the share passes some units[i] // k, so the best
+    # share is one of those (or the one-CPU cap).
+    shares = {min(node // k, _CPU_UNITS) for node in units for k in range(1, budget + 1) if node // k}
+    return max(s for s in shares if sum(node // s for node in units) >= budget) / _CPU_UNITS
+
+
 def _start_ray(cfg: CurateConfig) -> None:
     import ray
 
     if not ray.is_initialized():
         # RAY_ADDRESS joins an existing cluster (e.g. started on SLURM); otherwise one starts here.
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 num_cpus=None if os.environ.get("RAY_ADDRESS") else max(cfg.workers, os.cpu_count() or 1))
+        # "local" rather than no address: without one, ray.init joins whatever cluster the node last
+        # recorded in /tmp/ray/ray_current_cluster, and hangs when that cluster has since died.
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if address else max(cfg.workers, os.cpu_count() or 1))
 
 
 def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
@@ -89,9 +129,9 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     import ray
 
     _start_ray(cfg)
-    cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     budget = max(cfg.workers, len(stages))
-    cpus_per_actor = min(1.0, cluster_cpus / budget)
+    cpus_per_actor = actor_cpus([node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]],
+                                budget)
     actor_class = ray.remote(_StageWorker)
     pools = [_Pool(stage, actor_class, min(stage.resources.cpus, cpus_per_actor), cfg.actor_threads)
              for stage in stages]
@@ -141,3 +181,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                 pool.grow(target)
             log.info("curate ray-balance workers=%s", {s.name: t for s, t in zip(stages, targets)})
         progress.update(writer.inputs_finished, writer.clips_written)
+    # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
+    # stall the driver loop until every new actor had finished its setup.
+    nodes = ray.get([actor.node.remote() for pool in pools for actor in pool.actors])
+    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))

@@ -1,11 +1,12 @@
 """The Ray runner and the NeMo Curator adapter run the same stages to the same results."""
+import ast
 import logging
 import shutil
 
 import pytest
 
 from curator.config import CurateConfig
-from curator.executors.ray_runner import balance_workers
+from curator.executors.ray_runner import actor_cpus, balance_workers
 from curator.run import curate
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
@@ -38,6 +39,59 @@ def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
+
+
+def test_actor_share_fits_whole_actors_on_each_node():
+    # 3 CPUs / 7 actors = 0.43 fits only 2 + 4 actors on nodes of 1 and 2 CPUs; 0.4 fits 2 + 5.
+    assert actor_cpus([1.0, 2.0], budget=7) == 0.4
+    assert actor_cpus([2.0], budget=7) == 0.2857
+    assert actor_cpus([0.0, 16.0, 16.0], budget=128) == 0.25  # a head started with no CPUs holds none
+    assert actor_cpus([8.0], budget=2) == 1.0
+
+
+@pytest.fixture
+def two_node_ray(monkeypatch):
+    """A Ray cluster of two nodes with their own raylets on this machine (1 + 2 CPUs, small object
+    stores), announced through RAY_ADDRESS as a real cluster would be; torn down afterwards so later
+    tests start their own local Ray."""
+    import ray
+    from ray._common.utils import reset_ray_address
+    from ray._private.utils import read_ray_address
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # an earlier test may have left this process connected to its local Ray
+    store = 150 * 2**20
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "object_store_memory": store, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=2, object_store_memory=store)
+        cluster.wait_for_nodes()
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        # Cluster records its head as the node's latest cluster, where a plain ray.init() (NeMo
+        # Curator's executor makes one) would try to join it after it is gone, and hang.
+        if read_ray_address() == cluster.address:
+            reset_ray_address()
+
+
+def test_ray_runner_spreads_stage_actors_over_nodes(two_node_ray, two_videos, make_config, read_shards, tmp_path,
+                                                    caplog):
+    import ray
+
+    local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
+    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+        ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray"), progress=False)
+    assert ray.get_runtime_context().gcs_address == two_node_ray.address  # joined, did not start its own
+    assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
+    local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
+    assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-nodes ")]
+    actors_per_node = ast.literal_eval(line.split("actors_per_node=", 1)[1])
+    assert set(actors_per_node) == {node["NodeID"] for node in ray.nodes()}
+    assert sum(actors_per_node.values()) == 7  # one per stage: the demo's 2 workers are below the stage count
 
 
 def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
