@@ -13,6 +13,7 @@ attention kernels took no time at all: sequential latency / parallel attention t
 """
 from __future__ import annotations
 
+import functools
 import pathlib
 import sys
 
@@ -51,30 +52,32 @@ def _gpu_time_split(fn) -> dict[str, float]:
     return {k: round(v, 5) for k, v in split.items()}
 
 
-def _measure(preset: str, block: str, latents: list[tuple[int, ...]], dtype: torch.dtype, device: torch.device,
-             repeats: int) -> list[dict]:
-    """Latency (and on CUDA the kernel-time split) of one variant at every latent shape."""
+def _measure(preset: str, latents: list[tuple[int, ...]], dtype: torch.dtype, device: torch.device,
+             repeats: int) -> dict[str, list[dict]]:
+    """Per variant and latent: latency, and on CUDA the kernel-time split. Every latency is timed
+    before the profiler first runs: once used, it slows op dispatch, which launch-bound short
+    sequences would show as latency."""
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    cfg = load_preset(preset, block=block)
-    model = build_model(cfg, params_dtype=dtype).to(device).eval()
-    t = torch.rand(1, device=device)
-    text = torch.randn(1, cfg.max_text_len, cfg.text_dim, device=device, dtype=dtype)
-    mask = torch.ones(1, cfg.max_text_len, dtype=torch.bool, device=device)
-    rows = []
+    forwards: dict[str, list] = {}
+    for block in ("parallel", "sequential"):
+        cfg = load_preset(preset, block=block)
+        model = build_model(cfg, params_dtype=dtype).to(device).eval()
+        t = torch.rand(1, device=device)
+        text = torch.randn(1, cfg.max_text_len, cfg.text_dim, device=device, dtype=dtype)
+        mask = torch.ones(1, cfg.max_text_len, dtype=torch.bool, device=device)
+        forwards[block] = [functools.partial(model, torch.randn(1, cfg.in_channels, *latent, device=device,
+                                                                dtype=dtype), t, text, mask)
+                           for latent in latents]
+    rows: dict[str, list[dict]] = {block: [] for block in forwards}
     with torch.no_grad():
-        for latent in latents:
-            x = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype)
-
-            def forward(x=x):
-                return model(x, t, text, mask)
-
-            row = {"latent": list(latent), "seconds": time_call(forward, repeats=repeats, warmup=1, sync=sync)}
-            if device.type == "cuda":
-                row["gpu_seconds"] = _gpu_time_split(forward)
-            rows.append(row)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        for block, calls in forwards.items():
+            for latent, forward in zip(latents, calls):
+                rows[block].append({"latent": list(latent),
+                                    "seconds": time_call(forward, repeats=repeats, warmup=1, sync=sync)})
+        if device.type == "cuda":
+            for block, calls in forwards.items():
+                for row, forward in zip(rows[block], calls):
+                    row["gpu_seconds"] = _gpu_time_split(forward)
     return rows
 
 
@@ -88,10 +91,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     sweep = [(1, 4, 6), headline] if args.quick else [(4, 16, 32), (8, 32, 64), headline]
     dtype = torch.float32 if args.quick else torch.bfloat16
     repeats = 3 if args.quick else args.repeats
-    parallel = _measure(preset, "parallel", sweep, dtype, device, repeats)
-    sequential = _measure(preset, "sequential", sweep, dtype, device, repeats)
+    rows = _measure(preset, sweep, dtype, device, repeats)
     points = []
-    for par, seq in zip(parallel, sequential):
+    for par, seq in zip(rows["parallel"], rows["sequential"]):
         point = {"latent": par["latent"], "parallel_s": round(par["seconds"], 5),
                  "sequential_s": round(seq["seconds"], 5), "ratio": round(seq["seconds"] / par["seconds"], 4)}
         if "gpu_seconds" in par:

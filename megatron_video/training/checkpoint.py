@@ -47,6 +47,22 @@ def latest_checkpoint(ckpt_dir: pathlib.Path) -> pathlib.Path | None:
     return max(candidates, key=lambda p: int(_CKPT.search(p.name).group(1))) if candidates else None
 
 
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generators a resumed run must continue: the CPU one and, on GPU, the device's.
+    (Diffusion noise comes from per-step generators; megatron's tracker is re-seeded at start-up.)"""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
+    # Generator states must be CPU byte tensors, whatever map_location the checkpoint was read with.
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+
+
 def load_checkpoint(path: pathlib.Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=False)
 

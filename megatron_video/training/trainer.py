@@ -109,7 +109,7 @@ class Trainer:
                 # The distributed optimizer's state_dict() leaves out the Adam moments of this rank's
                 # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
                 "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
-                "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_states(self.device),
                 "losses": self.metrics.losses}
 
     def _resume(self) -> None:
@@ -122,7 +122,7 @@ class Trainer:
         for inner, inner_state in zip(self._inner_optimizers(), state["inner_optimizers"], strict=True):
             inner.load_state_dict(inner_state)
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        ckpt.restore_rng_states(state["rng"], self.device)
         self.metrics.losses = list(state["losses"])
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
