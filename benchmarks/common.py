@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import platform
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -28,12 +30,13 @@ def device_name() -> str:
             return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     except ImportError:
         pass
-    import os
-
     return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def _commit() -> str:
+    # A copy of the tree without its history (the GPU machine's) is told its commit by the caller.
+    if os.environ.get("MVIDEO_COMMIT"):
+        return os.environ["MVIDEO_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True, cwd=RESULTS_DIR.parent).stdout.strip()
