@@ -64,6 +64,9 @@ class CurateConfig:
     crf: int = 23
     preset: str = "veryfast"
     encode_threads: int = 0  # 0: the machine's cores shared among `workers`
+    # libx264 encodes in a process pool: -1 = one process per worker under the local executor (its
+    # threads share one GIL, which PyAV holds through most of each frame), 0 = in the worker itself.
+    encode_processes: int = -1
     retry_failed: bool = False
 
     def __post_init__(self) -> None:
@@ -101,6 +104,7 @@ class CurateConfig:
         require(0 < self.max_crop_fraction < 1, "max_crop_fraction", "must be in (0, 1)")
         require(0 <= self.crf <= 51, "crf", "must be in [0, 51]")
         require(self.encode_threads >= 0, "encode_threads", "must be >= 0")
+        require(self.encode_processes >= -1, "encode_processes", "must be >= -1 (-1: automatic)")
 
     @property
     def min_clip_seconds(self) -> float:

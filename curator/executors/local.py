@@ -1,7 +1,9 @@
 """In-process executor: a thread pool over videos and then over their clips.
 
 No Ray: a cluster runtime costs ~5 s and 1.1 GiB to start, more than a laptop demo's whole run.
-Decoding, encoding, OpenCV and torch release the GIL, so threads overlap well. A video's stages up
+Decoding, OpenCV and torch release the GIL, so threads overlap well; PyAV's libx264 encode does
+not, so the encode stage hands it to a process pool (curator/video/encode_pool.py). Stages are set
+up before the first task and closed when the run ends, even a failed one. A video's stages up
 to the clip fan-out form one job and each clip's remaining stages another, so one long video does
 not serialise the run. Clip jobs go first (they finish inputs and free memory); at most
 `workers + 1` jobs and `max_in_flight` open videos exist at once. The writer stays on the calling
@@ -24,6 +26,15 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
               progress: RunProgress) -> None:
     for stage in stages:
         stage.setup()
+    try:
+        _run(cfg, sources, stages, writer, progress)
+    finally:
+        for stage in stages:
+            stage.close()
+
+
+def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
+         progress: RunProgress) -> None:
     split = fan_out_index(stages) + 1
     video_stages, clip_stages = stages[:split], stages[split:]
 

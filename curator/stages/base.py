@@ -1,7 +1,7 @@
 """The stage contract shared by the in-process executor, the Ray runner and the NeMo Curator adapter.
 
 A stage is a small dataclass: it declares the resources one worker needs and the task fields it
-reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` and does its work in
+reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`) and does its work in
 `process()`, which returns zero or more tasks (a video fans out into clips). `__call__` adds what
 every stage needs the same way: rejected tasks pass through untouched, the stage is timed into
 `task.timings`, and an exception marks the task failed with the stage named in the reason instead of
@@ -42,6 +42,9 @@ class Stage:
 
     def setup(self) -> None:
         """Load models or open devices; called once per worker before the first task."""
+
+    def close(self) -> None:
+        """Release what `setup` started (processes, devices); called once when the run ends."""
 
     def process(self, task: Task) -> list[Task]:
         raise NotImplementedError

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
 from curator.video.backend import encode_h264, use_nvenc
+from curator.video.encode_pool import EncodePool
+from curator.video.frames import rgb_to_i420
 
 
 @dataclass
@@ -29,9 +31,29 @@ class EncodeStage(Stage):
         since every encoder asking for all cores oversubscribes the machine `workers` times."""
         return self.cfg.encode_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers)
 
+    @property
+    def processes(self) -> int:
+        """Encoder processes: by default one per worker where the workers are threads of one process
+        (the local executor); Ray and NeMo Curator workers are processes already; NVENC needs none."""
+        if use_nvenc(self.cfg.device):
+            return 0
+        if self.cfg.encode_processes >= 0:
+            return self.cfg.encode_processes
+        return self.cfg.workers if self.cfg.executor == "local" and self.cfg.workers > 1 else 0
+
+    def setup(self) -> None:
+        self.pool = EncodePool(self.processes) if self.processes else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
     def process(self, task: ClipTask) -> list[Task]:
         cfg = self.cfg
-        task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, self.threads)
+        if self.pool is not None:
+            task.mp4 = self.pool.encode(rgb_to_i420(task.frames), cfg.fps, cfg.crf, cfg.preset, self.threads)
+        else:
+            task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, self.threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]

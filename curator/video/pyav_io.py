@@ -107,9 +107,14 @@ def encode_h264(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "ve
     than the encode itself. The stream is tagged BT.601 limited range, which is what the
     conversion produces, so players need not guess.
     """
+    return encode_i420(rgb_to_i420(frames), fps, crf, preset, threads)
+
+
+def encode_i420(planes: np.ndarray, fps: float, crf: int = 23, preset: str = "veryfast",
+                threads: int = 0) -> bytes:
+    """Encode I420 frames (n, h * 3 // 2, w), as `rgb_to_i420` lays them out, as an H.264 MP4."""
     rate = frame_rate(fps)
-    height, width = int(frames.shape[1]), int(frames.shape[2])
-    planes = rgb_to_i420(frames)
+    height, width = int(planes.shape[1]) * 2 // 3, int(planes.shape[2])
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=rate)

@@ -1,0 +1,37 @@
+"""libx264 encodes in worker processes, for the in-process executor.
+
+PyAV holds the GIL through most of each frame's encode, so encodes on N threads of one process do
+not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent one-thread encodes
+of 120 352x640 frames took 0.83 s against 0.21 s for one, a 4x speed-up for 16x the work. In
+processes they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
+calling thread, where OpenCV releases the GIL; the MP4 bytes come back.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from curator.video import pyav_io
+
+
+def _started() -> bool:
+    return True
+
+
+class EncodePool:
+    """A pool of `processes` encoder processes; `encode` blocks its caller, not the others."""
+
+    def __init__(self, processes: int):
+        # Spawned, never forked: the parent may hold a CUDA context and many threads.
+        self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        # Start the processes now, so their imports overlap the first videos' decode.
+        for _ in range(processes):
+            self._pool.submit(_started)
+
+    def encode(self, planes: np.ndarray, fps: float, crf: int, preset: str, threads: int) -> bytes:
+        return self._pool.submit(pyav_io.encode_i420, planes, fps, crf, preset, threads).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
