@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
     parser.add_argument("--workers", type=int, default=cores_per_gpu())
     parser.add_argument("--videos", type=int, default=None, help="default: 3 per worker")
+    parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         warm_inputs = pathlib.Path(tmp) / "warm_inputs"
         warm_inputs.mkdir()
         (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-        run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers, **clip_rules}
+        run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
+                     "encode_processes": args.encode_processes, **clip_rules}
         curate(CurateConfig(input=str(warm_inputs), output=str(pathlib.Path(tmp) / "warm_out"), **run_rules),
                progress=False)
         repeats = args.repeats or (3 if args.quick else 1)
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         decode_seconds = sorted(timings)[len(timings) // 2]
     clips = summary.clips_written
     metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "workers": args.workers,
-               "max_in_flight": cfg.max_in_flight, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
+               "max_in_flight": cfg.max_in_flight,
+               "encode_processes": cfg.encode_processes, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
                "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds}
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_frames": frames,
