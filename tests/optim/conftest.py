@@ -178,5 +178,5 @@ def tiny_problem():
 
 @pytest.fixture
 def megatron_cases():
-    return SimpleNamespace(steps=STEPS, hidden=HIDDEN, problem=tiny_problem, train=train_tiny,
-                           single_process_cases=single_process_cases, parallel_case=parallel_case)
+    return SimpleNamespace(hidden=HIDDEN, problem=tiny_problem, single_process_cases=single_process_cases,
+                           parallel_case=parallel_case)
