@@ -19,11 +19,11 @@ starting a local one. For example, inside one SLURM allocation:
     ray start --address=$HEAD:6379 --block        # on every other node, e.g. one srun task each
     RAY_ADDRESS=$HEAD:6379 mvideo curate input=/lustre/raw output=/lustre/curated curate=gpu_node
 
-The project has no curation sbatch script (slurm/ holds only training), so these steps are not
-scripted. Inputs must be readable from every node (a shared file system or a bucket), because any
-node's actors may decode any input; the output only needs to be local to the driver, which writes
-all shards. At the end of a run the runner logs `curate ray-nodes actors_per_node={node_id: n}`,
-which shows whether the actors really spread over the nodes.
+slurm/curate.sbatch scripts these steps, and stops Ray on every node at the end. Inputs must be
+readable from every node (a shared file system or a bucket), because any node's actors may decode
+any input; the output only needs to be local to the driver, which writes all shards. At the end
+of a run the runner logs `curate ray-nodes actors_per_node={node_id: n}`, which shows whether the
+actors really spread over the nodes.
 """
 from __future__ import annotations
 
