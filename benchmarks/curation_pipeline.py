@@ -17,13 +17,17 @@ NVDEC initialisation, the first file reads) is paid by an untimed warm-up first:
 the first video into a scratch output, and the baseline decodes it once. The timed pipeline then
 starts from an empty output directory, so ledger, shard and catalog writes are all counted.
 Each side is timed `--repeats` times (3 with --quick, whose runs last a fraction of a second) and
-the medians are compared.
+the medians are compared. Each side's CPU time is recorded too, this process's and its finished
+children's (the encoder processes) apart: it tells a pipeline short of cores from one waiting on
+the GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
+whose actors' CPU time this process cannot see.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pathlib
+import resource
 import sys
 import tempfile
 import time
@@ -45,11 +49,24 @@ def cores_per_gpu() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time used so far by this process, and by its reaped children."""
+    return tuple(usage.ru_utime + usage.ru_stime for usage in
+                 (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
+    return tuple(round(now - then, 1) for now, then in zip(cpu_seconds(), start))
+
+
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
     parser.add_argument("--workers", type=int, default=cores_per_gpu())
     parser.add_argument("--videos", type=int, default=None, help="default: 3 per worker")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--preset", default=None, help="curate.preset (libx264 speed/size trade-off; default: "
+                        "the config's)")
     parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
@@ -83,16 +100,21 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         warm_inputs = pathlib.Path(tmp) / "warm_inputs"
         warm_inputs.mkdir()
         (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-        run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
+        run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers, "executor": args.executor,
                      "encode_processes": args.encode_processes, **clip_rules}
+        if args.preset:
+            run_rules["preset"] = args.preset
         curate(CurateConfig(input=str(warm_inputs), output=str(pathlib.Path(tmp) / "warm_out"), **run_rules),
                progress=False)
         repeats = args.repeats or (3 if args.quick else 1)
-        runs = []
+        runs, pipeline_cpu = [], []
         for r in range(repeats):
             cfg = CurateConfig(input=str(inputs), output=str(pathlib.Path(tmp) / f"out{r}"), **run_rules)
+            cpu = cpu_seconds()
             runs.append(curate(cfg, progress=False))
-        summary = sorted(runs, key=lambda s: s.wall_seconds)[len(runs) // 2]
+            pipeline_cpu.append(cpu_since(cpu))
+        median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
+        summary = runs[median]
 
         def decode_all(source: str) -> int:
             return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
@@ -100,19 +122,23 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         decode_all(sources[0])  # warm-up, untimed
         timings = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             with ThreadPoolExecutor(args.workers) as pool:
                 frames = sum(pool.map(decode_all, sources))
-            timings.append(time.perf_counter() - start)
-        decode_seconds = sorted(timings)[len(timings) // 2]
+            timings.append((time.perf_counter() - start, cpu_since(cpu)))
+        decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
     clips = summary.clips_written
-    metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "workers": args.workers,
+    metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "executor": args.executor,
+               "workers": args.workers,
                "max_in_flight": cfg.max_in_flight,
-               "encode_processes": cfg.encode_processes, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
+               "encode_processes": cfg.encode_processes, "preset": cfg.preset, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
                "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
-               "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds}
+               "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
+               "cpu_seconds": {"driver": pipeline_cpu[median][0], "encoder_processes": pipeline_cpu[median][1]},
+               "cores": os.cpu_count()}
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_frames": frames,
-                "decode_clips_per_s": round(clips / decode_seconds, 3)}
+                "decode_clips_per_s": round(clips / decode_seconds, 3),
+                "cpu_seconds": decode_cpu[0]}
     ratio = decode_seconds / summary.wall_seconds if clips else 0.0
     return write_result("curation_pipeline", metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
 

@@ -3,8 +3,9 @@
 A stage is a small dataclass: it declares the resources one worker needs and the task fields it
 reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`) and does its work in
 `process()`, which returns zero or more tasks (a video fans out into clips). `__call__` adds what
-every stage needs the same way: rejected tasks pass through untouched, the stage is timed into
-`task.timings`, and an exception marks the task failed with the stage named in the reason instead of
+every stage needs the same way: rejected tasks pass through untouched, the stage's wall seconds
+and its thread's CPU seconds go into `task.timings` (as `name` and `name_cpu`: wall far above CPU
+is time spent waiting for the GPU, the GIL or another process), and an exception marks the task failed with the stage named in the reason instead of
 stopping the run.
 """
 from __future__ import annotations
@@ -52,15 +53,16 @@ class Stage:
     def __call__(self, task: Task) -> list[Task]:
         if not task.ok:
             return [task]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         try:
             out = self.process(task)
         except Exception as exc:  # noqa: BLE001 - a bad input must never stop the run: record it, go on
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")
             out = [task]
-        elapsed = time.perf_counter() - start
+        elapsed = {self.name: time.perf_counter() - start, f"{self.name}_cpu": time.thread_time() - cpu_start}
         # A fan-out shares the stage's time among its outputs so per-input sums stay exact.
         for item in out:
-            item.timings[self.name] = item.timings.get(self.name, 0.0) + elapsed / max(len(out), 1)
+            for key, seconds in elapsed.items():
+                item.timings[key] = item.timings.get(key, 0.0) + seconds / max(len(out), 1)
         return out

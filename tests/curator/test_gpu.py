@@ -1,5 +1,6 @@
 """GPU paths: NVDEC decode agrees with PyAV; NVENC writes a clip PyAV decodes. Run on the GPU machine."""
 import io
+import pathlib
 
 import av
 import numpy as np
@@ -91,3 +92,34 @@ def test_i420_on_the_gpu_matches_the_cpu(h264_file):
     on_cpu = rgb_to_i420(torch.from_numpy(frames)).numpy().astype(np.int16)
     # Same float32 arithmetic; a fused multiply-add on the GPU may move a value across .5.
     assert np.abs(on_gpu - on_cpu).max() <= 1
+
+
+def test_a_reused_decoder_gives_what_a_fresh_one_gives(h264_file, tmp_path):
+    """Each worker thread re-points one NVDEC decoder at its next file: frames must not depend on what
+    that decoder read before (another size, a corrupt file, a range that ended mid-video)."""
+    import threading
+
+    import torch
+
+    other = tmp_path / "other.mp4"
+    write_test_video(other, 240, 320, shots=2, frames_per_shot=30, seed=3)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(pathlib.Path(h264_file).read_bytes()[:3000])
+
+    def frames(path, **kwargs) -> torch.Tensor:
+        return torch.cat([c.frames for c in nvcodec.decode_chunks(str(path), 16, **kwargs)]).cpu()
+
+    def fresh(path, **kwargs) -> torch.Tensor:
+        out = {}
+        thread = threading.Thread(target=lambda: out.update(frames=frames(path, **kwargs)))  # new thread, new decoder
+        thread.start()
+        thread.join()
+        return out["frames"]
+
+    first, mid, second = fresh(h264_file), fresh(h264_file, start_frame=50, end_frame=70), fresh(other)
+    assert torch.equal(frames(h264_file, end_frame=30), first[:30])  # stops mid-video
+    assert torch.equal(frames(other), second)
+    with pytest.raises(Exception):  # noqa: B017 - PyNvVideoCodec raises its own unexported exception types
+        frames(broken)
+    assert torch.equal(frames(h264_file, start_frame=50, end_frame=70), mid)
+    assert torch.equal(frames(h264_file), first)
