@@ -1,12 +1,12 @@
 """The stage contract shared by the in-process executor, the Ray runner and the NeMo Curator adapter.
 
 A stage is a small dataclass: it declares the resources one worker needs and the task fields it
-reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`) and does its work in
-`process()`, which returns zero or more tasks (a video fans out into clips). `__call__` adds what
-every stage needs the same way: rejected tasks pass through untouched, the stage's wall seconds
-and its thread's CPU seconds go into `task.timings` (as `name` and `name_cpu`: wall far above CPU
-is time spent waiting for the GPU, the GIL or another process), and an exception marks the task failed with the stage named in the reason instead of
-stopping the run.
+reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`)
+and does its work in `process()`, which returns zero or more tasks (a video fans out into clips).
+`__call__` adds what every stage needs the same way: rejected tasks pass through untouched, the
+stage's wall seconds and its thread's CPU seconds go into `task.timings` (as `name` and
+`name_cpu`: wall far above CPU is time spent waiting for the GPU, the GIL or another process), and
+an exception marks the task failed with the stage named in the reason instead of stopping the run.
 """
 from __future__ import annotations
 

@@ -90,16 +90,14 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     With `keep`, `Chunk.kept` holds the same frames resized on the GPU to `keep_size` (full
     resolution when None), still CUDA tensors: one decode serves analysis and clip output.
     """
+    with _thread_decoder(source, gpu_id) as decoder:
+        yield from _decode(decoder, chunk_frames, start_frame, end_frame, size, indices, gpu_id, keep, keep_size)
+
+
+def _decode(decoder: Any, chunk_frames: int, start_frame: int, end_frame: int | None, size: tuple[int, int] | None,
+            indices: np.ndarray | None, gpu_id: int, keep: bool, keep_size: tuple[int, int] | None) -> Iterator[Chunk]:
     import torch
 
-    with _thread_decoder(source, gpu_id) as decoder:
-        yield from _decode(decoder, torch, chunk_frames, start_frame, end_frame, size, indices, gpu_id, keep,
-                           keep_size)
-
-
-def _decode(decoder: Any, torch: Any, chunk_frames: int, start_frame: int, end_frame: int | None,
-            size: tuple[int, int] | None, indices: np.ndarray | None, gpu_id: int, keep: bool,
-            keep_size: tuple[int, int] | None) -> Iterator[Chunk]:
     total = len(decoder)
     end = total if end_frame is None else min(end_frame, total)
     wanted = None if indices is None else indices[(indices >= start_frame) & (indices < end)]
