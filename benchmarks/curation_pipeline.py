@@ -129,9 +129,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
     clips = summary.clips_written
     metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "executor": args.executor,
-               "workers": args.workers,
-               "max_in_flight": cfg.max_in_flight,
-               "encode_processes": cfg.encode_processes, "preset": cfg.preset, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
+               "workers": args.workers, "max_in_flight": cfg.max_in_flight, "encode_processes": cfg.encode_processes,
+               "preset": cfg.preset, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
                "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
                "cpu_seconds": {"driver": pipeline_cpu[median][0], "encoder_processes": pipeline_cpu[median][1]},
