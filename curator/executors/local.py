@@ -18,6 +18,7 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from curator.config import CurateConfig
+from curator.executors.thread_limits import limit_this_thread, limited_library_threads, per_worker
 from curator.pipeline import fan_out_index, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -30,7 +31,9 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
     for stage in stages:
         stage.setup()
     try:
-        _run(cfg, sources, stages, writer, progress)
+        # Both pools' threads call into the libraries at once: they share the cores out.
+        with limited_library_threads(per_worker(2 * cfg.workers)):
+            _run(cfg, sources, stages, writer, progress)
     finally:
         for stage in stages:
             stage.close()
@@ -56,8 +59,9 @@ def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: Sha
         running[pool.submit(run, stage_list, task)] = (task.source, is_video_job)
         outstanding[task.source] += 1
 
-    with ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-video") as video_pool, \
-            ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-clip") as clip_pool:
+    limits = {"initializer": limit_this_thread, "initargs": (per_worker(2 * cfg.workers),)}
+    with ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-video", **limits) as video_pool, \
+            ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-clip", **limits) as clip_pool:
         while videos or clips or running:
             while clips and busy(video_jobs=False) < cfg.workers + 1:
                 submit(clip_pool, clip_stages, clips.popleft(), is_video_job=False)

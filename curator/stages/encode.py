@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
-from curator.video.backend import encode_h264, use_nvenc
+from curator.video import nvcodec, pyav_io
+from curator.video.backend import use_nvenc, worker_stream
 from curator.video.encode_pool import EncodePool
-from curator.video.frames import rgb_to_i420
+from curator.video.frames import rgb_to_i420, to_host
 
 
 @dataclass
@@ -50,10 +51,18 @@ class EncodeStage(Stage):
 
     def process(self, task: ClipTask) -> list[Task]:
         cfg = self.cfg
-        if self.pool is not None:
-            task.mp4 = self.pool.encode(rgb_to_i420(task.frames), cfg.fps, cfg.crf, cfg.preset, self.threads)
+        if use_nvenc(cfg.device):
+            task.mp4 = nvcodec.encode_h264(task.frames, cfg.fps)
         else:
-            task.mp4 = encode_h264(task.frames, cfg.fps, cfg.device, cfg.crf, cfg.preset, self.threads)
+            # Converted where the frames are: on the GPU, I420 is half the bytes of RGB to copy to
+            # the host, and the conversion costs the CPU nothing.
+            with worker_stream(cfg.device):
+                planes = to_host(rgb_to_i420(task.frames))
+            if self.pool is not None:
+                task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
+                task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
+            else:
+                task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]

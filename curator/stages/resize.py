@@ -84,7 +84,8 @@ class ResizeStage(Stage):
 
                 rows = torch.as_tensor(rows, device=frames.device)
             batch = frames[rows][:, top:bottom, left:right]
-            task.frames = resize_batch(batch, (cfg.height, cfg.width))
+            # Left on the GPU: the encode stage converts to I420 there before the host copy.
+            task.frames = resize_batch(batch, (cfg.height, cfg.width), keep_device=True)
             task.num_frames = len(picks)
             return [task]
         del frames

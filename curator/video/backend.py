@@ -66,10 +66,3 @@ def use_nvenc(device: str) -> bool:
     ok = use_gpu(device) and nvcodec.nvenc_available()
     log.info("curate encoder device=%s encoder=%s", device, "nvenc" if ok else "libx264")
     return ok
-
-
-def encode_h264(frames: np.ndarray, fps: float, device: str, crf: int, preset: str, threads: int) -> bytes:
-    if use_nvenc(device):
-        return nvcodec.encode_h264(frames, fps)
-    return pyav_io.encode_h264(frames, fps, crf=crf, preset=preset, threads=threads)
-

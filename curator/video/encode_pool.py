@@ -4,7 +4,7 @@ PyAV holds the GIL through most of each frame's encode, so encodes on N threads 
 not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent one-thread encodes
 of 120 352x640 frames took 0.83 s against 0.21 s for one, a 4x speed-up for 16x the work. In
 processes they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
-calling thread, where OpenCV releases the GIL, and written to a temporary file that the encoder
+calling thread (on the GPU where the frames are; OpenCV, which releases the GIL, on the CPU), and written to a temporary file that the encoder
 process reads: through the pool's own queue, every clip (40 MB at 120 x 352 x 640) would be pickled
 by its one feeder thread into one pipe, which serialised the run (measured: slower than threads).
 The MP4 bytes come back through the queue (a few hundred kB).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -25,21 +26,31 @@ def _started() -> bool:
     return True
 
 
-def _encode_file(path: str, shape: tuple[int, ...], fps: float, crf: int, preset: str, threads: int) -> bytes:
-    return pyav_io.encode_i420(np.fromfile(path, dtype=np.uint8).reshape(shape), fps, crf, preset, threads)
+def _encode_file(path: str, shape: tuple[int, ...], fps: float, crf: int, preset: str,
+                 threads: int) -> tuple[bytes, float]:
+    start = time.process_time()
+    mp4 = pyav_io.encode_i420(np.fromfile(path, dtype=np.uint8).reshape(shape), fps, crf, preset, threads)
+    return mp4, time.process_time() - start
 
 
 class EncodePool:
     """A pool of `processes` encoder processes; `encode` blocks its caller, not the others."""
 
     def __init__(self, processes: int):
-        # Spawned, never forked: the parent may hold a CUDA context and many threads.
-        self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        # Never forked from this process, which may hold a CUDA context and many threads: forked
+        # from a fork server, a clean interpreter started once per process that has already imported
+        # the encoder, so a pool costs one interpreter's imports, not one per encoder process
+        # (16 spawned interpreters took ~0.4 CPU-seconds each, at the start of every run).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", "curator.video.encode_pool"])
+        self._pool = ProcessPoolExecutor(processes, mp_context=context)
         # Start the processes now, so their imports overlap the first videos' decode.
         for _ in range(processes):
             self._pool.submit(_started)
 
-    def encode(self, planes: np.ndarray, fps: float, crf: int, preset: str, threads: int) -> bytes:
+    def encode(self, planes: np.ndarray, fps: float, crf: int, preset: str, threads: int) -> tuple[bytes, float]:
+        """The MP4, and the CPU seconds the encoder process spent on it (its children are the fork
+        server's, so the caller's own resource accounting never sees them)."""
         fd, path = tempfile.mkstemp(suffix=".i420")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -1,0 +1,48 @@
+"""Keep the libraries' own thread pools from oversubscribing a machine whose cores the workers share.
+
+OpenCV, torch and the BLAS/OpenMP runtimes each start a thread per core for a single call. With
+`workers` threads calling them at once the machine runs `workers` times more threads than cores,
+and OpenBLAS/OpenMP threads spin-wait between calls: on a 16-core H200 host the curation run's
+library threads burned 15 CPU-seconds of a 9-second run, taken from the encoder processes and the
+decoders (measured 2026-11-22; with the pools capped at one thread: 0.3 CPU-seconds, and the
+run 8.3 s). Ray sets OMP_NUM_THREADS for its actors itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+import cv2
+from threadpoolctl import threadpool_limits
+
+
+def per_worker(workers: int) -> int:
+    """Library threads each of `workers` concurrent workers may use: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def limit_this_thread(count: int) -> None:
+    """Cap the OpenMP threads a call from this thread starts: OpenMP keeps its thread count per
+    calling thread, so each worker thread runs this itself (a ThreadPoolExecutor initializer)."""
+    threadpool_limits(count, user_api="openmp")
+
+
+@contextlib.contextmanager
+def limited_library_threads(count: int) -> Iterator[None]:
+    """The process-wide pools (OpenCV, BLAS, torch's intra-op) capped at `count` threads while the
+    block runs, then restored: a demo trains in the same process after curating."""
+    torch = sys.modules.get("torch")
+    cv_before = cv2.getNumThreads()
+    torch_before = torch.get_num_threads() if torch is not None else None
+    cv2.setNumThreads(count)
+    if torch is not None:
+        torch.set_num_threads(count)
+    try:
+        with threadpool_limits(count, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(cv_before)
+        if torch_before is not None:
+            torch.set_num_threads(torch_before)
