@@ -9,8 +9,9 @@ not serialise the run. The two kinds of job run on separate pools of `workers` t
 one shared pool a thread waiting for its clip's encode is a thread not decoding, and decode is the
 stage everything else has to keep up with (measured on an H200 host: 16 shared threads spent 4.3 s
 of their 13.4 s waiting for encodes). Each pool holds at most `workers + 1` jobs, and at most
-`max_in_flight` videos are open at once, which bounds the frames in memory. The writer stays on
-the calling thread: it owns the ledger.
+`max_in_flight` videos are open at once, which bounds the frames in memory. While the pools run,
+the libraries' own thread pools are capped to the cores each worker thread's share
+(curator/executors/thread_limits.py). The writer stays on the calling thread: it owns the ledger.
 """
 from __future__ import annotations
 

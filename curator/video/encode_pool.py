@@ -4,10 +4,11 @@ PyAV holds the GIL through most of each frame's encode, so encodes on N threads 
 not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent one-thread encodes
 of 120 352x640 frames took 0.83 s against 0.21 s for one, a 4x speed-up for 16x the work. In
 processes they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
-calling thread (on the GPU where the frames are; OpenCV, which releases the GIL, on the CPU), and written to a temporary file that the encoder
-process reads: through the pool's own queue, every clip (40 MB at 120 x 352 x 640) would be pickled
-by its one feeder thread into one pipe, which serialised the run (measured: slower than threads).
-The MP4 bytes come back through the queue (a few hundred kB).
+calling thread (on the GPU where the frames are; on the CPU through OpenCV, which releases the
+GIL), and written to a temporary file that the encoder process reads: through the pool's own
+queue, every clip (40 MB at 120 x 352 x 640) would be pickled by its one feeder thread into one
+pipe, which serialised the run (measured: slower than threads). The MP4 bytes come back through
+the queue (a few hundred kB).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class EncodePool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["__main__", "curator.video.encode_pool"])
         self._pool = ProcessPoolExecutor(processes, mp_context=context)
-        # Start the processes now, so their imports overlap the first videos' decode.
+        # Start the processes now, so their start overlaps the first videos' decode.
         for _ in range(processes):
             self._pool.submit(_started)
 

@@ -1,0 +1,59 @@
+"""The local executor caps the libraries' thread pools while its workers run, and gives them back."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+
+import cv2
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from curator.executors import local
+from curator.executors.thread_limits import limit_this_thread, limited_library_threads, per_worker
+
+
+def pool_threads(user_api: str) -> list[int]:
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == user_api]
+
+
+@pytest.mark.parametrize(("cores", "workers", "expected"), [(16, 32, 1), (16, 16, 1), (16, 4, 4), (2, 2, 1), (1, 8, 1)])
+def test_the_cores_are_shared_among_the_workers(cores, workers, expected):
+    with mock.patch("os.cpu_count", return_value=cores):
+        assert per_worker(workers) == expected
+
+
+def test_process_wide_pools_are_capped_inside_the_block_and_restored_after():
+    cv_before, torch_before, blas_before = cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")
+    target = 1 if cv_before != 1 else 2
+    with limited_library_threads(target):
+        assert cv2.getNumThreads() == target
+        assert torch.get_num_threads() == target
+        assert all(n == target for n in pool_threads("blas"))
+    assert (cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")) == (cv_before, torch_before, blas_before)
+
+
+def test_the_openmp_cap_applies_to_the_worker_thread_that_set_it():
+    if not pool_threads("openmp"):
+        pytest.skip("no OpenMP runtime loaded in this process")
+    seen = {}
+
+    def report() -> None:
+        seen[threading.current_thread().name] = pool_threads("openmp")
+
+    with ThreadPoolExecutor(1, thread_name_prefix="capped", initializer=limit_this_thread, initargs=(1,)) as pool:
+        pool.submit(report).result()
+    assert all(n == 1 for n in next(iter(seen.values())))
+
+
+def test_a_run_leaves_the_thread_counts_as_it_found_them(footage, make_config, tmp_path):
+    before = cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "box.mp4").symlink_to(footage / "box.mp4")
+    with mock.patch.object(local, "limited_library_threads", wraps=limited_library_threads) as limits:
+        from curator.run import curate
+
+        summary = curate(make_config(inputs, tmp_path / "out", workers=2), progress=False)
+    assert summary.inputs_by_status == {"done": 1}
+    limits.assert_called_once_with(per_worker(4))
+    assert (cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")) == before
