@@ -32,9 +32,7 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
     for stage in stages:
         stage.setup()
     try:
-        # Both pools' threads call into the libraries at once: they share the cores out.
-        with limited_library_threads(per_worker(2 * cfg.workers)):
-            _run(cfg, sources, stages, writer, progress)
+        _run(cfg, sources, stages, writer, progress)
     finally:
         for stage in stages:
             stage.close()
@@ -60,8 +58,11 @@ def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: Sha
         running[pool.submit(run, stage_list, task)] = (task.source, is_video_job)
         outstanding[task.source] += 1
 
-    limits = {"initializer": limit_this_thread, "initargs": (per_worker(2 * cfg.workers),)}
-    with ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-video", **limits) as video_pool, \
+    # Both pools' threads call into the libraries at once: they share the cores out.
+    threads = per_worker(2 * cfg.workers)
+    limits = {"initializer": limit_this_thread, "initargs": (threads,)}
+    with limited_library_threads(threads), \
+            ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-video", **limits) as video_pool, \
             ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-clip", **limits) as clip_pool:
         while videos or clips or running:
             while clips and busy(video_jobs=False) < cfg.workers + 1:

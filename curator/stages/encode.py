@@ -1,9 +1,9 @@
 """Encode stage: H.264 MP4 in memory, NVENC on GPUs that have it, libx264 (through PyAV) elsewhere."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from curator.executors.thread_limits import per_worker
 from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
 from curator.video import nvcodec, pyav_io
@@ -30,7 +30,7 @@ class EncodeStage(Stage):
     def threads(self) -> int:
         """x264 threads per clip: by default the cores shared among the workers encoding at once,
         since every encoder asking for all cores oversubscribes the machine `workers` times."""
-        return self.cfg.encode_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers)
+        return self.cfg.encode_threads or per_worker(self.cfg.workers)
 
     @property
     def processes(self) -> int:

@@ -77,8 +77,9 @@ def rgb_to_i420(frames: Any) -> Any:
     U and V planes at half resolution, each packed into h // 4 rows of w, the layout PyAV's
     yuv420p frames take. Chroma is taken from the mean of each 2x2 block (rounded half up), within
     0.2 levels on average of swscale's filtered chroma; OpenCV's own RGB2YUV_I420 samples one pixel
-    per block instead, which aliases on sharp colour edges. numpy in (OpenCV), numpy out; a torch tensor is converted on its
-    own device, so a GPU can do it before the host copy (half the bytes of RGB).
+    per block instead, which aliases on sharp colour edges. numpy in (OpenCV), numpy out; a torch
+    tensor is converted on its own device, so a GPU can do it before the host copy (half the bytes
+    of RGB).
     """
     n, h, w = frames.shape[:3]
     if isinstance(frames, np.ndarray):

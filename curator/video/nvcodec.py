@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from curator.video.frames import Chunk, frame_rate, resize_batch
+from curator.video.frames import Chunk, frame_rate, resize_batch, to_host
 
 
 def _nvc() -> Any:
@@ -136,7 +136,7 @@ def encode_h264(frames: Any, fps: float, gpu_id: int = 0, preset: str = "P4") ->
     PyNvVideoCodec's muxer writes only to a path, so the MP4 passes through a temporary file.
     """
     nvc = _nvc()
-    host = frames.cpu().numpy() if hasattr(frames, "cpu") else np.asarray(frames)
+    host = to_host(frames)
     n, height, width = host.shape[:3]
     rgba = np.empty((n, height, width, 4), dtype=np.uint8)
     rgba[..., :3] = host
