@@ -3,7 +3,9 @@
 The pipeline (probe, decode, two-pass shots, clip length, crop, resize, encode, shard writer; the
 local executor with `--workers` threads; NVDEC/NVENC where a GPU is usable) curates synthetic
 H.264 videos with hard cuts. The baseline decodes every frame of the same files with the same
-decoder and thread count, nothing else. Both are expressed in the pipeline's clips, so
+decoder, nothing else, on as many threads as the pipeline decodes at once (`--workers`, and on the
+GPU at most `nvdec_sessions`: more concurrent NVDEC sessions make bare decode slower, not
+faster). Both are expressed in the pipeline's clips, so
 ratio = pipeline clips/s / decode clips/s = decode seconds / pipeline seconds (target >= 0.7).
 
 It measures steady-state throughput, as on a real input set of thousands of videos: by default
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         return write_result("curation_pipeline", metrics, {}, 0.0, target=0.7, results_dir=args.results_dir)
 
     from curator.config import CurateConfig
+    from curator.executors.local import video_threads
     from curator.run import curate
     from curator.video.backend import decode_range, use_gpu
 
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
 
         decode_all(sources[0])  # warm-up, untimed
+        decode_threads = video_threads(cfg)
         timings = []
         for _ in range(repeats):
             start, cpu = time.perf_counter(), cpu_seconds()
-            with ThreadPoolExecutor(args.workers) as pool:
+            with ThreadPoolExecutor(decode_threads) as pool:
                 frames = sum(pool.map(decode_all, sources))
             timings.append((time.perf_counter() - start, cpu_since(cpu)))
         decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "cpu_seconds": {"driver": pipeline_cpu[median],
                                "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
                "cores": os.cpu_count()}
-    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_frames": frames,
+    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads, "decode_frames": frames,
                 "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
     ratio = decode_seconds / summary.wall_seconds if clips else 0.0

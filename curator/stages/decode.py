@@ -16,7 +16,7 @@ from curator.stages.base import Resources, Stage
 from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
 from curator.video.backend import decode_range, use_gpu, worker_stream
-from curator.video.frames import resize_batch, to_host
+from curator.video.frames import gather_host, resize_batch, start_host_copy
 
 THUMB_SIZE = (27, 48)
 TRUNCATED_FRACTION = 0.9
@@ -75,9 +75,11 @@ class DecodeStage(Stage):
         with worker_stream(cfg.device):
             for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
                                       keep_size=keep_at):
-                # Thumbnails from the analysis frames where they are (on the GPU: before the host copy).
-                thumbs.append(resize_batch(chunk.frames, THUMB_SIZE))
-                small.append(to_host(chunk.frames))
+                # Thumbnails from the analysis frames where they are (on the GPU: before the host
+                # copy). The host copies are only queued: this thread goes on decoding while they run,
+                # and waits for them once, after the last chunk.
+                thumbs.append(start_host_copy(resize_batch(chunk.frames, THUMB_SIZE, keep_device=True)))
+                small.append(start_host_copy(chunk.frames))
                 if chunk.pts is not None:
                     pts.append(chunk.pts)
                 if keep and chunk.kept is not None:
@@ -85,7 +87,9 @@ class DecodeStage(Stage):
                     kept_bytes += _nbytes(chunk.kept)
                     if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
                         keep, kept = False, []
-        decoded = sum(len(c) for c in small)
+            small_frames = gather_host(small) if small else None
+            thumb_frames = gather_host(thumbs) if thumbs else None
+        decoded = 0 if small_frames is None else len(small_frames)
         if decoded == 0:
             task.reject(FAILED, "corrupt: no decodable frames")
             return [task]
@@ -94,7 +98,7 @@ class DecodeStage(Stage):
             return [task]
         meta.num_frames = decoded
         meta.duration_s = decoded / meta.fps
-        task.analysis = FrameAnalysis(small=np.concatenate(small), thumbs=np.concatenate(thumbs),
+        task.analysis = FrameAnalysis(small=small_frames, thumbs=thumb_frames,
                                       pts=np.concatenate(pts) if pts else None,
                                       kept=_concat(kept) if keep and kept else None, kept_size=keep_at)
         return [task]

@@ -34,8 +34,8 @@ def worker_stream(device: str) -> contextlib.AbstractContextManager:
 
     Worker threads would otherwise all queue on the default stream, where every host copy (a sync
     of the current stream) waits for the decode and resize work of all the other workers too. Work
-    that crosses threads stays ordered: the decode stage copies its analysis frames to the host
-    after each chunk's kept frames were queued, so its stream is idle before any clip reads them.
+    that crosses threads stays ordered: the decode stage waits for its analysis frames' host copies
+    after the last chunk's kept frames were queued, so its stream is idle before any clip reads them.
     """
     if not use_gpu(device):
         return contextlib.nullcontext()

@@ -115,11 +115,20 @@ def _apply(x: Any, matrix: Any) -> Any:
 
 
 def to_host(batch: Any) -> np.ndarray:
-    """numpy frames as they are; a CUDA tensor copied through page-locked memory. A copy into
-    pageable memory is staged through the driver and stalls the other threads' NVDEC decodes:
-    measured on an H200, a 16-thread bare decode took 3.5 s alone, 6.0 s beside one thread resizing
-    and copying batches to pinned memory in a loop, and 34 s when that thread's copies went to
-    pageable memory. The buffers come from torch's caching host allocator, so they are reused."""
+    """numpy frames as they are; a CUDA tensor copied through page-locked memory (see
+    `start_host_copy`), waiting for the copy."""
+    return gather_host([start_host_copy(batch)], getattr(batch, "device", None))
+
+
+def start_host_copy(batch: Any) -> Any:
+    """Queue the copy of a CUDA tensor into page-locked memory on the current stream and return the
+    host tensor, to be read through `gather_host`; numpy frames and CPU tensors come back as numpy.
+
+    A copy into pageable memory is staged through the driver and stalls the other threads' NVDEC
+    decodes: measured on an H200, a 16-thread bare decode took 3.5 s alone, 6.0 s beside one thread
+    resizing and copying batches to pinned memory in a loop, and 34 s when that thread's copies went
+    to pageable memory. The buffers come from torch's caching host allocator, so they are reused.
+    """
     if isinstance(batch, np.ndarray):
         return batch
     if not batch.is_cuda:
@@ -128,8 +137,18 @@ def to_host(batch: Any) -> np.ndarray:
 
     host = torch.empty(batch.shape, dtype=batch.dtype, pin_memory=True)
     host.copy_(batch, non_blocking=True)
-    torch.cuda.current_stream(batch.device).synchronize()
-    return host.numpy()
+    return host
+
+
+def gather_host(copies: list[Any], device: Any = None) -> np.ndarray:
+    """What `start_host_copy` returned, as one numpy array, once the copies still queued on
+    `device`'s current stream (where they were started; None: the current device) have landed."""
+    if not isinstance(copies[0], np.ndarray):
+        import torch
+
+        torch.cuda.current_stream(device).synchronize()
+        copies = [c.numpy() for c in copies]
+    return copies[0] if len(copies) == 1 else np.concatenate(copies)
 
 
 def luma(frames: np.ndarray) -> np.ndarray:

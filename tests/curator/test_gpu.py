@@ -123,3 +123,40 @@ def test_a_reused_decoder_gives_what_a_fresh_one_gives(h264_file, tmp_path):
         frames(broken)
     assert torch.equal(frames(h264_file, start_frame=50, end_frame=70), mid)
     assert torch.equal(frames(h264_file), first)
+
+
+def test_probing_for_nvenc_leaves_the_callers_cuda_context_current(h264_file):
+    """A failed NVENC open (H100/H200 have no encoder) leaves a CUDA context of its own current on
+    the thread that tried, and torch then runs that thread's work in it, where the decoders' streams
+    (made in the primary context) are invalid handles."""
+    import ctypes
+
+    import torch
+
+    torch.zeros(1, device="cuda")
+    driver = ctypes.CDLL("libcuda.so.1")
+
+    def current() -> int:
+        context = ctypes.c_void_p()
+        driver.cuCtxGetCurrent(ctypes.byref(context))
+        return context.value
+
+    before = current()
+    nvcodec.nvenc_available.cache_clear()
+    nvcodec.nvenc_available()
+    assert current() == before
+    assert sum(len(c.indices) for c in nvcodec.decode_chunks(h264_file, 16, size=(90, 160))) == 96
+
+
+def test_nvdec_decodes_before_torch_has_touched_cuda(h264_file):
+    """A fresh interpreter, where nothing has initialised CUDA before the decoder is made with its
+    stream."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from curator.video import nvcodec; "
+            "print(sum(len(c.indices) for c in nvcodec.decode_chunks(sys.argv[1], 16)))")
+    out = subprocess.run([sys.executable, "-c", code, h264_file], capture_output=True, text=True, timeout=120,
+                         cwd=pathlib.Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "96"

@@ -1,0 +1,45 @@
+"""The local executor's video pool: on the NVDEC path at most `nvdec_sessions` video jobs run at
+once, however many workers there are; elsewhere one per worker."""
+import threading
+import time
+
+from curator.executors import local
+from curator.run import curate
+from curator.stages.decode import DecodeStage
+from curator.video.synthetic import write_test_video
+
+
+def test_video_threads_stop_at_nvdec_sessions_only_on_the_gpu_path(make_config, tmp_path, monkeypatch):
+    cfg = make_config(tmp_path, tmp_path / "out", workers=4, nvdec_sessions=2)
+    assert local.video_threads(cfg) == 4  # CPU: PyAV decodes, one video per worker
+    monkeypatch.setattr(local, "use_gpu", lambda device: True)
+    assert local.video_threads(cfg) == 2
+    assert local.video_threads(make_config(tmp_path, tmp_path / "out", workers=1, nvdec_sessions=2)) == 1
+
+
+def test_the_nvdec_path_decodes_at_most_nvdec_sessions_videos_at_once(make_config, tmp_path, monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        write_test_video(inputs / f"v{i}.mp4", 96, 128, shots=1, frames_per_shot=60, seed=i)  # 2.5 s: one clip
+    running, peak, lock = [0], [0], threading.Lock()
+    decode_process = DecodeStage.process
+
+    def counting_process(self, task):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.2)  # long enough for every free video thread to pick up a video meanwhile
+            return decode_process(self, task)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    # Only the pool size follows use_gpu here: the stages still decode on the CPU.
+    monkeypatch.setattr(local, "use_gpu", lambda device: True)
+    monkeypatch.setattr(DecodeStage, "process", counting_process)
+    summary = curate(make_config(inputs, tmp_path / "out", workers=4, nvdec_sessions=2, max_in_flight=6),
+                     progress=False)
+    assert summary.inputs_by_status == {"done": 6}
+    assert peak[0] == 2
