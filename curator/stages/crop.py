@@ -4,8 +4,9 @@ Both are measured on the analysis frames the decode pass kept, so no extra decod
 Black bars: edge rows/columns whose brightest pixel stays below `black_level` in every frame.
 Text bands (burned-in captions, tickers, channel names): rows within `text_band_fraction` of the
 top or bottom edge that are dense in strong horizontal edges and stay still while the picture
-around them moves. The box is mapped back to source pixels,
-shrunk inward by one analysis pixel so no dark seam survives the scaling.
+around them moves, or, scrolling text, slide sideways as one piece apart from the picture. The box
+is mapped back to source pixels, shrunk inward by one analysis pixel so no dark seam survives the
+scaling.
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from curator.video.frames import luma
 
 TEXT_GRADIENT = 40.0
 RELATIVE_STILLNESS = 0.25
+# Scrolling text is found by comparing frames a lag of SCROLL_LAGS apart, shifted sideways by up to
+# MAX_SHIFT analysis pixels: at 160 px wide a ticker moving 1-8 source px/frame (720 wide) moves
+# 0.2-1.8 px per frame, so a single lag would see some speeds as sub-pixel and others as too far.
+SCROLL_LAGS = (1, 2, 4, 8)
+MAX_SHIFT = 4
+SCROLL_PAIRS = 32  # frame pairs sampled per lag: the verdict needs a few seconds, not every frame
+PICTURE_ROW_STEP = 4
 # Glyph tops and outlines are sparser than the text's core rows: take a little more than detected.
 TEXT_MARGIN_ROWS = 3
 
@@ -38,8 +46,46 @@ def black_bars(gray: np.ndarray, black_level: float) -> tuple[int, int, int, int
     return (_edge_run(dark_rows), _edge_run(dark_rows[::-1]), _edge_run(dark_cols), _edge_run(dark_cols[::-1]))
 
 
+def shifted_change(gray: np.ndarray, lag: int) -> np.ndarray:
+    """(2 * MAX_SHIFT + 1, rows): mean absolute change of each row between frames `lag` apart, after
+    shifting the later frame sideways by -MAX_SHIFT..MAX_SHIFT pixels (index MAX_SHIFT: no shift).
+    At most SCROLL_PAIRS evenly spaced frame pairs are compared."""
+    starts = np.unique(np.linspace(0, len(gray) - lag - 1, min(SCROLL_PAIRS, len(gray) - lag)).astype(int))
+    before, after = gray[starts], gray[starts + lag]
+    width = gray.shape[2]
+    change = np.empty((2 * MAX_SHIFT + 1, gray.shape[1]), dtype=np.float32)
+    for i, shift in enumerate(range(-MAX_SHIFT, MAX_SHIFT + 1)):
+        # after[x + shift] against before[x]: content that moved `shift` pixels to the right matches.
+        lo, hi = max(0, -shift), width - max(0, shift)
+        change[i] = np.abs(after[:, :, lo + shift:hi + shift] - before[:, :, lo:hi]).mean(axis=(0, 2))
+    return change
+
+
+def scrolling_rows(gray: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each of `rows`: slides sideways as one rigid piece, at its own speed, through the whole
+    clip. At some lag of SCROLL_LAGS, shifting the later frame by a whole number of pixels (not
+    zero, and not the picture's own shift, which a camera pan gives every row) leaves under
+    RELATIVE_STILLNESS of the change there was without the shift. Frame pairs are sampled over the
+    whole clip, so something crossing the frame once (a car, a walker) changes its rows unshifted
+    in most pairs and does not qualify; non-rigid motion never shifts back into place. The
+    picture's shift is the median over every PICTURE_ROW_STEP-th row."""
+    picture_rows = np.arange(0, gray.shape[1], PICTURE_ROW_STEP)
+    scrolling = np.zeros(len(rows), dtype=bool)
+    for lag in SCROLL_LAGS:
+        if len(gray) <= lag:
+            break
+        change = shifted_change(gray[:, np.concatenate([rows, picture_rows])], lag)
+        best = change.argmin(axis=0) - MAX_SHIFT
+        picture_shift = np.median(best[len(rows):])
+        change, best = change[:, :len(rows)], best[:len(rows)]
+        rigid = change.min(axis=0) < RELATIVE_STILLNESS * change[MAX_SHIFT]
+        scrolling |= rigid & (best != 0) & (best != picture_shift)
+    return scrolling
+
+
 def text_rows(gray: np.ndarray, edge_density: float) -> np.ndarray:
-    """Per row: dense in strong horizontal gradients, and far more still than the picture around it.
+    """Per row: dense in strong horizontal gradients, and either far more still than the picture
+    around it or scrolling sideways on its own (`scrolling_rows`).
 
     Stillness is relative to the clip's median row, so a static camera's buildings (which barely
     change, but neither does the rest of the frame) are not mistaken for an overlay.
@@ -49,7 +95,11 @@ def text_rows(gray: np.ndarray, edge_density: float) -> np.ndarray:
     gradient = np.abs(np.diff(gray, axis=2)) > TEXT_GRADIENT
     dense = gradient.mean(axis=(0, 2)) > edge_density
     change = np.abs(np.diff(gray, axis=0)).mean(axis=(0, 2))
-    return dense & (change < RELATIVE_STILLNESS * np.median(change))
+    text = dense & (change < RELATIVE_STILLNESS * np.median(change))
+    moving = np.flatnonzero(dense & ~text)  # only dense rows can be text: the costly test runs on them alone
+    if len(moving):
+        text[moving] = scrolling_rows(gray, moving)
+    return text
 
 
 def text_bands(gray: np.ndarray, band_fraction: float, edge_density: float) -> tuple[int, int]:
