@@ -62,6 +62,15 @@ def cpu_since(start: float) -> float:
     return round(cpu_seconds() - start, 1)
 
 
+def _key_value(item: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+    return key, yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
@@ -71,6 +80,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--preset", default=None, help="curate.preset (libx264 speed/size trade-off; default: "
                         "the config's)")
     parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6 or "
+                        "decode_chunk_frames=128 (YAML values; repeatable)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -93,6 +105,12 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     else:
         videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers, (720, 1280), 5.0
         clip_rules = {}
+    overrides = dict(_key_value(item) for item in args.set)
+    run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers, "executor": args.executor,
+                 "encode_processes": args.encode_processes, **clip_rules, **overrides}
+    if args.preset:
+        run_rules["preset"] = args.preset
+    CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
     with tempfile.TemporaryDirectory() as tmp:
         inputs = pathlib.Path(tmp) / "inputs"
         inputs.mkdir()
@@ -104,10 +122,6 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         warm_inputs = pathlib.Path(tmp) / "warm_inputs"
         warm_inputs.mkdir()
         (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-        run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers, "executor": args.executor,
-                     "encode_processes": args.encode_processes, **clip_rules}
-        if args.preset:
-            run_rules["preset"] = args.preset
         curate(CurateConfig(input=str(warm_inputs), output=str(pathlib.Path(tmp) / "warm_out"), **run_rules),
                progress=False)
         repeats = args.repeats or (3 if args.quick else 1)
@@ -135,14 +149,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     clips = summary.clips_written
     metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "executor": args.executor,
                "workers": args.workers, "max_in_flight": cfg.max_in_flight, "encode_processes": cfg.encode_processes,
-               "preset": cfg.preset, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
+               "preset": cfg.preset, "overrides": overrides, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
                "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
                "cpu_seconds": {"driver": pipeline_cpu[median],
                                "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
                "cores": os.cpu_count()}
-    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads, "decode_frames": frames,
-                "decode_clips_per_s": round(clips / decode_seconds, 3),
+    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
+                "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
     ratio = decode_seconds / summary.wall_seconds if clips else 0.0
     return write_result("curation_pipeline", metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)

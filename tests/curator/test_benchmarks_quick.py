@@ -20,3 +20,18 @@ def test_quick_benchmark_writes_result(name, tmp_path):
         assert result["baseline"]["pyav_fps_360p"] > 0
     else:
         assert result["metrics"]["clips"] == 6 and 0 < result["ratio"] < 10
+
+
+def test_curation_benchmark_takes_config_overrides_and_refuses_bad_keys(tmp_path):
+    """`--set` reaches the pipeline's config and is recorded; a bad key fails before any input is written."""
+    script = str(ROOT / "benchmarks" / "curation_pipeline.py")
+    run = subprocess.run([sys.executable, script, "--quick", "--set", "decode_chunk_frames=16",
+                          "--set", "nvdec_sessions=3", "--results-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "curation_pipeline.json").read_text())
+    assert result["metrics"]["overrides"] == {"decode_chunk_frames": 16, "nvdec_sessions": 3}
+    bad = subprocess.run([sys.executable, script, "--quick", "--set", "nvdec_sessions=0",
+                          "--results-dir", str(tmp_path / "bad")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode != 0 and "nvdec_sessions" in bad.stderr and not (tmp_path / "bad").exists()
