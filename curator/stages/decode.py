@@ -20,6 +20,9 @@ from curator.video.frames import gather_host, resize_batch, start_host_copy
 
 THUMB_SIZE = (27, 48)
 TRUNCATED_FRACTION = 0.9
+# Host copies of analysis frames in flight before they are collected into pageable memory: enough
+# to wait once per many chunks, and a bound on the page-locked memory a long video holds.
+PINNED_IN_FLIGHT_BYTES = 64 << 20
 
 
 def analysis_size(height: int, width: int, analysis_width: int) -> tuple[int, int]:
@@ -71,15 +74,25 @@ class DecodeStage(Stage):
         budget = cfg.retain_frames_max_mb * (1 << 20)
         keep = meta.num_frames * keep_h * keep_w * 3 <= budget
         small, thumbs, pts, kept = [], [], [], []
+        in_flight: list[tuple] = []  # (thumbnails, analysis frames) copies not yet collected
         kept_bytes = 0
+
+        def collect() -> None:
+            thumb_copies, small_copies = zip(*in_flight)
+            thumbs.append(gather_host(list(thumb_copies)))
+            small.append(gather_host(list(small_copies)))
+            in_flight.clear()
+
         with worker_stream(cfg.device):
             for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
                                       keep_size=keep_at):
                 # Thumbnails from the analysis frames where they are (on the GPU: before the host
                 # copy). The host copies are only queued: this thread goes on decoding while they run,
-                # and waits for them once, after the last chunk.
-                thumbs.append(start_host_copy(resize_batch(chunk.frames, THUMB_SIZE, keep_device=True)))
-                small.append(start_host_copy(chunk.frames))
+                # and waits for them once per PINNED_IN_FLIGHT_BYTES of frames.
+                in_flight.append((start_host_copy(resize_batch(chunk.frames, THUMB_SIZE, keep_device=True)),
+                                  start_host_copy(chunk.frames)))
+                if sum(_nbytes(frames) for _, frames in in_flight) > PINNED_IN_FLIGHT_BYTES:
+                    collect()
                 if chunk.pts is not None:
                     pts.append(chunk.pts)
                 if keep and chunk.kept is not None:
@@ -87,9 +100,9 @@ class DecodeStage(Stage):
                     kept_bytes += _nbytes(chunk.kept)
                     if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
                         keep, kept = False, []
-            small_frames = gather_host(small) if small else None
-            thumb_frames = gather_host(thumbs) if thumbs else None
-        decoded = 0 if small_frames is None else len(small_frames)
+            if in_flight:
+                collect()
+        decoded = sum(len(part) for part in small)
         if decoded == 0:
             task.reject(FAILED, "corrupt: no decodable frames")
             return [task]
@@ -98,7 +111,7 @@ class DecodeStage(Stage):
             return [task]
         meta.num_frames = decoded
         meta.duration_s = decoded / meta.fps
-        task.analysis = FrameAnalysis(small=small_frames, thumbs=thumb_frames,
+        task.analysis = FrameAnalysis(small=_concat(small), thumbs=_concat(thumbs),
                                       pts=np.concatenate(pts) if pts else None,
                                       kept=_concat(kept) if keep and kept else None, kept_size=keep_at)
         return [task]

@@ -116,8 +116,12 @@ def _apply(x: Any, matrix: Any) -> Any:
 
 def to_host(batch: Any) -> np.ndarray:
     """numpy frames as they are; a CUDA tensor copied through page-locked memory (see
-    `start_host_copy`), waiting for the copy."""
-    return gather_host([start_host_copy(batch)], getattr(batch, "device", None))
+    `start_host_copy`), waiting for the copy. The array is a view of that page-locked buffer."""
+    host = start_host_copy(batch)
+    if isinstance(host, np.ndarray):
+        return host
+    _wait_for_copies(batch.device)
+    return host.numpy()
 
 
 def start_host_copy(batch: Any) -> Any:
@@ -140,15 +144,20 @@ def start_host_copy(batch: Any) -> Any:
     return host
 
 
-def gather_host(copies: list[Any], device: Any = None) -> np.ndarray:
-    """What `start_host_copy` returned, as one numpy array, once the copies still queued on
-    `device`'s current stream (where they were started; None: the current device) have landed."""
+def gather_host(copies: list[Any]) -> np.ndarray:
+    """What `start_host_copy` returned, joined into one new pageable numpy array once the copies
+    still queued on the current stream (where they were started) have landed; the page-locked
+    buffers then go back to torch's cache."""
     if not isinstance(copies[0], np.ndarray):
-        import torch
-
-        torch.cuda.current_stream(device).synchronize()
+        _wait_for_copies(None)
         copies = [c.numpy() for c in copies]
-    return copies[0] if len(copies) == 1 else np.concatenate(copies)
+    return np.concatenate(copies)
+
+
+def _wait_for_copies(device: Any) -> None:
+    import torch
+
+    torch.cuda.current_stream(device).synchronize()
 
 
 def luma(frames: np.ndarray) -> np.ndarray:

@@ -74,6 +74,26 @@ def test_decode_keeps_a_second_size_from_the_same_pass(footage):
     assert np.array_equal(np.concatenate([c.kept for c in both]), kept)
 
 
+def test_analysis_frames_collected_every_chunk_match_one_collection(footage, monkeypatch):
+    """The decode stage collects its host copies whenever PINNED_IN_FLIGHT_BYTES are in flight: the
+    analysis frames and thumbnails must not depend on how often that happens."""
+    from curator.stages import decode
+
+    cfg = CurateConfig(device="cpu", decode_chunk_frames=16)
+    [probed] = ProbeStage(cfg)(shots.VideoTask(source=str(footage / "Megamind.avi")))
+
+    def analysis():
+        [task] = DecodeStage(cfg)(shots.VideoTask(source=probed.source, meta=dataclasses.replace(probed.meta)))
+        assert task.ok, task.reason
+        return task.analysis
+
+    once = analysis()
+    monkeypatch.setattr(decode, "PINNED_IN_FLIGHT_BYTES", 1)  # collect after every chunk
+    every_chunk = analysis()
+    assert len(once.small) == 270
+    assert np.array_equal(once.small, every_chunk.small) and np.array_equal(once.thumbs, every_chunk.thumbs)
+
+
 def test_batched_content_scores_are_pyscenedetects(footage):
     cfg = CurateConfig(device="cpu")
     task = shots.VideoTask(source=str(footage / "Megamind.avi"))
