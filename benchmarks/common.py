@@ -21,13 +21,16 @@ from typing import Any
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def device_name() -> str:
-    """The GPU's name where one is visible, else the CPU's, with the core count."""
+def device_name(gpus: int = 1) -> str:
+    """The GPU's name and how many of the host's GPUs the benchmark used, where one is visible;
+    else the CPU's, with the core count."""
     try:
         import torch
 
         if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+            visible = torch.cuda.device_count()
+            host = f" (of {visible} on the host)" if visible > gpus else ""
+            return f"{torch.cuda.get_device_name(0)} x{gpus}{host}"
     except ImportError:
         pass
     return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
@@ -45,13 +48,14 @@ def _commit() -> str:
 
 
 def write_result(name: str, metrics: dict[str, Any], baseline: dict[str, Any], ratio: float,
-                 target: float | str | None, results_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """Write one result file and return its path; `ratio` is the headline (baseline / ours)."""
+                 target: float | str | None, results_dir: pathlib.Path | None = None, gpus: int = 1) -> pathlib.Path:
+    """Write one result file and return its path; `ratio` is the headline (baseline / ours);
+    `gpus`: how many GPUs the benchmark used."""
     out_dir = results_dir or RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "name": name,
-        "device": device_name(),
+        "device": device_name(gpus),
         "date": datetime.date.today().isoformat(),
         "commit": _commit(),
         "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
