@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -79,22 +80,19 @@ def nvenc_available(gpu_id: int = 0) -> bool:
     if not available():
         return False
     nvc = _nvc()
-    opened = []
 
-    def probe() -> None:
+    def probe() -> bool:
         try:
             nvc.CreateEncoder(64, 64, "ABGR", True, codec="h264", gpu_id=gpu_id)
         except Exception:  # noqa: BLE001 - PyNvVCException (NV_ENC_ERR_NO_ENCODE_DEVICE) is not importable by name
-            return
-        opened.append(True)
+            return False
+        return True
 
     # On its own thread: a failed CreateEncoder leaves a CUDA context of its own current on the
     # calling thread, and torch would then run that thread's work in it, where streams made in the
     # device's primary context (the decoders') are "invalid resource handles".
-    thread = threading.Thread(target=probe, name="nvenc-probe")
-    thread.start()
-    thread.join()
-    return bool(opened)
+    with ThreadPoolExecutor(1, thread_name_prefix="nvenc-probe") as pool:
+        return pool.submit(probe).result()
 
 
 def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_frame: int | None = None,
