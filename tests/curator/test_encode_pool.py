@@ -1,7 +1,9 @@
 """Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread."""
+import os
 import shutil
 
 from curator.run import curate
+from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
 
 
 def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make_config, read_shards, tmp_path):
@@ -19,3 +21,15 @@ def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make
     assert len(runs[0]) >= 3  # Megamind's hard cuts give several clips
     # x264 is deterministic for a given input and thread count: the clips are byte-identical.
     assert runs[2] == runs[0]
+
+
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def test_encoder_processes_run_at_a_lower_cpu_priority_than_the_curating_process():
+    pool = EncodePool(1)
+    try:
+        assert pool._pool.submit(_niceness).result() == min(19, os.nice(0) + ENCODER_NICENESS)
+    finally:
+        pool.close()
