@@ -1,4 +1,5 @@
-"""Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread."""
+"""Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread, and its
+processes run at a lower CPU priority than the curating process."""
 import os
 import shutil
 
