@@ -23,6 +23,11 @@ the medians are compared. Each side's CPU time is recorded too, this process's a
 processes' (as they report it) apart: it tells a pipeline short of cores from one waiting on the
 GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
 whose actors' CPU time this process cannot see.
+
+`--stop-before STAGE` times the pipeline up to that stage: the stage is swapped for one that
+rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
+stages before it (`curation_pipeline_stop_before_<stage>.json`, clips=0 by design). Run it next to
+the whole pipeline to see what each stage adds.
 """
 from __future__ import annotations
 
@@ -71,6 +76,25 @@ def _key_value(item: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+STOPPABLE = ("decode", "shots", "crop", "resize", "encode")  # probe feeds decode; clip_length fans out
+
+
+def stopped_stages(cfg, stage_name: str) -> list:
+    """The pipeline's stages with `stage_name` swapped for one that rejects every task."""
+    from curator.pipeline import processing_stages
+    from curator.stages.base import Stage
+    from curator.tasks import SKIPPED
+
+    class StopStage(Stage):
+        name = stage_name
+
+        def process(self, task):
+            task.reject(SKIPPED, f"benchmark stops before {stage_name}")
+            return [task]
+
+    return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
+
+
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
@@ -83,6 +107,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6 or "
                         "decode_chunk_frames=128 (YAML values; repeatable)")
+    parser.add_argument("--stop-before", choices=STOPPABLE, default=None,
+                        help="time only the stages before this one (see the module docstring)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -129,7 +155,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         for r in range(repeats):
             cfg = CurateConfig(input=str(inputs), output=str(pathlib.Path(tmp) / f"out{r}"), **run_rules)
             cpu = cpu_seconds()
-            runs.append(curate(cfg, progress=False))
+            stages = stopped_stages(cfg, args.stop_before) if args.stop_before else None
+            runs.append(curate(cfg, progress=False, stages=stages))
             pipeline_cpu.append(cpu_since(cpu))
         median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
         summary = runs[median]
@@ -158,8 +185,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
                 "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
-    ratio = decode_seconds / summary.wall_seconds if clips else 0.0
-    return write_result("curation_pipeline", metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
+    ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
+    name = f"curation_pipeline_stop_before_{args.stop_before}" if args.stop_before else "curation_pipeline"
+    metrics["stop_before"] = args.stop_before
+    return write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from curator.config import CurateConfig
 from curator.ledger import Ledger
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
+from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
 from curator.tasks import Task
@@ -47,8 +48,9 @@ def _check_paths(cfg: CurateConfig) -> None:
         raise ConfigError("output", "must be a local directory (shards are renamed into place atomically)")
 
 
-def curate(cfg: CurateConfig, progress: bool = True) -> CurationSummary:
-    """Curate every video under cfg.input into WebDataset shards under cfg.output."""
+def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None = None) -> CurationSummary:
+    """Curate every video under cfg.input into WebDataset shards under cfg.output. `stages` replaces
+    `processing_stages(cfg)` (the pipeline benchmark's ablations swap one stage out)."""
     _check_paths(cfg)
     start = time.perf_counter()
     writer = ShardWriterStage(cfg)
@@ -59,7 +61,7 @@ def curate(cfg: CurateConfig, progress: bool = True) -> CurationSummary:
     log.info("curate start input=%s output=%s inputs=%d already_finished=%d executor=%s", cfg.input, cfg.output,
              len(listed), len(listed) - len(sources), cfg.executor)
     bar = RunProgress(len(sources), cfg.log_every_s, show_bar=progress)
-    stages = processing_stages(cfg)
+    stages = processing_stages(cfg) if stages is None else stages
     try:
         if cfg.executor == "local":
             from curator.executors.local import run_local

@@ -35,3 +35,19 @@ def test_curation_benchmark_takes_config_overrides_and_refuses_bad_keys(tmp_path
                           "--results-dir", str(tmp_path / "bad")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode != 0 and "nvdec_sessions" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_curation_benchmark_stops_before_a_stage_and_names_the_result_after_it(tmp_path):
+    """`--stop-before encode` runs every stage up to encode, writes no clip, and writes its own result
+    file, so an ablation never overwrites the whole pipeline's figure."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick",
+                          "--stop-before", "encode", "--results-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not (tmp_path / "curation_pipeline.json").exists()
+    result = json.loads((tmp_path / "curation_pipeline_stop_before_encode.json").read_text())
+    metrics = result["metrics"]
+    assert metrics["stop_before"] == "encode" and metrics["clips"] == 0
+    # The stages before encode ran: their timings are there, and encode's own work is not.
+    assert metrics["stage_seconds"]["crop"] > 0 and "encode_process_cpu" not in metrics["stage_seconds"]
+    assert 0 < result["ratio"] < 10
