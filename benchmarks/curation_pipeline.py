@@ -181,13 +181,12 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
                "cpu_seconds": {"driver": pipeline_cpu[median],
                                "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
-               "cores": os.cpu_count()}
+               "cores": os.cpu_count(), "stop_before": args.stop_before}
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
                 "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
     ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
     name = f"curation_pipeline_stop_before_{args.stop_before}" if args.stop_before else "curation_pipeline"
-    metrics["stop_before"] = args.stop_before
     return write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
 
 
