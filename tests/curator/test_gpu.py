@@ -160,3 +160,23 @@ def test_nvdec_decodes_before_torch_has_touched_cuda(h264_file):
                          cwd=pathlib.Path(__file__).parents[2])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "96"
+
+
+def test_second_pass_runs_on_the_workers_stream(monkeypatch):
+    """TransNetV2 work on the legacy default stream would stall every decoder of the process."""
+    import torch
+
+    from curator.config import CurateConfig
+    from curator.stages import shots
+
+    on_default = []
+
+    def cuts(model, thumbs, threshold):
+        on_default.append(torch.cuda.current_stream() == torch.cuda.default_stream())
+        return []
+
+    monkeypatch.setattr(shots, "transnet_model", lambda device: None)
+    monkeypatch.setattr(shots, "transnet_cuts", cuts)
+    stage = shots.ShotDetectionStage(CurateConfig(device="cuda"))
+    stage.second_pass(np.zeros((40, 27, 48, 3), dtype=np.uint8), [(0, 20), (20, 40)])
+    assert on_default == [False, False]
