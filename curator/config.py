@@ -44,8 +44,9 @@ class CurateConfig:
     vfr_tolerance: float = 0.25
     # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
     decode_chunk_frames: int = 64
-    # NVDEC decodes at once per process on the GPU path: the local executor runs at most this many
-    # video jobs (probe, decode, shots) at once. Beyond the GPU's decode engines (7 on H100/H200)
+    # NVDEC decodes at once per GPU on the GPU path: the local executor runs at most this many
+    # video jobs (probe, decode, shots) at once, the Ray runner at most this many decode actor
+    # threads per GPU of the cluster. Beyond the GPU's decode engines (7 on H100/H200)
     # more sessions only slow each other down (bare decode of 48 720p videos on an H200: 4.3 s on 4
     # threads, 3.3 s on 6 to 12, 3.8 s on 16), and every extra thread contends for the GIL.
     nvdec_sessions: int = 8

@@ -6,7 +6,9 @@
   driver hands each task to the least-loaded actor of its stage.
 - Balance: every stage starts with one actor; once `calibration_tasks` tasks have left the last
   stage (or been rejected), the measured seconds each stage spent decide how the `workers` budget is shared among stages
-  (`balance_workers`), and the missing actors are added.
+  (`balance_workers`), and the missing actors are added. A stage that holds NVDEC sessions gets no
+  more actors than keep them within `nvdec_sessions` per GPU (`nvdec_caps`); the rest of the
+  budget goes to the other stages.
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
@@ -41,21 +43,33 @@ from curator.tasks import Task, VideoTask
 log = logging.getLogger(__name__)
 
 
-def balance_workers(stage_seconds: list[float], budget: int) -> list[int]:
-    """Workers per stage proportional to the time each stage takes, at least one each, summing to
-    max(budget, number of stages)."""
+def balance_workers(stage_seconds: list[float], budget: int, caps: list[int | None] | None = None) -> list[int]:
+    """Workers per stage proportional to the time each stage takes, at least one each and at most
+    its cap (None: no cap), summing to max(budget, number of stages) unless the caps allow fewer:
+    what a capped stage cannot take goes to the others."""
     count = len(stage_seconds)
     budget = max(budget, count)
+    limits = [budget if cap is None else max(1, cap) for cap in caps or [None] * count]
+    budget = min(budget, sum(limits))
     total = sum(stage_seconds)
     if total <= 0:
         return [1] * count
     ideal = [budget * s / total for s in stage_seconds]
-    workers = [max(1, int(x)) for x in ideal]
+    workers = [min(limit, max(1, int(x))) for x, limit in zip(ideal, limits, strict=True)]
     while sum(workers) < budget:  # hand out the rest where the shortfall is largest
-        workers[max(range(count), key=lambda i: ideal[i] - workers[i])] += 1
+        workers[max((i for i in range(count) if workers[i] < limits[i]), key=lambda i: ideal[i] - workers[i])] += 1
     while sum(workers) > budget:  # minimums overshot: take from the best-served stage
         workers[max((i for i in range(count) if workers[i] > 1), key=lambda i: workers[i] - ideal[i])] -= 1
     return workers
+
+
+def nvdec_caps(stages: list[Stage], cfg: CurateConfig, gpus: float) -> list[int | None]:
+    """Most actors for each stage: a stage holding NVDEC sessions gets as many as keep its sessions
+    (`actor_threads` per actor) within `nvdec_sessions` per GPU of the cluster; other stages None.
+    Every actor is a process with a CUDA context of its own, and more sessions than the GPU's
+    decode engines keep busy only slow each other down."""
+    sessions = cfg.nvdec_sessions * max(1, round(gpus))
+    return [max(1, sessions // cfg.actor_threads) if stage.resources.nvdec else None for stage in stages]
 
 
 class _StageWorker:
@@ -132,6 +146,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     budget = max(cfg.workers, len(stages))
     cpus_per_actor = actor_cpus([node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]],
                                 budget)
+    caps = nvdec_caps(stages, cfg, ray.cluster_resources().get("GPU", 0.0))
     actor_class = ray.remote(_StageWorker)
     pools = [_Pool(stage, actor_class, min(stage.resources.cpus, cpus_per_actor), cfg.actor_threads)
              for stage in stages]
@@ -176,7 +191,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
         if not balanced and delivered >= cfg.calibration_tasks:
             balanced = True
             seconds = [writer.stage_seconds.get(stage.name, 0.0) for stage in stages]
-            targets = balance_workers(seconds, budget)
+            targets = balance_workers(seconds, budget, caps)
             for pool, target in zip(pools, targets):
                 pool.grow(target)
             log.info("curate ray-balance workers=%s", {s.name: t for s, t in zip(stages, targets)})

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
+    # Each task in flight holds an NVDEC session: executors keep the sessions per GPU within
+    # `curate.nvdec_sessions`, past which decodes only slow each other down.
+    nvdec: bool = False
 
 
 @dataclass

@@ -57,7 +57,8 @@ class DecodeStage(Stage):
 
     @property
     def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+        gpu = use_gpu(self.cfg.device)
+        return Resources(cpus=1.0, gpus=0.1 if gpu else 0.0, nvdec=gpu)
 
     def inputs(self) -> list[str]:
         return ["meta"]

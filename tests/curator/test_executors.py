@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from curator.config import CurateConfig
-from curator.executors.ray_runner import actor_cpus, balance_workers
+from curator.executors.ray_runner import actor_cpus, balance_workers, nvdec_caps
 from curator.run import curate
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
@@ -26,6 +26,29 @@ def test_balance_follows_measured_stage_time():
     workers = balance_workers([0.1, 3.0, 1.0, 5.9], budget=16)
     assert sum(workers) == 16 and min(workers) == 1
     assert workers[3] > workers[1] > workers[2] >= workers[0]
+
+
+def test_balance_keeps_capped_stages_within_their_cap():
+    # Decode takes most of the time but may have 4 actors: the other stages share what it cannot take.
+    assert balance_workers([1.0, 8.0, 1.0], budget=16, caps=[None, 4, None]) == [6, 4, 6]
+    assert balance_workers([1.0, 8.0, 1.0], budget=16, caps=[None, 20, None]) == balance_workers([1.0, 8.0, 1.0], 16)
+    # Caps everywhere: fewer workers than the budget rather than more than a cap.
+    assert balance_workers([1.0, 1.0], budget=16, caps=[2, 3]) == [2, 3]
+
+
+def test_nvdec_stages_are_capped_by_the_sessions_per_gpu():
+    from curator.stages.base import Resources, Stage
+
+    class Decoding(Stage):
+        @property
+        def resources(self):
+            return Resources(gpus=0.1, nvdec=True)
+
+    cfg = CurateConfig(nvdec_sessions=8, actor_threads=2)
+    stages = [ProbeStage(cfg), Decoding(cfg)]
+    assert nvdec_caps(stages, cfg, gpus=1.0) == [None, 4]
+    assert nvdec_caps(stages, cfg, gpus=4.0) == [None, 16]
+    assert nvdec_caps(stages, CurateConfig(nvdec_sessions=1, actor_threads=2), gpus=0.0) == [None, 1]
 
 
 def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path,
