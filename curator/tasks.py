@@ -72,6 +72,9 @@ class Task:
     def reject(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
 
+    def drop_frames(self) -> None:
+        """Release the frames this task carries (the writer reads none of them)."""
+
 
 @dataclass
 class VideoTask(Task):
@@ -80,6 +83,9 @@ class VideoTask(Task):
     shots: list[tuple[int, int]] = field(default_factory=list)
     first_pass_cuts: list[int] = field(default_factory=list)
     clips: list[ClipTask] = field(default_factory=list)
+
+    def drop_frames(self) -> None:
+        self.analysis = None
 
 
 @dataclass
@@ -102,6 +108,9 @@ class ClipTask(Task):
     mp4: bytes = b""
     num_frames: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def drop_frames(self) -> None:
+        self.analysis = self.source_frames = self.frames = None
 
     @property
     def start_s(self) -> float:

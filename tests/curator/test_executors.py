@@ -64,6 +64,36 @@ def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 
 
+def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frames():
+    """Tasks going on to another stage stay in the object store (the driver only routes their
+    references); finished or rejected ones come back by value, without their frames."""
+    import numpy as np
+    import ray
+
+    from curator.executors.ray_runner import _StageWorker
+    from curator.stages.base import Stage
+    from curator.tasks import SKIPPED, FrameAnalysis
+
+    class Analyse(Stage):
+        name = "analyse"
+
+        def process(self, task):
+            task.analysis = FrameAnalysis(small=np.zeros((4, 8, 8, 3), np.uint8), thumbs=np.zeros((4, 27, 48, 3), np.uint8))
+            if task.source == "bad.mp4":
+                task.reject(SKIPPED, "bad")
+            return [task]
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=1, include_dashboard=False)
+    worker = _StageWorker(Analyse(CurateConfig()))
+    [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
+    assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
+    [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
+    [rejected] = worker.run(VideoTask(source="bad.mp4"), forward=True)
+    assert finished.ok and finished.analysis is None
+    assert rejected.reason == "bad" and rejected.analysis is None
+
+
 def test_actor_share_fits_whole_actors_on_each_node():
     # 3 CPUs / 7 actors = 0.43 fits only 2 + 4 actors on nodes of 1 and 2 CPUs; 0.4 fits 2 + 5.
     assert actor_cpus([1.0, 2.0], budget=7) == 0.4
