@@ -3,7 +3,9 @@
 - Overlap: each actor runs `actor_threads` tasks at once (a threaded actor), so one worker's
   file reads and decodes overlap its CPU or GPU work.
 - Distribution: actors are placed with the SPREAD strategy across the cluster's nodes, and the
-  driver hands each task to the least-loaded actor of its stage.
+  driver hands each task to the least-loaded actor of its stage. Between stages a task stays in
+  the object store: the driver routes references, and only finished or rejected tasks (without
+  their frames) reach it by value, for the writer.
 - Balance: every stage starts with one actor; once `calibration_tasks` tasks have left the last
   stage (or been rejected), the measured seconds each stage spent decide how the `workers` budget is shared among stages
   (`balance_workers`), and the missing actors are added. A stage that holds NVDEC sessions gets no
