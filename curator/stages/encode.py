@@ -1,6 +1,7 @@
 """Encode stage: H.264 MP4 in memory, NVENC on GPUs that have it, libx264 (through PyAV) elsewhere."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from curator.executors.thread_limits import per_worker
@@ -8,8 +9,10 @@ from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
 from curator.video import nvcodec, pyav_io
 from curator.video.backend import use_nvenc, worker_stream
-from curator.video.encode_pool import EncodePool
+from curator.video.encode_pool import EncodePool, can_start_processes
 from curator.video.frames import rgb_to_i420, to_host
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +46,12 @@ class EncodeStage(Stage):
         return self.cfg.workers if self.cfg.executor == "local" and self.cfg.workers > 1 else 0
 
     def setup(self) -> None:
-        self.pool = EncodePool(self.processes) if self.processes else None
+        processes = self.processes
+        if processes and not can_start_processes():
+            log.warning("curate encode-in-threads reason=main module read from stdin: encoder processes "
+                        "cannot start from it; run a script file for the faster process pool")
+            processes = 0
+        self.pool = EncodePool(processes) if processes else None
 
     def close(self) -> None:
         if self.pool is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +27,17 @@ from curator.video import pyav_io
 # holding the GIL, preempted by an x264 thread, stalls every other thread of the run (one H200 with
 # 16 cores, same run: 5.91 s against 6.42 s with the encoders at the driver's priority).
 ENCODER_NICENESS = 10
+
+
+def can_start_processes() -> bool:
+    """Whether this interpreter can start encoder processes. Each one first re-runs the main module
+    from its file (multiprocessing's preparation, for what the parent's `__main__` defines), and a
+    main read from stdin (`python -`) names a file that does not exist ('<stdin>'): every process
+    then dies at start and every clip would fail. A notebook's or `python -c`'s main has no file
+    and is skipped, so those can."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
 
 
 def _started() -> bool:

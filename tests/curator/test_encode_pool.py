@@ -1,7 +1,11 @@
-"""Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread, and its
-processes run at a lower CPU priority than the curating process."""
+"""Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread, its
+processes run at a lower CPU priority than the curating process, and a run started from stdin
+(which cannot start processes) encodes in its threads instead."""
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 from curator.run import curate
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
@@ -34,3 +38,20 @@ def test_encoder_processes_run_at_a_lower_cpu_priority_than_the_curating_process
         assert pool._pool.submit(_niceness).result() == min(19, os.nice(0) + ENCODER_NICENESS)
     finally:
         pool.close()
+
+
+def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(footage / "cup.mp4", inputs)
+    code = ("from curator.config import CurateConfig\n"
+            "from curator.run import curate\n"
+            f"s = curate(CurateConfig(input={str(inputs)!r}, output={str(tmp_path / 'out')!r}, workers=2, "
+            "device='cpu'), progress=False)\n"
+            "print(s.inputs_by_status, s.clips_written)\n")
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300,
+                         check=False, cwd=pathlib.Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, clips = out.stdout.strip().rsplit(" ", 1)
+    assert status == "{'done': 1}" and int(clips) > 0, out.stderr[-2000:]
+    assert "encode-in-threads" in out.stderr
