@@ -28,12 +28,22 @@ def device_name(gpus: int = 1) -> str:
         import torch
 
         if torch.cuda.is_available():
-            visible = torch.cuda.device_count()
-            host = f" (of {visible} on the host)" if visible > gpus else ""
+            on_host = host_gpus(torch.cuda.device_count())
+            host = f" (of {on_host} on the host)" if on_host > gpus else ""
             return f"{torch.cuda.get_device_name(0)} x{gpus}{host}"
     except ImportError:
         pass
     return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def host_gpus(visible: int) -> int:
+    """The host's GPUs, counting those CUDA_VISIBLE_DEVICES hides from this process (nvidia-smi
+    lists them all); `visible` where nvidia-smi cannot say."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return visible
+    return max(visible, sum(line.startswith("GPU ") for line in listing.splitlines()))
 
 
 def _commit() -> str:

@@ -1,5 +1,6 @@
 """Both curation benchmarks run end to end in --quick mode and write a well-formed result."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -51,3 +52,18 @@ def test_curation_benchmark_stops_before_a_stage_and_names_the_result_after_it(t
     # The stages before encode ran: their timings are there, and encode's own work is not.
     assert metrics["stage_seconds"]["crop"] > 0 and "encode_process_cpu" not in metrics["stage_seconds"]
     assert 0 < result["ratio"] < 10
+
+
+def test_host_gpus_counts_the_gpus_hidden_from_this_process(tmp_path, monkeypatch):
+    """A benchmark run on one GPU of a two-GPU host (the other hidden by CUDA_VISIBLE_DEVICES) says
+    so in its device label: nvidia-smi lists every GPU of the host."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.common import host_gpus
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-b)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert host_gpus(visible=1) == 2
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert host_gpus(visible=1) == 1  # no nvidia-smi: what the process sees
