@@ -48,8 +48,8 @@ class EncodeStage(Stage):
     def setup(self) -> None:
         processes = self.processes
         if processes and not can_start_processes():
-            log.warning("curate encode-in-threads reason=main module read from stdin: encoder processes "
-                        "cannot start from it; run a script file for the faster process pool")
+            log.warning("curate encode-in-threads reason=the main module's file does not exist (a script "
+                        "read from stdin?): encoder processes cannot start; run a script file for the pool")
             processes = 0
         self.pool = EncodePool(processes) if processes else None
 
