@@ -36,6 +36,8 @@ import os
 from collections import Counter, deque
 from typing import Any
 
+import cv2
+
 from curator.config import CurateConfig
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -77,7 +79,12 @@ def nvdec_caps(stages: list[Stage], cfg: CurateConfig, gpus: float) -> list[int 
 class _StageWorker:
     """Ray actor body: one stage, set up once, called from several threads."""
 
-    def __init__(self, stage: Stage):
+    def __init__(self, stage: Stage, library_threads: int):
+        # An actor's share of the node's cores bounds its libraries' pools, as the local executor
+        # bounds its threads' (thread_limits.py, where uncapped pools burned 15 CPU-seconds of a 9 s
+        # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
+        # would still start a thread per core for each call, in every actor on the node.
+        cv2.setNumThreads(library_threads)
         self.stage = stage
         stage.setup()
 
@@ -116,7 +123,7 @@ class _Pool:
             resources = self.stage.resources
             self.actors.append(self.actor_class.options(
                 num_cpus=self.cpus, num_gpus=resources.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stage))
+                scheduling_strategy="SPREAD").remote(self.stage, max(1, int(self.cpus))))
             self.load.append(0)
 
     def free_actor(self) -> int:

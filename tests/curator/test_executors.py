@@ -3,10 +3,16 @@ import ast
 import logging
 import shutil
 
+import cv2
 import pytest
 
 from curator.config import CurateConfig
-from curator.executors.ray_runner import actor_cpus, balance_workers, nvdec_caps
+from curator.executors.ray_runner import (
+    _StageWorker,
+    actor_cpus,
+    balance_workers,
+    nvdec_caps,
+)
 from curator.run import curate
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
@@ -70,7 +76,6 @@ def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frame
     import numpy as np
     import ray
 
-    from curator.executors.ray_runner import _StageWorker
     from curator.stages.base import Stage
     from curator.tasks import SKIPPED, FrameAnalysis
 
@@ -85,13 +90,20 @@ def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frame
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    worker = _StageWorker(Analyse(CurateConfig()))
+    worker = _StageWorker(Analyse(CurateConfig()), library_threads=cv2.getNumThreads())
     [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
     assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
     [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
     [rejected] = worker.run(VideoTask(source="bad.mp4"), forward=True)
     assert finished.ok and finished.analysis is None
     assert rejected.reason == "bad" and rejected.analysis is None
+
+
+def test_stage_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cv2, "setNumThreads", calls.append)
+    _StageWorker(ProbeStage(CurateConfig()), library_threads=1)
+    assert calls == [1]
 
 
 def test_actor_share_fits_whole_actors_on_each_node():
