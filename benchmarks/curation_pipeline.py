@@ -22,7 +22,8 @@ Each side is timed `--repeats` times (3 with --quick, whose runs last a fraction
 the medians are compared. Each side's CPU time is recorded too, this process's and the encoder
 processes' (as they report it) apart: it tells a pipeline short of cores from one waiting on the
 GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
-whose actors' CPU time this process cannot see.
+whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json`, beside the
+local executor's row.
 
 `--stop-before STAGE` times the pipeline up to that stage: the stage is swapped for one that
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
@@ -93,6 +94,13 @@ def stopped_stages(cfg, stage_name: str) -> list:
             return [task]
 
     return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
+
+
+def result_name(executor: str, stop_before: str | None) -> str:
+    """The result file's name: the table's row is the whole pipeline on the local executor, and no
+    other run (the Ray runner, a pipeline cut short) may overwrite it."""
+    name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
+    return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                 "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
     ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
-    name = f"curation_pipeline_stop_before_{args.stop_before}" if args.stop_before else "curation_pipeline"
+    name = result_name(args.executor, args.stop_before)
     return write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
 
 

@@ -22,10 +22,14 @@ if [ -n "${1:-}" ]; then
     (cd /tmp && sed 's/bundle.tar/mvideo_bundle.tar/' "$1/SHA256" | sha256sum -c -) || exit 1
     mkdir -p /tmp/mvideo_wheels && tar -C /tmp/mvideo_wheels -xf /tmp/mvideo_bundle.tar
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" /tmp/mvideo_wheels/*.whl || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/mvideo_ray_site \
+      /tmp/mvideo_wheels/ray/*.whl || exit 1
   fi
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  ray_path=/tmp/mvideo_ray_site
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  ray_path=
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 
@@ -42,6 +46,13 @@ echo "== benchmarks"
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
   python3 "$bench" ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
 done
+if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+  echo "-- benchmarks/curation_pipeline.py --executor ray"
+  # Ray (and its dependencies) only for this run, after everything else on the path.
+  # shellcheck disable=SC2086
+  PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
+    ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
+fi
 cp benchmarks/results/*.json "$out/" 2>/dev/null || true
 python3 benchmarks/report.py > /dev/null
 

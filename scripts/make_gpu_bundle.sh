@@ -19,7 +19,11 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   2>&1 | grep -v "^WARNING" || true
 # antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
 python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
-ls "$work/whl"
+# Ray with its dependencies, in a folder of their own: gpu_check.sh installs them into a site of
+# their own, on the path only for the Ray runner's benchmark, so their newer copies of common
+# packages (protobuf, packaging, typing-extensions, ...) never shadow the machine's for the rest.
+python3 -m pip download -q "${plat[@]}" -d "$work/whl/ray" ray==2.60.0 2>&1 | grep -v "^WARNING" || true
+ls "$work/whl" "$work/whl/ray"
 rm -rf "$out" && mkdir -p "$out"
 tar -C "$work/whl" -cf "$work/bundle.tar" .
 (cd "$work" && sha256sum bundle.tar) > "$work/SHA256"

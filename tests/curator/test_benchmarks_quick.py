@@ -67,3 +67,13 @@ def test_host_gpus_counts_the_gpus_hidden_from_this_process(tmp_path, monkeypatc
     assert host_gpus(visible=1) == 2
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert host_gpus(visible=1) == 1  # no nvidia-smi: what the process sees
+
+
+def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.curation_pipeline import result_name
+
+    assert result_name("local", None) == "curation_pipeline"
+    assert result_name("ray", None) == "curation_pipeline_ray"
+    assert result_name("local", "encode") == "curation_pipeline_stop_before_encode"
+    assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
