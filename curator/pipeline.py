@@ -34,3 +34,11 @@ def run_depth_first(stages: list[Stage], task: Task) -> Iterator[Task]:
 def fan_out_index(stages: list[Stage]) -> int:
     """Position of the stage that turns a video into clips; later stages work on single clips."""
     return next(i for i, stage in enumerate(stages) if isinstance(stage, ClipLengthStage))
+
+
+def job_stages(stages: list[Stage]) -> tuple[list[Stage], list[Stage]]:
+    """The executors' units of work: a video's stages up to the clip fan-out, and each clip's stages
+    after it. Within a job a task's frames pass from stage to stage in memory; between jobs only
+    clips travel, each with its own frames."""
+    split = fan_out_index(stages) + 1
+    return stages[:split], stages[split:]

@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from curator.config import CurateConfig
 from curator.executors.thread_limits import limit_this_thread, limited_library_threads, per_worker
-from curator.pipeline import fan_out_index, run_depth_first
+from curator.pipeline import job_stages, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
@@ -51,8 +51,7 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
 
 def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
          progress: RunProgress) -> None:
-    split = fan_out_index(stages) + 1
-    video_stages, clip_stages = stages[:split], stages[split:]
+    video_stages, clip_stages = job_stages(stages)
 
     def run(stage_list: list[Stage], task: Task) -> list[Task]:
         return list(run_depth_first(stage_list, task))

@@ -1,16 +1,23 @@
-"""The project's Ray runner: a pool of actors per stage, fed by one driver loop.
+"""The project's Ray runner: a pool of actors per job, fed by one driver loop.
 
+- Jobs: the actors run the pipeline's stages in the local executor's two jobs
+  (`pipeline.job_stages`): a video's stages up to the clip fan-out (probe, decode, shots, clip
+  length) in one actor, and each clip's stages (crop, resize, encode) in another. A video's frames
+  stay in the actor that decoded them; only clips, each with its own frames, cross to another
+  actor. With an actor pool per stage, every video's frames (CUDA tensors on the GPU path, ~250 MB
+  a 15 s 720p video at the kept size) went through the object store at every stage boundary: on
+  one H200, 48 720p videos took 83 s against 6.1 s for the local executor in the same call.
 - Overlap: each actor runs `actor_threads` tasks at once (a threaded actor), so one worker's
   file reads and decodes overlap its CPU or GPU work.
 - Distribution: actors are placed with the SPREAD strategy across the cluster's nodes, and the
-  driver hands each task to the least-loaded actor of its stage. Between stages a task stays in
-  the object store: the driver routes references, and only finished or rejected tasks (without
+  driver hands each task to the least-loaded actor of its job. Between jobs a clip stays in the
+  object store: the driver routes references, and only finished or rejected tasks (without
   their frames) reach it by value, for the writer.
-- Balance: every stage starts with one actor; once `calibration_tasks` tasks have left the last
-  stage (or been rejected), the measured seconds each stage spent decide how the `workers` budget is shared among stages
-  (`balance_workers`), and the missing actors are added. A stage that holds NVDEC sessions gets no
-  more actors than keep them within `nvdec_sessions` per GPU (`nvdec_caps`); the rest of the
-  budget goes to the other stages.
+- Balance: every job starts with one actor; once `calibration_tasks` tasks have left the last
+  job (or been rejected), the measured seconds of each job's stages decide how the `workers`
+  budget is shared among the jobs (`balance_workers`), and the missing actors are added. A job
+  that holds NVDEC sessions gets no more actors than keep them within `nvdec_sessions` per GPU
+  (`nvdec_caps`); the rest of the budget goes to the other job.
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
@@ -39,8 +46,9 @@ from typing import Any
 import cv2
 
 from curator.config import CurateConfig
+from curator.pipeline import job_stages, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Resources, Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
 
@@ -48,9 +56,9 @@ log = logging.getLogger(__name__)
 
 
 def balance_workers(stage_seconds: list[float], budget: int, caps: list[int | None] | None = None) -> list[int]:
-    """Workers per stage proportional to the time each stage takes, at least one each and at most
-    its cap (None: no cap), summing to max(budget, number of stages) unless the caps allow fewer:
-    what a capped stage cannot take goes to the others."""
+    """Workers per job (or stage) proportional to the time each takes, at least one each and at most
+    its cap (None: no cap), summing to max(budget, number of jobs) unless the caps allow fewer:
+    what a capped job cannot take goes to the others."""
     count = len(stage_seconds)
     budget = max(budget, count)
     limits = [budget if cap is None else max(1, cap) for cap in caps or [None] * count]
@@ -67,29 +75,37 @@ def balance_workers(stage_seconds: list[float], budget: int, caps: list[int | No
     return workers
 
 
-def nvdec_caps(stages: list[Stage], cfg: CurateConfig, gpus: float) -> list[int | None]:
-    """Most actors for each stage: a stage holding NVDEC sessions gets as many as keep its sessions
-    (`actor_threads` per actor) within `nvdec_sessions` per GPU of the cluster; other stages None.
+def job_resources(stages: list[Stage]) -> Resources:
+    """What one actor running these stages in turn needs: the most any of them asks for."""
+    needs = [stage.resources for stage in stages]
+    return Resources(cpus=max(r.cpus for r in needs), gpus=max(r.gpus for r in needs),
+                     nvdec=any(r.nvdec for r in needs))
+
+
+def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[int | None]:
+    """Most actors for each job: a job holding NVDEC sessions gets as many as keep its sessions
+    (`actor_threads` per actor) within `nvdec_sessions` per GPU of the cluster; other jobs None.
     Every actor is a process with a CUDA context of its own, and more sessions than the GPU's
     decode engines keep busy only slow each other down."""
     sessions = cfg.nvdec_sessions * max(1, round(gpus))
-    return [max(1, sessions // cfg.actor_threads) if stage.resources.nvdec else None for stage in stages]
+    return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
 
 
-class _StageWorker:
-    """Ray actor body: one stage, set up once, called from several threads."""
+class _JobWorker:
+    """Ray actor body: one job's stages, set up once, called from several threads."""
 
-    def __init__(self, stage: Stage, library_threads: int):
+    def __init__(self, stages: list[Stage], library_threads: int):
         # An actor's share of the node's cores bounds its libraries' pools, as the local executor
         # bounds its threads' (thread_limits.py, where uncapped pools burned 15 CPU-seconds of a 9 s
         # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
         # would still start a thread per core for each call, in every actor on the node.
         cv2.setNumThreads(library_threads)
-        self.stage = stage
-        stage.setup()
+        self.stages = stages
+        for stage in stages:
+            stage.setup()
 
     def run(self, task: Task, forward: bool) -> list[Any]:
-        """The stage's outputs. Those going on to another stage (`forward`, not rejected) stay in the
+        """The job's outputs. Those going on to another job (`forward`, not rejected) stay in the
         object store and come back as references, so their frames travel from this actor to the next
         without passing through the driver; the rest come back by value for the writer, without
         frames. Routing whole tasks through the driver made it deserialise and re-serialise every
@@ -98,7 +114,7 @@ class _StageWorker:
         import ray
 
         outputs = []
-        for out in self.stage(task):
+        for out in run_depth_first(self.stages, task):
             if forward and out.ok:
                 outputs.append(ray.put(out))
             else:
@@ -113,17 +129,17 @@ class _StageWorker:
 
 
 class _Pool:
-    def __init__(self, stage: Stage, actor_class: Any, cpus: float, threads: int):
-        self.stage, self.actor_class, self.cpus, self.threads = stage, actor_class, cpus, threads
+    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, threads: int):
+        self.stages, self.actor_class, self.cpus, self.threads = stages, actor_class, cpus, threads
+        self.name = "+".join(stage.name for stage in stages)
         self.actors: list[Any] = []
         self.load: list[int] = []
 
     def grow(self, count: int) -> None:
         for _ in range(count - len(self.actors)):
-            resources = self.stage.resources
             self.actors.append(self.actor_class.options(
-                num_cpus=self.cpus, num_gpus=resources.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stage, max(1, int(self.cpus))))
+                num_cpus=self.cpus, num_gpus=job_resources(self.stages).gpus, max_concurrency=self.threads,
+                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus))))
             self.load.append(0)
 
     def free_actor(self) -> int:
@@ -143,7 +159,7 @@ def actor_cpus(node_cpus: list[float], budget: int) -> float:
     wait forever."""
     units = [round(cpus * _CPU_UNITS) for cpus in node_cpus if cpus > 0]
     if not units:
-        raise RuntimeError("the Ray cluster has no CPUs to place stage actors on")
+        raise RuntimeError("the Ray cluster has no CPUs to place job actors on")
     # The number of actors that fit only drops as the share passes some units[i] // k, so the best
     # share is one of those (or the one-CPU cap).
     shares = {min(node // k, _CPU_UNITS) for node in units for k in range(1, budget + 1) if node // k}
@@ -167,24 +183,25 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     import ray
 
     _start_ray(cfg)
-    budget = max(cfg.workers, len(stages))
+    jobs = [job for job in job_stages(stages) if job]
+    budget = max(cfg.workers, len(jobs))
     cpus_per_actor = actor_cpus([node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]],
                                 budget)
-    caps = nvdec_caps(stages, cfg, ray.cluster_resources().get("GPU", 0.0))
-    actor_class = ray.remote(_StageWorker)
-    pools = [_Pool(stage, actor_class, min(stage.resources.cpus, cpus_per_actor), cfg.actor_threads)
-             for stage in stages]
+    caps = nvdec_caps(jobs, cfg, ray.cluster_resources().get("GPU", 0.0))
+    actor_class = ray.remote(_JobWorker)
+    pools = [_Pool(job, actor_class, min(job_resources(job).cpus, cpus_per_actor), cfg.actor_threads)
+             for job in jobs]
     for pool in pools:
         pool.grow(1)
     # Each queued item is (source, a task or a reference to one in the object store).
-    queues: list[deque[tuple[str, Any]]] = [deque() for _ in stages]
+    queues: list[deque[tuple[str, Any]]] = [deque() for _ in jobs]
     running: dict[Any, tuple[int, int, str]] = {}
     outstanding: Counter[str] = Counter()
     pending = deque(sources)
     balanced = False
 
     delivered = 0
-    last = len(stages) - 1
+    last = len(jobs) - 1
 
     while pending or running or any(queues):
         while pending and len(outstanding) < cfg.max_in_flight:
@@ -192,7 +209,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
             queues[0].append((source, VideoTask(source=source)))
             outstanding[source] += 1
         # Later stages first: finishing work frees memory and inputs before new work starts.
-        for index in reversed(range(len(stages))):
+        for index in reversed(range(len(jobs))):
             pool = pools[index]
             while queues[index] and (slot := pool.free_actor()) >= 0:
                 source, item = queues[index].popleft()
@@ -214,11 +231,11 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                 del outstanding[source]
         if not balanced and delivered >= cfg.calibration_tasks:
             balanced = True
-            seconds = [writer.stage_seconds.get(stage.name, 0.0) for stage in stages]
+            seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
             targets = balance_workers(seconds, budget, caps)
             for pool, target in zip(pools, targets):
                 pool.grow(target)
-            log.info("curate ray-balance workers=%s", {s.name: t for s, t in zip(stages, targets)})
+            log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
         progress.update(writer.inputs_finished, writer.clips_written)
     # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
     # stall the driver loop until every new actor had finished its setup.

@@ -6,7 +6,7 @@ and OpenBLAS/OpenMP threads spin-wait between calls: on a 16-core H200 host the 
 library threads burned 15 CPU-seconds of a 9-second run, taken from the encoder processes and the
 decoders (measured 2026-11-22; with the pools capped at one thread: 0.3 CPU-seconds, and the
 run 8.3 s). A Ray actor is a process of its own: Ray sets its OMP_NUM_THREADS (OpenMP, BLAS,
-torch), and the Ray runner caps OpenCV's pool when the actor starts (`ray_runner._StageWorker`).
+torch), and the Ray runner caps OpenCV's pool when the actor starts (`ray_runner._JobWorker`).
 """
 from __future__ import annotations
 

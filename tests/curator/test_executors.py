@@ -8,7 +8,7 @@ import pytest
 
 from curator.config import CurateConfig
 from curator.executors.ray_runner import (
-    _StageWorker,
+    _JobWorker,
     actor_cpus,
     balance_workers,
     nvdec_caps,
@@ -42,7 +42,7 @@ def test_balance_keeps_capped_stages_within_their_cap():
     assert balance_workers([1.0, 1.0], budget=16, caps=[2, 3]) == [2, 3]
 
 
-def test_nvdec_stages_are_capped_by_the_sessions_per_gpu():
+def test_nvdec_jobs_are_capped_by_the_sessions_per_gpu():
     from curator.stages.base import Resources, Stage
 
     class Decoding(Stage):
@@ -51,10 +51,10 @@ def test_nvdec_stages_are_capped_by_the_sessions_per_gpu():
             return Resources(gpus=0.1, nvdec=True)
 
     cfg = CurateConfig(nvdec_sessions=8, actor_threads=2)
-    stages = [ProbeStage(cfg), Decoding(cfg)]
-    assert nvdec_caps(stages, cfg, gpus=1.0) == [None, 4]
-    assert nvdec_caps(stages, cfg, gpus=4.0) == [None, 16]
-    assert nvdec_caps(stages, CurateConfig(nvdec_sessions=1, actor_threads=2), gpus=0.0) == [None, 1]
+    jobs = [[ProbeStage(cfg), Decoding(cfg)], [ProbeStage(cfg)]]  # a job holding NVDEC, one that does not
+    assert nvdec_caps(jobs, cfg, gpus=1.0) == [4, None]
+    assert nvdec_caps(jobs, cfg, gpus=4.0) == [16, None]
+    assert nvdec_caps(jobs, CurateConfig(nvdec_sessions=1, actor_threads=2), gpus=0.0) == [1, None]
 
 
 def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path,
@@ -64,14 +64,18 @@ def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_tasks=1,
                                      max_in_flight=1), progress=False)
     # One input at a time, so the second is curated by the pools balanced on the first clip's timings.
-    assert any("curate ray-balance" in r.getMessage() for r in caplog.records)
+    # The actors run whole jobs, as the local executor's threads do: a video's frames never cross
+    # actors between its stages, only clips do.
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-balance ")]
+    assert set(ast.literal_eval(line.split("workers=", 1)[1])) == {"probe+decode+shots+clip_length",
+                                                                   "crop+resize+encode"}
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 
 
-def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frames():
-    """Tasks going on to another stage stay in the object store (the driver only routes their
+def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames():
+    """Tasks going on to another job stay in the object store (the driver only routes their
     references); finished or rejected ones come back by value, without their frames."""
     import numpy as np
     import ray
@@ -90,7 +94,7 @@ def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frame
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    worker = _StageWorker(Analyse(CurateConfig()), library_threads=cv2.getNumThreads())
+    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads())
     [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
     assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
     [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
@@ -99,10 +103,10 @@ def test_stage_actors_hand_on_references_and_return_finished_tasks_without_frame
     assert rejected.reason == "bad" and rejected.analysis is None
 
 
-def test_stage_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
+def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
     calls = []
     monkeypatch.setattr(cv2, "setNumThreads", calls.append)
-    _StageWorker(ProbeStage(CurateConfig()), library_threads=1)
+    _JobWorker([ProbeStage(CurateConfig())], library_threads=1)
     assert calls == [1]
 
 
@@ -142,7 +146,7 @@ def two_node_ray(monkeypatch):
             reset_ray_address()
 
 
-def test_ray_runner_spreads_stage_actors_over_nodes(two_node_ray, two_videos, make_config, read_shards, tmp_path,
+def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make_config, read_shards, tmp_path,
                                                     caplog):
     import ray
 
@@ -156,7 +160,7 @@ def test_ray_runner_spreads_stage_actors_over_nodes(two_node_ray, two_videos, ma
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-nodes ")]
     actors_per_node = ast.literal_eval(line.split("actors_per_node=", 1)[1])
     assert set(actors_per_node) == {node["NodeID"] for node in ray.nodes()}
-    assert sum(actors_per_node.values()) == 7  # one per stage: the demo's 2 workers are below the stage count
+    assert sum(actors_per_node.values()) == 2  # one per job: the demo's 2 workers, one video, one clip actor
 
 
 def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
