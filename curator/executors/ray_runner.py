@@ -129,8 +129,8 @@ class _JobWorker:
 
 
 class _Pool:
-    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, threads: int):
-        self.stages, self.actor_class, self.cpus, self.threads = stages, actor_class, cpus, threads
+    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, threads: int):
+        self.stages, self.actor_class, self.cpus, self.gpus, self.threads = stages, actor_class, cpus, gpus, threads
         self.name = "+".join(stage.name for stage in stages)
         self.actors: list[Any] = []
         self.load: list[int] = []
@@ -138,7 +138,7 @@ class _Pool:
     def grow(self, count: int) -> None:
         for _ in range(count - len(self.actors)):
             self.actors.append(self.actor_class.options(
-                num_cpus=self.cpus, num_gpus=job_resources(self.stages).gpus, max_concurrency=self.threads,
+                num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.threads,
                 scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus))))
             self.load.append(0)
 
@@ -148,22 +148,41 @@ class _Pool:
         return best if self.load[best] < self.threads else -1
 
 
-# Ray accounts resources in fixed point: a ten-thousandth of a CPU is the smallest share.
-_CPU_UNITS = 10_000
+# Ray accounts resources in fixed point: a ten-thousandth of a CPU or GPU is the smallest share.
+_UNITS = 10_000
+
+
+def _fitting_share(bins: list[float], count: int) -> float:
+    """The largest share, at most one, at which `count` actors fit in bins of these sizes. Dividing
+    the total by the count is not enough: an actor cannot straddle bins."""
+    units = [round(size * _UNITS) for size in bins if size > 0]
+    # The number of actors that fit only drops as the share passes some units[i] // k, so the best
+    # share is one of those (or the cap of one).
+    shares = {min(size // k, _UNITS) for size in units for k in range(1, count + 1) if size // k}
+    return max(s for s in shares if sum(size // s for size in units) >= count) / _UNITS
 
 
 def actor_cpus(node_cpus: list[float], budget: int) -> float:
     """The largest CPU share, at most one CPU, at which `budget` actors fit on nodes with these CPU
-    counts. Dividing the cluster's total by the budget is not enough: actors cannot straddle nodes,
-    so e.g. 7 actors of 3/7 CPU fit 2 on a 1-CPU node and 4 on a 2-CPU node, and the seventh would
-    wait forever."""
-    units = [round(cpus * _CPU_UNITS) for cpus in node_cpus if cpus > 0]
-    if not units:
+    counts: e.g. 7 actors of 3/7 CPU fit 2 on a 1-CPU node and 4 on a 2-CPU node, and the seventh
+    would wait forever."""
+    if not any(cpus > 0 for cpus in node_cpus):
         raise RuntimeError("the Ray cluster has no CPUs to place job actors on")
-    # The number of actors that fit only drops as the share passes some units[i] // k, so the best
-    # share is one of those (or the one-CPU cap).
-    shares = {min(node // k, _CPU_UNITS) for node in units for k in range(1, budget + 1) if node // k}
-    return max(s for s in shares if sum(node // s for node in units) >= budget) / _CPU_UNITS
+    return _fitting_share(node_cpus, budget)
+
+
+def actor_gpus(node_gpus: list[float], actors: int, wanted: float) -> float:
+    """The GPU share each of `actors` actors gets: `wanted`, or less where that many would not fit.
+    Ray packs fractional shares within one device, so every GPU is a bin of its own: 3 actors of
+    2/3 GPU fit on no 2-GPU node, 3 of 1/2 do. An actor that cannot be placed waits forever, and so
+    would the tasks handed to it (16 actors of 0.1 GPU on one H200 hung the run)."""
+    if wanted <= 0:
+        return 0.0
+    devices = [1.0] * sum(int(gpus) for gpus in node_gpus)
+    if not devices:
+        raise RuntimeError("the pipeline's stages need a GPU and the Ray cluster has none "
+                           "(curate.device=cpu runs them on CPUs)")
+    return min(wanted, _fitting_share(devices, actors))
 
 
 def _start_ray(cfg: CurateConfig) -> None:
@@ -185,11 +204,14 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     _start_ray(cfg)
     jobs = [job for job in job_stages(stages) if job]
     budget = max(cfg.workers, len(jobs))
-    cpus_per_actor = actor_cpus([node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]],
-                                budget)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    cpus_per_actor = actor_cpus([node.get("CPU", 0.0) for node in nodes], budget)
     caps = nvdec_caps(jobs, cfg, ray.cluster_resources().get("GPU", 0.0))
     actor_class = ray.remote(_JobWorker)
-    pools = [_Pool(job, actor_class, min(job_resources(job).cpus, cpus_per_actor), cfg.actor_threads)
+    # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
+    pools = [_Pool(job, actor_class, min(job_resources(job).cpus, cpus_per_actor),
+                   actor_gpus([node.get("GPU", 0.0) for node in nodes], budget, job_resources(job).gpus),
+                   cfg.actor_threads)
              for job in jobs]
     for pool in pools:
         pool.grow(1)

@@ -10,6 +10,7 @@ from curator.config import CurateConfig
 from curator.executors.ray_runner import (
     _JobWorker,
     actor_cpus,
+    actor_gpus,
     balance_workers,
     nvdec_caps,
 )
@@ -116,6 +117,17 @@ def test_actor_share_fits_whole_actors_on_each_node():
     assert actor_cpus([2.0], budget=7) == 0.2857
     assert actor_cpus([0.0, 16.0, 16.0], budget=128) == 0.25  # a head started with no CPUs holds none
     assert actor_cpus([8.0], budget=2) == 1.0
+
+
+def test_actor_gpu_share_fits_every_actor_within_single_devices():
+    # 16 actors wanting 0.1 GPU each on one GPU: they get 1/16, or the last six would never start.
+    assert actor_gpus([1.0], actors=16, wanted=0.1) == 0.0625
+    assert actor_gpus([8.0, 8.0], actors=16, wanted=0.1) == 0.1
+    # 3 actors on one 2-GPU node: 2/3 GPU each would fit by the node's total, but not within devices.
+    assert actor_gpus([2.0], actors=3, wanted=1.0) == 0.5
+    assert actor_gpus([0.0], actors=3, wanted=0.0) == 0.0  # CPU-only jobs need no GPU anywhere
+    with pytest.raises(RuntimeError, match="no GPU|has none"):
+        actor_gpus([0.0, 0.0], actors=3, wanted=0.1)
 
 
 @pytest.fixture
