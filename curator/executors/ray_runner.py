@@ -13,11 +13,14 @@
   driver hands each task to the least-loaded actor of its job. Between jobs a clip stays in the
   object store: the driver routes references, and only finished or rejected tasks (without
   their frames) reach it by value, for the writer.
-- Balance: every job starts with one actor; once `calibration_tasks` tasks have left the last
-  job (or been rejected), the measured seconds of each job's stages decide how the `workers`
-  budget is shared among the jobs (`balance_workers`), and the missing actors are added. A job
-  that holds NVDEC sessions gets no more actors than keep them within `nvdec_sessions` per GPU
-  (`nvdec_caps`); the rest of the budget goes to the other job.
+- Balance: all `workers` actors start at once, shared evenly among the jobs, so their start-up
+  overlaps the first tasks; once `calibration_tasks` tasks have left the last job (or been
+  rejected), the measured seconds of each job's stages re-share the budget (`balance_workers`):
+  actors are added where it grew and retired where it shrank (a retiring actor finishes the tasks
+  it holds first). A job that holds NVDEC sessions gets no more actors than keep them within
+  `nvdec_sessions` per GPU (`nvdec_caps`); the rest of the budget goes to the other job. Starting
+  with one actor per job and growing after calibration left one video actor to curate the
+  first videos alone while the others started: on one H200, the first 10 s of a 30 s run.
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -128,24 +132,46 @@ class _JobWorker:
         return ray.get_runtime_context().get_node_id()
 
 
+@dataclass(eq=False)
+class _Actor:
+    handle: Any
+    load: int = 0  # tasks it holds
+    retiring: bool = False  # gets no new tasks; killed once it holds none
+
+
 class _Pool:
+    """One job's actors. Resizing adds actors, or retires the least-loaded ones: a retiring actor
+    finishes what it holds and is then killed, so no task is lost or run twice."""
+
     def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, threads: int):
         self.stages, self.actor_class, self.cpus, self.gpus, self.threads = stages, actor_class, cpus, gpus, threads
         self.name = "+".join(stage.name for stage in stages)
-        self.actors: list[Any] = []
-        self.load: list[int] = []
+        self.actors: list[_Actor] = []
 
-    def grow(self, count: int) -> None:
-        for _ in range(count - len(self.actors)):
-            self.actors.append(self.actor_class.options(
+    def resize(self, count: int) -> None:
+        active = sorted((a for a in self.actors if not a.retiring), key=lambda a: a.load)
+        for actor in active[:max(0, len(active) - count)]:
+            actor.retiring = True
+            self.release(actor)
+        for _ in range(count - len(active)):
+            self.actors.append(_Actor(self.actor_class.options(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus))))
-            self.load.append(0)
+                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)))))
 
-    def free_actor(self) -> int:
-        """Index of the least-loaded actor with a free thread, or -1."""
-        best = min(range(len(self.actors)), key=self.load.__getitem__)
-        return best if self.load[best] < self.threads else -1
+    def free_actor(self) -> _Actor | None:
+        """The least-loaded actor taking tasks that has a free thread, or None."""
+        active = [a for a in self.actors if not a.retiring]
+        best = min(active, key=lambda a: a.load, default=None)
+        return best if best is not None and best.load < self.threads else None
+
+    def release(self, actor: _Actor) -> None:
+        """Called when `actor` has finished a task (or is retired): a retiring one that holds no more
+        tasks is killed."""
+        if actor.retiring and actor.load == 0:
+            import ray
+
+            ray.kill(actor.handle)
+            self.actors.remove(actor)
 
 
 # Ray accounts resources in fixed point: a ten-thousandth of a CPU or GPU is the smallest share.
@@ -213,11 +239,13 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                    actor_gpus([node.get("GPU", 0.0) for node in nodes], budget, job_resources(job).gpus),
                    cfg.actor_threads)
              for job in jobs]
-    for pool in pools:
-        pool.grow(1)
+    # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
+    # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.
+    for pool, count in zip(pools, balance_workers([1.0] * len(jobs), budget, caps), strict=True):
+        pool.resize(count)
     # Each queued item is (source, a task or a reference to one in the object store).
     queues: list[deque[tuple[str, Any]]] = [deque() for _ in jobs]
-    running: dict[Any, tuple[int, int, str]] = {}
+    running: dict[Any, tuple[int, _Actor, str]] = {}
     outstanding: Counter[str] = Counter()
     pending = deque(sources)
     balanced = False
@@ -233,14 +261,14 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
         # Later stages first: finishing work frees memory and inputs before new work starts.
         for index in reversed(range(len(jobs))):
             pool = pools[index]
-            while queues[index] and (slot := pool.free_actor()) >= 0:
+            while queues[index] and (actor := pool.free_actor()) is not None:
                 source, item = queues[index].popleft()
-                pool.load[slot] += 1
-                running[pool.actors[slot].run.remote(item, index < last)] = (index, slot, source)
+                actor.load += 1
+                running[actor.handle.run.remote(item, index < last)] = (index, actor, source)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         for ref in ready:
-            index, slot, source = running.pop(ref)
-            pools[index].load[slot] -= 1
+            index, actor, source = running.pop(ref)
+            actor.load -= 1
             outstanding[source] -= 1
             for out in ray.get(ref):
                 if isinstance(out, ray.ObjectRef):
@@ -251,15 +279,16 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                     delivered += 1
             if outstanding[source] <= 0:
                 del outstanding[source]
+            pools[index].release(actor)
         if not balanced and delivered >= cfg.calibration_tasks:
             balanced = True
             seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
             targets = balance_workers(seconds, budget, caps)
-            for pool, target in zip(pools, targets):
-                pool.grow(target)
+            for pool, target in zip(pools, targets, strict=True):
+                pool.resize(target)
             log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
         progress.update(writer.inputs_finished, writer.clips_written)
     # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
     # stall the driver loop until every new actor had finished its setup.
-    nodes = ray.get([actor.node.remote() for pool in pools for actor in pool.actors])
+    nodes = ray.get([actor.handle.node.remote() for pool in pools for actor in pool.actors])
     log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))

@@ -9,6 +9,7 @@ import pytest
 from curator.config import CurateConfig
 from curator.executors.ray_runner import (
     _JobWorker,
+    _Pool,
     actor_cpus,
     actor_gpus,
     balance_workers,
@@ -109,6 +110,40 @@ def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
     monkeypatch.setattr(cv2, "setNumThreads", calls.append)
     _JobWorker([ProbeStage(CurateConfig())], library_threads=1)
     assert calls == [1]
+
+
+def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatch):
+    import ray
+
+    killed = []
+    monkeypatch.setattr(ray, "kill", killed.append)
+
+    class Actors:  # stands in for a ray.remote class: options(...).remote(...) makes a handle
+        made = 0
+
+        @classmethod
+        def options(cls, **resources):
+            return cls
+
+        @classmethod
+        def remote(cls, stages, library_threads):
+            cls.made += 1
+            return f"actor{cls.made}"
+
+    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, threads=2)
+    pool.resize(3)
+    busy, holding_one, _idle = pool.actors
+    busy.load, holding_one.load = 2, 1
+    pool.resize(1)  # the two least loaded retire: the idle one at once, the other after its task
+    assert killed == ["actor3"] and pool.actors == [busy, holding_one]
+    assert pool.free_actor() is None  # the busy one is full and a retiring one takes no tasks
+    holding_one.load = 0
+    pool.release(holding_one)
+    assert killed == ["actor3", "actor2"] and pool.actors == [busy]
+    busy.load = 1
+    assert pool.free_actor() is busy
+    pool.resize(2)
+    assert [a.handle for a in pool.actors] == ["actor1", "actor4"] and killed == ["actor3", "actor2"]
 
 
 def test_actor_share_fits_whole_actors_on_each_node():
