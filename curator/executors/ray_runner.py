@@ -24,6 +24,8 @@
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
+When the run ends, or fails, the runner kills its actors, so their processes (and CUDA contexts)
+do not linger into what the driver runs next.
 
 Several nodes: start Ray on each node and point the driver at the head through RAY_ADDRESS; with
 it set (or with Ray already initialised in the process) the runner joins that cluster instead of
@@ -164,6 +166,14 @@ class _Pool:
         best = min(active, key=lambda a: a.load, default=None)
         return best if best is not None and best.load < self.threads else None
 
+    def close(self) -> None:
+        """Kill every actor, busy or not (the run is over, or failed)."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor.handle)
+        self.actors.clear()
+
     def release(self, actor: _Actor) -> None:
         """Called when `actor` has finished a task (or is retired): a retiring one that holds no more
         tasks is killed."""
@@ -253,42 +263,49 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     delivered = 0
     last = len(jobs) - 1
 
-    while pending or running or any(queues):
-        while pending and len(outstanding) < cfg.max_in_flight:
-            source = pending.popleft()
-            queues[0].append((source, VideoTask(source=source)))
-            outstanding[source] += 1
-        # Later stages first: finishing work frees memory and inputs before new work starts.
-        for index in reversed(range(len(jobs))):
-            pool = pools[index]
-            while queues[index] and (actor := pool.free_actor()) is not None:
-                source, item = queues[index].popleft()
-                actor.load += 1
-                running[actor.handle.run.remote(item, index < last)] = (index, actor, source)
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-        for ref in ready:
-            index, actor, source = running.pop(ref)
-            actor.load -= 1
-            outstanding[source] -= 1
-            for out in ray.get(ref):
-                if isinstance(out, ray.ObjectRef):
-                    queues[index + 1].append((source, out))
-                    outstanding[source] += 1
-                else:
-                    writer.process(out)
-                    delivered += 1
-            if outstanding[source] <= 0:
-                del outstanding[source]
-            pools[index].release(actor)
-        if not balanced and delivered >= cfg.calibration_tasks:
-            balanced = True
-            seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
-            targets = balance_workers(seconds, budget, caps)
-            for pool, target in zip(pools, targets, strict=True):
-                pool.resize(target)
-            log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
-        progress.update(writer.inputs_finished, writer.clips_written)
-    # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
-    # stall the driver loop until every new actor had finished its setup.
-    nodes = ray.get([actor.handle.node.remote() for pool in pools for actor in pool.actors])
-    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
+    try:
+        while pending or running or any(queues):
+            while pending and len(outstanding) < cfg.max_in_flight:
+                source = pending.popleft()
+                queues[0].append((source, VideoTask(source=source)))
+                outstanding[source] += 1
+            # Later stages first: finishing work frees memory and inputs before new work starts.
+            for index in reversed(range(len(jobs))):
+                pool = pools[index]
+                while queues[index] and (actor := pool.free_actor()) is not None:
+                    source, item = queues[index].popleft()
+                    actor.load += 1
+                    running[actor.handle.run.remote(item, index < last)] = (index, actor, source)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                index, actor, source = running.pop(ref)
+                actor.load -= 1
+                outstanding[source] -= 1
+                for out in ray.get(ref):
+                    if isinstance(out, ray.ObjectRef):
+                        queues[index + 1].append((source, out))
+                        outstanding[source] += 1
+                    else:
+                        writer.process(out)
+                        delivered += 1
+                if outstanding[source] <= 0:
+                    del outstanding[source]
+                pools[index].release(actor)
+            if not balanced and delivered >= cfg.calibration_tasks:
+                balanced = True
+                seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
+                targets = balance_workers(seconds, budget, caps)
+                for pool, target in zip(pools, targets, strict=True):
+                    pool.resize(target)
+                log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
+            progress.update(writer.inputs_finished, writer.clips_written)
+        # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
+        # stall the driver loop until every new actor had finished its setup.
+        nodes = ray.get([actor.handle.node.remote() for pool in pools for actor in pool.actors])
+        log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
+    finally:
+        # Killed now rather than whenever their handles are collected: each actor is a process
+        # (with a CUDA context on the GPU path) that would otherwise linger into whatever runs next,
+        # such as the next curate() call in the same driver.
+        for pool in pools:
+            pool.close()

@@ -194,9 +194,12 @@ def two_node_ray(monkeypatch):
 
 
 def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make_config, read_shards, tmp_path,
-                                                    caplog):
+                                                  caplog, monkeypatch):
     import ray
 
+    killed = []
+    kill = ray.kill
+    monkeypatch.setattr(ray, "kill", lambda handle: (killed.append(handle), kill(handle)))
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
     with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray"), progress=False)
@@ -208,6 +211,8 @@ def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make
     actors_per_node = ast.literal_eval(line.split("actors_per_node=", 1)[1])
     assert set(actors_per_node) == {node["NodeID"] for node in ray.nodes()}
     assert sum(actors_per_node.values()) == 2  # one per job: the demo's 2 workers, one video, one clip actor
+    # The run ends its actors itself, rather than leaving their processes to outlive it.
+    assert len(killed) == 2
 
 
 def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
