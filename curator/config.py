@@ -12,6 +12,7 @@ from megatron_video.config import require
 EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")
 NEMO_BACKENDS = ("ray_actor_pool", "xenna", "ray_data")
+RAY_ACTOR_SCOPES = ("job", "stage")
 
 
 @dataclass
@@ -32,6 +33,10 @@ class CurateConfig:
     max_in_flight: int = 8
     actor_threads: int = 2
     calibration_tasks: int = 4
+    # What one Ray actor runs: "job", a video's stages up to the clip fan-out or a clip's after it
+    # (frames cross actors once, as clips), or "stage", one stage each, scaled one by one (a video's
+    # frames cross the object store at every stage: 3.4x slower on one H200, BENCHMARKS.md).
+    ray_actor_scope: str = "job"
     device: str = "auto"
     clips_per_shard: int = 64
     log_every_s: float = 10.0
@@ -90,6 +95,7 @@ class CurateConfig:
         require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
         require(self.actor_threads >= 1, "actor_threads", "must be >= 1")
         require(self.calibration_tasks >= 1, "calibration_tasks", "must be >= 1")
+        require(self.ray_actor_scope in RAY_ACTOR_SCOPES, "ray_actor_scope", f"must be one of {RAY_ACTOR_SCOPES}")
         require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
         require(self.log_every_s > 0, "log_every_s", "must be > 0")

@@ -11,7 +11,7 @@ from megatron_video.config import ConfigError
 @pytest.mark.parametrize("field, value", [
     ("min_seconds", 0.0), ("max_seconds", 1.0), ("height", 351), ("fps", -1.0), ("executor", "spark"),
     ("device", "tpu"), ("min_frames", 10_000), ("clips_per_shard", 0), ("transnet_threshold", 1.5),
-    ("nvdec_sessions", 0),
+    ("nvdec_sessions", 0), ("ray_actor_scope", "node"),
 ])
 def test_bad_values_name_their_key(field, value):
     with pytest.raises(ConfigError) as err:

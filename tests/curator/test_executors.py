@@ -59,18 +59,21 @@ def test_nvdec_jobs_are_capped_by_the_sessions_per_gpu():
     assert nvdec_caps(jobs, CurateConfig(nvdec_sessions=1, actor_threads=2), gpus=0.0) == [1, None]
 
 
-def test_ray_runner_writes_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path,
-                                                               caplog):
+@pytest.mark.parametrize(("scope", "pools"), [
+    # By default the actors run whole jobs, as the local executor's threads do: a video's frames
+    # never cross actors between its stages, only clips do.
+    ("job", {"probe+decode+shots+clip_length", "crop+resize+encode"}),
+    ("stage", {"probe", "decode", "shots", "clip_length", "crop", "resize", "encode"}),
+])
+def test_ray_runner_writes_the_same_clips_as_the_local_executor(scope, pools, two_videos, make_config, read_shards,
+                                                               tmp_path, caplog):
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
     with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_tasks=1,
-                                     max_in_flight=1), progress=False)
+                                     max_in_flight=1, ray_actor_scope=scope), progress=False)
     # One input at a time, so the second is curated by the pools balanced on the first clip's timings.
-    # The actors run whole jobs, as the local executor's threads do: a video's frames never cross
-    # actors between its stages, only clips do.
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-balance ")]
-    assert set(ast.literal_eval(line.split("workers=", 1)[1])) == {"probe+decode+shots+clip_length",
-                                                                   "crop+resize+encode"}
+    assert set(ast.literal_eval(line.split("workers=", 1)[1])) == pools
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
