@@ -25,6 +25,10 @@ GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node reci
 whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json`, beside the
 local executor's row.
 
+`--timeline` records the first timed pipeline run as a timeline (benchmarks/timeline.py): per
+0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs and encodes under way and the cores busy, in the
+JSON's `metrics.timeline` and drawn beside it as `<result>_timeline.png`.
+
 `--stop-before STAGE` times the pipeline up to that stage: the stage is swapped for one that
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
 stages before it (`curation_pipeline_stop_before_<stage>.json`, clips=0 by design). Run it next to
@@ -43,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result
+from benchmarks.timeline import CpuSampler, plot, summarize
+from curator import tracing
 from curator.video.synthetic import write_test_video
 
 
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "decode_chunk_frames=128 (YAML values; repeatable)")
     parser.add_argument("--stop-before", choices=STOPPABLE, default=None,
                         help="time only the stages before this one (see the module docstring)")
+    parser.add_argument("--timeline", action="store_true", help="record the first timed run's timeline "
+                        "(see the module docstring)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -160,11 +168,20 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                progress=False)
         repeats = args.repeats or (3 if args.quick else 1)
         runs, pipeline_cpu = [], []
+        timeline = None
         for r in range(repeats):
             cfg = CurateConfig(input=str(inputs), output=str(pathlib.Path(tmp) / f"out{r}"), **run_rules)
             cpu = cpu_seconds()
             stages = stopped_stages(cfg, args.stop_before) if args.stop_before else None
-            runs.append(curate(cfg, progress=False, stages=stages))
+            if args.timeline and r == 0:
+                with tracing.recording() as spans, CpuSampler() as sampler:
+                    start = time.perf_counter()
+                    runs.append(curate(cfg, progress=False, stages=stages))
+                    end = time.perf_counter()
+                # 0.25 s bins on the GPU machine's runs of seconds; finer for --quick's fraction of one.
+                timeline = summarize(spans, sampler.samples, start, end, bin_s=max(0.05, min(0.25, (end - start) / 20)))
+            else:
+                runs.append(curate(cfg, progress=False, stages=stages))
             pipeline_cpu.append(cpu_since(cpu))
         median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
         summary = runs[median]
@@ -193,9 +210,15 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
                 "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
+    if timeline is not None:
+        metrics["timeline"] = timeline
     ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
     name = result_name(args.executor, args.stop_before)
-    return write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
+    path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
+    if timeline is not None:
+        plot(timeline, path.with_name(f"{name}_timeline.png"),
+             f"{name}: {videos} videos, {clips} clips, {runs[0].wall_seconds:.2f} s (first timed run)")
+    return path
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   # shellcheck disable=SC2086
   PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
     ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
+  echo "-- benchmarks/curation_pipeline.py --timeline"
+  # Into a folder of its own (JSON and PNG), never over the table's row.
+  # shellcheck disable=SC2086
+  python3 benchmarks/curation_pipeline.py --timeline --results-dir "$out/timeline" ${BENCH_ARGS:-} 2>&1 \
+    | tail -n 5 | tee -a "$out/benchmarks.log" || status=1
 fi
 cp benchmarks/results/*.json "$out/" 2>/dev/null || true
 python3 benchmarks/report.py > /dev/null

@@ -26,6 +26,7 @@ from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import ClipTask, Task, VideoTask
+from curator.tracing import span
 from curator.video.backend import use_gpu
 
 
@@ -54,7 +55,8 @@ def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: Sha
     video_stages, clip_stages = job_stages(stages)
 
     def run(stage_list: list[Stage], task: Task) -> list[Task]:
-        return list(run_depth_first(stage_list, task))
+        with span("video_job" if isinstance(task, VideoTask) else "clip_job"):
+            return list(run_depth_first(stage_list, task))
 
     videos = deque(sources)
     clips: deque[ClipTask] = deque()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from curator.executors.thread_limits import per_worker
 from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
+from curator.tracing import span
 from curator.video import nvcodec, pyav_io
 from curator.video.backend import use_nvenc, worker_stream
 from curator.video.encode_pool import EncodePool, can_start_processes
@@ -60,17 +61,19 @@ class EncodeStage(Stage):
     def process(self, task: ClipTask) -> list[Task]:
         cfg = self.cfg
         if use_nvenc(cfg.device):
-            task.mp4 = nvcodec.encode_h264(task.frames, cfg.fps)
+            with span("encode"):
+                task.mp4 = nvcodec.encode_h264(task.frames, cfg.fps)
         else:
             # Converted where the frames are: on the GPU, I420 is half the bytes of RGB to copy to
             # the host, and the conversion costs the CPU nothing.
             with worker_stream(cfg.device):
                 planes = to_host(rgb_to_i420(task.frames))
-            if self.pool is not None:
-                task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
-                task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
-            else:
-                task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
+            with span("encode"):
+                if self.pool is not None:
+                    task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
+                    task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
+                else:
+                    task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from curator.tracing import span
 from curator.video.frames import Chunk, frame_rate, resize_batch, to_host
 
 
@@ -132,7 +133,8 @@ def _decode(decoder: Any, stream: Any, chunk_frames: int, start_frame: int, end_
     with torch.cuda.device(gpu_id):
         consumer = torch.cuda.current_stream()
         while index < end:
-            frames = decoder.get_batch_frames(min(chunk_frames, end - index))
+            with span("decode_call"):
+                frames = decoder.get_batch_frames(min(chunk_frames, end - index))
             if not frames:
                 break
             positions = np.arange(index, index + len(frames))

@@ -77,3 +77,33 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("ray", None) == "curation_pipeline_ray"
     assert result_name("local", "encode") == "curation_pipeline_stop_before_encode"
     assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
+
+
+def test_timeline_counts_what_is_under_way_and_the_busy_cores_per_bin():
+    from benchmarks.timeline import summarize
+
+    spans = [("video_job", 0.0, 0.5), ("decode_call", 0.1, 0.2), ("encode", 0.25, 0.375), ("encode", 0.25, 0.5)]
+    # /proc/stat ticks (user nice system idle iowait irq softirq) at 0, 0.25 and 0.5 s on 4 cores:
+    # first bin 1 user + 1 idle core, second 2 niced + 1 system + 1 idle.
+    samples = [(0.0, [0, 0, 0, 0, 0, 0, 0]), (0.25, [10, 0, 0, 10, 0, 0, 0]), (0.5, [10, 20, 5, 20, 0, 0, 5])]
+    timeline = summarize(spans, samples, start=0.0, end=0.5, bin_s=0.25, cores=4)
+    assert timeline["start_s"] == [0.0, 0.25]
+    assert timeline["under_way"]["video_job"] == [1.0, 1.0]
+    assert timeline["under_way"]["decode_call"] == [0.4, 0.0]
+    assert timeline["under_way"]["encode"] == [0.0, 1.5]
+    assert timeline["under_way"]["clip_job"] == [0.0, 0.0]
+    assert timeline["cores_busy"] == {"user": [2.0, 0.0], "nice": [0.0, 2.0], "system": [0.0, 1.0]}
+    assert timeline["seconds"] == {"video_job": 0.5, "decode_call": 0.1, "clip_job": 0.0, "encode": 0.375}
+
+
+def test_curation_benchmark_draws_the_first_runs_timeline(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick", "--timeline",
+                          "--results-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "curation_pipeline.json").read_text())
+    seconds = result["metrics"]["timeline"]["seconds"]
+    # Two videos, their clips and encodes, all inside the run (CPU path: no NVDEC calls).
+    assert seconds["video_job"] > 0 and seconds["clip_job"] >= seconds["encode"] > 0
+    assert sum(seconds.values()) < 16 * result["metrics"]["pipeline_seconds_all"][0]
+    assert (tmp_path / "curation_pipeline_timeline.png").stat().st_size > 10_000
