@@ -180,3 +180,14 @@ def test_second_pass_runs_on_the_workers_stream(monkeypatch):
     stage = shots.ShotDetectionStage(CurateConfig(device="cuda"))
     stage.second_pass(np.zeros((40, 27, 48, 3), dtype=np.uint8), [(0, 20), (20, 40)])
     assert on_default == [False, False]
+
+
+def test_a_recorded_timeline_has_one_span_per_nvdec_call(h264_file):
+    from curator import tracing
+
+    with tracing.recording() as spans:
+        chunks = list(nvcodec.decode_chunks(h264_file, 16, size=(90, 160)))
+    calls = [(start, end) for kind, start, end in spans if kind == "decode_call"]
+    # One call per chunk of 16 of the 96 frames (more if the decoder hands out a short batch).
+    assert sum(len(c.indices) for c in chunks) == 96 and len(calls) >= len(chunks) >= 6
+    assert all(end >= start for start, end in calls)
