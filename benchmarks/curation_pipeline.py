@@ -26,8 +26,9 @@ whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json
 local executor's row.
 
 `--timeline` records the first timed pipeline run as a timeline (benchmarks/timeline.py): per
-0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs and encodes under way and the cores busy, in the
-JSON's `metrics.timeline` and drawn beside it as `<result>_timeline.png`.
+0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs and encodes under way
+and the cores busy, in the JSON's `metrics.timeline` and drawn beside it as
+`<result>_timeline.png`. The local executor only: Ray's actors are other processes.
 
 `--stop-before STAGE` times the pipeline up to that stage: the stage is swapped for one that
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
+    if args.timeline and args.executor != "local":
+        parser.error("--timeline records this process's threads: it times the local executor only")
     try:
         import av  # noqa: F401
     except ImportError:

@@ -107,3 +107,8 @@ def test_curation_benchmark_draws_the_first_runs_timeline(tmp_path):
     assert seconds["video_job"] > 0 and seconds["clip_job"] >= seconds["encode"] > 0
     assert sum(seconds.values()) < 16 * result["metrics"]["pipeline_seconds_all"][0]
     assert (tmp_path / "curation_pipeline_timeline.png").stat().st_size > 10_000
+    # Ray's actors are other processes, whose spans this process cannot record: refused up front.
+    ray = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick", "--timeline",
+                          "--executor", "ray", "--results-dir", str(tmp_path / "ray")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert ray.returncode != 0 and "local executor only" in ray.stderr and not (tmp_path / "ray").exists()
