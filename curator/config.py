@@ -33,9 +33,10 @@ class CurateConfig:
     max_in_flight: int = 8
     actor_threads: int = 2
     calibration_tasks: int = 4
-    # What one Ray actor runs: "job", a video's stages up to the clip fan-out or a clip's after it
-    # (frames cross actors once, as clips), or "stage", one stage each, scaled one by one (a video's
-    # frames cross the object store at every stage: 3.4x slower on one H200, BENCHMARKS.md).
+    # What one actor runs, in the Ray runner and as one NeMo Curator stage: "job", a video's stages
+    # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), or "stage",
+    # one stage each, scaled one by one (a video's frames cross the object store at every stage:
+    # the Ray runner took 3.4x as long on one H200, BENCHMARKS.md).
     ray_actor_scope: str = "job"
     device: str = "auto"
     clips_per_shard: int = 64

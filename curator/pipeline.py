@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from curator.config import CurateConfig
-from curator.stages.base import Stage
+from curator.stages.base import Resources, Stage
 from curator.stages.clip_length import ClipLengthStage
 from curator.stages.crop import CropStage
 from curator.stages.decode import DecodeStage
@@ -42,3 +42,16 @@ def job_stages(stages: list[Stage]) -> tuple[list[Stage], list[Stage]]:
     clips travel, each with its own frames."""
     split = fan_out_index(stages) + 1
     return stages[:split], stages[split:]
+
+
+def actor_jobs(stages: list[Stage], scope: str) -> list[list[Stage]]:
+    """What each actor of a cluster executor runs, by `curate.ray_actor_scope`: a job's stages
+    ("job"), or one stage ("stage")."""
+    return [job for job in job_stages(stages) if job] if scope == "job" else [[stage] for stage in stages]
+
+
+def job_resources(stages: list[Stage]) -> Resources:
+    """What one worker running these stages in turn needs: the most any of them asks for."""
+    needs = [stage.resources for stage in stages]
+    return Resources(cpus=max(r.cpus for r in needs), gpus=max(r.gpus for r in needs),
+                     nvdec=any(r.nvdec for r in needs))

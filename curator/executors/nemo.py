@@ -19,6 +19,7 @@ from nemo_curator.stages.resources import Resources as NemoResources
 from nemo_curator.tasks import Task as NemoTask
 
 from curator.config import CurateConfig
+from curator.pipeline import actor_jobs, job_resources, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
@@ -40,12 +41,14 @@ class CurationTask(NemoTask[Any]):
 
 
 class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
-    """One curator Stage behind NeMo Curator's stage interface."""
+    """Curator stages behind NeMo Curator's stage interface: one stage, or a job's stages run one
+    after the other in the same worker (so a video's frames do not cross NeMo's object store
+    between them)."""
 
-    def __init__(self, stage: Stage, cpus: float):
-        self.stage = stage
-        self.name = stage.name
-        self.resources = NemoResources(cpus=cpus, gpus=stage.resources.gpus)
+    def __init__(self, *stages: Stage, cpus: float):
+        self.stages = list(stages)
+        self.name = "+".join(stage.name for stage in stages)
+        self.resources = NemoResources(cpus=cpus, gpus=job_resources(self.stages).gpus)
 
     def inputs(self) -> tuple[list[str], list[str]]:
         return ["data"], []
@@ -54,10 +57,12 @@ class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
         return ["data"], []
 
     def setup(self, worker_metadata: Any = None) -> None:
-        self.stage.setup()
+        for stage in self.stages:
+            stage.setup()
 
     def process(self, task: CurationTask) -> list[CurationTask]:
-        return [CurationTask(dataset_name=task.dataset_name, data=out) for out in self.stage(task.data)]
+        return [CurationTask(dataset_name=task.dataset_name, data=out)
+                for out in run_depth_first(self.stages, task.data)]
 
 
 def make_executor(backend: str) -> BaseExecutor:
@@ -75,10 +80,13 @@ def make_executor(backend: str) -> BaseExecutor:
 
 
 def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
-    """Our stages as a NeMo Curator Pipeline; each stage gets an equal share of `workers` CPUs
-    (capped at its declared need), which keeps Xenna's per-stage CPU check satisfied on small hosts."""
-    share = cfg.workers / len(stages)
-    wrapped = [CuratorStage(stage, min(stage.resources.cpus, share)) for stage in stages]
+    """Our stages as a NeMo Curator Pipeline, grouped as the Ray runner groups them
+    (`curate.ray_actor_scope`: by default a video's stages up to the clip fan-out, then a clip's);
+    each gets an equal share of `workers` CPUs (capped at its declared need), which keeps Xenna's
+    per-stage CPU check satisfied on small hosts."""
+    jobs = actor_jobs(stages, cfg.ray_actor_scope)
+    share = cfg.workers / len(jobs)
+    wrapped = [CuratorStage(*job, cpus=min(job_resources(job).cpus, share)) for job in jobs]
     return Pipeline(name="megatron-video-curate", stages=wrapped)
 
 

@@ -53,9 +53,9 @@ from typing import Any
 import cv2
 
 from curator.config import CurateConfig
-from curator.pipeline import job_stages, run_depth_first
+from curator.pipeline import actor_jobs, job_resources, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
 
@@ -80,13 +80,6 @@ def balance_workers(stage_seconds: list[float], budget: int, caps: list[int | No
     while sum(workers) > budget:  # minimums overshot: take from the best-served stage
         workers[max((i for i in range(count) if workers[i] > 1), key=lambda i: workers[i] - ideal[i])] -= 1
     return workers
-
-
-def job_resources(stages: list[Stage]) -> Resources:
-    """What one actor running these stages in turn needs: the most any of them asks for."""
-    needs = [stage.resources for stage in stages]
-    return Resources(cpus=max(r.cpus for r in needs), gpus=max(r.gpus for r in needs),
-                     nvdec=any(r.nvdec for r in needs))
 
 
 def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[int | None]:
@@ -239,7 +232,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     import ray
 
     _start_ray(cfg)
-    jobs = [job for job in job_stages(stages) if job] if cfg.ray_actor_scope == "job" else [[s] for s in stages]
+    jobs = actor_jobs(stages, cfg.ray_actor_scope)
     budget = max(cfg.workers, len(jobs))
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     cpus_per_actor = actor_cpus([node.get("CPU", 0.0) for node in nodes], budget)

@@ -227,7 +227,7 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     sources = [str(two_videos / "Megamind.avi"), str(two_videos / "cup.mp4"), str(tmp_path / "empty.mp4")]
     cfg = CurateConfig(device="cpu")
-    pipeline = Pipeline(name="probe-only", stages=[CuratorStage(ProbeStage(cfg), cpus=0.5)])
+    pipeline = Pipeline(name="probe-only", stages=[CuratorStage(ProbeStage(cfg), cpus=0.5)])  # one stage alone
     results = pipeline.run(executor=RayActorPoolExecutor(show_progress=False),
                            initial_tasks=[CurationTask(dataset_name="t", data=VideoTask(source=s)) for s in sources])
     by_source = {r.data.source: r.data for r in results}
@@ -237,6 +237,20 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
         assert (by_source[source].status, by_source[source].reason) == (direct.status, direct.reason)
         assert by_source[source].meta == direct.meta
     assert by_source[sources[0]].meta.width == 720 and by_source[sources[2]].reason == "zero-byte file"
+
+
+@pytest.mark.parametrize(("scope", "names"), [
+    ("job", ["probe+decode+shots+clip_length", "crop+resize+encode"]),
+    ("stage", ["probe", "decode", "shots", "clip_length", "crop", "resize", "encode"]),
+])
+def test_nemo_curator_stages_group_the_pipeline_as_the_ray_runner_does(scope, names):
+    from curator.executors.nemo import nemo_pipeline
+    from curator.pipeline import processing_stages
+
+    cfg = CurateConfig(device="cpu", workers=4, ray_actor_scope=scope)
+    pipeline = nemo_pipeline(cfg, processing_stages(cfg))
+    assert [stage.name for stage in pipeline.stages] == names
+    assert all(stage.resources.cpus <= 4 / len(names) for stage in pipeline.stages)
 
 
 @pytest.mark.slow
