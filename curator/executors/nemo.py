@@ -1,5 +1,6 @@
-"""NeMo Curator adapter: every curation stage as a `nemo_curator` ProcessingStage, run by its
-executors (RayActorPoolExecutor, XennaExecutor, RayDataExecutor) at cluster scale.
+"""NeMo Curator adapter: curation stages as `nemo_curator` ProcessingStages (any one stage, or, as
+`curate` runs them, each job's stages together), run by its executors (RayActorPoolExecutor,
+XennaExecutor, RayDataExecutor) at cluster scale.
 
 Our tasks ride inside a NeMo Curator Task as its `data`; the adapter passes each through the
 wrapped stage unchanged in meaning (rejected tasks flow on untouched, fan-outs stay fan-outs).
