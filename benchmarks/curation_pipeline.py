@@ -26,9 +26,9 @@ whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json
 local executor's row.
 
 `--timeline` records the first timed pipeline run as a timeline (benchmarks/timeline.py): per
-0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs and encodes under way
-and the cores busy, in the JSON's `metrics.timeline` and drawn beside it as
-`<result>_timeline.png`. The local executor only: Ray's actors are other processes.
+0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs, encoder calls and
+each stage's calls under way and the cores busy, in the JSON's `metrics.timeline`, drawn beside it
+as `<result>_timeline.png`. The local executor only: Ray's actors are other processes.
 
 `--stop-before STAGE` times the pipeline up to that stage: the stage is swapped for one that
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the

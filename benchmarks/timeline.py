@@ -1,5 +1,6 @@
-"""A curation run's timeline: how many video jobs, NVDEC calls, clip jobs and encodes were under way,
-and how many cores were busy, per time bin (`curation_pipeline.py --timeline`).
+"""A curation run's timeline: how many video jobs, NVDEC calls, clip jobs and encoder calls (and
+calls of each stage) were under way, and how many cores were busy, per time bin
+(`curation_pipeline.py --timeline`).
 
 The spans come from `curator.tracing`; the cores from /proc/stat, sampled on a thread of this
 process (Linux only: elsewhere the CPU series stay empty). Encoder processes run niced, so the
@@ -14,7 +15,8 @@ import threading
 import time
 from typing import Self
 
-KINDS = ("video_job", "decode_call", "clip_job", "encode")
+# Drawn in the top panel; the stages' own spans (named after them) are summarised in the JSON too.
+KINDS = ("video_job", "decode_call", "clip_job", "encoder_call")
 # /proc/stat's aggregate cpu line: user nice system idle iowait irq softirq, in clock ticks.
 _USER, _NICE, _SYSTEM, _IDLE, _IOWAIT, _IRQ, _SOFTIRQ = range(7)
 
@@ -70,19 +72,21 @@ def _busy_cores(samples: list[tuple[float, list[int]]], lo: float, hi: float,
 def summarize(spans: list[tuple[str, float, float]], samples: list[tuple[float, list[int]]], start: float,
               end: float, bin_s: float = 0.25, cores: int | None = None) -> dict:
     """Per bin of `bin_s` seconds from `start` to `end`: the mean number of spans of each kind under
-    way, and the cores busy; plus each kind's summed seconds."""
+    way (`KINDS` first, then every other kind recorded), and the cores busy; plus each kind's summed
+    seconds."""
     cores = cores or os.cpu_count() or 1
     bins = max(1, round((end - start) / bin_s))
     edges = [start + i * bin_s for i in range(bins + 1)]
-    series: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    kinds = [*KINDS, *sorted({kind for kind, _, _ in spans} - set(KINDS))]
+    series: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, list[float | None]] = {"user": [], "nice": [], "system": []}
     for lo, hi in itertools.pairwise(edges):
-        for kind in KINDS:
+        for kind in kinds:
             overlap = sum(max(0.0, min(e, hi) - max(s, lo)) for k, s, e in spans if k == kind)
             series[kind].append(round(overlap / bin_s, 2))
         for name, value in zip(cpu, _busy_cores(samples, lo, hi, cores), strict=True):
             cpu[name].append(value)
-    totals = {kind: round(sum(e - s for k, s, e in spans if k == kind), 3) for kind in KINDS}
+    totals = {kind: round(sum(e - s for k, s, e in spans if k == kind), 3) for kind in kinds}
     return {"bin_s": bin_s, "start_s": [round(e - start, 3) for e in edges[:-1]], "under_way": series,
             "cores_busy": cpu, "cores": cores, "seconds": totals}
 

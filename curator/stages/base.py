@@ -5,8 +5,9 @@ reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (releas
 and does its work in `process()`, which returns zero or more tasks (a video fans out into clips).
 `__call__` adds what every stage needs the same way: rejected tasks pass through untouched, the
 stage's wall seconds and its thread's CPU seconds go into `task.timings` (as `name` and
-`name_cpu`: wall far above CPU is time spent waiting for the GPU, the GIL or another process), and
-an exception marks the task failed with the stage named in the reason instead of stopping the run.
+`name_cpu`: wall far above CPU is time spent waiting for the GPU, the GIL or another process; with
+a timeline recording, each call is also a span named after the stage), and an exception marks the
+task failed with the stage named in the reason instead of stopping the run.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from curator.config import CurateConfig
 from curator.tasks import FAILED, Task
+from curator.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class Stage:
             return [task]
         start, cpu_start = time.perf_counter(), time.thread_time()
         try:
-            out = self.process(task)
+            with span(self.name):
+                out = self.process(task)
         except Exception as exc:  # noqa: BLE001 - a bad input must never stop the run: record it, go on
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")

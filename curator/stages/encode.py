@@ -61,14 +61,14 @@ class EncodeStage(Stage):
     def process(self, task: ClipTask) -> list[Task]:
         cfg = self.cfg
         if use_nvenc(cfg.device):
-            with span("encode"):
+            with span("encoder_call"):
                 task.mp4 = nvcodec.encode_h264(task.frames, cfg.fps)
         else:
             # Converted where the frames are: on the GPU, I420 is half the bytes of RGB to copy to
             # the host, and the conversion costs the CPU nothing.
             with worker_stream(cfg.device):
                 planes = to_host(rgb_to_i420(task.frames))
-            with span("encode"):
+            with span("encoder_call"):
                 if self.pool is not None:
                     task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
                     task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu

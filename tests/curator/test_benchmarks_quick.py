@@ -82,7 +82,8 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
 def test_timeline_counts_what_is_under_way_and_the_busy_cores_per_bin():
     from benchmarks.timeline import summarize
 
-    spans = [("video_job", 0.0, 0.5), ("decode_call", 0.1, 0.2), ("encode", 0.25, 0.375), ("encode", 0.25, 0.5)]
+    spans = [("video_job", 0.0, 0.5), ("decode_call", 0.1, 0.2), ("encoder_call", 0.25, 0.375),
+             ("encoder_call", 0.25, 0.5), ("probe", 0.0, 0.05)]
     # /proc/stat ticks (user nice system idle iowait irq softirq) at 0, 0.25 and 0.5 s on 4 cores:
     # first bin 1 user + 1 idle core, second 2 niced + 1 system + 1 idle.
     samples = [(0.0, [0, 0, 0, 0, 0, 0, 0]), (0.25, [10, 0, 0, 10, 0, 0, 0]), (0.5, [10, 20, 5, 20, 0, 0, 5])]
@@ -90,10 +91,12 @@ def test_timeline_counts_what_is_under_way_and_the_busy_cores_per_bin():
     assert timeline["start_s"] == [0.0, 0.25]
     assert timeline["under_way"]["video_job"] == [1.0, 1.0]
     assert timeline["under_way"]["decode_call"] == [0.4, 0.0]
-    assert timeline["under_way"]["encode"] == [0.0, 1.5]
+    assert timeline["under_way"]["encoder_call"] == [0.0, 1.5]
+    assert timeline["under_way"]["probe"] == [0.2, 0.0]  # a stage's own spans come after the main kinds
     assert timeline["under_way"]["clip_job"] == [0.0, 0.0]
     assert timeline["cores_busy"] == {"user": [2.0, 0.0], "nice": [0.0, 2.0], "system": [0.0, 1.0]}
-    assert timeline["seconds"] == {"video_job": 0.5, "decode_call": 0.1, "clip_job": 0.0, "encode": 0.375}
+    assert timeline["seconds"] == {"video_job": 0.5, "decode_call": 0.1, "clip_job": 0.0, "encoder_call": 0.375,
+                                   "probe": 0.05}
 
 
 def test_curation_benchmark_draws_the_first_runs_timeline(tmp_path):
@@ -103,8 +106,11 @@ def test_curation_benchmark_draws_the_first_runs_timeline(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / "curation_pipeline.json").read_text())
     seconds = result["metrics"]["timeline"]["seconds"]
-    # Two videos, their clips and encodes, all inside the run (CPU path: no NVDEC calls).
-    assert seconds["video_job"] > 0 and seconds["clip_job"] >= seconds["encode"] > 0
+    # Two videos, their clips and encodes, all inside the run (CPU path: no NVDEC calls), and every
+    # stage's calls within the jobs that make them (totals are rounded to 1 ms each).
+    assert seconds["video_job"] > 0 and seconds["encoder_call"] > 0
+    assert seconds["clip_job"] + 0.002 >= seconds["encode"] + 0.001 >= seconds["encoder_call"]
+    assert seconds["video_job"] + 0.003 >= seconds["probe"] + seconds["decode"] + seconds["shots"] > 0
     assert sum(seconds.values()) < 16 * result["metrics"]["pipeline_seconds_all"][0]
     assert (tmp_path / "curation_pipeline_timeline.png").stat().st_size > 10_000
     # Ray's actors are other processes, whose spans this process cannot record: refused up front.
