@@ -235,14 +235,15 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     jobs = actor_jobs(stages, cfg.ray_actor_scope)
     budget = max(cfg.workers, len(jobs))
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    node_gpus = [node.get("GPU", 0.0) for node in nodes]
     cpus_per_actor = actor_cpus([node.get("CPU", 0.0) for node in nodes], budget)
-    caps = nvdec_caps(jobs, cfg, ray.cluster_resources().get("GPU", 0.0))
+    caps = nvdec_caps(jobs, cfg, sum(node_gpus))
     actor_class = ray.remote(_JobWorker)
     # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
-    pools = [_Pool(job, actor_class, min(job_resources(job).cpus, cpus_per_actor),
-                   actor_gpus([node.get("GPU", 0.0) for node in nodes], budget, job_resources(job).gpus),
+    needs = [job_resources(job) for job in jobs]
+    pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), actor_gpus(node_gpus, budget, need.gpus),
                    cfg.actor_threads)
-             for job in jobs]
+             for job, need in zip(jobs, needs, strict=True)]
     # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
     # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.
     for pool, count in zip(pools, balance_workers([1.0] * len(jobs), budget, caps), strict=True):
