@@ -15,7 +15,7 @@ import numpy as np
 from curator.stages.base import Resources, Stage
 from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
-from curator.video.backend import decode_range, use_gpu, worker_stream
+from curator.video.backend import decode_range, use_gpu
 from curator.video.frames import gather_host, resize_batch, start_host_copy
 
 THUMB_SIZE = (27, 48)
@@ -84,25 +84,24 @@ class DecodeStage(Stage):
             small.append(gather_host(list(small_copies)))
             in_flight.clear()
 
-        with worker_stream(cfg.device):
-            for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
-                                      keep_size=keep_at):
-                # Thumbnails from the analysis frames where they are (on the GPU: before the host
-                # copy). The host copies are only queued: this thread goes on decoding while they run,
-                # and waits for them once per PINNED_IN_FLIGHT_BYTES of frames.
-                in_flight.append((start_host_copy(resize_batch(chunk.frames, THUMB_SIZE, keep_device=True)),
-                                  start_host_copy(chunk.frames)))
-                if sum(_nbytes(frames) for _, frames in in_flight) > PINNED_IN_FLIGHT_BYTES:
-                    collect()
-                if chunk.pts is not None:
-                    pts.append(chunk.pts)
-                if keep and chunk.kept is not None:
-                    kept.append(chunk.kept)
-                    kept_bytes += _nbytes(chunk.kept)
-                    if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
-                        keep, kept = False, []
-            if in_flight:
+        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
+                                  keep_size=keep_at):
+            # Thumbnails from the analysis frames where they are (on the GPU: before the host
+            # copy). The host copies are only queued: this thread goes on decoding while they run,
+            # and waits for them once per PINNED_IN_FLIGHT_BYTES of frames.
+            in_flight.append((start_host_copy(resize_batch(chunk.frames, THUMB_SIZE, keep_device=True)),
+                              start_host_copy(chunk.frames)))
+            if sum(_nbytes(frames) for _, frames in in_flight) > PINNED_IN_FLIGHT_BYTES:
                 collect()
+            if chunk.pts is not None:
+                pts.append(chunk.pts)
+            if keep and chunk.kept is not None:
+                kept.append(chunk.kept)
+                kept_bytes += _nbytes(chunk.kept)
+                if kept_bytes > budget:  # the header under-stated the length: re-decode clip ranges instead
+                    keep, kept = False, []
+        if in_flight:
+            collect()
         decoded = sum(len(part) for part in small)
         if decoded == 0:
             task.reject(FAILED, "corrupt: no decodable frames")

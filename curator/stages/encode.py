@@ -9,7 +9,7 @@ from curator.stages.base import Resources, Stage
 from curator.tasks import ClipTask, Task
 from curator.tracing import span
 from curator.video import nvcodec, pyav_io
-from curator.video.backend import use_nvenc, worker_stream
+from curator.video.backend import use_gpu, use_nvenc
 from curator.video.encode_pool import EncodePool, can_start_processes
 from curator.video.frames import rgb_to_i420, to_host
 
@@ -22,7 +22,9 @@ class EncodeStage(Stage):
 
     @property
     def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_nvenc(self.cfg.device) else 0.0)
+        # On the GPU path the frames arrive on the GPU and are converted to I420 there even when
+        # libx264 encodes them, so the stage needs the device either way.
+        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
 
     def inputs(self) -> list[str]:
         return ["frames"]
@@ -66,8 +68,7 @@ class EncodeStage(Stage):
         else:
             # Converted where the frames are: on the GPU, I420 is half the bytes of RGB to copy to
             # the host, and the conversion costs the CPU nothing.
-            with worker_stream(cfg.device):
-                planes = to_host(rgb_to_i420(task.frames))
+            planes = to_host(rgb_to_i420(task.frames))
             with span("encoder_call"):
                 if self.pool is not None:
                     task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)

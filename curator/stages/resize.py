@@ -15,7 +15,7 @@ import numpy as np
 from curator.stages.base import Resources, Stage
 from curator.stages.clip_length import output_frame_count
 from curator.tasks import FAILED, ClipTask, CropBox, Task
-from curator.video.backend import decode_range, use_gpu, worker_stream
+from curator.video.backend import decode_range, use_gpu
 from curator.video.frames import resize_batch
 
 
@@ -63,10 +63,6 @@ class ResizeStage(Stage):
         return ["frames", "num_frames"]
 
     def process(self, task: ClipTask) -> list[Task]:
-        with worker_stream(self.cfg.device):
-            return self._resize(task)
-
-    def _resize(self, task: ClipTask) -> list[Task]:
         cfg, meta = self.cfg, task.source_meta
         picks = source_indices(task.start_frame, task.end_frame, task.source_fps, cfg.fps)
         box = aspect_box(task.crop, cfg.height, cfg.width)

@@ -22,7 +22,7 @@ from scenedetect.detectors import ContentDetector
 
 from curator.stages.base import Resources, Stage
 from curator.tasks import Task, VideoTask
-from curator.video.backend import use_gpu, worker_stream
+from curator.video.backend import use_gpu
 
 SPIKE_CONTEXT = 30
 SPIKE_OVER_MEDIAN = 2.0
@@ -160,13 +160,8 @@ class ShotDetectionStage(Stage):
     def second_pass(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
         model = transnet_model(self._device())
         found: list[int] = []
-        # On this thread's own stream, never the legacy default one, which slows every NVDEC decoder
-        # of the process: measured on an H200, an 8-thread bare decode took 3.04 s alone, 5.30 s beside
-        # one thread resizing, converting and copying batches on the default stream, and 3.05-3.30 s
-        # beside each of those on a stream of its own.
-        with worker_stream(self.cfg.device):
-            for a, b in segments:
-                found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.cfg.transnet_threshold)]
+        for a, b in segments:
+            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.cfg.transnet_threshold)]
         return found
 
     def process(self, task: VideoTask) -> list[Task]:

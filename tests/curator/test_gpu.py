@@ -163,11 +163,13 @@ def test_nvdec_decodes_before_torch_has_touched_cuda(h264_file):
 
 
 def test_second_pass_runs_on_the_workers_stream(monkeypatch):
-    """TransNetV2 work on the legacy default stream would stall every decoder of the process."""
+    """TransNetV2 work on the legacy default stream would stall every decoder of the process. The
+    stage is called as the executors call it: the stream comes from the stage contract."""
     import torch
 
     from curator.config import CurateConfig
     from curator.stages import shots
+    from curator.tasks import FrameAnalysis, VideoMeta, VideoTask
 
     on_default = []
 
@@ -177,8 +179,13 @@ def test_second_pass_runs_on_the_workers_stream(monkeypatch):
 
     monkeypatch.setattr(shots, "transnet_model", lambda device: None)
     monkeypatch.setattr(shots, "transnet_cuts", cuts)
-    stage = shots.ShotDetectionStage(CurateConfig(device="cuda"))
-    stage.second_pass(np.zeros((40, 27, 48, 3), dtype=np.uint8), [(0, 20), (20, 40)])
+    monkeypatch.setattr(shots, "candidate_segments", lambda *args: [(0, 20), (20, 40)])
+    stage = shots.ShotDetectionStage(CurateConfig(device="cuda", second_pass=True))
+    frames = np.zeros((40, 27, 48, 3), dtype=np.uint8)
+    task = VideoTask(source="clip.mp4", meta=VideoMeta(fps=24.0, num_frames=40),
+                     analysis=FrameAnalysis(small=frames, thumbs=frames))
+    out = stage(task)
+    assert out[0].ok, out[0].reason
     assert on_default == [False, False]
 
 

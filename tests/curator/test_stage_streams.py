@@ -1,0 +1,69 @@
+"""Every stage that declares a GPU runs on its worker thread's own CUDA stream, entered once by the
+stage contract (`Stage.__call__`) rather than by each stage, so no stage can forget it."""
+import contextlib
+
+import pytest
+
+from curator.config import CurateConfig
+from curator.stages import (
+    base,
+    clip_length,
+    crop,
+    decode,
+    encode,
+    resize,
+    shard_writer,
+    shots,
+)
+from curator.stages.base import Stage
+from curator.tasks import Task
+
+GPU_STAGES = [(decode, "DecodeStage"), (resize, "ResizeStage"), (encode, "EncodeStage"),
+              (shots, "ShotDetectionStage")]
+
+
+def _stage_on(gpus: float, seen: list) -> Stage:
+    class Probe(Stage):
+        name = "probe_stream"
+
+        @property
+        def resources(self) -> base.Resources:
+            return base.Resources(gpus=gpus)
+
+        def process(self, task):
+            seen.append(list(entered))
+            return [task]
+
+    entered: list = []
+    return Probe(CurateConfig(device="cuda")), entered
+
+
+@pytest.mark.parametrize("gpus, expected", [(0.1, ["cuda"]), (0.0, [])])
+def test_process_runs_inside_the_stream_only_for_stages_declaring_a_gpu(monkeypatch, gpus, expected):
+    seen: list = []
+    stage, entered = _stage_on(gpus, seen)
+
+    @contextlib.contextmanager
+    def stream(device):
+        entered.append(device)
+        yield
+        entered.pop()
+
+    monkeypatch.setattr(base, "worker_stream", stream)
+    out = stage(Task(source="a.mp4"))
+    # Entered around process() and left after it.
+    assert out[0].ok and seen == [expected] and entered == []
+
+
+@pytest.mark.parametrize("module, cls", GPU_STAGES)
+def test_every_stage_with_gpu_work_declares_the_gpu(monkeypatch, module, cls):
+    # The GPU path without a GPU: libx264 still encodes, but the frames reach it on the device.
+    monkeypatch.setattr(module, "use_gpu", lambda device: True)
+    monkeypatch.setattr(module, "use_nvenc", lambda device: False, raising=False)
+    assert getattr(module, cls)(CurateConfig(device="cuda")).resources.gpus > 0
+
+
+@pytest.mark.parametrize("module, cls", [(clip_length, "ClipLengthStage"), (crop, "CropStage"),
+                                         (shard_writer, "ShardWriterStage")])
+def test_cpu_stages_declare_no_gpu(module, cls):
+    assert getattr(module, cls)(CurateConfig(device="cuda")).resources.gpus == 0
