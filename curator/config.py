@@ -76,8 +76,9 @@ class CurateConfig:
     crf: int = 23
     preset: str = "veryfast"
     encode_threads: int = 0  # 0: the machine's cores shared among `workers`
-    # libx264 encodes in a process pool: -1 = one process per worker under the local executor (its
-    # threads share one GIL, which PyAV holds through most of each frame), 0 = in the worker itself.
+    # libx264 encodes in a process pool: -1 = one process per thread that encodes where threads share
+    # one GIL, which PyAV holds through most of each frame (the local executor's `workers`, a Ray
+    # actor's `actor_threads`), 0 = in the worker itself.
     encode_processes: int = -1
     retry_failed: bool = False
 

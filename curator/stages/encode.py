@@ -40,13 +40,16 @@ class EncodeStage(Stage):
 
     @property
     def processes(self) -> int:
-        """Encoder processes: by default one per worker where the workers are threads of one process
-        (the local executor); Ray and NeMo Curator workers are processes already; NVENC needs none."""
-        if use_nvenc(self.cfg.device):
+        """Encoder processes: by default one per thread that encodes where several threads share one
+        process's GIL: the local executor's `workers`, a threaded Ray actor's `actor_threads`.
+        NeMo Curator's workers are single-threaded processes already; NVENC needs none."""
+        cfg = self.cfg
+        if use_nvenc(cfg.device):
             return 0
-        if self.cfg.encode_processes >= 0:
-            return self.cfg.encode_processes
-        return self.cfg.workers if self.cfg.executor == "local" and self.cfg.workers > 1 else 0
+        if cfg.encode_processes >= 0:
+            return cfg.encode_processes
+        threads = {"local": cfg.workers, "ray": cfg.actor_threads}.get(cfg.executor, 1)
+        return threads if threads > 1 else 0
 
     def setup(self) -> None:
         processes = self.processes

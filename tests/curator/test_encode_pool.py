@@ -7,7 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
+from curator.config import CurateConfig
 from curator.run import curate
+from curator.stages.encode import EncodeStage
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
 
 
@@ -55,3 +59,15 @@ def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
     status, clips = out.stdout.strip().rsplit(" ", 1)
     assert status == "{'done': 1}" and int(clips) > 0, out.stderr[-2000:]
     assert "encode-in-threads" in out.stderr
+
+
+@pytest.mark.parametrize(("executor", "threads", "processes"), [
+    ("local", {"workers": 4}, 4), ("local", {"workers": 1}, 0),
+    # A threaded Ray actor's clip threads share its GIL as the local executor's do.
+    ("ray", {"workers": 4, "actor_threads": 3}, 3), ("ray", {"workers": 4, "actor_threads": 1}, 0),
+    ("nemo", {"workers": 4}, 0),  # NeMo Curator's workers are single-threaded processes
+])
+def test_encoder_processes_default_to_the_threads_that_share_one_gil(executor, threads, processes):
+    stage = EncodeStage(CurateConfig(executor=executor, device="cpu", **threads))
+    assert stage.processes == processes
+    assert EncodeStage(CurateConfig(executor=executor, device="cpu", encode_processes=2, **threads)).processes == 2
