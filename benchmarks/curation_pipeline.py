@@ -9,8 +9,9 @@ faster). Both are expressed in the pipeline's clips, so
 ratio = pipeline clips/s / decode clips/s = decode seconds / pipeline seconds (target >= 0.7).
 
 It measures steady-state throughput, as on a real input set of thousands of videos: by default
-three videos per worker and one worker per CPU core of the GPU's share of the machine, with as many
-videos open at once as two per worker (the gpu_node recipe's ratio). With only as many videos as
+three videos per worker and one worker per CPU core of the GPU's share of the machine (of the whole
+machine with `--executor ray`, whose actors spread over every GPU), with as many videos open at
+once as two per worker (the gpu_node recipe's ratio). With only as many videos as
 workers, every decode would start at once and every encode would wait for them: the result would
 be one batch's latency, not the throughput the stages reach when they overlap.
 
@@ -64,6 +65,12 @@ def cores_per_gpu() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, gpus))
 
 
+def default_workers(executor: str) -> int:
+    """One per core: of the GPU's share (the local executor decodes on one GPU), or of the whole
+    machine (the Ray runner's actors spread over every GPU)."""
+    return (os.cpu_count() or 1) if executor == "ray" else cores_per_gpu()
+
+
 def cpu_seconds() -> float:
     """CPU time used so far by this process (the encoder processes report theirs through the
     pipeline's stage timings: they are the fork server's children, not this process's)."""
@@ -113,7 +120,8 @@ def result_name(executor: str, stop_before: str | None) -> str:
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
-    parser.add_argument("--workers", type=int, default=cores_per_gpu())
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core of the GPU's share "
+                        "of the machine (local), of the whole machine (ray, whose actors use every GPU)")
     parser.add_argument("--videos", type=int, default=None, help="default: 3 per worker")
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     parser.add_argument("--preset", default=None, help="curate.preset (libx264 speed/size trade-off; default: "
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = default_workers(args.executor)
     if args.timeline and args.executor != "local":
         parser.error("--timeline records this process's threads: it times the local executor only")
     try:

@@ -79,6 +79,18 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
 
 
+def test_ray_runs_default_to_a_worker_per_core_of_the_whole_machine(monkeypatch):
+    """The local executor decodes on one GPU, so it gets that GPU's share of the cores; the Ray
+    runner's actors spread over every GPU of the machine (on a 2-GPU host it had half of them)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import curation_pipeline
+
+    monkeypatch.setattr(curation_pipeline, "cores_per_gpu", lambda: 16)
+    monkeypatch.setattr(curation_pipeline.os, "cpu_count", lambda: 32)
+    assert curation_pipeline.default_workers("local") == 16
+    assert curation_pipeline.default_workers("ray") == 32
+
+
 def test_timeline_counts_what_is_under_way_and_the_busy_cores_per_bin():
     from benchmarks.timeline import summarize
 
