@@ -34,9 +34,12 @@ class EncodeStage(Stage):
 
     @property
     def threads(self) -> int:
-        """x264 threads per clip: by default the cores shared among the workers encoding at once,
-        since every encoder asking for all cores oversubscribes the machine `workers` times."""
-        return self.cfg.encode_threads or per_worker(self.cfg.workers)
+        """x264 threads per clip: by default the cores shared among the clips encoding at once (a
+        worker each; `actor_threads` in each of the Ray runner's `workers` actors), since every
+        encoder asking for all cores oversubscribes the machine that many times."""
+        cfg = self.cfg
+        at_once = cfg.workers * cfg.actor_threads if cfg.executor == "ray" else cfg.workers
+        return cfg.encode_threads or per_worker(at_once)
 
     @property
     def processes(self) -> int:

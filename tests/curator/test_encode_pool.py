@@ -71,3 +71,11 @@ def test_encoder_processes_default_to_the_threads_that_share_one_gil(executor, t
     stage = EncodeStage(CurateConfig(executor=executor, device="cpu", **threads))
     assert stage.processes == processes
     assert EncodeStage(CurateConfig(executor=executor, device="cpu", encode_processes=2, **threads)).processes == 2
+
+
+def test_x264_threads_share_the_cores_among_the_clips_encoded_at_once(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert EncodeStage(CurateConfig(executor="local", workers=8, device="cpu")).threads == 4
+    # 2 actors of 8 threads each encode 16 clips at once.
+    assert EncodeStage(CurateConfig(executor="ray", workers=2, actor_threads=8, device="cpu")).threads == 2
+    assert EncodeStage(CurateConfig(executor="ray", workers=2, encode_threads=3, device="cpu")).threads == 3
