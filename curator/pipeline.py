@@ -1,6 +1,7 @@
 """The curation pipeline as data: the ordered processing stages every executor runs."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from curator.config import CurateConfig
@@ -13,6 +14,8 @@ from curator.stages.probe import ProbeStage
 from curator.stages.resize import ResizeStage
 from curator.stages.shots import ShotDetectionStage
 from curator.tasks import Task
+from curator.video.backend import worker_stream
+from curator.video.frames import to_host
 
 
 def processing_stages(cfg: CurateConfig) -> list[Stage]:
@@ -55,3 +58,22 @@ def job_resources(stages: list[Stage]) -> Resources:
     needs = [stage.resources for stage in stages]
     return Resources(cpus=max(r.cpus for r in needs), gpus=max(r.gpus for r in needs),
                      nvdec=any(r.nvdec for r in needs))
+
+
+def frames_to_host(task: Task, device: str) -> Task:
+    """`task`, its CUDA frames replaced by host arrays, copied on this thread's worker stream: for a
+    task about to leave this process through an object store (the Ray runner's, NeMo Curator's).
+
+    Pickled as they are, CUDA tensors would be copied to the host synchronously on the legacy
+    default stream, which stalls every decoder of the process, and the receiving actor would copy
+    them back to its GPU on that stream too. Host frames go through the clip stages as on the CPU
+    path. In the local executor clips keep their frames on the GPU."""
+    for holder in (task, getattr(task, "analysis", None)):
+        if not dataclasses.is_dataclass(holder):
+            continue
+        for item in dataclasses.fields(holder):
+            value = getattr(holder, item.name)
+            if getattr(value, "is_cuda", False):
+                with worker_stream(device):
+                    setattr(holder, item.name, to_host(value))
+    return task

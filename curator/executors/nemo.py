@@ -20,7 +20,7 @@ from nemo_curator.stages.resources import Resources as NemoResources
 from nemo_curator.tasks import Task as NemoTask
 
 from curator.config import CurateConfig
-from curator.pipeline import actor_jobs, job_resources, run_depth_first
+from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
@@ -62,7 +62,8 @@ class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
             stage.setup()
 
     def process(self, task: CurationTask) -> list[CurationTask]:
-        return [CurationTask(dataset_name=task.dataset_name, data=out)
+        device = self.stages[0].cfg.device
+        return [CurationTask(dataset_name=task.dataset_name, data=frames_to_host(out, device))
                 for out in run_depth_first(self.stages, task.data)]
 
 
