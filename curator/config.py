@@ -33,6 +33,12 @@ class CurateConfig:
     max_in_flight: int = 8
     actor_threads: int = 2
     calibration_tasks: int = 4
+    # One part of the inputs, for one independent process per GPU (e.g. one SLURM task each:
+    # part_index=$SLURM_PROCID part_count=$SLURM_NTASKS): part i takes every part_count-th input of
+    # the sorted listing from the i-th on and writes a complete output of its own (shards, catalog,
+    # ledger, resumable alone) under output/part-<i>-of-<n>; the loaders read every part's shards.
+    part_index: int = 0
+    part_count: int = 1
     # What one actor runs, in the Ray runner and as one NeMo Curator stage: "job", a video's stages
     # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), or "stage",
     # one stage each, scaled one by one (a video's frames cross the object store at every stage:
@@ -97,6 +103,8 @@ class CurateConfig:
         require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
         require(self.actor_threads >= 1, "actor_threads", "must be >= 1")
         require(self.calibration_tasks >= 1, "calibration_tasks", "must be >= 1")
+        require(self.part_count >= 1, "part_count", "must be >= 1")
+        require(0 <= self.part_index < self.part_count, "part_index", f"must be in [0, part_count={self.part_count})")
         require(self.ray_actor_scope in RAY_ACTOR_SCOPES, "ray_actor_scope", f"must be one of {RAY_ACTOR_SCOPES}")
         require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")

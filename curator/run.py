@@ -6,6 +6,7 @@ executor and returns a CurationSummary.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from curator import storage
 from curator.config import CurateConfig
+from curator.layout import part_dir
 from curator.ledger import Ledger
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
@@ -53,13 +55,17 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     `processing_stages(cfg)` (the pipeline benchmark's ablations swap one stage out)."""
     _check_paths(cfg)
     start = time.perf_counter()
+    if cfg.part_count > 1:  # this process's part writes an output of its own
+        cfg = dataclasses.replace(cfg, output=str(part_dir(cfg.output, cfg.part_index, cfg.part_count)))
     writer = ShardWriterStage(cfg)
     writer.setup()
     finished = writer.ledger.finished_sources(cfg.retry_failed)
+    # The listing is sorted, so every part's process takes the same share of it.
     listed = [task.source for task in SourceStage(cfg).process(Task(source=cfg.input))]
+    listed = listed[cfg.part_index::cfg.part_count]
     sources = [s for s in listed if s not in finished]
-    log.info("curate start input=%s output=%s inputs=%d already_finished=%d executor=%s", cfg.input, cfg.output,
-             len(listed), len(listed) - len(sources), cfg.executor)
+    log.info("curate start input=%s output=%s part=%d/%d inputs=%d already_finished=%d executor=%s", cfg.input,
+             cfg.output, cfg.part_index, cfg.part_count, len(listed), len(listed) - len(sources), cfg.executor)
     bar = RunProgress(len(sources), cfg.log_every_s, show_bar=progress)
     stages = processing_stages(cfg) if stages is None else stages
     try:

@@ -6,6 +6,7 @@ import pathlib
 
 import pandas as pd
 
+from curator.layout import curated_dirs
 from megatron_video.config import ConfigError
 
 
@@ -14,8 +15,9 @@ def catalog_dir(root: pathlib.Path) -> pathlib.Path:
 
 
 def load_catalog(root: str | pathlib.Path, query: str = "") -> pd.DataFrame:
-    """All catalog rows under a curated output dir, optionally filtered by a pandas query."""
-    files = sorted(catalog_dir(pathlib.Path(root)).glob("*.parquet"))
+    """All catalog rows under a curated output dir (and each part's of a partitioned run),
+    optionally filtered by a pandas query."""
+    files = [f for d in curated_dirs(root) for f in sorted(catalog_dir(d).glob("*.parquet"))]
     if not files:
         return pd.DataFrame()
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -17,6 +17,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from curator.layout import curated_dirs
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
@@ -26,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def list_shards(root: str | pathlib.Path) -> list[str]:
-    """The .tar shards of a curated output dir (its shards/ folder) or of a plain dir."""
+    """The .tar shards of a curated output dir (its shards/ folder, and each part's of a partitioned
+    run) or of a plain dir."""
     root = pathlib.Path(root)
     if not root.is_dir():
         raise ConfigError("data.shards", f"directory '{root}' does not exist")
-    shards = sorted((root / "shards").glob("*.tar")) or sorted(root.glob("*.tar"))
+    shards = [s for d in curated_dirs(root) for s in sorted((d / "shards").glob("*.tar"))] or sorted(root.glob("*.tar"))
     if not shards:
         raise ConfigError("data.shards", f"no .tar shards in '{root}' or '{root}/shards'")
     return [str(s) for s in shards]
