@@ -19,9 +19,18 @@ import cv2
 from threadpoolctl import threadpool_limits
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one (what `taskset` or
+    `srun --cpus-per-task` bound it to, e.g. one process per GPU each on its share of the node),
+    else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def per_worker(workers: int) -> int:
     """Library threads each of `workers` concurrent workers may use: the cores shared out."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, available_cores() // workers)
 
 
 def limit_this_thread(count: int) -> None:

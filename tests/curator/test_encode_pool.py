@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from curator.config import CurateConfig
+from curator.executors import thread_limits
 from curator.run import curate
 from curator.stages.encode import EncodeStage
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
@@ -74,7 +75,7 @@ def test_encoder_processes_default_to_the_threads_that_share_one_gil(executor, t
 
 
 def test_x264_threads_share_the_cores_among_the_clips_encoded_at_once(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    monkeypatch.setattr(thread_limits, "available_cores", lambda: 32)
     assert EncodeStage(CurateConfig(executor="local", workers=8, device="cpu")).threads == 4
     # 2 actors of 8 threads each encode 16 clips at once.
     assert EncodeStage(CurateConfig(executor="ray", workers=2, actor_threads=8, device="cpu")).threads == 2

@@ -7,8 +7,12 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from curator.executors import local
-from curator.executors.thread_limits import limit_this_thread, limited_library_threads, per_worker
+from curator.executors import local, thread_limits
+from curator.executors.thread_limits import (
+    limit_this_thread,
+    limited_library_threads,
+    per_worker,
+)
 
 
 def pool_threads(user_api: str) -> list[int]:
@@ -17,7 +21,7 @@ def pool_threads(user_api: str) -> list[int]:
 
 @pytest.mark.parametrize(("cores", "workers", "expected"), [(16, 32, 1), (16, 16, 1), (16, 4, 4), (2, 2, 1), (1, 8, 1)])
 def test_the_cores_are_shared_among_the_workers(cores, workers, expected):
-    with mock.patch("os.cpu_count", return_value=cores):
+    with mock.patch.object(thread_limits, "available_cores", return_value=cores):
         assert per_worker(workers) == expected
 
 
@@ -57,3 +61,11 @@ def test_a_run_leaves_the_thread_counts_as_it_found_them(footage, make_config, t
     assert summary.inputs_by_status == {"done": 1}
     limits.assert_called_once_with(per_worker(4))
     assert (cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")) == before
+
+
+def test_the_cores_shared_out_are_those_the_process_may_run_on(monkeypatch):
+    """One process per GPU, each bound to its share of the node: its pools follow the binding."""
+    monkeypatch.setattr(thread_limits.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(thread_limits.os, "cpu_count", lambda: 64)
+    assert thread_limits.available_cores() == 8
+    assert thread_limits.per_worker(4) == 2
