@@ -81,7 +81,7 @@ class CurateConfig:
     # Encode.
     crf: int = 23
     preset: str = "veryfast"
-    encode_threads: int = 0  # 0: the machine's cores shared among `workers`
+    encode_threads: int = 0  # 0: the process's cores (its CPU affinity) shared among the clips encoded at once
     # libx264 encodes in a process pool: -1 = one process per thread that encodes where threads share
     # one GIL, which PyAV holds through most of each frame (the local executor's `workers`, a Ray
     # actor's `actor_threads`), 0 = in the worker itself.

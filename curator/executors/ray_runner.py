@@ -110,8 +110,8 @@ class _JobWorker:
     def run(self, task: Task, forward: bool) -> list[Any]:
         """The job's outputs. Those going on to another job (`forward`, not rejected) stay in the
         object store and come back as references, so their frames (host arrays by then) travel from
-        this actor to the next without passing through the driver; the rest come back by value for the writer, without
-        frames. Routing whole tasks through the driver made it deserialise and re-serialise every
+        this actor to the next without passing through the driver; the rest come back by value for
+        the writer, without frames. Routing whole tasks through the driver made it deserialise and re-serialise every
         video's frames (CUDA tensors on the GPU path) at each stage: on one H200, 48 720p videos
         took 237 s with the driver busy on one core throughout, against 5.4 s in one process."""
         import ray
