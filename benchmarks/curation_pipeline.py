@@ -35,6 +35,11 @@ as `<result>_timeline.png`. The local executor only: Ray's actors are other proc
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
 stages before it (`curation_pipeline_stop_before_<stage>.json`, clips=0 by design). Run it next to
 the whole pipeline to see what each stage adds.
+
+`--lengths mixed` makes the videos 2, 3 and 4 shots long in turn instead of 3 each (the same frames
+in all, `curation_pipeline_mixed_lengths.json`): with one length, the decoding threads run in step
+(a `--timeline` shows their NVDEC calls swing between ~2 and ~8 under way), which real footage of
+many lengths does not.
 """
 from __future__ import annotations
 
@@ -63,6 +68,12 @@ def cores_per_gpu() -> int:
     except ImportError:
         gpus = 0
     return max(1, (os.cpu_count() or 1) // max(1, gpus))
+
+
+def shots_in_video(index: int, lengths: str) -> int:
+    """3 shots each, or 2, 3 and 4 in turn: the same frames in all, but videos of one length keep
+    the decoding threads in step (each probes, decodes and detects shots when the others do)."""
+    return 3 if lengths == "uniform" else 2 + index % 3
 
 
 def default_workers(executor: str) -> int:
@@ -110,10 +121,13 @@ def stopped_stages(cfg, stage_name: str) -> list:
     return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
 
 
-def result_name(executor: str, stop_before: str | None) -> str:
-    """The result file's name: the table's row is the whole pipeline on the local executor, and no
-    other run (the Ray runner, a pipeline cut short) may overwrite it."""
+def result_name(executor: str, stop_before: str | None, lengths: str = "uniform") -> str:
+    """The result file's name: the table's row is the whole pipeline on the local executor over
+    videos of one length, and no other run (the Ray runner, a pipeline cut short, mixed lengths)
+    may overwrite it."""
     name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
+    if lengths != "uniform":
+        name = f"{name}_{lengths}_lengths"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
@@ -130,6 +144,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6 or "
                         "decode_chunk_frames=128 (YAML values; repeatable)")
+    parser.add_argument("--lengths", choices=("uniform", "mixed"), default="uniform",
+                        help="every video 3 shots long, or 2, 3 and 4 in turn (same frames in all; see "
+                        "the module docstring)")
     parser.add_argument("--stop-before", choices=STOPPABLE, default=None,
                         help="time only the stages before this one (see the module docstring)")
     parser.add_argument("--timeline", action="store_true", help="record the first timed run's timeline "
@@ -170,7 +187,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         inputs = pathlib.Path(tmp) / "inputs"
         inputs.mkdir()
         with ThreadPoolExecutor(os.cpu_count()) as pool:  # inputs only: not timed
-            list(pool.map(lambda i: write_test_video(inputs / f"video{i:03d}.mp4", height, width, shots=3,
+            list(pool.map(lambda i: write_test_video(inputs / f"video{i:03d}.mp4", height, width,
+                                                     shots=shots_in_video(i, args.lengths),
                                                      frames_per_shot=int(seconds_per_shot * 24), seed=i),
                           range(videos)))
         sources = sorted(str(p) for p in inputs.iterdir())
@@ -219,14 +237,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
                "cpu_seconds": {"driver": pipeline_cpu[median],
                                "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
-               "cores": os.cpu_count(), "stop_before": args.stop_before}
+               "cores": os.cpu_count(), "stop_before": args.stop_before, "lengths": args.lengths}
     baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
                 "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": decode_cpu}
     if timeline is not None:
         metrics["timeline"] = timeline
     ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before)
+    name = result_name(args.executor, args.stop_before, args.lengths)
     path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
     if timeline is not None:
         plot(timeline, path.with_name(f"{name}_timeline.png"),

@@ -77,6 +77,15 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("ray", None) == "curation_pipeline_ray"
     assert result_name("local", "encode") == "curation_pipeline_stop_before_encode"
     assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
+    assert result_name("local", None, "mixed") == "curation_pipeline_mixed_lengths"
+
+
+def test_mixed_lengths_keep_the_frames_of_uniform_ones(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.curation_pipeline import shots_in_video
+
+    mixed = [shots_in_video(i, "mixed") for i in range(48)]
+    assert sorted(set(mixed)) == [2, 3, 4] and sum(mixed) == sum(shots_in_video(i, "uniform") for i in range(48))
 
 
 def test_ray_runs_default_to_a_worker_per_core_of_the_whole_machine(monkeypatch):
