@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,12 @@ def _check_paths(cfg: CurateConfig) -> None:
 def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None = None) -> CurationSummary:
     """Curate every video under cfg.input into WebDataset shards under cfg.output. `stages` replaces
     `processing_stages(cfg)` (the pipeline benchmark's ablations swap one stage out)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A script without a main guard, imported again by multiprocessing to start the encoder
+        # processes (the flag multiprocessing itself checks before starting processes): curating
+        # here would open the same output beside the run that started them.
+        raise RuntimeError("curate() was called while multiprocessing imported the main script for a "
+                           "worker process: call it under `if __name__ == '__main__':`")
     _check_paths(cfg)
     start = time.perf_counter()
     if cfg.part_count > 1:  # this process's part writes an output of its own

@@ -9,7 +9,8 @@ stage's wall seconds and its thread's CPU seconds go into `task.timings` (as `na
 a timeline recording, each call is also a span named after the stage), a stage that declares a GPU
 runs on its worker thread's own CUDA stream (so no stage can queue on the legacy default stream,
 which stalls every decoder of the process), and an exception marks the task failed with the stage
-named in the reason instead of stopping the run.
+named in the reason instead of stopping the run (except a `RunFault`, the environment's, which
+stops it).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from curator.config import CurateConfig
+from curator.errors import RunFault
 from curator.tasks import FAILED, Task
 from curator.tracing import span
 from curator.video.backend import worker_stream
@@ -74,6 +76,8 @@ class Stage:
         try:
             with span(self.name), self._stream():
                 out = self.process(task)
+        except RunFault:
+            raise  # the run's fault, not this input's: stop, leaving the input unfinished
         except Exception as exc:  # noqa: BLE001 - a bad input must never stop the run: record it, go on
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")

@@ -18,9 +18,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from curator.errors import RunFault
 from curator.video import pyav_io
 
 # Encoder processes yield the cores to the curating process when they are short: a decode thread
@@ -75,6 +77,10 @@ class EncodePool:
             with os.fdopen(fd, "wb") as f:
                 np.ascontiguousarray(planes).tofile(f)
             return self._pool.submit(_encode_file, path, planes.shape, fps, crf, preset, threads).result()
+        except BrokenProcessPool as exc:
+            raise RunFault(f"the encoder processes died ({exc}); if a script calls curate(), call it under "
+                           "`if __name__ == '__main__':`, since each encoder process first imports the main "
+                           "module") from exc
         finally:
             os.unlink(path)
 

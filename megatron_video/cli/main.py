@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"mvideo: unknown subcommand '{command}'\n\n{USAGE}", file=sys.stderr)
         return 2
+    from curator.errors import RunFault
     from megatron_video.config import ConfigError
     from megatron_video.config.loader import load_config
     from megatron_video.training.environment import setup_logging
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mvideo {command}: {err}", file=sys.stderr)
         return 2
+    except RunFault as err:  # the environment's fault, named with its fix; the run resumes once fixed
+        print(f"mvideo {command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 
 from curator.config import CurateConfig
 from curator.executors import thread_limits
+from curator.ledger import Ledger
 from curator.run import curate
 from curator.stages.encode import EncodeStage
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
@@ -60,6 +61,29 @@ def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
     status, clips = out.stdout.strip().rsplit(" ", 1)
     assert status == "{'done': 1}" and int(clips) > 0, out.stderr[-2000:]
     assert "encode-in-threads" in out.stderr
+
+
+
+def test_a_script_without_a_main_guard_stops_with_the_cure_and_records_nothing(footage, tmp_path):
+    """Each encoder process imports the main script first; unguarded, its curate() call would run
+    again there. It refuses, and the run that started the processes stops naming the fix, its input
+    left unfinished (not failed) for the rerun."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(footage / "cup.mp4", inputs)
+    script = tmp_path / "unguarded.py"
+    script.write_text("from curator.config import CurateConfig\n"
+                      "from curator.run import curate\n"
+                      f"curate(CurateConfig(input={str(inputs)!r}, output={str(tmp_path / 'out')!r}, workers=2, "
+                      "device='cpu'), progress=False)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False,
+                         cwd=pathlib.Path(__file__).parents[2])
+    assert out.returncode != 0
+    assert "RunFault" in out.stderr and "if __name__ == '__main__':" in out.stderr
+    assert "curate() was called while multiprocessing imported the main script" in out.stderr
+    ledger = Ledger(str(tmp_path / "out" / "ledger.sqlite"))
+    assert ledger.status_counts() == {}
+    ledger.close()
 
 
 @pytest.mark.parametrize(("executor", "threads", "processes"), [

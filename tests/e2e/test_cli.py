@@ -67,3 +67,18 @@ def test_wrong_types_name_the_section_and_key():
     with pytest.raises(ConfigError) as err:
         load_config("demo", ["parallel.sequential_parallel=true"])
     assert "parallel.sequential_parallel" in str(err.value)
+
+
+def test_a_run_fault_ends_the_command_with_its_message_not_a_traceback(monkeypatch, capsys, tmp_path):
+    from curator.errors import RunFault
+    from megatron_video.cli import curate as curate_command
+    from megatron_video.cli.main import main
+
+    def fault(cfg):
+        raise RunFault("the encoder processes died; call curate() under a main guard")
+
+    monkeypatch.setattr(curate_command, "run", fault)
+    assert main(["curate", f"input={ROOT / 'data' / 'samples'}", f"output={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    assert "mvideo curate: the encoder processes died; call curate() under a main guard" in err
+    assert "Traceback" not in err
