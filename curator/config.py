@@ -12,7 +12,7 @@ from megatron_video.config import require
 EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")
 NEMO_BACKENDS = ("ray_actor_pool", "xenna", "ray_data")
-RAY_ACTOR_SCOPES = ("job", "stage")
+RAY_ACTOR_SCOPES = ("job", "stage", "pipeline")
 
 
 @dataclass
@@ -40,9 +40,10 @@ class CurateConfig:
     part_index: int = 0
     part_count: int = 1
     # What one actor runs, in the Ray runner and as one NeMo Curator stage: "job", a video's stages
-    # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), or "stage",
+    # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), "stage",
     # one stage each, scaled one by one (a video's frames cross the object store at every stage:
-    # the Ray runner took 3.4x as long on one H200, BENCHMARKS.md).
+    # the Ray runner took 3.4x as long on one H200, BENCHMARKS.md), or "pipeline", every stage: in
+    # the Ray runner, one actor per GPU running the local executor's threads on batches of inputs.
     ray_actor_scope: str = "job"
     device: str = "auto"
     clips_per_shard: int = 64

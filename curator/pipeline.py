@@ -49,7 +49,9 @@ def job_stages(stages: list[Stage]) -> tuple[list[Stage], list[Stage]]:
 
 def actor_jobs(stages: list[Stage], scope: str) -> list[list[Stage]]:
     """What each actor of a cluster executor runs, by `curate.ray_actor_scope`: a job's stages
-    ("job"), or one stage ("stage")."""
+    ("job"), one stage ("stage"), or all of them ("pipeline")."""
+    if scope == "pipeline":
+        return [list(stages)]
     return [job for job in job_stages(stages) if job] if scope == "job" else [[stage] for stage in stages]
 
 

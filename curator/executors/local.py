@@ -44,14 +44,16 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
     for stage in stages:
         stage.setup()
     try:
-        _run(cfg, sources, stages, writer, progress)
+        run_jobs(cfg, sources, stages, writer, progress)
     finally:
         for stage in stages:
             stage.close()
 
 
-def _run(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
-         progress: RunProgress) -> None:
+def run_jobs(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
+             progress: RunProgress) -> None:
+    """`sources` through stages already set up, every finished or rejected task to `writer.process`
+    (the Ray runner's pipeline actors run this on each batch they are given)."""
     video_stages, clip_stages = job_stages(stages)
 
     def run(stage_list: list[Stage], task: Task) -> list[Task]:

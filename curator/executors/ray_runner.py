@@ -235,9 +235,14 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     import ray
 
     _start_ray(cfg)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if cfg.ray_actor_scope == "pipeline":
+        from curator.executors.ray_pipelines import run_pipelines
+
+        run_pipelines(cfg, sources, stages, writer, progress, nodes)
+        return
     jobs = actor_jobs(stages, cfg.ray_actor_scope)
     budget = max(cfg.workers, len(jobs))
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     node_gpus = [node.get("GPU", 0.0) for node in nodes]
     cpus_per_actor = actor_cpus([node.get("CPU", 0.0) for node in nodes], budget)
     caps = nvdec_caps(jobs, cfg, sum(node_gpus))

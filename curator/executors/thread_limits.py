@@ -11,6 +11,7 @@ torch), and the Ray runner caps OpenCV's pool when the actor starts (`ray_runner
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -43,7 +44,10 @@ def limit_this_thread(count: int) -> None:
 def limited_library_threads(count: int) -> Iterator[None]:
     """The process-wide pools (OpenCV, BLAS, torch's intra-op) capped at `count` threads while the
     block runs, then restored: a demo trains in the same process after curating."""
-    torch = sys.modules.get("torch")
+    # Only a torch already imported (a CPU run need not load it), and through `import`, which waits
+    # for another thread still importing it (the TransNetV2 loader starts at stage set-up): the
+    # half-initialised module in sys.modules has no get_num_threads yet.
+    torch = importlib.import_module("torch") if "torch" in sys.modules else None
     cv_before = cv2.getNumThreads()
     torch_before = torch.get_num_threads() if torch is not None else None
     cv2.setNumThreads(count)

@@ -222,6 +222,19 @@ def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make
     assert len(killed) == 2
 
 
+
+def test_pipeline_actors_spread_one_per_node_without_gpus(two_node_ray, two_videos, make_config, read_shards,
+                                                          tmp_path, caplog):
+    import ray
+
+    with caplog.at_level(logging.INFO, logger="curator.executors.ray_pipelines"):
+        ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", ray_actor_scope="pipeline"),
+                         progress=False)
+    assert ray_run.inputs_by_status == {"done": 2} and ray_run.clips_written > 0
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-nodes ")]
+    actors_per_node = ast.literal_eval(line.split("actors_per_node=", 1)[1])
+    assert actors_per_node == {node["NodeID"]: 1 for node in ray.nodes()}
+
 def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
     from nemo_curator.backends.ray_actor_pool import RayActorPoolExecutor
     from nemo_curator.pipeline import Pipeline
@@ -246,6 +259,7 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
 @pytest.mark.parametrize(("scope", "names"), [
     ("job", ["probe+decode+shots+clip_length", "crop+resize+encode"]),
     ("stage", ["probe", "decode", "shots", "clip_length", "crop", "resize", "encode"]),
+    ("pipeline", ["probe+decode+shots+clip_length+crop+resize+encode"]),
 ])
 def test_nemo_curator_stages_group_the_pipeline_as_the_ray_runner_does(scope, names):
     from curator.executors.nemo import nemo_pipeline
@@ -264,3 +278,25 @@ def test_curate_through_nemo_curator_matches_local(two_videos, make_config, read
     assert nemo.inputs_by_status == local.inputs_by_status
     assert sorted(k for k, _, _ in read_shards(tmp_path / "nemo")) == sorted(
         k for k, _, _ in read_shards(tmp_path / "local"))
+
+
+def test_pipeline_actors_take_one_gpu_each_and_its_share_of_the_poorest_nodes_cores():
+    from curator.executors.ray_pipelines import pipeline_slots
+
+    assert pipeline_slots([{"CPU": 32.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}]) == (4, 8.0, 1.0)
+    assert pipeline_slots([{"CPU": 4.0}, {"CPU": 8.0}]) == (2, 4.0, 0.0)  # no GPUs: one per node
+    assert pipeline_slots([{"CPU": 1.0, "GPU": 2.0}]) == (2, 1.0, 1.0)  # never less than a core
+
+
+def test_pipeline_actors_write_the_same_clips_as_the_local_executor(two_videos, make_config, read_shards, tmp_path,
+                                                                      caplog):
+    """Each actor runs the local executor's threads on batches of inputs; the driver writes."""
+    local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
+    with caplog.at_level(logging.INFO, logger="curator.executors.ray_pipelines"):
+        ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", ray_actor_scope="pipeline"),
+                         progress=False)
+    assert any(r.getMessage().startswith("curate ray-pipelines actors=1 ") for r in caplog.records)
+    assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
+    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0  # the actor's own encoder processes
+    local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
+    assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
