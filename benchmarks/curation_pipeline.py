@@ -121,11 +121,13 @@ def stopped_stages(cfg, stage_name: str) -> list:
     return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
 
 
-def result_name(executor: str, stop_before: str | None, lengths: str = "uniform") -> str:
+def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", ray_scope: str = "job") -> str:
     """The result file's name: the table's row is the whole pipeline on the local executor over
-    videos of one length, and no other run (the Ray runner, a pipeline cut short, mixed lengths)
-    may overwrite it."""
+    videos of one length, and no other run (the Ray runner, its actors of another scope, a pipeline
+    cut short, mixed lengths) may overwrite it."""
     name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
+    if executor == "ray" and ray_scope != "job":
+        name = f"{name}_{ray_scope}_actors"
     if lengths != "uniform":
         name = f"{name}_{lengths}_lengths"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if timeline is not None:
         metrics["timeline"] = timeline
     ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before, args.lengths)
+    name = result_name(args.executor, args.stop_before, args.lengths, cfg.ray_actor_scope)
     path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
     if timeline is not None:
         plot(timeline, path.with_name(f"{name}_timeline.png"),

@@ -52,6 +52,11 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   # shellcheck disable=SC2086
   PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
     ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
+  echo "-- benchmarks/curation_pipeline.py --executor ray --set ray_actor_scope=pipeline"
+  # One actor per GPU running the local executor (a row of its own).
+  # shellcheck disable=SC2086
+  PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
+    --set ray_actor_scope=pipeline ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
   echo "-- benchmarks/curation_pipeline.py --timeline"
   # Into a folder of its own (JSON and PNG), never over the table's row.
   # shellcheck disable=SC2086

@@ -78,6 +78,8 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("local", "encode") == "curation_pipeline_stop_before_encode"
     assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
     assert result_name("local", None, "mixed") == "curation_pipeline_mixed_lengths"
+    assert result_name("ray", None, ray_scope="pipeline") == "curation_pipeline_ray_pipeline_actors"
+    assert result_name("local", None, ray_scope="pipeline") == "curation_pipeline"  # the scope is Ray's alone
 
 
 def test_mixed_lengths_keep_the_frames_of_uniform_ones(monkeypatch):
