@@ -1,4 +1,5 @@
-"""libx264 encodes in worker processes, for the in-process executor.
+"""libx264 encodes in worker processes, for workers that are threads of one process (the local
+executor's, a threaded Ray actor's).
 
 PyAV holds the GIL through most of each frame's encode, so encodes on N threads of one process do
 not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent one-thread encodes
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -54,20 +56,57 @@ def _encode_file(path: str, shape: tuple[int, ...], fps: float, crf: int, preset
 
 
 class EncodePool:
-    """A pool of `processes` encoder processes; `encode` blocks its caller, not the others."""
+    """A pool of `processes` encoder processes; `encode` blocks its caller, not the others.
+
+    An encoder process that dies (killed for memory, a crash in the encoder) breaks the whole pool
+    and every clip in flight with it: the pool is started again once per break and each of those
+    clips is tried once more, so only a clip that breaks it twice fails (and is recorded as failed).
+    A pool whose new processes cannot start at all is the run's fault (`RunFault`)."""
 
     def __init__(self, processes: int):
+        self._processes = processes
+        self._lock = threading.Lock()
+        self._generation = 0  # pools started so far: a break is repaired once, by its first witness
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
         # Never forked from this process, which may hold a CUDA context and many threads: forked
         # from a fork server, a clean interpreter started once per process that has already imported
         # the encoder, so a pool costs one interpreter's imports, not one per encoder process
         # (16 spawned interpreters took ~0.4 CPU-seconds each, at the start of every run).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["__main__", "curator.video.encode_pool"])
-        self._pool = ProcessPoolExecutor(processes, mp_context=context, initializer=os.nice,
-                                         initargs=(ENCODER_NICENESS,))
+        pool = ProcessPoolExecutor(self._processes, mp_context=context, initializer=os.nice,
+                                   initargs=(ENCODER_NICENESS,))
         # Start the processes now, so their start overlaps the first videos' decode.
-        for _ in range(processes):
-            self._pool.submit(_started)
+        for _ in range(self._processes):
+            pool.submit(_started)
+        return pool
+
+    def _replace(self, broken_generation: int) -> None:
+        """Start a new pool in place of the broken one (unless another thread already has)."""
+        with self._lock:
+            if broken_generation != self._generation:
+                return
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            pool = self._start()
+            try:
+                pool.submit(_started).result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=False)
+                raise RunFault(f"the encoder processes cannot start ({exc}); if a script calls curate(), call it "
+                               "under `if __name__ == '__main__':`, since each encoder process first imports "
+                               "the main module") from exc
+            self._pool, self._generation = pool, self._generation + 1
+
+    def _encode_once(self, args: tuple) -> tuple[bytes, float]:
+        with self._lock:
+            pool, generation = self._pool, self._generation
+        try:
+            return pool.submit(_encode_file, *args).result()
+        except BrokenProcessPool:
+            self._replace(generation)
+            raise
 
     def encode(self, planes: np.ndarray, fps: float, crf: int, preset: str, threads: int) -> tuple[bytes, float]:
         """The MP4, and the CPU seconds the encoder process spent on it (its children are the fork
@@ -76,11 +115,14 @@ class EncodePool:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.ascontiguousarray(planes).tofile(f)
-            return self._pool.submit(_encode_file, path, planes.shape, fps, crf, preset, threads).result()
-        except BrokenProcessPool as exc:
-            raise RunFault(f"the encoder processes died ({exc}); if a script calls curate(), call it under "
-                           "`if __name__ == '__main__':`, since each encoder process first imports the main "
-                           "module") from exc
+            args = (path, planes.shape, fps, crf, preset, threads)
+            try:
+                return self._encode_once(args)
+            except BrokenProcessPool:
+                try:  # in flight when the pool broke: once more, on the new pool
+                    return self._encode_once(args)
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(f"an encoder process died twice while encoding this clip ({exc})") from exc
         finally:
             os.unlink(path)
 

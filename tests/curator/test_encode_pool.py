@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from curator.config import CurateConfig
@@ -45,6 +46,25 @@ def test_encoder_processes_run_at_a_lower_cpu_priority_than_the_curating_process
     finally:
         pool.close()
 
+
+
+def test_a_pool_whose_processes_died_starts_again_and_the_clip_is_encoded(tmp_path):
+    """An encoder process killed (for memory, by a crash) breaks the whole pool: the clips in flight
+    are tried once more on a new pool instead of failing, and the run goes on."""
+    planes = np.full((4, 48, 32), 128, dtype=np.uint8)  # 4 frames of 32x32 I420
+    pool = EncodePool(2)
+    try:
+        first, _ = pool.encode(planes, 12.0, 23, "ultrafast", 1)
+        old = list(pool._pool._processes.values())
+        for process in old:
+            process.kill()
+        for process in old:
+            process.join(timeout=30)
+        again, _ = pool.encode(planes, 12.0, 23, "ultrafast", 1)
+        assert again == first and pool._generation == 1
+        assert not set(pool._pool._processes) & {p.pid for p in old}
+    finally:
+        pool.close()
 
 def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
     inputs = tmp_path / "inputs"
