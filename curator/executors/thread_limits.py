@@ -15,9 +15,17 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import cv2
 from threadpoolctl import threadpool_limits
+
+
+def imported(name: str) -> ModuleType | None:
+    """The module if something has started importing it, else None. Through `import`, which waits
+    for another thread still importing it (the TransNetV2 loader starts at stage set-up): the
+    half-initialised module in sys.modules may lack the very attribute wanted."""
+    return importlib.import_module(name) if name in sys.modules else None
 
 
 def available_cores() -> int:
@@ -44,10 +52,7 @@ def limit_this_thread(count: int) -> None:
 def limited_library_threads(count: int) -> Iterator[None]:
     """The process-wide pools (OpenCV, BLAS, torch's intra-op) capped at `count` threads while the
     block runs, then restored: a demo trains in the same process after curating."""
-    # Only a torch already imported (a CPU run need not load it), and through `import`, which waits
-    # for another thread still importing it (the TransNetV2 loader starts at stage set-up): the
-    # half-initialised module in sys.modules has no get_num_threads yet.
-    torch = importlib.import_module("torch") if "torch" in sys.modules else None
+    torch = imported("torch")  # a CPU run need not load it
     cv_before = cv2.getNumThreads()
     torch_before = torch.get_num_threads() if torch is not None else None
     cv2.setNumThreads(count)

@@ -69,3 +69,22 @@ def test_the_cores_shared_out_are_those_the_process_may_run_on(monkeypatch):
     monkeypatch.setattr(thread_limits.os, "cpu_count", lambda: 64)
     assert thread_limits.available_cores() == 8
     assert thread_limits.per_worker(4) == 2
+
+
+def test_a_module_another_thread_is_importing_is_waited_for(tmp_path, monkeypatch):
+    """The library caps read torch while the TransNetV2 loader thread may still be importing it."""
+    import sys
+    import threading
+
+    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.5)\nready = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loader = threading.Thread(target=__import__, args=("slow_module",))
+    loader.start()
+    while "slow_module" not in sys.modules:  # the loader is inside the import
+        pass
+    try:
+        assert thread_limits.imported("slow_module").ready
+        assert thread_limits.imported("never_imported_module") is None
+    finally:
+        loader.join()
+        sys.modules.pop("slow_module", None)
