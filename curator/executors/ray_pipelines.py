@@ -15,6 +15,7 @@ from typing import Any
 
 from curator.config import CurateConfig
 from curator.executors.local import run_jobs
+from curator.executors.ray_runner import ActorBody, log_actor_nodes
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
@@ -45,7 +46,7 @@ class _Silent:
         pass
 
 
-class _PipelineWorker:
+class _PipelineWorker(ActorBody):
     """Ray actor body: the whole pipeline on this actor's GPU and cores, set up once."""
 
     def __init__(self, cfg: CurateConfig, stages: list[Stage]):
@@ -60,20 +61,14 @@ class _PipelineWorker:
         run_jobs(self.cfg, sources, self.stages, collected, _Silent())
         return collected.tasks
 
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
 
 def pipeline_slots(nodes: list[dict[str, float]]) -> tuple[int, float, float]:
     """(actors, CPUs each, GPUs each): one actor per GPU, each with its GPU's share of the cores of
     the poorest node, so that every actor fits wherever its GPU is; one per node without GPUs."""
     gpus = [int(node.get("GPU", 0)) for node in nodes]
-    if any(gpus):
-        share = min(node.get("CPU", 0.0) / count for node, count in zip(nodes, gpus, strict=True) if count)
-        return sum(gpus), max(1.0, float(int(share))), 1.0
-    return len(nodes), max(1.0, float(int(min(node.get("CPU", 0.0) for node in nodes)))), 0.0
+    actors = gpus if any(gpus) else [1] * len(nodes)  # on each node
+    share = min(node.get("CPU", 0.0) / count for node, count in zip(nodes, actors, strict=True) if count)
+    return sum(actors), max(1.0, float(int(share))), 1.0 if any(gpus) else 0.0
 
 
 def run_pipelines(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
@@ -104,8 +99,7 @@ def run_pipelines(cfg: CurateConfig, sources: list[str], stages: list[Stage], wr
                 for task in ray.get(ref):
                     writer.process(task)
             progress.update(writer.inputs_finished, writer.clips_written)
-        nodes_used = ray.get([actor.node.remote() for actor in actors])
-        log.info("curate ray-nodes actors_per_node=%s", {n: nodes_used.count(n) for n in set(nodes_used)})
+        log_actor_nodes(actors)
     finally:
         for actor in actors:
             ray.kill(actor)

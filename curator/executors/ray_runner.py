@@ -94,7 +94,26 @@ def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[
     return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
 
 
-class _JobWorker:
+class ActorBody:
+    """What every actor of the runner answers besides its work: the node it was placed on."""
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+def log_actor_nodes(handles: list[Any]) -> None:
+    """Log how many of these actors each node holds. Asked once at the end, when the actors that ran
+    tasks are long up: asking at placement would stall the driver loop until every new actor had
+    finished its setup."""
+    import ray
+
+    nodes = ray.get([handle.node.remote() for handle in handles])
+    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
+
+
+class _JobWorker(ActorBody):
     """Ray actor body: one job's stages, set up once, called from several threads."""
 
     def __init__(self, stages: list[Stage], library_threads: int):
@@ -125,10 +144,6 @@ class _JobWorker:
                 outputs.append(out)
         return outputs
 
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
 
 @dataclass(eq=False)
@@ -302,10 +317,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                     pool.resize(target)
                 log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
             progress.update(writer.inputs_finished, writer.clips_written)
-        # Asked once at the end, when the actors that ran tasks are long up: asking at placement would
-        # stall the driver loop until every new actor had finished its setup.
-        nodes = ray.get([actor.handle.node.remote() for pool in pools for actor in pool.actors])
-        log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
+        log_actor_nodes([actor.handle for pool in pools for actor in pool.actors])
     finally:
         # Killed now rather than whenever their handles are collected: each actor is a process
         # (with a CUDA context on the GPU path) that would otherwise linger into whatever runs next,

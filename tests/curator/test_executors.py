@@ -227,7 +227,7 @@ def test_pipeline_actors_spread_one_per_node_without_gpus(two_node_ray, two_vide
                                                           tmp_path, caplog):
     import ray
 
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_pipelines"):
+    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", ray_actor_scope="pipeline"),
                          progress=False)
     assert ray_run.inputs_by_status == {"done": 2} and ray_run.clips_written > 0
