@@ -26,6 +26,10 @@ GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node reci
 whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json`, beside the
 local executor's row.
 
+`--executor parts` times one local-executor process per GPU instead, each on its part of the inputs
+and its share of the cores, as the gpu_node recipe runs them (benchmarks/part_processes.py): both
+sides run in every part at once, into `curation_pipeline_parts.json`.
+
 `--timeline` records the first timed pipeline run as a timeline (benchmarks/timeline.py): per
 0.25 s (finer for runs under 5 s), the video jobs, NVDEC calls, clip jobs, encoder calls and
 each stage's calls under way and the cores busy, in the JSON's `metrics.timeline`, drawn beside it
@@ -59,15 +63,17 @@ from curator import tracing
 from curator.video.synthetic import write_test_video
 
 
-def cores_per_gpu() -> int:
-    """This process's share of the CPU cores: all of them, or one GPU's part on a multi-GPU host."""
+def visible_gpus() -> int:
     try:
         import torch
-
-        gpus = torch.cuda.device_count()
     except ImportError:
-        gpus = 0
-    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+        return 0
+    return torch.cuda.device_count()
+
+
+def cores_per_gpu() -> int:
+    """This process's share of the CPU cores: all of them, or one GPU's part on a multi-GPU host."""
+    return max(1, (os.cpu_count() or 1) // max(1, visible_gpus()))
 
 
 def shots_in_video(index: int, lengths: str) -> int:
@@ -76,10 +82,12 @@ def shots_in_video(index: int, lengths: str) -> int:
     return 3 if lengths == "uniform" else 2 + index % 3
 
 
-def default_workers(executor: str) -> int:
-    """One per core: of the GPU's share (the local executor decodes on one GPU), or of the whole
-    machine (the Ray runner's actors spread over every GPU)."""
-    return (os.cpu_count() or 1) if executor == "ray" else cores_per_gpu()
+def default_workers(executor: str, parts: int = 1) -> int:
+    """One per core: of the GPU's share (the local executor decodes on one GPU), of the whole
+    machine (the Ray runner's actors spread over every GPU), or of one part's share (parts)."""
+    if executor == "ray":
+        return os.cpu_count() or 1
+    return max(1, (os.cpu_count() or 1) // parts) if executor == "parts" else cores_per_gpu()
 
 
 def cpu_seconds() -> float:
@@ -133,13 +141,101 @@ def result_name(executor: str, stop_before: str | None, lengths: str = "uniform"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
+def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
+                    repeats: int) -> dict:
+    """The pipeline (local executor or Ray runner) in this process, then bare decode of the same
+    files on as many threads as the pipeline decodes at once; each side warm, `repeats` times."""
+    from curator.config import CurateConfig
+    from curator.executors.local import video_threads
+    from curator.run import curate
+    from curator.video.backend import decode_range
+
+    sources = sorted(str(p) for p in inputs.iterdir())
+    warm_inputs = tmp / "warm_inputs"
+    warm_inputs.mkdir()
+    (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
+    curate(CurateConfig(input=str(warm_inputs), output=str(tmp / "warm_out"), **run_rules), progress=False)
+    runs, pipeline_cpu = [], []
+    timeline = None
+    for r in range(repeats):
+        cfg = CurateConfig(input=str(inputs), output=str(tmp / f"out{r}"), **run_rules)
+        cpu = cpu_seconds()
+        stages = stopped_stages(cfg, args.stop_before) if args.stop_before else None
+        if args.timeline and r == 0:
+            with tracing.recording() as spans, CpuSampler() as sampler:
+                start = time.perf_counter()
+                runs.append(curate(cfg, progress=False, stages=stages))
+                end = time.perf_counter()
+            # 0.25 s bins on the GPU machine's runs of seconds; finer for --quick's fraction of one.
+            timeline = summarize(spans, sampler.samples, start, end, bin_s=max(0.05, min(0.25, (end - start) / 20)))
+        else:
+            runs.append(curate(cfg, progress=False, stages=stages))
+        pipeline_cpu.append(cpu_since(cpu))
+    median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
+    summary = runs[median]
+
+    def decode_all(source: str) -> int:
+        return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
+
+    decode_all(sources[0])  # warm-up, untimed
+    decode_threads = video_threads(cfg)
+    timings = []
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), cpu_seconds()
+        with ThreadPoolExecutor(decode_threads) as pool:
+            frames = sum(pool.map(decode_all, sources))
+        timings.append((time.perf_counter() - start, cpu_since(cpu)))
+    decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
+    return {"clips": summary.clips_written, "pipeline_seconds_all": [r.wall_seconds for r in runs],
+            "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
+            "cpu_seconds": {"driver": pipeline_cpu[median],
+                            "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
+            "decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads, "decode_frames": frames,
+            "decode_cpu_seconds": decode_cpu, "timeline": timeline}
+
+
+def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
+               repeats: int) -> dict:
+    """`--executor parts`: every part's pipeline at once, then every part's bare decode at once
+    (benchmarks/part_processes.py); seconds are to the last part's finish, counts are summed."""
+    from benchmarks.part_processes import Parts
+    from curator.config import CurateConfig
+    from curator.executors.local import video_threads
+
+    spec = {"rules": run_rules, "input": str(inputs), "work": str(tmp)}
+    parts = Parts(spec, args.parts, gpus=visible_gpus())
+    try:
+        pipeline = [parts.phase("pipeline", r) for r in range(repeats)]
+        decode = [parts.phase("decode", r) for r in range(repeats)]
+    finally:
+        parts.close()
+    wall, reports = sorted(pipeline, key=lambda run: run[0])[repeats // 2]
+    decode_wall, decode_reports = sorted(decode, key=lambda run: run[0])[repeats // 2]
+    stage_seconds: dict[str, float] = {}
+    for report in reports:
+        for stage, seconds in report["stage_seconds"].items():
+            stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + seconds, 3)
+    return {"clips": sum(r["clips"] for r in reports), "pipeline_seconds_all": [round(w, 3) for w, _ in pipeline],
+            "pipeline_seconds": round(wall, 3), "stage_seconds": stage_seconds,
+            "cpu_seconds": {"driver": round(sum(r["cpu"] for r in reports), 1),
+                            "encoder_processes": round(sum(r["encoder_cpu"] for r in reports), 1)},
+            "part_seconds": [r["wall"] for r in reports],
+            "decode_seconds": round(decode_wall, 3),
+            "decode_threads": video_threads(CurateConfig(**spec["rules"])) * args.parts,
+            "decode_frames": sum(r["frames"] for r in decode_reports),
+            "decode_cpu_seconds": round(sum(r["cpu"] for r in decode_reports), 1)}
+
+
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two small videos and small clips (CPU smoke test)")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core of the GPU's share "
                         "of the machine (local), of the whole machine (ray, whose actors use every GPU)")
-    parser.add_argument("--videos", type=int, default=None, help="default: 3 per worker")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--videos", type=int, default=None, help="default: 3 per worker (of every part)")
+    parser.add_argument("--executor", choices=("local", "ray", "parts"), default="local",
+                        help="parts: one local-executor process per GPU (see benchmarks/part_processes.py)")
+    parser.add_argument("--parts", type=int, default=None, help="processes with --executor parts (default: "
+                        "one per visible GPU, at least one); --workers is then per part")
     parser.add_argument("--preset", default=None, help="curate.preset (libx264 speed/size trade-off; default: "
                         "the config's)")
     parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
@@ -157,10 +253,16 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "(default: 3 with --quick, else 1)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
+    if args.parts is None:
+        args.parts = max(1, visible_gpus()) if args.executor == "parts" else 1
+    if args.parts > 1 and args.executor != "parts":
+        parser.error("--parts is for --executor parts")
     if args.workers is None:
-        args.workers = default_workers(args.executor)
+        args.workers = default_workers(args.executor, args.parts)
     if args.timeline and args.executor != "local":
         parser.error("--timeline records this process's threads: it times the local executor only")
+    if args.stop_before and args.executor == "parts":
+        parser.error("--stop-before swaps a stage in this process: not with --executor parts")
     try:
         import av  # noqa: F401
     except ImportError:
@@ -168,23 +270,22 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         return write_result("curation_pipeline", metrics, {}, 0.0, target=0.7, results_dir=args.results_dir)
 
     from curator.config import CurateConfig
-    from curator.executors.local import video_threads
-    from curator.run import curate
-    from curator.video.backend import decode_range, use_gpu
+    from curator.video.backend import use_gpu
 
     if args.quick:
         videos, (height, width), seconds_per_shot = 2, (180, 320), 2.5
         clip_rules = {"height": 64, "width": 112, "fps": 12.0, "min_seconds": 2.0, "max_seconds": 10.0,
                       "min_frames": 24}
     else:
-        videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers, (720, 1280), 5.0
+        videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers * args.parts, (720, 1280), 5.0
         clip_rules = {}
     overrides = dict(_key_value(item) for item in args.set)
-    run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers, "executor": args.executor,
+    run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
+                 "executor": "local" if args.executor == "parts" else args.executor,
                  "encode_processes": args.encode_processes, **clip_rules, **overrides}
     if args.preset:
         run_rules["preset"] = args.preset
-    CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
+    checked = CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
     with tempfile.TemporaryDirectory() as tmp:
         inputs = pathlib.Path(tmp) / "inputs"
         inputs.mkdir()
@@ -193,66 +294,42 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                                                      shots=shots_in_video(i, args.lengths),
                                                      frames_per_shot=int(seconds_per_shot * 24), seed=i),
                           range(videos)))
-        sources = sorted(str(p) for p in inputs.iterdir())
-        warm_inputs = pathlib.Path(tmp) / "warm_inputs"
-        warm_inputs.mkdir()
-        (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-        curate(CurateConfig(input=str(warm_inputs), output=str(pathlib.Path(tmp) / "warm_out"), **run_rules),
-               progress=False)
         repeats = args.repeats or (3 if args.quick else 1)
-        runs, pipeline_cpu = [], []
-        timeline = None
-        for r in range(repeats):
-            cfg = CurateConfig(input=str(inputs), output=str(pathlib.Path(tmp) / f"out{r}"), **run_rules)
-            cpu = cpu_seconds()
-            stages = stopped_stages(cfg, args.stop_before) if args.stop_before else None
-            if args.timeline and r == 0:
-                with tracing.recording() as spans, CpuSampler() as sampler:
-                    start = time.perf_counter()
-                    runs.append(curate(cfg, progress=False, stages=stages))
-                    end = time.perf_counter()
-                # 0.25 s bins on the GPU machine's runs of seconds; finer for --quick's fraction of one.
-                timeline = summarize(spans, sampler.samples, start, end, bin_s=max(0.05, min(0.25, (end - start) / 20)))
-            else:
-                runs.append(curate(cfg, progress=False, stages=stages))
-            pipeline_cpu.append(cpu_since(cpu))
-        median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
-        summary = runs[median]
-
-        def decode_all(source: str) -> int:
-            return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
-
-        decode_all(sources[0])  # warm-up, untimed
-        decode_threads = video_threads(cfg)
-        timings = []
-        for _ in range(repeats):
-            start, cpu = time.perf_counter(), cpu_seconds()
-            with ThreadPoolExecutor(decode_threads) as pool:
-                frames = sum(pool.map(decode_all, sources))
-            timings.append((time.perf_counter() - start, cpu_since(cpu)))
-        decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
-    clips = summary.clips_written
+        if args.executor == "parts":
+            timed = time_parts(args, run_rules, inputs, pathlib.Path(tmp), repeats)
+        else:
+            timed = time_in_process(args, run_rules, inputs, pathlib.Path(tmp), repeats)
+    clips = timed["clips"]
     metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "executor": args.executor,
-               "workers": args.workers, "max_in_flight": cfg.max_in_flight, "encode_processes": cfg.encode_processes,
-               "preset": cfg.preset, "overrides": overrides, "repeats": repeats, "pipeline_seconds_all": [r.wall_seconds for r in runs],
-               "gpu": use_gpu(cfg.device), "pipeline_seconds": round(summary.wall_seconds, 3),
-               "pipeline_clips_per_s": round(clips / summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
-               "cpu_seconds": {"driver": pipeline_cpu[median],
-                               "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
+               "workers": args.workers, "max_in_flight": checked.max_in_flight,
+               "encode_processes": checked.encode_processes, "preset": checked.preset, "overrides": overrides,
+               "repeats": repeats, "pipeline_seconds_all": timed["pipeline_seconds_all"], "gpu": use_gpu(checked.device),
+               "pipeline_seconds": timed["pipeline_seconds"],
+               "pipeline_clips_per_s": round(clips / timed["pipeline_seconds"], 3),
+               "stage_seconds": timed["stage_seconds"], "cpu_seconds": timed["cpu_seconds"],
                "cores": os.cpu_count(), "stop_before": args.stop_before, "lengths": args.lengths}
-    baseline = {"decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads,
-                "decode_frames": frames, "decode_clips_per_s": round(clips / decode_seconds, 3),
-                "cpu_seconds": decode_cpu}
+    if args.executor == "parts":
+        metrics.update(parts=args.parts, part_seconds=timed["part_seconds"])
+    decode_seconds = timed["decode_seconds"]
+    baseline = {"decode_seconds": decode_seconds, "decode_threads": timed["decode_threads"],
+                "decode_frames": timed["decode_frames"], "decode_clips_per_s": round(clips / decode_seconds, 3),
+                "cpu_seconds": timed["decode_cpu_seconds"]}
+    timeline = timed.get("timeline")
     if timeline is not None:
         metrics["timeline"] = timeline
-    ratio = decode_seconds / summary.wall_seconds if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before, args.lengths, cfg.ray_actor_scope)
+    ratio = decode_seconds / timed["pipeline_seconds"] if clips or args.stop_before else 0.0
+    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope)
     path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
     if timeline is not None:
         plot(timeline, path.with_name(f"{name}_timeline.png"),
-             f"{name}: {videos} videos, {clips} clips, {runs[0].wall_seconds:.2f} s (first timed run)")
+             f"{name}: {videos} videos, {clips} clips, {timed['pipeline_seconds_all'][0]:.2f} s (first timed run)")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--part-child"]:  # one process of --executor parts, started by time_parts
+        from benchmarks.part_processes import child_main
+
+        child_main(sys.argv[2])
+    else:
+        main()

@@ -41,7 +41,7 @@ python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=import
 
 echo "== benchmarks"
 [ "${GPU_CHECK_SKIP_BENCH:-0}" = 1 ] || for bench in benchmarks/*.py; do
-  case "$(basename "$bench")" in common.py|__init__.py|report.py) continue ;; esac
+  case "$(basename "$bench")" in common.py|__init__.py|report.py|timeline.py|part_processes.py) continue ;; esac
   echo "-- $bench"
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
   python3 "$bench" ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
@@ -57,6 +57,11 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   # shellcheck disable=SC2086
   PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
     --set ray_actor_scope=pipeline ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
+  echo "-- benchmarks/curation_pipeline.py --executor parts"
+  # One local-executor process per GPU on its part of the inputs (the gpu_node recipe; a row of its own).
+  # shellcheck disable=SC2086
+  python3 benchmarks/curation_pipeline.py --executor parts ${BENCH_ARGS:-} 2>&1 | tail -n 5 \
+    | tee -a "$out/benchmarks.log" || status=1
   echo "-- benchmarks/curation_pipeline.py --timeline"
   # Into a folder of its own (JSON and PNG), never over the table's row.
   # shellcheck disable=SC2086

@@ -141,3 +141,32 @@ def test_curation_benchmark_draws_the_first_runs_timeline(tmp_path):
                           "--executor", "ray", "--results-dir", str(tmp_path / "ray")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert ray.returncode != 0 and "local executor only" in ray.stderr and not (tmp_path / "ray").exists()
+
+
+def test_parts_run_one_process_per_part_over_all_the_inputs(tmp_path):
+    """`--executor parts` curates the same clips as one process (6 from the quick run's two videos),
+    split over two part processes that both report, and decodes the same frames for its baseline."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick",
+                          "--executor", "parts", "--parts", "2", "--repeats", "1", "--results-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "curation_pipeline_parts.json").read_text())
+    metrics = result["metrics"]
+    assert metrics["clips"] == 6 and metrics["parts"] == 2 and metrics["workers"] == 1
+    assert len(metrics["part_seconds"]) == 2 and all(s > 0 for s in metrics["part_seconds"])
+    assert max(metrics["part_seconds"]) <= metrics["pipeline_seconds"]  # the clock stops at the last part
+    assert result["baseline"]["decode_frames"] == 2 * 3 * 60 and 0 < result["ratio"] < 10
+    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick",
+                              "--parts", "2", "--results-dir", str(tmp_path / "refused")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0 and "--executor parts" in refused.stderr
+
+
+def test_parts_get_equal_contiguous_core_shares(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.part_processes import core_shares
+
+    assert core_shares(list(range(8)), 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert core_shares([2, 3, 5, 7, 11], 2) == [[2, 3], [5, 7]]  # the odd core out stays idle
+    with pytest.raises(ValueError, match="at least one core each"):
+        core_shares([0], 2)
