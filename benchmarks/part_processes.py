@@ -19,16 +19,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from curator.executors.thread_limits import core_shares
+
 PREFIX = "PART "
-
-
-def core_shares(cores: list[int], parts: int) -> list[list[int]]:
-    """`cores` split into `parts` contiguous runs of equal length (the remainder left idle), as
-    `srun --cpus-per-task` hands them out."""
-    per = len(cores) // parts
-    if per == 0:
-        raise ValueError(f"{parts} parts need at least one core each; this process has {len(cores)}")
-    return [cores[i * per:(i + 1) * per] for i in range(parts)]
 
 
 class Parts:
@@ -73,7 +66,7 @@ class Parts:
 def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
-    os.sched_setaffinity(0, spec["cores"])  # before any library starts its threads
+    os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
     from curator.config import CurateConfig
     from curator.executors.local import video_threads
     from curator.run import curate

@@ -16,11 +16,17 @@ pools run, the libraries' own thread pools are capped to the cores each worker t
 """
 from __future__ import annotations
 
+import threading
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from curator.config import CurateConfig
-from curator.executors.thread_limits import limit_this_thread, limited_library_threads, per_worker
+from curator.executors.thread_limits import (
+    limit_this_thread,
+    limited_library_threads,
+    per_worker,
+)
 from curator.pipeline import job_stages, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -39,28 +45,60 @@ def video_threads(cfg: CurateConfig) -> int:
     return min(cfg.workers, cfg.nvdec_sessions) if use_gpu(cfg.device) else cfg.workers
 
 
+class SourceFeed:
+    """The inputs `run_jobs` takes videos from: all given up front, or put in batches while it runs
+    (a Ray pipeline actor feeds the batches its driver sends into one long run, so no batch waits
+    for the previous one's last encodes). `run_jobs` returns once the feed is closed and empty and
+    everything taken from it is finished."""
+
+    def __init__(self, sources: Iterable[str] = (), closed: bool = True) -> None:
+        self._sources = deque(sources)
+        self._closed = closed
+        self._changed = threading.Condition()
+
+    def put(self, sources: Iterable[str]) -> None:
+        with self._changed:
+            self._sources.extend(sources)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def take(self) -> str | None:
+        """The next input if one is waiting (never blocks)."""
+        with self._changed:
+            return self._sources.popleft() if self._sources else None
+
+    def wait(self) -> bool:
+        """Block until an input is waiting (True) or the feed is closed and empty (False)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._sources or self._closed)
+            return bool(self._sources)
+
+
 def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
               progress: RunProgress) -> None:
     for stage in stages:
         stage.setup()
     try:
-        run_jobs(cfg, sources, stages, writer, progress)
+        run_jobs(cfg, SourceFeed(sources), stages, writer, progress)
     finally:
         for stage in stages:
             stage.close()
 
 
-def run_jobs(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
-             progress: RunProgress) -> None:
-    """`sources` through stages already set up, every finished or rejected task to `writer.process`
-    (the Ray runner's pipeline actors run this on each batch they are given)."""
+def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: ShardWriterStage,
+             progress: RunProgress, finished: Callable[[str], None] | None = None) -> None:
+    """The feed's inputs through stages already set up, every finished or rejected task to
+    `writer.process`; `finished(source)` once nothing of an input is left to run."""
     video_stages, clip_stages = job_stages(stages)
 
     def run(stage_list: list[Stage], task: Task) -> list[Task]:
         with span("video_job" if isinstance(task, VideoTask) else "clip_job"):
             return list(run_depth_first(stage_list, task))
 
-    videos = deque(sources)
     clips: deque[ClipTask] = deque()
     running: dict[Future, tuple[str, bool]] = {}
     outstanding: Counter[str] = Counter()
@@ -79,11 +117,18 @@ def run_jobs(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer:
     with limited_library_threads(threads), \
             ThreadPoolExecutor(video_workers, thread_name_prefix="curate-video", **limits) as video_pool, \
             ThreadPoolExecutor(cfg.workers, thread_name_prefix="curate-clip", **limits) as clip_pool:
-        while videos or clips or running:
+        while True:
             while clips and busy(video_jobs=False) < cfg.workers + 1:
                 submit(clip_pool, clip_stages, clips.popleft(), is_video_job=False)
-            while videos and busy(video_jobs=True) < video_workers + 1 and len(outstanding) < cfg.max_in_flight:
-                submit(video_pool, video_stages, VideoTask(source=videos.popleft()), is_video_job=True)
+            while busy(video_jobs=True) < video_workers + 1 and len(outstanding) < cfg.max_in_flight:
+                source = feed.take()
+                if source is None:
+                    break
+                submit(video_pool, video_stages, VideoTask(source=source), is_video_job=True)
+            if not running:  # queued clips always have a job running, so there is nothing left
+                if feed.wait():
+                    continue
+                break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
                 source, is_video_job = running.pop(future)
@@ -95,4 +140,6 @@ def run_jobs(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer:
                         writer.process(task)
                 if outstanding[source] <= 0 and not any(c.source == source for c in clips):
                     del outstanding[source]
+                    if finished is not None:
+                        finished(source)
             progress.update(writer.inputs_finished, writer.clips_written)

@@ -37,6 +37,15 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def core_shares(cores: list[int], parts: int) -> list[list[int]]:
+    """`cores` split into `parts` contiguous runs of equal length (the remainder left idle), as
+    `srun --cpu-bind=cores` hands them to one process per GPU."""
+    per = len(cores) // parts
+    if per == 0:
+        raise ValueError(f"{parts} parts need at least one core each; this process has {len(cores)}")
+    return [cores[i * per:(i + 1) * per] for i in range(parts)]
+
+
 def per_worker(workers: int) -> int:
     """Library threads each of `workers` concurrent workers may use: the cores shared out."""
     return max(1, available_cores() // workers)

@@ -161,12 +161,3 @@ def test_parts_run_one_process_per_part_over_all_the_inputs(tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0 and "--executor parts" in refused.stderr
 
-
-def test_parts_get_equal_contiguous_core_shares(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT))
-    from benchmarks.part_processes import core_shares
-
-    assert core_shares(list(range(8)), 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert core_shares([2, 3, 5, 7, 11], 2) == [[2, 3], [5, 7]]  # the odd core out stays idle
-    with pytest.raises(ValueError, match="at least one core each"):
-        core_shares([0], 2)

@@ -300,3 +300,64 @@ def test_pipeline_actors_write_the_same_clips_as_the_local_executor(two_videos, 
     assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0  # the actor's own encoder processes
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
+
+
+@pytest.fixture
+def ray_with_two_fake_gpus():
+    """A local Ray instance declaring two GPUs on this CPU machine (Ray hands GPU ids out by count)."""
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_pipeline_actors_pin_themselves_to_their_gpus_share_of_the_cores(ray_with_two_fake_gpus):
+    """As `srun --cpu-bind` does for one process per GPU: actor on GPU i runs on the i-th run of cores."""
+    import os
+
+    from curator.executors.ray_pipelines import pin_to_gpu_share
+    from curator.executors.thread_limits import core_shares
+
+    ray = ray_with_two_fake_gpus
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to share out")
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    class Pinned:
+        def cores(self):
+            pin_to_gpu_share()
+            return int(ray.get_gpu_ids()[0]), sorted(os.sched_getaffinity(0))
+
+    actors = [Pinned.remote() for _ in range(2)]
+    got = dict(ray.get([actor.cores.remote() for actor in actors]))
+    shares = core_shares(sorted(os.sched_getaffinity(0)), 2)
+    assert got == {0: shares[0], 1: shares[1]}
+
+
+def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_videos, tmp_path):
+    """The actor's one executor stops on a RunFault (a fault of the environment): the waiting batch
+    and every later one raise it instead of waiting forever."""
+    import ray
+
+    from curator.errors import RunFault
+    from curator.executors.ray_pipelines import _PipelineWorker
+    from curator.pipeline import processing_stages
+    from curator.stages.base import Stage
+
+    class Broken(Stage):
+        name = "probe"
+
+        def process(self, task):
+            raise RunFault("encoder processes cannot start")
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=1, include_dashboard=False)
+    cfg = make_config(two_videos, tmp_path / "out")
+    worker = _PipelineWorker(cfg, [Broken(cfg), *processing_stages(cfg)[1:]])
+    sources = sorted(str(p) for p in two_videos.iterdir())
+    with pytest.raises(RunFault, match="cannot start"):
+        worker.run(sources[:1])
+    with pytest.raises(RunFault, match="cannot start"):
+        worker.run(sources[1:])

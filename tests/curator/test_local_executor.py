@@ -43,3 +43,62 @@ def test_the_nvdec_path_decodes_at_most_nvdec_sessions_videos_at_once(make_confi
                      progress=False)
     assert summary.inputs_by_status == {"done": 6}
     assert peak[0] == 2
+
+
+def test_run_jobs_takes_inputs_put_into_its_feed_while_it_runs(make_config, tmp_path):
+    """A Ray pipeline actor keeps one executor running and puts each batch into its feed: inputs put
+    while it runs are curated by the same run, each reported finished once, and the run ends only
+    when the feed is closed and everything is done."""
+    from curator.pipeline import processing_stages
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sources = []
+    for i in range(3):
+        write_test_video(inputs / f"v{i}.mp4", 96, 128, shots=1, frames_per_shot=60, seed=i)
+        sources.append(str(inputs / f"v{i}.mp4"))
+    cfg = make_config(inputs, tmp_path / "out", workers=2)
+    stages = processing_stages(cfg)
+
+    class Collect:
+        inputs_finished = clips_written = 0
+
+        def __init__(self):
+            self.tasks = []
+
+        def process(self, task):
+            self.tasks.append(task)
+
+    class Quiet:
+        def update(self, inputs, clips):
+            pass
+
+    feed = local.SourceFeed(sources[:1], closed=False)
+    finished = []
+
+    def on_finished(source):
+        finished.append(source)
+        if len(finished) == 1:
+            feed.put(sources[1:])  # the next batch, while the run is still going
+        elif len(finished) == len(sources):
+            feed.close()
+
+    writer = Collect()
+    for stage in stages:
+        stage.setup()
+    try:
+        runner = threading.Thread(target=local.run_jobs, args=(cfg, feed, stages, writer, Quiet(), on_finished))
+        runner.start()
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+    finally:
+        for stage in stages:
+            stage.close()
+    assert sorted(finished) == sources  # each once
+    assert {task.source for task in writer.tasks} == set(sources)
+    assert all(task.ok for task in writer.tasks) and len(writer.tasks) == 3  # one clip each
+
+
+def test_a_closed_empty_feed_ends_the_run_at_once():
+    feed = local.SourceFeed(["a.mp4"])
+    assert feed.take() == "a.mp4" and feed.take() is None and feed.wait() is False

@@ -88,3 +88,13 @@ def test_a_module_another_thread_is_importing_is_waited_for(tmp_path, monkeypatc
     finally:
         loader.join()
         sys.modules.pop("slow_module", None)
+
+
+def test_core_shares_are_equal_contiguous_runs():
+    """One process (or Ray actor) per GPU gets its run of cores, as `srun --cpu-bind=cores` gives them."""
+    from curator.executors.thread_limits import core_shares
+
+    assert core_shares(list(range(8)), 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert core_shares([2, 3, 5, 7, 11], 2) == [[2, 3], [5, 7]]  # the odd core out stays idle
+    with pytest.raises(ValueError, match="at least one core each"):
+        core_shares([0], 2)
