@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         metrics["timeline"] = timeline
     ratio = decode_seconds / timed["pipeline_seconds"] if clips or args.stop_before else 0.0
     name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope)
-    path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir)
+    # The local executor decodes on one GPU; Ray's actors use every visible one, the parts one each.
+    gpus = {"local": 1, "ray": visible_gpus(), "parts": min(args.parts, visible_gpus())}[args.executor]
+    path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir, gpus=max(1, gpus))
     if timeline is not None:
         plot(timeline, path.with_name(f"{name}_timeline.png"),
              f"{name}: {videos} videos, {clips} clips, {timed['pipeline_seconds_all'][0]:.2f} s (first timed run)")

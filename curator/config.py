@@ -43,7 +43,8 @@ class CurateConfig:
     # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), "stage",
     # one stage each, scaled one by one (a video's frames cross the object store at every stage:
     # the Ray runner took 3.4x as long on one H200, BENCHMARKS.md), or "pipeline", every stage: in
-    # the Ray runner, one actor per GPU running the local executor's threads on batches of inputs.
+    # the Ray runner, one actor per GPU running the local executor's threads on batches of inputs
+    # (twice as fast as "job" on a 2 x H200 host; the cluster recipe's choice).
     ray_actor_scope: str = "job"
     device: str = "auto"
     clips_per_shard: int = 64

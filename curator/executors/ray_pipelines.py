@@ -2,9 +2,10 @@
 cluster (one per node without GPUs), each running the local executor's threads (video and clip
 pools, encoder processes) on the batches of inputs the driver hands it. Frames never leave the
 actor that decoded them; only finished clips (MP4 bytes and metadata) come back, to the driver's
-writer, which keeps the one ledger and commits shards. It is the local executor, measured 3x as
-fast as job actors on one H200 (BENCHMARKS.md), spread over a cluster with the load balanced
-batch by batch; it has not been timed on several GPUs yet.
+writer, which keeps the one ledger and commits shards. It is the local executor spread over a
+cluster, with the load balanced batch by batch: on a 2 x H200 host, 96 videos took 13.0 s and 192
+took 19.6 s (the second 96 at the pace of one local process per GPU, 6.6 s; the actors' start-up
+is the rest), against 26.4 s for 96 in job actors (BENCHMARKS.md). The cluster recipe's default.
 """
 from __future__ import annotations
 
@@ -130,18 +131,31 @@ def pipeline_slots(nodes: list[dict[str, float]]) -> tuple[int, float, float]:
     return sum(actors), max(1.0, float(int(share))), 1.0 if any(gpus) else 0.0
 
 
+def pipeline_batches(max_in_flight: int, actors: int, inputs: int) -> tuple[int, int]:
+    """(inputs one actor holds open at most, inputs per batch): `max_in_flight` shared among the
+    actors, each share in BATCHES_PER_ACTOR batches, and batches small enough that the last ones
+    spread over every actor."""
+    share = max(1, max_in_flight // actors)
+    return share, max(1, min(share // BATCHES_PER_ACTOR, -(-inputs // (actors * BATCHES_PER_ACTOR))))
+
+
 def run_pipelines(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
                   progress: RunProgress, nodes: list[dict[str, float]]) -> None:
     import ray
 
     count, cpus, gpus = pipeline_slots(nodes)
-    actor_cfg = dataclasses.replace(cfg, executor="local", workers=int(cpus))
+    share, batch = pipeline_batches(cfg.max_in_flight, count, len(sources))
+    if share < 2 * int(cpus):
+        # The local executor keeps two inputs per worker open to overlap one video's decode with
+        # another's clips; fewer leave an actor's threads waiting for the driver's next batch.
+        log.warning("curate ray-pipelines max_in_flight=%d leaves each of %d actors %d open inputs for %d workers: "
+                    "raise curate.max_in_flight to %d", cfg.max_in_flight, count, share, int(cpus),
+                    2 * int(cpus) * count)
+    actor_cfg = dataclasses.replace(cfg, executor="local", workers=int(cpus), max_in_flight=share)
     actor_class = ray.remote(_PipelineWorker)
     actors = [actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
                                   max_concurrency=BATCHES_PER_ACTOR + 1)  # + the final node() call
               .remote(actor_cfg, stages) for _ in range(count)]
-    # Batches small enough that the last ones spread over every actor, as large as max_in_flight allows.
-    batch = max(1, min(cfg.max_in_flight // count, -(-len(sources) // (count * BATCHES_PER_ACTOR))))
     pending = deque(sources)
     running: dict[Any, int] = {}
     load = [0] * count

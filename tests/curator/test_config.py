@@ -1,4 +1,5 @@
 """CurateConfig validation names the key at fault; curate() fails fast on a missing input."""
+import pathlib
 import time
 
 import pytest
@@ -33,3 +34,13 @@ def test_missing_input_fails_fast_naming_input(tmp_path):
     assert err.value.key == "input"
     assert time.perf_counter() - start < 2.0
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted((pathlib.Path(__file__).parents[2] / "recipes" / "curate").glob("*.yaml")),
+                         ids=lambda path: path.stem)
+def test_every_curation_recipe_is_a_valid_config(recipe):
+    import yaml
+
+    cfg = CurateConfig(**yaml.safe_load(recipe.read_text()))
+    if recipe.stem == "cluster":  # the measured-fast Ray scope, with room for its actors' batches
+        assert cfg.ray_actor_scope == "pipeline" and cfg.max_in_flight >= 2 * 16 * 64

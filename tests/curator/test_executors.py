@@ -361,3 +361,11 @@ def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_vide
         worker.run(sources[:1])
     with pytest.raises(RunFault, match="cannot start"):
         worker.run(sources[1:])
+
+
+def test_pipeline_actors_share_max_in_flight_in_batches():
+    from curator.executors.ray_pipelines import pipeline_batches
+
+    assert pipeline_batches(64, 2, 96) == (32, 16)  # the benchmark on 2 GPUs: 2 per worker of 16
+    assert pipeline_batches(64, 2, 8) == (32, 2)  # a short run: every actor gets two batches
+    assert pipeline_batches(3, 4, 100) == (1, 1)  # never less than one
