@@ -60,6 +60,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result
 from benchmarks.timeline import CpuSampler, plot, summarize
 from curator import tracing
+from curator.executors.thread_limits import available_cores
 from curator.video.synthetic import write_test_video
 
 
@@ -72,8 +73,8 @@ def visible_gpus() -> int:
 
 
 def cores_per_gpu() -> int:
-    """This process's share of the CPU cores: all of them, or one GPU's part on a multi-GPU host."""
-    return max(1, (os.cpu_count() or 1) // max(1, visible_gpus()))
+    """One GPU's share of the cores this process may run on (its CPU affinity: `taskset` narrows it)."""
+    return max(1, available_cores() // max(1, visible_gpus()))
 
 
 def shots_in_video(index: int, lengths: str) -> int:
@@ -86,8 +87,8 @@ def default_workers(executor: str, parts: int = 1) -> int:
     """One per core: of the GPU's share (the local executor decodes on one GPU), of the whole
     machine (the Ray runner's actors spread over every GPU), or of one part's share (parts)."""
     if executor == "ray":
-        return os.cpu_count() or 1
-    return max(1, (os.cpu_count() or 1) // parts) if executor == "parts" else cores_per_gpu()
+        return available_cores()
+    return max(1, available_cores() // parts) if executor == "parts" else cores_per_gpu()
 
 
 def cpu_seconds() -> float:
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "pipeline_seconds": timed["pipeline_seconds"],
                "pipeline_clips_per_s": round(clips / timed["pipeline_seconds"], 3),
                "stage_seconds": timed["stage_seconds"], "cpu_seconds": timed["cpu_seconds"],
-               "cores": os.cpu_count(), "stop_before": args.stop_before, "lengths": args.lengths}
+               "cores": available_cores(), "stop_before": args.stop_before, "lengths": args.lengths}
     if args.executor == "parts":
         metrics.update(parts=args.parts, part_seconds=timed["part_seconds"])
     decode_seconds = timed["decode_seconds"]

@@ -96,10 +96,23 @@ def test_ray_runs_default_to_a_worker_per_core_of_the_whole_machine(monkeypatch)
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks import curation_pipeline
 
-    monkeypatch.setattr(curation_pipeline, "cores_per_gpu", lambda: 16)
-    monkeypatch.setattr(curation_pipeline.os, "cpu_count", lambda: 32)
+    monkeypatch.setattr(curation_pipeline, "visible_gpus", lambda: 2)
+    monkeypatch.setattr(curation_pipeline, "available_cores", lambda: 32)
     assert curation_pipeline.default_workers("local") == 16
     assert curation_pipeline.default_workers("ray") == 32
+    assert curation_pipeline.default_workers("parts", parts=2) == 16
+
+
+def test_workers_follow_the_cores_this_process_may_run_on(monkeypatch):
+    """Under `taskset -c 0-15` on a 32-core host, a one-GPU run gets 16 workers, not 32 (os.cpu_count
+    counts the whole machine, and a pinned run sized from it put 32 workers on 16 cores)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import curation_pipeline
+
+    monkeypatch.setattr(curation_pipeline, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(curation_pipeline.os, "cpu_count", lambda: 32)
+    monkeypatch.setattr(curation_pipeline.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert curation_pipeline.default_workers("local") == 16
 
 
 def test_timeline_counts_what_is_under_way_and_the_busy_cores_per_bin():
