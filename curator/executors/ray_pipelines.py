@@ -18,7 +18,7 @@ from typing import Any
 
 from curator.config import CurateConfig
 from curator.executors.local import SourceFeed, run_jobs
-from curator.executors.ray_runner import ActorBody, log_actor_nodes
+from curator.executors.ray_runner import ActorBody, log_actor_nodes, stop_actors
 from curator.executors.thread_limits import core_shares
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -68,7 +68,8 @@ class _PipelineWorker(ActorBody):
         self.lock = threading.Lock()
         self.batches: dict[str, _Batch] = {}  # by input
         self.failure: BaseException | None = None
-        threading.Thread(target=self._serve, name="curate-pipeline", daemon=True).start()
+        self.serving = threading.Thread(target=self._serve, name="curate-pipeline", daemon=True)
+        self.serving.start()
 
     def _serve(self) -> None:
         try:
@@ -92,6 +93,12 @@ class _PipelineWorker(ActorBody):
             if not batch.left:
                 batch.done.set()
 
+    def close(self) -> None:
+        """Let the executor finish what it holds, then close the stages."""
+        self.feed.close()
+        self.serving.join()
+        super().close()
+
     def run(self, sources: list[str]) -> list[Task]:
         batch = _Batch(sources)
         with self.lock:
@@ -109,9 +116,8 @@ class _PipelineWorker(ActorBody):
 def pin_to_gpu_share() -> None:
     """Bind this actor to its GPU's share of the node's cores, as `srun --cpu-bind` binds one process
     per GPU: Ray places actors by CPU count but does not pin them, and the executor sizes its
-    encoders' threads from the cores it may run on (on a 2 x H200 host, two unpinned actors each
-    gave x264 twice their share: 0.31 CPU-seconds a clip against 0.21 for pinned processes). No-op
-    without a GPU, or on a node with one."""
+    encoders' and libraries' threads from the cores it may run on, so every unpinned actor of a
+    node would size them for the whole node. No-op without a GPU, or on a node with one."""
     import ray
 
     gpu_ids = ray.get_gpu_ids()
@@ -175,5 +181,4 @@ def run_pipelines(cfg: CurateConfig, sources: list[str], stages: list[Stage], wr
             progress.update(writer.inputs_finished, writer.clips_written)
         log_actor_nodes(actors)
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        stop_actors(actors)

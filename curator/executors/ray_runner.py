@@ -28,8 +28,9 @@
 - Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
   `actor_threads` tasks, so memory stays bounded however large the input is.
 The writer stays in the driver: it owns the ledger, and commits must be serial.
-When the run ends, or fails, the runner kills its actors, so their processes (and CUDA contexts)
-do not linger into what the driver runs next.
+When the run ends, or fails, the runner has its actors close their stages (encoder processes
+included) and then kills them, so no process (or CUDA context) lingers into what the driver runs
+next (`stop_actors`).
 
 Several nodes: start Ray on each node and point the driver at the head through RAY_ADDRESS; with
 it set (or with Ray already initialised in the process) the runner joins that cluster instead of
@@ -94,13 +95,40 @@ def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[
     return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
 
 
+# How long the runner waits for its actors to close their stages before it kills them anyway.
+CLOSE_TIMEOUT_S = 30.0
+
+
 class ActorBody:
-    """What every actor of the runner answers besides its work: the node it was placed on."""
+    """What every actor of the runner answers besides its work: the node it was placed on, and
+    `close` before it is killed."""
+
+    stages: list[Stage]
 
     def node(self) -> str:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+    def close(self) -> None:
+        """Close the stages (encoder processes, decoders), as the local executor does at a run's end,
+        rather than leave them to the kill that follows."""
+        for stage in self.stages:
+            stage.close()
+
+
+def stop_actors(handles: list[Any]) -> None:
+    """Let every actor close its stages (at most CLOSE_TIMEOUT_S), then kill it: killed at once
+    rather than whenever its handle is collected, since each actor is a process (with a CUDA
+    context on the GPU path) that would otherwise linger into whatever runs next, such as the
+    next curate() call in the same driver."""
+    import ray
+
+    try:
+        ray.wait([handle.close.remote() for handle in handles], num_returns=len(handles), timeout=CLOSE_TIMEOUT_S)
+    finally:
+        for handle in handles:
+            ray.kill(handle)
 
 
 def log_actor_nodes(handles: list[Any]) -> None:
@@ -179,20 +207,15 @@ class _Pool:
         return best if best is not None and best.load < self.threads else None
 
     def close(self) -> None:
-        """Kill every actor, busy or not (the run is over, or failed)."""
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor.handle)
+        """Stop every actor, busy or not (the run is over, or failed)."""
+        stop_actors([actor.handle for actor in self.actors])
         self.actors.clear()
 
     def release(self, actor: _Actor) -> None:
         """Called when `actor` has finished a task (or is retired): a retiring one that holds no more
-        tasks is killed."""
+        tasks is stopped."""
         if actor.retiring and actor.load == 0:
-            import ray
-
-            ray.kill(actor.handle)
+            stop_actors([actor.handle])
             self.actors.remove(actor)
 
 
@@ -319,8 +342,5 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
             progress.update(writer.inputs_finished, writer.clips_written)
         log_actor_nodes([actor.handle for pool in pools for actor in pool.actors])
     finally:
-        # Killed now rather than whenever their handles are collected: each actor is a process
-        # (with a CUDA context on the GPU path) that would otherwise linger into whatever runs next,
-        # such as the next curate() call in the same driver.
         for pool in pools:
             pool.close()

@@ -120,8 +120,16 @@ def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
 def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatch):
     import ray
 
-    killed = []
-    monkeypatch.setattr(ray, "kill", killed.append)
+    closed, killed = [], []
+    monkeypatch.setattr(ray, "kill", lambda handle: killed.append(handle.name))
+    monkeypatch.setattr(ray, "wait", lambda refs, **options: (refs, []))
+
+    class Handle:  # an actor handle: handle.close.remote() asks the actor to close its stages
+        def __init__(self, name):
+            self.name, self.close = name, self
+
+        def remote(self):
+            closed.append(self.name)
 
     class Actors:  # stands in for a ray.remote class: options(...).remote(...) makes a handle
         made = 0
@@ -133,7 +141,7 @@ def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatc
         @classmethod
         def remote(cls, stages, library_threads):
             cls.made += 1
-            return f"actor{cls.made}"
+            return Handle(f"actor{cls.made}")
 
     pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, threads=2)
     pool.resize(3)
@@ -148,7 +156,8 @@ def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatc
     busy.load = 1
     assert pool.free_actor() is busy
     pool.resize(2)
-    assert [a.handle for a in pool.actors] == ["actor1", "actor4"] and killed == ["actor3", "actor2"]
+    assert [a.handle.name for a in pool.actors] == ["actor1", "actor4"] and killed == ["actor3", "actor2"]
+    assert closed == killed  # every actor closes its stages before it is killed
 
 
 def test_actor_share_fits_whole_actors_on_each_node():
@@ -346,11 +355,16 @@ def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_vide
     from curator.pipeline import processing_stages
     from curator.stages.base import Stage
 
+    closed = []
+
     class Broken(Stage):
         name = "probe"
 
         def process(self, task):
             raise RunFault("encoder processes cannot start")
+
+        def close(self):
+            closed.append(self.name)
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
@@ -361,6 +375,8 @@ def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_vide
         worker.run(sources[:1])
     with pytest.raises(RunFault, match="cannot start"):
         worker.run(sources[1:])
+    worker.close()  # what the runner asks before it kills the actor: the stages are closed
+    assert closed == ["probe"]
 
 
 def test_pipeline_actors_share_max_in_flight_in_batches():
