@@ -142,6 +142,19 @@ def result_name(executor: str, stop_before: str | None, lengths: str = "uniform"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
+def bare_decode(cfg, sources: list[str]) -> int:
+    """The baseline: every frame of `sources` decoded with the pipeline's decoder, nothing else, on
+    as many threads as the pipeline decodes at once; returns the frame count."""
+    from curator.executors.local import video_threads
+    from curator.video.backend import decode_range
+
+    def decode_all(source: str) -> int:
+        return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
+
+    with ThreadPoolExecutor(video_threads(cfg)) as pool:
+        return sum(pool.map(decode_all, sources))
+
+
 def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
                     repeats: int) -> dict:
     """The pipeline (local executor or Ray runner) in this process, then bare decode of the same
@@ -149,7 +162,6 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
     from curator.config import CurateConfig
     from curator.executors.local import video_threads
     from curator.run import curate
-    from curator.video.backend import decode_range
 
     sources = sorted(str(p) for p in inputs.iterdir())
     warm_inputs = tmp / "warm_inputs"
@@ -175,23 +187,18 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
     median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
     summary = runs[median]
 
-    def decode_all(source: str) -> int:
-        return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
-
-    decode_all(sources[0])  # warm-up, untimed
-    decode_threads = video_threads(cfg)
+    bare_decode(cfg, sources[:1])  # warm-up, untimed
     timings = []
     for _ in range(repeats):
         start, cpu = time.perf_counter(), cpu_seconds()
-        with ThreadPoolExecutor(decode_threads) as pool:
-            frames = sum(pool.map(decode_all, sources))
+        frames = bare_decode(cfg, sources)
         timings.append((time.perf_counter() - start, cpu_since(cpu)))
     decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
     return {"clips": summary.clips_written, "pipeline_seconds_all": [r.wall_seconds for r in runs],
             "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
             "cpu_seconds": {"driver": pipeline_cpu[median],
                             "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
-            "decode_seconds": round(decode_seconds, 3), "decode_threads": decode_threads, "decode_frames": frames,
+            "decode_seconds": round(decode_seconds, 3), "decode_threads": video_threads(cfg), "decode_frames": frames,
             "decode_cpu_seconds": decode_cpu, "timeline": timeline}
 
 

@@ -17,7 +17,6 @@ import pathlib
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from curator.executors.thread_limits import core_shares
 
@@ -39,8 +38,13 @@ class Parts:
             child_spec = {**spec, "index": index, "count": parts, "cores": shares[index]}
             self.children.append(subprocess.Popen([sys.executable, str(script), "--part-child", json.dumps(child_spec)],
                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
-        for child in self.children:
-            self._report(child)  # "ready": warm-up done
+        try:
+            for child in self.children:
+                self._report(child)  # "ready": warm-up done
+        except BaseException:
+            for child in self.children:
+                child.kill()
+            raise
 
     def _report(self, child: subprocess.Popen) -> dict:
         for line in child.stdout:
@@ -67,10 +71,9 @@ def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
+    from benchmarks.curation_pipeline import bare_decode
     from curator.config import CurateConfig
-    from curator.executors.local import video_threads
     from curator.run import curate
-    from curator.video.backend import decode_range
 
     def report(**fields) -> None:
         print(PREFIX + json.dumps(fields), flush=True)
@@ -84,10 +87,7 @@ def child_main(spec_json: str) -> None:
     cfg = CurateConfig(input=str(warm), output=str(root / f"warm_out_{index}"), **rules)
     curate(cfg, progress=False)
 
-    def decode_all(source: str) -> int:
-        return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
-
-    decode_all(sources[0])
+    bare_decode(cfg, sources[:1])
     report(ready=True)
     for line in sys.stdin:
         name, repeat = line.split()
@@ -101,6 +101,5 @@ def child_main(spec_json: str) -> None:
                    stage_seconds=summary.stage_seconds)
         else:
             start = time.perf_counter()
-            with ThreadPoolExecutor(video_threads(cfg)) as pool:
-                frames = sum(pool.map(decode_all, sources))
+            frames = bare_decode(cfg, sources)
             report(wall=round(time.perf_counter() - start, 3), frames=frames, cpu=round(time.process_time() - cpu, 1))
