@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one run: the gpu-marked tests, every benchmark, and the demo on
-# the CUDA path. Results land in benchmarks/results/ (and in $OUT when the device tool runs it).
+# the CUDA path. Results land in benchmarks/results/ (and in $OUT/gpu_check.tar.gz when the device
+# tool runs it).
 #
 # usage: scripts/gpu_check.sh [BUNDLE_DIR]
 #   BUNDLE_DIR holds the pieces from scripts/make_gpu_bundle.sh (bundle.tar.N + SHA256); its wheels
@@ -12,6 +13,12 @@ cd "$(dirname "$0")/.." || exit 1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 out=${OUT:-benchmarks/results/gpu_check}
+if [ -n "${OUT:-}" ]; then
+  # The device tool brings back at most 8 files from $OUT (the run writes more than a dozen): there,
+  # everything goes to a work folder, packed into $OUT/gpu_check.tar.gz when the script exits.
+  out=/tmp/gpu_check
+  trap 'tar -czf "$OUT/gpu_check.tar.gz" -C "$out" .' EXIT
+fi
 mkdir -p "$out"
 status=0
 
