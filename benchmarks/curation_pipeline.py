@@ -155,19 +155,31 @@ def bare_decode(cfg, sources: list[str]) -> int:
         return sum(pool.map(decode_all, sources))
 
 
+def warm_up(rules: dict, source: str, work: pathlib.Path):
+    """One-time start-up (imports, the TransNetV2 weights, the CUDA context and NVDEC initialisation,
+    the first file reads), paid untimed: `source` curated alone into a scratch output under `work`,
+    then decoded once. Returns that run's config, whose decode settings every timed run shares."""
+    from curator.config import CurateConfig
+    from curator.run import curate
+
+    inputs = work / "warm_inputs"
+    inputs.mkdir(parents=True)
+    (inputs / pathlib.Path(source).name).symlink_to(source)
+    cfg = CurateConfig(input=str(inputs), output=str(work / "warm_out"), **rules)
+    curate(cfg, progress=False)
+    bare_decode(cfg, [source])
+    return cfg
+
+
 def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
                     repeats: int) -> dict:
     """The pipeline (local executor or Ray runner) in this process, then bare decode of the same
     files on as many threads as the pipeline decodes at once; each side warm, `repeats` times."""
     from curator.config import CurateConfig
-    from curator.executors.local import video_threads
     from curator.run import curate
 
     sources = sorted(str(p) for p in inputs.iterdir())
-    warm_inputs = tmp / "warm_inputs"
-    warm_inputs.mkdir()
-    (warm_inputs / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-    curate(CurateConfig(input=str(warm_inputs), output=str(tmp / "warm_out"), **run_rules), progress=False)
+    warm_up(run_rules, sources[0], tmp)
     runs, pipeline_cpu = [], []
     timeline = None
     for r in range(repeats):
@@ -187,7 +199,6 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
     median = sorted(range(repeats), key=lambda r: runs[r].wall_seconds)[repeats // 2]
     summary = runs[median]
 
-    bare_decode(cfg, sources[:1])  # warm-up, untimed
     timings = []
     for _ in range(repeats):
         start, cpu = time.perf_counter(), cpu_seconds()
@@ -198,8 +209,8 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
             "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
             "cpu_seconds": {"driver": pipeline_cpu[median],
                             "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
-            "decode_seconds": round(decode_seconds, 3), "decode_threads": video_threads(cfg), "decode_frames": frames,
-            "decode_cpu_seconds": decode_cpu, "timeline": timeline}
+            "decode_seconds": round(decode_seconds, 3), "decode_frames": frames, "decode_cpu_seconds": decode_cpu,
+            "timeline": timeline}
 
 
 def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
@@ -207,8 +218,6 @@ def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, 
     """`--executor parts`: every part's pipeline at once, then every part's bare decode at once
     (benchmarks/part_processes.py); seconds are to the last part's finish, counts are summed."""
     from benchmarks.part_processes import Parts
-    from curator.config import CurateConfig
-    from curator.executors.local import video_threads
 
     spec = {"rules": run_rules, "input": str(inputs), "work": str(tmp)}
     parts = Parts(spec, args.parts, gpus=visible_gpus())
@@ -229,7 +238,6 @@ def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, 
                             "encoder_processes": round(sum(r["encoder_cpu"] for r in reports), 1)},
             "part_seconds": [r["wall"] for r in reports],
             "decode_seconds": round(decode_wall, 3),
-            "decode_threads": video_threads(CurateConfig(**spec["rules"])) * args.parts,
             "decode_frames": sum(r["frames"] for r in decode_reports),
             "decode_cpu_seconds": round(sum(r["cpu"] for r in decode_reports), 1)}
 
@@ -278,6 +286,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         return write_result("curation_pipeline", metrics, {}, 0.0, target=0.7, results_dir=args.results_dir)
 
     from curator.config import CurateConfig
+    from curator.executors.local import video_threads
     from curator.video.backend import use_gpu
 
     if args.quick:
@@ -319,7 +328,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if args.executor == "parts":
         metrics.update(parts=args.parts, part_seconds=timed["part_seconds"])
     decode_seconds = timed["decode_seconds"]
-    baseline = {"decode_seconds": decode_seconds, "decode_threads": timed["decode_threads"],
+    # Every part decodes on as many threads as its pipeline does.
+    baseline = {"decode_seconds": decode_seconds, "decode_threads": video_threads(checked) * args.parts,
                 "decode_frames": timed["decode_frames"], "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": timed["decode_cpu_seconds"]}
     timeline = timed.get("timeline")

@@ -71,7 +71,7 @@ def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
-    from benchmarks.curation_pipeline import bare_decode
+    from benchmarks.curation_pipeline import bare_decode, warm_up
     from curator.config import CurateConfig
     from curator.run import curate
 
@@ -81,13 +81,7 @@ def child_main(spec_json: str) -> None:
     index, count, rules = spec["index"], spec["count"], spec["rules"]
     root = pathlib.Path(spec["work"])
     sources = sorted(str(p) for p in pathlib.Path(spec["input"]).iterdir())[index::count]
-    warm = root / f"warm_inputs_{index}"
-    warm.mkdir()
-    (warm / pathlib.Path(sources[0]).name).symlink_to(sources[0])
-    cfg = CurateConfig(input=str(warm), output=str(root / f"warm_out_{index}"), **rules)
-    curate(cfg, progress=False)
-
-    bare_decode(cfg, sources[:1])
+    cfg = warm_up(rules, sources[0], root / f"part_{index}")
     report(ready=True)
     for line in sys.stdin:
         name, repeat = line.split()

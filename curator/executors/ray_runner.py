@@ -173,7 +173,6 @@ class _JobWorker(ActorBody):
         return outputs
 
 
-
 @dataclass(eq=False)
 class _Actor:
     handle: Any
