@@ -113,19 +113,28 @@ class _PipelineWorker(ActorBody):
         return batch.tasks
 
 
+def gpu_core_share(cores: list[int], gpu_index: int, node_gpus: int) -> list[int]:
+    """The cores an actor on GPU `gpu_index` of a node with `node_gpus` GPUs runs on: its GPU's
+    share of `cores`, or all of them on a node with one GPU, or with fewer cores than GPUs
+    (`pipeline_slots` still gives each actor a core there, so there is no share to pin to)."""
+    if node_gpus < 2 or len(cores) < node_gpus:
+        return cores
+    return core_shares(cores, node_gpus)[gpu_index % node_gpus]
+
+
 def pin_to_gpu_share() -> None:
     """Bind this actor to its GPU's share of the node's cores, as `srun --cpu-bind` binds one process
     per GPU: Ray places actors by CPU count but does not pin them, and the executor sizes its
     encoders' and libraries' threads from the cores it may run on, so every unpinned actor of a
-    node would size them for the whole node. No-op without a GPU, or on a node with one."""
+    node would size them for the whole node. No-op for an actor without a GPU."""
     import ray
 
     gpu_ids = ray.get_gpu_ids()
+    if len(gpu_ids) != 1:
+        return
     node_id = ray.get_runtime_context().get_node_id()
     node_gpus = next(int(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["NodeID"] == node_id)
-    if len(gpu_ids) == 1 and node_gpus > 1:
-        share = core_shares(sorted(os.sched_getaffinity(0)), node_gpus)[int(gpu_ids[0]) % node_gpus]
-        os.sched_setaffinity(0, share)
+    os.sched_setaffinity(0, gpu_core_share(sorted(os.sched_getaffinity(0)), int(gpu_ids[0]), node_gpus))
 
 
 def pipeline_slots(nodes: list[dict[str, float]]) -> tuple[int, float, float]:

@@ -326,12 +326,9 @@ def test_pipeline_actors_pin_themselves_to_their_gpus_share_of_the_cores(ray_wit
     """As `srun --cpu-bind` does for one process per GPU: actor on GPU i runs on the i-th run of cores."""
     import os
 
-    from curator.executors.ray_pipelines import pin_to_gpu_share
-    from curator.executors.thread_limits import core_shares
+    from curator.executors.ray_pipelines import gpu_core_share, pin_to_gpu_share
 
     ray = ray_with_two_fake_gpus
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two cores to share out")
 
     @ray.remote(num_gpus=1, num_cpus=0)
     class Pinned:
@@ -341,8 +338,20 @@ def test_pipeline_actors_pin_themselves_to_their_gpus_share_of_the_cores(ray_wit
 
     actors = [Pinned.remote() for _ in range(2)]
     got = dict(ray.get([actor.cores.remote() for actor in actors]))
-    shares = core_shares(sorted(os.sched_getaffinity(0)), 2)
-    assert got == {0: shares[0], 1: shares[1]}
+    cores = sorted(os.sched_getaffinity(0))
+    assert got == {gpu: gpu_core_share(cores, gpu, node_gpus=2) for gpu in (0, 1)}
+    if len(cores) >= 2:  # CI's two cores: one each
+        assert got[0] != got[1]
+
+
+def test_gpu_core_shares_split_the_node_and_never_pin_to_nothing():
+    from curator.executors.ray_pipelines import gpu_core_share
+
+    cores = list(range(32))
+    assert gpu_core_share(cores, 1, node_gpus=2) == list(range(16, 32))
+    assert gpu_core_share(cores, 3, node_gpus=8) == [12, 13, 14, 15]
+    assert gpu_core_share(cores, 0, node_gpus=1) == cores  # one GPU: the whole node
+    assert gpu_core_share([0], 1, node_gpus=2) == [0]  # fewer cores than GPUs: no share to pin to
 
 
 def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_videos, tmp_path):
