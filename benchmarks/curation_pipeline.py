@@ -22,7 +22,8 @@ starts from an empty output directory, so ledger, shard and catalog writes are a
 Each side is timed `--repeats` times (3 with --quick, whose runs last a fraction of a second) and
 the medians are compared. Each side's CPU time is recorded too, this process's and the encoder
 processes' (as they report it) apart: it tells a pipeline short of cores from one waiting on the
-GPU or the GIL. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
+GPU or the GIL, and gives `metrics.cpu_ceiling_ratio`, the best ratio that much CPU time allows
+on the cores the process may use. `--executor ray` times the Ray runner instead (the gpu_node recipe's choice),
 whose actors' CPU time this process cannot see, into `curation_pipeline_ray.json`, beside the
 local executor's row.
 
@@ -39,6 +40,9 @@ as `<result>_timeline.png`. The local executor only: Ray's actors are other proc
 rejects every task, so neither it nor any stage after it does work, and the ratio is that of the
 stages before it (`curation_pipeline_stop_before_<stage>.json`, clips=0 by design). Run it next to
 the whole pipeline to see what each stage adds.
+
+`--source 1080p` makes the synthetic videos 1920x1080 instead of 1280x720
+(`curation_pipeline_1080p.json`): decoding costs more per frame, the clips' own stages the same.
 
 `--lengths mixed` makes the videos 2, 3 and 4 shots long in turn instead of 3 each (the same frames
 in all, `curation_pipeline_mixed_lengths.json`): with one length, the decoding threads run in step
@@ -102,6 +106,15 @@ def cpu_since(start: float) -> float:
     return round(cpu_seconds() - start, 1)
 
 
+def cpu_ceiling_ratio(decode_seconds: float, cpu: dict[str, float], cores: int) -> float | None:
+    """The best ratio `cores` could give with every one of them busy through the whole run: the
+    run's CPU time (this process's and the encoders') cannot be done in less than its share of the
+    cores. A measured ratio near it means the pipeline is short of cores, far below it that the
+    cores wait on something else (the GIL, the GPU, the decoding threads' pace)."""
+    total = sum(cpu.values())
+    return round(decode_seconds * cores / total, 3) if total > 0 else None
+
+
 def _key_value(item: str) -> tuple[str, object]:
     import yaml
 
@@ -130,15 +143,21 @@ def stopped_stages(cfg, stage_name: str) -> list:
     return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
 
 
-def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", ray_scope: str = "job") -> str:
+SOURCE_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
+
+
+def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", ray_scope: str = "job",
+                source: str = "720p") -> str:
     """The result file's name: the table's row is the whole pipeline on the local executor over
-    videos of one length, and no other run (the Ray runner, its actors of another scope, a pipeline
-    cut short, mixed lengths) may overwrite it."""
+    720p videos of one length, and no other run (the Ray runner, its actors of another scope, a
+    pipeline cut short, mixed lengths, 1080p sources) may overwrite it."""
     name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
     if executor == "ray" and ray_scope != "job":
         name = f"{name}_{ray_scope}_actors"
     if lengths != "uniform":
         name = f"{name}_{lengths}_lengths"
+    if source != "720p":
+        name = f"{name}_{source}"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
@@ -261,6 +280,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--lengths", choices=("uniform", "mixed"), default="uniform",
                         help="every video 3 shots long, or 2, 3 and 4 in turn (same frames in all; see "
                         "the module docstring)")
+    parser.add_argument("--source", choices=tuple(SOURCE_SIZES), default="720p",
+                        help="the synthetic videos' resolution (the clips are 352x640 either way)")
     parser.add_argument("--stop-before", choices=STOPPABLE, default=None,
                         help="time only the stages before this one (see the module docstring)")
     parser.add_argument("--timeline", action="store_true", help="record the first timed run's timeline "
@@ -294,7 +315,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         clip_rules = {"height": 64, "width": 112, "fps": 12.0, "min_seconds": 2.0, "max_seconds": 10.0,
                       "min_frames": 24}
     else:
-        videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers * args.parts, (720, 1280), 5.0
+        videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers * args.parts, SOURCE_SIZES[args.source], 5.0
         clip_rules = {}
     overrides = dict(_key_value(item) for item in args.set)
     run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
@@ -332,11 +353,13 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     baseline = {"decode_seconds": decode_seconds, "decode_threads": video_threads(checked) * args.parts,
                 "decode_frames": timed["decode_frames"], "decode_clips_per_s": round(clips / decode_seconds, 3),
                 "cpu_seconds": timed["decode_cpu_seconds"]}
+    if args.executor != "ray":  # Ray's actors spend CPU time this process cannot see
+        metrics["cpu_ceiling_ratio"] = cpu_ceiling_ratio(decode_seconds, timed["cpu_seconds"], available_cores())
     timeline = timed.get("timeline")
     if timeline is not None:
         metrics["timeline"] = timeline
     ratio = decode_seconds / timed["pipeline_seconds"] if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope)
+    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope, args.source)
     # The local executor decodes on one GPU; Ray's actors use every visible one, the parts one each.
     gpus = {"local": 1, "ray": visible_gpus(), "parts": min(args.parts, visible_gpus())}[args.executor]
     path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir, gpus=max(1, gpus))

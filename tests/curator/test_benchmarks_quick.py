@@ -21,6 +21,7 @@ def test_quick_benchmark_writes_result(name, tmp_path):
         assert result["baseline"]["pyav_fps_360p"] > 0
     else:
         assert result["metrics"]["clips"] == 6 and 0 < result["ratio"] < 10
+        assert result["metrics"]["cpu_ceiling_ratio"] > 0
 
 
 def test_curation_benchmark_takes_config_overrides_and_refuses_bad_keys(tmp_path):
@@ -80,6 +81,18 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("local", None, "mixed") == "curation_pipeline_mixed_lengths"
     assert result_name("ray", None, ray_scope="pipeline") == "curation_pipeline_ray_pipeline_actors"
     assert result_name("local", None, ray_scope="pipeline") == "curation_pipeline"  # the scope is Ray's alone
+    assert result_name("local", None, source="1080p") == "curation_pipeline_1080p"
+    assert result_name("local", None, "mixed", source="1080p") == "curation_pipeline_mixed_lengths_1080p"
+
+
+def test_cpu_ceiling_is_the_ratio_with_every_core_busy_all_run(monkeypatch):
+    """48 CPU-seconds on 16 cores take at least 3 s: against a 2.4 s bare decode, 0.8 at best."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.curation_pipeline import cpu_ceiling_ratio
+
+    assert cpu_ceiling_ratio(2.4, {"driver": 16.0, "encoder_processes": 32.0}, cores=16) == 0.8
+    assert cpu_ceiling_ratio(2.4, {"driver": 16.0, "encoder_processes": 32.0}, cores=32) == 1.6
+    assert cpu_ceiling_ratio(2.4, {"driver": 0.0, "encoder_processes": 0.0}, cores=16) is None
 
 
 def test_mixed_lengths_keep_the_frames_of_uniform_ones(monkeypatch):
