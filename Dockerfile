@@ -1,6 +1,7 @@
 # megatron-video for GPU clusters: NGC PyTorch carries CUDA, cuDNN, NCCL, Transformer Engine, apex
 # and DALI matched to its torch build, so only this project and its pure-Python needs are added.
-# Build: docker build -t megatron-video:0.1 .     Run: see slurm/ and README.md ("GPU install").
+# Build: docker build -t megatron-video:0.1 .     Run: see slurm/ and README.md ("GPU install");
+# under Docker pass --ipc=host (curation's encoder processes take clips through /dev/shm).
 FROM nvcr.io/nvidia/pytorch:25.10-py3
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -44,6 +44,9 @@ the whole pipeline to see what each stage adds.
 `--source 1080p` makes the synthetic videos 1920x1080 instead of 1280x720
 (`curation_pipeline_1080p.json`): decoding costs more per frame, the clips' own stages the same.
 
+`--inputs DIR` times the videos in DIR instead (`curation_pipeline_given_inputs.json`): your own
+footage, or one set of videos for several runs to compare.
+
 `--lengths mixed` makes the videos 2, 3 and 4 shots long in turn instead of 3 each (the same frames
 in all, `curation_pipeline_mixed_lengths.json`): with one length, the decoding threads run in step
 (a `--timeline` shows their NVDEC calls swing between ~2 and ~8 under way), which real footage of
@@ -147,10 +150,12 @@ SOURCE_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 
 def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", ray_scope: str = "job",
-                source: str = "720p") -> str:
+                source: str = "720p", given_inputs: bool = False) -> str:
     """The result file's name: the table's row is the whole pipeline on the local executor over
-    720p videos of one length, and no other run (the Ray runner, its actors of another scope, a
-    pipeline cut short, mixed lengths, 1080p sources) may overwrite it."""
+    synthetic 720p videos of one length, and no other run (the Ray runner, its actors of another
+    scope, a pipeline cut short, mixed lengths, 1080p sources, videos of the user's) may overwrite it."""
+    if given_inputs:
+        lengths, source = "uniform", "720p"  # not what made the videos: they came with --inputs
     name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
     if executor == "ray" and ray_scope != "job":
         name = f"{name}_{ray_scope}_actors"
@@ -158,6 +163,8 @@ def result_name(executor: str, stop_before: str | None, lengths: str = "uniform"
         name = f"{name}_{lengths}_lengths"
     if source != "720p":
         name = f"{name}_{source}"
+    if given_inputs:
+        name = f"{name}_given_inputs"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
@@ -282,6 +289,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "the module docstring)")
     parser.add_argument("--source", choices=tuple(SOURCE_SIZES), default="720p",
                         help="the synthetic videos' resolution (the clips are 352x640 either way)")
+    parser.add_argument("--inputs", type=pathlib.Path, default=None,
+                        help="time the videos in this directory instead of synthetic ones (your own footage, "
+                             "or one set for several runs to compare); --videos, --source and --lengths are unused")
     parser.add_argument("--stop-before", choices=STOPPABLE, default=None,
                         help="time only the stages before this one (see the module docstring)")
     parser.add_argument("--timeline", action="store_true", help="record the first timed run's timeline "
@@ -298,6 +308,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         args.workers = default_workers(args.executor, args.parts)
     if args.timeline and args.executor != "local":
         parser.error("--timeline records this process's threads: it times the local executor only")
+    if args.inputs is not None and not args.inputs.is_dir():
+        parser.error(f"--inputs {args.inputs}: not a directory")
     if args.stop_before and args.executor == "parts":
         parser.error("--stop-before swaps a stage in this process: not with --executor parts")
     try:
@@ -325,20 +337,25 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         run_rules["preset"] = args.preset
     checked = CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = pathlib.Path(tmp) / "inputs"
-        inputs.mkdir()
-        with ThreadPoolExecutor(os.cpu_count()) as pool:  # inputs only: not timed
-            list(pool.map(lambda i: write_test_video(inputs / f"video{i:03d}.mp4", height, width,
-                                                     shots=shots_in_video(i, args.lengths),
-                                                     frames_per_shot=int(seconds_per_shot * 24), seed=i),
-                          range(videos)))
+        if args.inputs:
+            inputs = args.inputs
+            videos = sum(1 for _ in inputs.iterdir())
+        else:
+            inputs = pathlib.Path(tmp) / "inputs"
+            inputs.mkdir()
+            with ThreadPoolExecutor(os.cpu_count()) as pool:  # inputs only: not timed
+                list(pool.map(lambda i: write_test_video(inputs / f"video{i:03d}.mp4", height, width,
+                                                         shots=shots_in_video(i, args.lengths),
+                                                         frames_per_shot=int(seconds_per_shot * 24), seed=i),
+                              range(videos)))
         repeats = args.repeats or (3 if args.quick else 1)
         if args.executor == "parts":
             timed = time_parts(args, run_rules, inputs, pathlib.Path(tmp), repeats)
         else:
             timed = time_in_process(args, run_rules, inputs, pathlib.Path(tmp), repeats)
     clips = timed["clips"]
-    metrics = {"clips": clips, "videos": videos, "resolution": f"{width}x{height}", "executor": args.executor,
+    metrics = {"clips": clips, "videos": videos, "executor": args.executor,
+               "inputs": str(args.inputs) if args.inputs else f"synthetic {width}x{height}",
                "workers": args.workers, "max_in_flight": checked.max_in_flight,
                "encode_processes": checked.encode_processes, "preset": checked.preset, "overrides": overrides,
                "repeats": repeats, "pipeline_seconds_all": timed["pipeline_seconds_all"], "gpu": use_gpu(checked.device),
@@ -359,7 +376,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if timeline is not None:
         metrics["timeline"] = timeline
     ratio = decode_seconds / timed["pipeline_seconds"] if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope, args.source)
+    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope, args.source,
+                       given_inputs=args.inputs is not None)
     # The local executor decodes on one GPU; Ray's actors use every visible one, the parts one each.
     gpus = {"local": 1, "ray": visible_gpus(), "parts": min(args.parts, visible_gpus())}[args.executor]
     path = write_result(name, metrics, baseline, ratio, target=0.7, results_dir=args.results_dir, gpus=max(1, gpus))

@@ -6,26 +6,25 @@ not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent 
 of 120 352x640 frames took 0.83 s against 0.21 s for one, a 4x speed-up for 16x the work. In
 processes they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
 calling thread (on the GPU where the frames are; on the CPU through OpenCV, which releases the
-GIL), and written to a temporary file that the encoder process reads: through the pool's own
-queue, every clip (40 MB at 120 x 352 x 640) would be pickled by its one feeder thread into one
-pipe, which serialised the run (measured: slower than threads). The MP4 bytes come back through
-the queue (a few hundred kB).
+GIL), and put in a shared-memory slot that the encoder process maps (curator/video/host_slots.py):
+through the pool's own queue, every clip (40 MB at 120 x 352 x 640) would be pickled by its one
+feeder thread into one pipe, which serialised the run (measured: slower than threads). The MP4
+bytes come back through the queue (a few hundred kB).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-
-import numpy as np
+from typing import Any
 
 from curator.errors import RunFault
 from curator.video import pyav_io
+from curator.video.host_slots import HostSlots, read_slot
 
 # Encoder processes yield the cores to the curating process when they are short: a decode thread
 # holding the GIL, preempted by an x264 thread, stalls every other thread of the run (one H200 with
@@ -48,10 +47,10 @@ def _started() -> bool:
     return True
 
 
-def _encode_file(path: str, shape: tuple[int, ...], fps: float, crf: int, preset: str,
+def _encode_slot(path: str, shape: tuple[int, ...], fps: float, crf: int, preset: str,
                  threads: int) -> tuple[bytes, float]:
     start = time.process_time()
-    mp4 = pyav_io.encode_i420(np.fromfile(path, dtype=np.uint8).reshape(shape), fps, crf, preset, threads)
+    mp4 = pyav_io.encode_i420(read_slot(path, shape), fps, crf, preset, threads)
     return mp4, time.process_time() - start
 
 
@@ -67,6 +66,7 @@ class EncodePool:
         self._processes = processes
         self._lock = threading.Lock()
         self._generation = 0  # pools started so far: a break is repaired once, by its first witness
+        self._slots = HostSlots()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -103,19 +103,17 @@ class EncodePool:
         with self._lock:
             pool, generation = self._pool, self._generation
         try:
-            return pool.submit(_encode_file, *args).result()
+            return pool.submit(_encode_slot, *args).result()
         except BrokenProcessPool:
             self._replace(generation)
             raise
 
-    def encode(self, planes: np.ndarray, fps: float, crf: int, preset: str, threads: int) -> tuple[bytes, float]:
-        """The MP4, and the CPU seconds the encoder process spent on it (its children are the fork
-        server's, so the caller's own resource accounting never sees them)."""
-        fd, path = tempfile.mkstemp(suffix=".i420")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.ascontiguousarray(planes).tofile(f)
-            args = (path, planes.shape, fps, crf, preset, threads)
+    def encode(self, planes: Any, fps: float, crf: int, preset: str, threads: int) -> tuple[bytes, float]:
+        """The MP4 of I420 `planes` (numpy, or a torch tensor on a GPU), and the CPU seconds the
+        encoder process spent on it (its children are the fork server's, so the caller's own
+        resource accounting never sees them)."""
+        with self._slots.holding(planes) as (path, shape):
+            args = (path, shape, fps, crf, preset, threads)
             try:
                 return self._encode_once(args)
             except BrokenProcessPool:
@@ -123,8 +121,7 @@ class EncodePool:
                     return self._encode_once(args)
                 except BrokenProcessPool as exc:
                     raise RuntimeError(f"an encoder process died twice while encoding this clip ({exc})") from exc
-        finally:
-            os.unlink(path)
 
     def close(self) -> None:
         self._pool.shutdown()
+        self._slots.close()

@@ -83,6 +83,7 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     assert result_name("local", None, ray_scope="pipeline") == "curation_pipeline"  # the scope is Ray's alone
     assert result_name("local", None, source="1080p") == "curation_pipeline_1080p"
     assert result_name("local", None, "mixed", source="1080p") == "curation_pipeline_mixed_lengths_1080p"
+    assert result_name("local", None, "mixed", given_inputs=True) == "curation_pipeline_given_inputs"
 
 
 def test_cpu_ceiling_is_the_ratio_with_every_core_busy_all_run(monkeypatch):
@@ -93,6 +94,25 @@ def test_cpu_ceiling_is_the_ratio_with_every_core_busy_all_run(monkeypatch):
     assert cpu_ceiling_ratio(2.4, {"driver": 16.0, "encoder_processes": 32.0}, cores=16) == 0.8
     assert cpu_ceiling_ratio(2.4, {"driver": 16.0, "encoder_processes": 32.0}, cores=32) == 1.6
     assert cpu_ceiling_ratio(2.4, {"driver": 0.0, "encoder_processes": 0.0}, cores=16) is None
+
+
+def test_curation_benchmark_times_the_videos_it_is_given(tmp_path):
+    from curator.video.synthetic import write_test_video
+
+    inputs = tmp_path / "mine"
+    inputs.mkdir()
+    for i in range(2):
+        write_test_video(inputs / f"v{i}.mp4", 180, 320, shots=2, frames_per_shot=60, seed=i)
+    script = str(ROOT / "benchmarks" / "curation_pipeline.py")
+    run = subprocess.run([sys.executable, script, "--quick", "--inputs", str(inputs), "--repeats", "1",
+                          "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "curation_pipeline_given_inputs.json").read_text())["metrics"]
+    assert metrics["videos"] == 2 and metrics["inputs"] == str(inputs) and metrics["clips"] == 4
+    refused = subprocess.run([sys.executable, script, "--quick", "--inputs", str(tmp_path / "nowhere")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "not a directory" in refused.stderr
 
 
 def test_mixed_lengths_keep_the_frames_of_uniform_ones(monkeypatch):
