@@ -84,9 +84,9 @@ class HostSlots:
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory or default_directory()
-        for directory in {self.directory, tempfile.gettempdir()}:  # where slots go when /dev/shm is full
-            for name in remove_stale_files(directory):
-                log.info("curate removed-stale-slot file=%s", os.path.join(directory, name))
+        for place in {self.directory, tempfile.gettempdir()}:  # where slots go when /dev/shm is full
+            for name in remove_stale_files(place):
+                log.info("curate removed-stale-slot file=%s", os.path.join(place, name))
         self._free: list[_Slot] = []
         self._all: list[_Slot] = []
         self._lock = threading.Lock()

@@ -8,7 +8,13 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from curator.video.host_slots import GRANULE, PREFIX, HostSlots, read_slot, remove_stale_files
+from curator.video.host_slots import (
+    GRANULE,
+    PREFIX,
+    HostSlots,
+    read_slot,
+    remove_stale_files,
+)
 
 
 def _checksum(path: str, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...], bool]:
@@ -88,7 +94,7 @@ def test_a_gpu_tensor_is_copied_into_a_page_locked_slot(tmp_path):
 def test_a_full_shared_memory_moves_the_slots_to_the_temporary_directory(tmp_path, monkeypatch):
     """Docker gives a container 64 MB of /dev/shm unless told otherwise: a slot that does not fit
     goes to the temporary directory instead of failing the clip."""
-    import curator.video.host_slots as host_slots
+    from curator.video import host_slots
 
     full, spare = tmp_path / "shm", tmp_path / "tmp"
     full.mkdir()
