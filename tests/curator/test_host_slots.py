@@ -76,11 +76,13 @@ def test_files_of_processes_that_no_longer_run_are_removed(tmp_path):
 
 
 @pytest.mark.gpu
-def test_a_gpu_tensor_is_copied_into_a_page_locked_slot(tmp_path):
+def test_a_gpu_tensor_is_copied_into_a_page_locked_slot():
+    """In the default directory (/dev/shm): a file on the H200 machine's /tmp could not be
+    page-locked ("invalid argument"), and its clips are staged through torch's pinned memory."""
     import torch
 
     planes = torch.randint(0, 256, (6, 96, 64), dtype=torch.uint8, device="cuda")
-    slots = HostSlots(str(tmp_path))
+    slots = HostSlots()
     try:
         with slots.holding(planes) as (path, shape):
             slot = slots._all[0]
@@ -115,3 +117,22 @@ def test_a_full_shared_memory_moves_the_slots_to_the_temporary_directory(tmp_pat
     finally:
         slots.close()
     assert os.listdir(spare) == []
+
+
+@pytest.mark.gpu
+def test_a_slot_cuda_will_not_page_lock_gets_the_clip_staged(tmp_path, monkeypatch):
+    import torch
+
+    from curator.video import host_slots
+
+    asked = []
+    monkeypatch.setattr(host_slots, "_register", lambda slot: asked.append(slot) and False)
+    planes = torch.randint(0, 256, (6, 96, 64), dtype=torch.uint8, device="cuda")
+    slots = HostSlots(str(tmp_path))
+    try:
+        for _ in range(2):
+            with slots.holding(planes) as (path, shape):
+                assert np.array_equal(read_slot(path, shape), planes.cpu().numpy())
+        assert len(asked) == 1  # refused once: not asked again
+    finally:
+        slots.close()
