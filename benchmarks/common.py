@@ -47,11 +47,13 @@ def host_gpus(visible: int) -> int:
 
 
 def _commit() -> str:
-    # A copy of the tree without its history (the GPU machine's) is told its commit by the caller.
+    """The commit the code was run at, "-dirty" when the tree differs from it. A copy of the tree
+    without its history is told its commit by the caller (MVIDEO_COMMIT): the GPU machine's copy
+    came with a stale history that named the session's first commit for code committed later."""
     if os.environ.get("MVIDEO_COMMIT"):
         return os.environ["MVIDEO_COMMIT"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
                               text=True, check=True, cwd=RESULTS_DIR.parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

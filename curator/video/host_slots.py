@@ -1,12 +1,14 @@
 """Shared host buffers that carry clips from the curating process to its encoder processes.
 
-A clip crosses as I420 (40 MB at 120 x 352 x 640). Written to a temporary file and read back, as it
-was before, it cost ~25 ms of system CPU per clip on the H200 machine (two kernel copies, and fresh
-pages in the reader), against ~0.3 CPU-seconds for the whole clip: one core in a 16-core run
-that is short of cores. A slot is a file in shared memory (/dev/shm) that both processes map. The
-GPU copies the clip straight into it (the slot is registered with CUDA as page-locked memory, so
-the copy is a DMA that costs the CPU nothing), a CPU clip is copied in once, and the encoder
-process reads the frames where they lie.
+A clip crosses as I420 (40 MB at 120 x 352 x 640). A slot is a file in shared memory (/dev/shm)
+that both processes map: the GPU copies the clip straight into it (the slot is registered with
+CUDA as page-locked memory, so the copy is a DMA that costs the CPU nothing), a CPU clip is copied
+in once, and the encoder process reads the frames where they lie. Written to a temporary file and
+read back instead, as before, a clip cost ~25 ms of system CPU (two kernel copies, and fresh pages
+in the reader; H200 machine, one process). In the whole pipeline on that machine (192 videos, 571
+clips, same inputs, 16 cores) the run's CPU time fell by ~11% (the curating process 57.7 -> 47.2
+CPU-seconds, the encoders 135.5 -> 127.2), and the wall time by 4-9% in three of five same-input
+pairs, within noise in the others (benchmarks/notes.md, tenth session).
 
 Slots are kept and reused for the rest of the run: at most one per clip being encoded at once,
 each as large as the largest clip it has held. Each file is named after the process that made

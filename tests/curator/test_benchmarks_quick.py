@@ -70,6 +70,29 @@ def test_host_gpus_counts_the_gpus_hidden_from_this_process(tmp_path, monkeypatc
     assert host_gpus(visible=1) == 1  # no nvidia-smi: what the process sees
 
 
+def test_a_result_names_a_tree_that_differs_from_its_commit_dirty(tmp_path, monkeypatch):
+    """Results are labelled with the code they ran; a copy whose files are newer than its history
+    (the GPU machine's) must not pass for that history's commit."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import common
+
+    monkeypatch.delenv("MVIDEO_COMMIT", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for command in (["init", "-q"], ["add", "code.py"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, env=env)
+    monkeypatch.setattr(common, "RESULTS_DIR", repo / "results")
+    clean = common._commit()
+    assert len(clean) == 7 and not clean.endswith("-dirty")
+    (repo / "code.py").write_text("x = 2\n")
+    assert common._commit() == f"{clean}-dirty"
+    monkeypatch.setenv("MVIDEO_COMMIT", "abc1234")
+    assert common._commit() == "abc1234"
+
+
 def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.curation_pipeline import result_name
