@@ -49,9 +49,11 @@ def remove_stale_files(directory: str) -> list[str]:
         match = re.fullmatch(re.escape(PREFIX) + r"(\d+)-\d+", name)
         if match is None or _alive(int(match.group(1))):
             continue
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(os.path.join(directory, name))
-            removed.append(name)
+        except OSError:  # gone already, or another user's
+            continue
+        removed.append(name)
     return removed
 
 
