@@ -12,7 +12,8 @@ pairs, within noise in the others (benchmarks/notes.md, tenth session).
 
 Slots are kept and reused for the rest of the run: at most one per clip being encoded at once,
 each as large as the largest clip it has held. Each file is named after the process that made
-it, so files left behind by a process that was killed are removed when the next pool starts.
+it (and its PID namespace), so files left behind by a process that was killed are removed when
+the next pool starts.
 """
 from __future__ import annotations
 
@@ -42,12 +43,27 @@ def default_directory() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+def _pid_namespace() -> int:
+    """This process's PID namespace (0 where /proc does not say): containers that share /dev/shm
+    (`--ipc=host`) each number their processes anew, so a PID is only checked within its own."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _file_name(serial: int) -> str:
+    return f"{PREFIX}{_pid_namespace()}-{os.getpid()}-{serial}"
+
+
 def remove_stale_files(directory: str) -> list[str]:
-    """Delete the slot files of processes that no longer run (killed before they could clean up)."""
+    """Delete the slot files of processes of this PID namespace that no longer run (killed before
+    they could clean up); files of other namespaces are not ours to judge."""
     removed = []
+    namespace = _pid_namespace()
     for name in os.listdir(directory):
-        match = re.fullmatch(re.escape(PREFIX) + r"(\d+)-\d+", name)
-        if match is None or _alive(int(match.group(1))):
+        match = re.fullmatch(re.escape(PREFIX) + r"(\d+)-(\d+)-\d+", name)
+        if match is None or int(match.group(1)) != namespace or _alive(int(match.group(2))):
             continue
         try:
             os.unlink(os.path.join(directory, name))
@@ -130,7 +146,7 @@ class HostSlots:
 
     def _create(self, capacity: int) -> _Slot:
         try:
-            return _create_in(self.directory, f"{PREFIX}{os.getpid()}-{next(self._names)}", capacity)
+            return _create_in(self.directory, _file_name(next(self._names)), capacity)
         except OSError as exc:
             fallback = tempfile.gettempdir()
             if self.directory == fallback:

@@ -67,12 +67,19 @@ def test_a_torch_tensor_on_the_cpu_is_put_as_it_is(tmp_path):
 
 
 def test_files_of_processes_that_no_longer_run_are_removed(tmp_path):
+    """Only in this process's PID namespace: a container sharing /dev/shm numbers its processes
+    anew, so one of its live files could carry a PID that is dead here."""
+    from curator.video.host_slots import _pid_namespace
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    for name in (f"{PREFIX}{dead}-0", f"{PREFIX}{os.getpid()}-7", "unrelated-file"):
+    here = _pid_namespace()
+    names = (f"{PREFIX}{here}-{dead}-0", f"{PREFIX}{here}-{os.getpid()}-7", f"{PREFIX}{here + 1}-{dead}-0",
+             "unrelated-file")
+    for name in names:
         (tmp_path / name).write_bytes(b"x")
-    assert remove_stale_files(str(tmp_path)) == [f"{PREFIX}{dead}-0"]
-    assert sorted(os.listdir(tmp_path)) == sorted([f"{PREFIX}{os.getpid()}-7", "unrelated-file"])
+    assert remove_stale_files(str(tmp_path)) == [names[0]]
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
 
 
 @pytest.mark.gpu
