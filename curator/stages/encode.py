@@ -76,12 +76,13 @@ class EncodeStage(Stage):
             # the host, and the conversion costs the CPU nothing. The pool copies it straight into
             # the encoder's shared memory.
             planes = rgb_to_i420(task.frames)
-            with span("encoder_call"):
-                if self.pool is not None:
-                    task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
-                    task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
-                else:
-                    task.mp4 = pyav_io.encode_i420(to_host(planes), cfg.fps, cfg.crf, cfg.preset, self.threads)
+            if self.pool is not None:  # its encoder call is timed after the copy into shared memory
+                task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
+                task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
+            else:
+                planes = to_host(planes)
+                with span("encoder_call"):
+                    task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]

@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from curator.errors import RunFault
+from curator.tracing import span
 from curator.video import pyav_io
 from curator.video.host_slots import HostSlots, read_slot
 
@@ -112,7 +113,7 @@ class EncodePool:
         """The MP4 of I420 `planes` (numpy, or a torch tensor on a GPU), and the CPU seconds the
         encoder process spent on it (its children are the fork server's, so the caller's own
         resource accounting never sees them)."""
-        with self._slots.holding(planes) as (path, shape):
+        with self._slots.holding(planes) as (path, shape), span("encoder_call"):
             args = (path, shape, fps, crf, preset, threads)
             try:
                 return self._encode_once(args)
