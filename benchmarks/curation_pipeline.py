@@ -168,6 +168,16 @@ def result_name(executor: str, stop_before: str | None, lengths: str = "uniform"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
+def input_videos(inputs: pathlib.Path, rules: dict) -> list[str]:
+    """The videos under `inputs` as the pipeline lists them (its extensions, sub-directories
+    included, sorted), so the baseline decodes what the pipeline curates, also in a directory of
+    the user's (`--inputs`) that holds other files."""
+    from curator import storage
+    from curator.config import CurateConfig
+
+    return storage.list_videos(str(inputs), CurateConfig(**rules).extensions)
+
+
 def bare_decode(cfg, sources: list[str]) -> int:
     """The baseline: every frame of `sources` decoded with the pipeline's decoder, nothing else, on
     as many threads as the pipeline decodes at once; returns the frame count."""
@@ -204,7 +214,7 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
     from curator.config import CurateConfig
     from curator.run import curate
 
-    sources = sorted(str(p) for p in inputs.iterdir())
+    sources = input_videos(inputs, run_rules)
     warm_up(run_rules, sources[0], tmp)
     runs, pipeline_cpu = [], []
     timeline = None
@@ -339,7 +349,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     with tempfile.TemporaryDirectory() as tmp:
         if args.inputs:
             inputs = args.inputs
-            videos = sum(1 for _ in inputs.iterdir())
+            videos = len(input_videos(inputs, run_rules))
         else:
             inputs = pathlib.Path(tmp) / "inputs"
             inputs.mkdir()

@@ -71,7 +71,7 @@ def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
-    from benchmarks.curation_pipeline import bare_decode, warm_up
+    from benchmarks.curation_pipeline import bare_decode, input_videos, warm_up
     from curator.config import CurateConfig
     from curator.run import curate
 
@@ -80,7 +80,7 @@ def child_main(spec_json: str) -> None:
 
     index, count, rules = spec["index"], spec["count"], spec["rules"]
     root = pathlib.Path(spec["work"])
-    sources = sorted(str(p) for p in pathlib.Path(spec["input"]).iterdir())[index::count]
+    sources = input_videos(pathlib.Path(spec["input"]), rules)[index::count]  # curate()'s share of the listing
     cfg = warm_up(rules, sources[0], root / f"part_{index}")
     report(ready=True)
     for line in sys.stdin:

@@ -123,16 +123,17 @@ def test_curation_benchmark_times_the_videos_it_is_given(tmp_path):
     from curator.video.synthetic import write_test_video
 
     inputs = tmp_path / "mine"
-    inputs.mkdir()
-    for i in range(2):
-        write_test_video(inputs / f"v{i}.mp4", 180, 320, shots=2, frames_per_shot=60, seed=i)
+    (inputs / "more").mkdir(parents=True)
+    for i, name in enumerate(("v0.mp4", "v1.mp4", "more/v2.mp4")):
+        write_test_video(inputs / name, 180, 320, shots=2, frames_per_shot=60, seed=i)
+    (inputs / "notes.txt").write_text("not a video\n")  # listed as the pipeline lists: by extension
     script = str(ROOT / "benchmarks" / "curation_pipeline.py")
     run = subprocess.run([sys.executable, script, "--quick", "--inputs", str(inputs), "--repeats", "1",
                           "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "curation_pipeline_given_inputs.json").read_text())["metrics"]
-    assert metrics["videos"] == 2 and metrics["inputs"] == str(inputs) and metrics["clips"] == 4
+    assert metrics["videos"] == 3 and metrics["inputs"] == str(inputs) and metrics["clips"] == 6
     refused = subprocess.run([sys.executable, script, "--quick", "--inputs", str(tmp_path / "nowhere")], cwd=ROOT,
                              capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "not a directory" in refused.stderr
