@@ -20,9 +20,9 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import model_benchmark_args, time_call, write_result  # noqa: E402
-from megatron_video.model import build_model, load_preset  # noqa: E402
-from megatron_video.parallel.state import ParallelConfig, init_distributed  # noqa: E402
+from benchmarks.common import model_benchmark_args, time_call, write_result
+from megatron_video.model import build_model, load_preset
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 # Kernel-name fragments, attention first: cutlass attention kernels also contain "cutlass".
 ATTENTION_KERNELS = ("flash", "fmha", "sdpa", "attention", "attn")

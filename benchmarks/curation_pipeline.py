@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         clip_rules = {"height": 64, "width": 112, "fps": 12.0, "min_seconds": 2.0, "max_seconds": 10.0,
                       "min_frames": 24}
     else:
-        videos, (height, width), seconds_per_shot = args.videos or 3 * args.workers * args.parts, SOURCE_SIZES[args.source], 5.0
+        videos, seconds_per_shot = args.videos or 3 * args.workers * args.parts, 5.0
+        height, width = SOURCE_SIZES[args.source]
         clip_rules = {}
     overrides = dict(_key_value(item) for item in args.set)
     run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
@@ -371,7 +372,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "inputs": str(args.inputs) if args.inputs else f"synthetic {width}x{height}",
                "workers": args.workers, "max_in_flight": checked.max_in_flight,
                "encode_processes": checked.encode_processes, "preset": checked.preset, "overrides": overrides,
-               "repeats": repeats, "pipeline_seconds_all": timed["pipeline_seconds_all"], "gpu": use_gpu(checked.device),
+               "repeats": repeats, "pipeline_seconds_all": timed["pipeline_seconds_all"],
+               "gpu": use_gpu(checked.device),
                "pipeline_seconds": timed["pipeline_seconds"],
                "pipeline_clips_per_s": round(clips / timed["pipeline_seconds"], 3),
                "stage_seconds": timed["stage_seconds"], "cpu_seconds": timed["cpu_seconds"],

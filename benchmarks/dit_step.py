@@ -12,9 +12,9 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import model_benchmark_args, time_call, write_result  # noqa: E402
-from megatron_video.model import build_model, load_preset, model_flops  # noqa: E402
-from megatron_video.parallel.state import ParallelConfig, init_distributed  # noqa: E402
+from benchmarks.common import model_benchmark_args, time_call, write_result
+from megatron_video.model import build_model, load_preset, model_flops
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 # Dense bf16 peak per GPU (TFLOP/s), by device name.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "B200": 2250.0, "A100": 312.0}

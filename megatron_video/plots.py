@@ -6,10 +6,10 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")  # no display on training nodes or CI
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
-def save_figure(fig: "plt.Figure", path: str | pathlib.Path, dpi: int = 100) -> pathlib.Path:
+def save_figure(fig: plt.Figure, path: str | pathlib.Path, dpi: int = 100) -> pathlib.Path:
     """Tight layout, write `path` (creating its folder), close the figure; returns the path."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ shots; TransNetV2 recovers them at 15-85 frames/s. So the neural pass reads only
 pass is doubtful: shots longer than `second_pass_long_shot_seconds` (a long "shot" often hides a
 missed gradual transition) and windows around isolated score spikes that came near the threshold
 without crossing it (a spike is a cut-like event; sustained high scores are just motion, and
-sending those would hand most of an action video to the slow model). Cuts it adds must sit at least `min_shot_frames` from any first-pass cut.
+sending those would hand most of an action video to the slow model). Cuts it adds must sit at least
+`min_shot_frames` from any first-pass cut.
 """
 from __future__ import annotations
 

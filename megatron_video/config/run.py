@@ -3,7 +3,6 @@ and sampling. Area-owned sections (model, optim, curate, parallel) live beside t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from megatron_video.config.errors import require
 
@@ -109,7 +108,7 @@ class SampleConfig:
     solver: str = "euler"  # euler | unipc
     fps: float = 12.0
     output: str = ""  # empty: <run.output_dir>/samples
-    seed: Optional[int] = None  # None: run.seed
+    seed: int | None = None  # None: run.seed
 
     def __post_init__(self) -> None:
         for key in ("frames", "height", "width", "steps"):

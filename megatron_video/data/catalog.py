@@ -24,7 +24,7 @@ def load_catalog(root: str | pathlib.Path, query: str = "") -> pd.DataFrame:
     if query:
         try:
             frame = frame.query(query)
-        except Exception as err:  # pandas raises many types for a bad expression
+        except Exception as err:  # noqa: BLE001  (pandas raises many types for a bad expression)
             raise ConfigError("data.filter", f"cannot apply '{query}': {err}") from None
     return frame
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import webdataset as wds

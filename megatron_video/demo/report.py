@@ -12,11 +12,11 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
                  samples: list[pathlib.Path], catalog_rows: int, per_source: dict[str, int],
                  device: torch.device) -> pathlib.Path:
     first, last = training.loss_drop()
+    device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
         "# megatron-video demo report",
         "",
-        f"Device: {device.type} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}.",
+        f"Device: {device.type} ({device_name}), torch {torch.__version__}.",
         "",
         "## Stages",
         "",
@@ -27,8 +27,8 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         "## Curation",
         "",
-        f"Inputs by status: {dict(curation.inputs_by_status)}. Clips written: {curation.clips_written} "
-        f"in {len(curation.shard_paths)} shard(s); catalog rows: {catalog_rows}.",
+        (f"Inputs by status: {dict(curation.inputs_by_status)}. Clips written: {curation.clips_written} "
+         f"in {len(curation.shard_paths)} shard(s); catalog rows: {catalog_rows}."),
         "",
         "| source | clips |",
         "| --- | ---: |",
@@ -41,10 +41,10 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         "## Training",
         "",
-        f"Steps {training.start_step}..{training.steps}, {training.s_per_step:.3f} s/step. "
-        f"Loss, mean of the first 10% of steps: {first:.4f}; of the last 10%: {last:.4f} "
-        f"(a {100 * (1 - last / first):.0f}% drop). Validation loss at the end: {training.val_loss:.4f}. "
-        f"muP band warnings: {training.band_warnings}.",
+        (f"Steps {training.start_step}..{training.steps}, {training.s_per_step:.3f} s/step. "
+         f"Loss, mean of the first 10% of steps: {first:.4f}; of the last 10%: {last:.4f} "
+         f"(a {100 * (1 - last / first):.0f}% drop). Validation loss at the end: {training.val_loss:.4f}. "
+         f"muP band warnings: {training.band_warnings}."),
         "",
         "![loss curve](loss_curve.png)",
         "",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -29,7 +28,7 @@ class FlowMatching:
     logit_std: float = 1.0
 
     def sample_timesteps(self, batch: int, device: torch.device | str = "cpu",
-                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                         generator: torch.Generator | None = None) -> torch.Tensor:
         """t [batch] in (0, 1): sigmoid of a normal(logit_mean, logit_std), then the shift."""
         gen_device = generator.device if generator is not None else device
         z = torch.randn(batch, generator=generator, device=gen_device).to(device)

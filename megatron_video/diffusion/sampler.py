@@ -7,7 +7,8 @@ UniPCMultistepScheduler in flow-prediction mode: a second-order multistep predic
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import itertools
+from collections.abc import Callable
 
 import torch
 
@@ -40,7 +41,7 @@ def _unipc_scheduler(steps: int, shift: float):
 @torch.no_grad()
 def sample(model: Callable, shape: tuple[int, ...], text: torch.Tensor, text_mask: torch.Tensor,
            null_text: torch.Tensor, null_mask: torch.Tensor, steps: int = 30, guidance: float = 4.0,
-           solver: str = "euler", generator: Optional[torch.Generator] = None, shift: float = 1.0,
+           solver: str = "euler", generator: torch.Generator | None = None, shift: float = 1.0,
            device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Draw latents of `shape` [B, C, T, H, W]; `null_text`/`null_mask` are the empty prompt ([1 or B, L, ...])."""
     if solver not in SOLVERS:
@@ -52,7 +53,7 @@ def sample(model: Callable, shape: tuple[int, ...], text: torch.Tensor, text_mas
                                             guidance).float()
     if solver == "euler":
         ts = shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).tolist()
-        for t, t_next in zip(ts[:-1], ts[1:]):
+        for t, t_next in itertools.pairwise(ts):
             x = x + (t_next - t) * velocity(x, t)
         return x
     scheduler = _unipc_scheduler(steps, shift)

@@ -4,5 +4,5 @@ from megatron_video.model.flops import model_flops
 from megatron_video.model.model import VideoDiT, build_model, megatron_config
 from megatron_video.model.tp_layout import gather_canonical_grads, shard_canonical_state
 
-__all__ = ["VideoDiTConfig", "load_preset", "VideoDiT", "build_model", "megatron_config", "model_flops",
-           "shard_canonical_state", "gather_canonical_grads"]
+__all__ = ["VideoDiT", "VideoDiTConfig", "build_model", "gather_canonical_grads", "load_preset",
+           "megatron_config", "model_flops", "shard_canonical_state"]

@@ -10,7 +10,6 @@ every replicated parameter gets its full gradient on every rank without extra re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ class JointSequence:
     """What every block needs to know about the joint [text | video | padding] sequence."""
 
     positions: torch.Tensor  # [S, 3] normalised (t, h, w); zeros for text and padding
-    key_mask: Optional[torch.Tensor]  # [B, S] True = attend; None when every token is real
+    key_mask: torch.Tensor | None  # [B, S] True = attend; None when every token is real
     text_len: int
     grid: tuple[int, int, int]
 
@@ -71,7 +70,7 @@ class DiTBlock(nn.Module):
         # Layer 0 provides v_first; later layers mix it in with learned (l1, l2), 0.5 each at init.
         self.value_lambdas = nn.Parameter(torch.full((2,), 0.5)) if cfg.value_residual and layer > 0 else None
 
-    def modulation_vectors(self, cond: torch.Tensor, shared: Optional[torch.Tensor]) -> list[torch.Tensor]:
+    def modulation_vectors(self, cond: torch.Tensor, shared: torch.Tensor | None) -> list[torch.Tensor]:
         mod = self.modulation(cond)
         if shared is not None:
             mod = mod + shared
@@ -83,7 +82,7 @@ class DiTBlock(nn.Module):
         return self.norm(x) * (1 + scale) + shift
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence,
-                  v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                  v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """q, k, v [S, B, local_hidden] -> attention output [S, B, local_hidden] and v_first."""
         s, b = q.shape[:2]
         q, k, v = (t.reshape(s, b, self.local_heads, self.head_dim).permute(1, 2, 0, 3) for t in (q, k, v))
@@ -114,8 +113,8 @@ class ParallelBlock(DiTBlock):
         h, m = self.hidden, self.mlp_hidden
         return {"w_in.weight": (0, [h, h, h, m, m]), "w_out.weight": (1, [h, m])}
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: Optional[torch.Tensor], seq: JointSequence,
-                v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: torch.Tensor | None, seq: JointSequence,
+                v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         shift, scale, gate = self.modulation_vectors(cond, shared)
         proj, _ = self.w_in(self.modulate(x, shift, scale))
         lh = self.local_heads * self.head_dim
@@ -142,8 +141,8 @@ class SequentialBlock(DiTBlock):
         return {"qkv.weight": (0, [h, h, h]), "attn_out.weight": (1, [h]),
                 "fc1.weight": (0, [m, m]), "fc2.weight": (1, [m])}
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: Optional[torch.Tensor], seq: JointSequence,
-                v_first: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: torch.Tensor | None, seq: JointSequence,
+                v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_vectors(cond, shared)
         qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
         a, v_first = self.attention(*qkv.chunk(3, dim=-1), seq, v_first)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from megatron_video.config import ConfigError, require
 
@@ -28,7 +27,7 @@ class VideoDiTConfig:
     text_dim: int = 384
     max_text_len: int = 32
     block: str = "parallel"
-    residual_offset: Optional[float] = None  # c in x + (gate + c) y; None means 1 / layers
+    residual_offset: float | None = None  # c in x + (gate + c) y; None means 1 / layers
     value_residual: bool = True
     rope_w_min: float = 1.0  # radians per unit of normalised position (longest axis = 1)
     rope_w_max: float = 100.0

@@ -5,8 +5,6 @@ sequence parallelism, to make S divisible by the TP size, and is masked out like
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import (
@@ -72,7 +70,7 @@ class VideoDiT(MegatronModule):
         hidden = tokens.transpose(0, 1).contiguous()  # [S, B, h]
         if self.config.sequence_parallel:
             hidden = scatter_to_sequence_parallel_region(hidden)
-        v_first: Optional[torch.Tensor] = None
+        v_first: torch.Tensor | None = None
         for block in self.blocks:
             hidden, v_first = block(hidden, cond, shared, seq, v_first)
         if self.config.sequence_parallel:
@@ -84,7 +82,7 @@ class VideoDiT(MegatronModule):
         return unpatchify(out, self.cfg.patch, grid, self.cfg.in_channels).to(x.dtype)
 
     @staticmethod
-    def _key_mask(text_mask: torch.Tensor, video_tokens: int, pad: int) -> Optional[torch.Tensor]:
+    def _key_mask(text_mask: torch.Tensor, video_tokens: int, pad: int) -> torch.Tensor | None:
         if pad == 0 and bool(text_mask.all()):
             return None  # unmasked attention lets the fastest kernels (cuDNN, flash) run
         b = text_mask.shape[0]

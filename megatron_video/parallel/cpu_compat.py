@@ -53,7 +53,7 @@ class _FakeStream:
     def wait_event(self, event: Any) -> None:
         pass
 
-    def record_event(self, event: Any = None) -> "_FakeStream":
+    def record_event(self, event: Any = None) -> _FakeStream:
         return self
 
     def record(self, stream: Any = None) -> None:

@@ -62,7 +62,7 @@ def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0) -
             dist.init_process_group(backend, rank=0, world_size=1)
         else:
             if device.type == "cuda":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group(backend)
     world = dist.get_world_size()
     if world % cfg.model_parallel_size():

@@ -13,7 +13,8 @@ import os
 import pathlib
 import tempfile
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def _worker(rank: int, world_size: int, port: int, parallel: ParallelConfig, dev
         init_distributed(parallel, torch.device(device), seed=1234)
         result = _load_function(*fn_ref)(*args)
         torch.save({"ok": True, "result": result}, result_path)
-    except BaseException:  # report any failure, including assertion errors, to the parent
+    except BaseException:  # noqa: BLE001  (any failure, assertion errors included, goes to the parent)
         torch.save({"ok": False, "error": traceback.format_exc()}, result_path)
     finally:
         destroy_distributed()

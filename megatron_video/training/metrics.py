@@ -15,7 +15,7 @@ class MetricsLog:
         self.run_dir = run_dir
         self.losses: list[float] = []
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(run_dir / "metrics.jsonl", "a")
+        self._jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115  (open for the run; close() ends it)
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

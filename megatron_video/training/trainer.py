@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 from megatron.core import parallel_state
-from tqdm import tqdm
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from tqdm import tqdm
 
 from megatron_video.config.errors import ConfigError
 from megatron_video.config.loader import to_yaml

@@ -1,4 +1,5 @@
-"""The Dockerfile cannot be built here (no Docker engine): lint it, and every shell script."""
+"""The Dockerfile cannot be built here (no Docker engine): lint it, every shell script, and the Python tree
+(ruff, with the rules of ruff.toml)."""
 import pathlib
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ def _tool(name: str) -> str:
 
 
 def test_dockerfile_passes_hadolint():
-    result = subprocess.run([_tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([_tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -30,5 +31,11 @@ def test_dockerfile_pins_its_base_image():
 def test_shell_scripts_pass_shellcheck():
     scripts = [*ROOT.glob("scripts/*.sh"), *ROOT.glob("slurm/*.sbatch"), ROOT / ".ci" / "run"]
     assert len(scripts) >= 5
-    result = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
+    result = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_passes_ruff():
+    result = subprocess.run([_tool("ruff"), "check", "--no-cache", str(ROOT)], capture_output=True, text=True,
+                            cwd=ROOT, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

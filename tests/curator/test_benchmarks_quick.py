@@ -13,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("name", ["decode_throughput", "curation_pipeline"])
 def test_quick_benchmark_writes_result(name, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick",
-                          "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                          "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / f"{name}.json").read_text())
     assert result["name"] == name and set(result) >= {"device", "metrics", "baseline", "ratio", "target"}

@@ -94,7 +94,8 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
         name = "analyse"
 
         def process(self, task):
-            task.analysis = FrameAnalysis(small=np.zeros((4, 8, 8, 3), np.uint8), thumbs=np.zeros((4, 27, 48, 3), np.uint8))
+            task.analysis = FrameAnalysis(small=np.zeros((4, 8, 8, 3), np.uint8),
+                                          thumbs=np.zeros((4, 27, 48, 3), np.uint8))
             if task.source == "bad.mp4":
                 task.reject(SKIPPED, "bad")
             return [task]

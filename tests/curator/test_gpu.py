@@ -157,7 +157,7 @@ def test_nvdec_decodes_before_torch_has_touched_cuda(h264_file):
     code = ("import sys; from curator.video import nvcodec; "
             "print(sum(len(c.indices) for c in nvcodec.decode_chunks(sys.argv[1], 16)))")
     out = subprocess.run([sys.executable, "-c", code, h264_file], capture_output=True, text=True, timeout=120,
-                         cwd=pathlib.Path(__file__).parents[2])
+                         cwd=pathlib.Path(__file__).parents[2], check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "96"
 

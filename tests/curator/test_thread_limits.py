@@ -32,7 +32,8 @@ def test_process_wide_pools_are_capped_inside_the_block_and_restored_after():
         assert cv2.getNumThreads() == target
         assert torch.get_num_threads() == target
         assert all(n == target for n in pool_threads("blas"))
-    assert (cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas")) == (cv_before, torch_before, blas_before)
+    after = (cv2.getNumThreads(), torch.get_num_threads(), pool_threads("blas"))
+    assert after == (cv_before, torch_before, blas_before)
 
 
 def test_the_openmp_cap_applies_to_the_worker_thread_that_set_it():

@@ -15,7 +15,8 @@ MVIDEO = str(pathlib.Path(sys.executable).parent / "mvideo")
 
 def _mvideo(*args: str, cwd: pathlib.Path = ROOT) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    result = subprocess.run([MVIDEO, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    result = subprocess.run([MVIDEO, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+                            check=False)
     return result, time.perf_counter() - started
 
 

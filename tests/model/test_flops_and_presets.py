@@ -55,5 +55,5 @@ def test_config_validation_names_the_key():
     with pytest.raises(ConfigError, match="block"):
         VideoDiTConfig(block="mixture")
     with pytest.raises(ConfigError, match="model"):
-        load_preset("demo", **{}) and load_preset("3b")
+        load_preset("demo") and load_preset("3b")
     assert VideoDiTConfig(layers=8).offset == 0.125 and VideoDiTConfig(residual_offset=0.0).offset == 0.0

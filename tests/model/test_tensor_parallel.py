@@ -97,7 +97,7 @@ def check_against_reference(references, cases, ranks):
         for pname, ref in ref_grads.items():
             assert ref.abs().max() > 0, f"{pname} has no gradient in the reference: the check would be vacuous"
             torch.testing.assert_close(grads[pname], ref, atol=ATOL, rtol=RTOL,
-                                       msg=lambda m: f"{name} sp={sp} grad {pname}: {m}")
+                                       msg=lambda m, where=f"{name} sp={sp} grad {pname}": f"{where}: {m}")
         # Replicated parameters must carry the same (full) gradient on both ranks, not partial sums.
         for pname, g0 in ranks[0][(name, sp)][1].items():
             if pname not in layout:

@@ -12,8 +12,10 @@ def _column_row_pair(seed: int) -> dict:
     from megatron.core import ModelParallelConfig
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
-    from megatron.core.tensor_parallel.mappings import (gather_from_sequence_parallel_region,
-                                                        scatter_to_sequence_parallel_region)
+    from megatron.core.tensor_parallel.mappings import (
+        gather_from_sequence_parallel_region,
+        scatter_to_sequence_parallel_region,
+    )
 
     torch.manual_seed(seed)
     w1, w2, x = torch.randn(32, 16).double(), torch.randn(16, 32).double(), torch.randn(6, 2, 16).double()

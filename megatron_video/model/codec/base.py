@@ -1,7 +1,8 @@
 """The LatentCodec protocol every codec (pixel, Wan VAE) satisfies, and channel normalisation."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 

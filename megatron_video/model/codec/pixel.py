@@ -5,7 +5,7 @@ width, so the demo model has the production model's input shape at 1/4 (not 1/16
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

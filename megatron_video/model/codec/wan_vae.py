@@ -6,8 +6,8 @@ the VAE config (latents_mean / latents_std) unless others are given.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from megatron_video.model.codec.base import channel_stats
 
 
 class WanVAECodec:
-    def __init__(self, path: str | Path, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+    def __init__(self, path: str | Path, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         from diffusers import AutoencoderKLWan
 

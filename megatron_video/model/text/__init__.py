@@ -4,4 +4,4 @@ from megatron_video.model.text.cache import CachedTextEncoder
 from megatron_video.model.text.minilm import MiniLMTextEncoder
 from megatron_video.model.text.t5 import T5TextEncoder
 
-__all__ = ["TextEncoder", "CachedTextEncoder", "MiniLMTextEncoder", "T5TextEncoder"]
+__all__ = ["CachedTextEncoder", "MiniLMTextEncoder", "T5TextEncoder", "TextEncoder"]
