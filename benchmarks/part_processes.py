@@ -73,6 +73,7 @@ def child_main(spec_json: str) -> None:
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
     from benchmarks.curation_pipeline import bare_decode, input_videos, warm_up
     from curator.config import CurateConfig
+    from curator.layout import part_share
     from curator.run import curate
 
     def report(**fields) -> None:
@@ -80,7 +81,7 @@ def child_main(spec_json: str) -> None:
 
     index, count, rules = spec["index"], spec["count"], spec["rules"]
     root = pathlib.Path(spec["work"])
-    sources = input_videos(pathlib.Path(spec["input"]), rules)[index::count]  # curate()'s share of the listing
+    sources = part_share(input_videos(pathlib.Path(spec["input"]), rules), index, count)
     cfg = warm_up(rules, sources[0], root / f"part_{index}")
     report(ready=True)
     for line in sys.stdin:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from curator import storage
 from curator.config import CurateConfig
-from curator.layout import part_dir
+from curator.layout import part_dir, part_share
 from curator.ledger import Ledger
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
@@ -67,9 +67,8 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     writer = ShardWriterStage(cfg)
     writer.setup()
     finished = writer.ledger.finished_sources(cfg.retry_failed)
-    # The listing is sorted, so every part's process takes the same share of it.
-    listed = [task.source for task in SourceStage(cfg).process(Task(source=cfg.input))]
-    listed = listed[cfg.part_index::cfg.part_count]
+    listed = part_share([task.source for task in SourceStage(cfg).process(Task(source=cfg.input))],
+                        cfg.part_index, cfg.part_count)
     sources = [s for s in listed if s not in finished]
     log.info("curate start input=%s output=%s part=%d/%d inputs=%d already_finished=%d executor=%s", cfg.input,
              cfg.output, cfg.part_index, cfg.part_count, len(listed), len(listed) - len(sources), cfg.executor)
