@@ -13,6 +13,7 @@ EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")
 NEMO_BACKENDS = ("ray_actor_pool", "xenna", "ray_data")
 RAY_ACTOR_SCOPES = ("job", "stage", "pipeline")
+ENCODER_PRIORITIES = ("idle", "nice", "normal")
 
 
 @dataclass
@@ -88,6 +89,12 @@ class CurateConfig:
     # one GIL, which PyAV holds through most of each frame (the local executor's `workers`, a Ray
     # actor's `actor_threads`), 0 = in the worker itself.
     encode_processes: int = -1
+    # The encoder processes' CPU priority against the curating process, whose threads (GIL hand-offs,
+    # NVDEC calls) set the run's pace: "idle" (Linux SCHED_IDLE: they run on cores nothing else
+    # wants and give a core up the moment a curating thread wakes; niceness +10 where the OS has no
+    # SCHED_IDLE or refuses it), "nice" (niceness +10), "normal" (the curating process's priority).
+    # On a node shared with other busy jobs, "idle" encoders get only the cores those leave idle.
+    encoder_priority: str = "idle"
     retry_failed: bool = False
 
     def __post_init__(self) -> None:
@@ -130,6 +137,7 @@ class CurateConfig:
         require(0 <= self.crf <= 51, "crf", "must be in [0, 51]")
         require(self.encode_threads >= 0, "encode_threads", "must be >= 0")
         require(self.encode_processes >= -1, "encode_processes", "must be >= -1 (-1: automatic)")
+        require(self.encoder_priority in ENCODER_PRIORITIES, "encoder_priority", f"must be one of {ENCODER_PRIORITIES}")
 
     @property
     def min_clip_seconds(self) -> float:

@@ -60,7 +60,7 @@ class EncodeStage(Stage):
             log.warning("curate encode-in-threads reason=the main module's file does not exist (a script "
                         "read from stdin?): encoder processes cannot start; run a script file for the pool")
             processes = 0
-        self.pool = EncodePool(processes) if processes else None
+        self.pool = EncodePool(processes, self.cfg.encoder_priority) if processes else None
 
     def close(self) -> None:
         if self.pool is not None:

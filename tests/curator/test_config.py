@@ -13,6 +13,7 @@ from megatron_video.config import ConfigError
     ("min_seconds", 0.0), ("max_seconds", 1.0), ("height", 351), ("fps", -1.0), ("executor", "spark"),
     ("device", "tpu"), ("min_frames", 10_000), ("clips_per_shard", 0), ("transnet_threshold", 1.5),
     ("nvdec_sessions", 0), ("ray_actor_scope", "node"), ("part_count", 0), ("part_index", 1), ("part_index", -1),
+    ("encoder_priority", "low"),
 ])
 def test_bad_values_name_their_key(field, value):
     with pytest.raises(ConfigError) as err:

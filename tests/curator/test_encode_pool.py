@@ -1,6 +1,6 @@
 """Encoding in the process pool gives the same MP4 bytes as encoding in the worker thread, its
-processes run at a lower CPU priority than the curating process, and a run started from stdin
-(which cannot start processes) encodes in its threads instead."""
+processes run at the configured CPU priority below the curating process's, and a run started from
+stdin (which cannot start processes) encodes in its threads instead."""
 import os
 import pathlib
 import shutil
@@ -35,16 +35,30 @@ def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make
     assert runs[2] == runs[0]
 
 
-def _niceness() -> int:
-    return os.nice(0)
+def _scheduling() -> tuple[int, int]:
+    return os.sched_getscheduler(0), os.nice(0)
 
 
-def test_encoder_processes_run_at_a_lower_cpu_priority_than_the_curating_process():
-    pool = EncodePool(1)
+@pytest.mark.parametrize("priority", ["idle", "nice", "normal"])
+def test_encoder_processes_run_at_the_configured_cpu_priority(priority):
+    ours = _scheduling()
+    expected = {"idle": (os.SCHED_IDLE, ours[1]), "nice": (ours[0], min(19, ours[1] + ENCODER_NICENESS)),
+                "normal": ours}[priority]
+    pool = EncodePool(1, priority)
     try:
-        assert pool._pool.submit(_niceness).result() == min(19, os.nice(0) + ENCODER_NICENESS)
+        assert pool._pool.submit(_scheduling).result() == expected
     finally:
         pool.close()
+
+
+def test_the_encode_stage_gives_its_pool_the_configured_priority(tmp_path):
+    stage = EncodeStage(CurateConfig(input=str(tmp_path), output=str(tmp_path / "out"), device="cpu", workers=2,
+                                     encoder_priority="nice"))
+    stage.setup()
+    try:
+        assert stage.pool._pool.submit(_scheduling).result()[1] == min(19, os.nice(0) + ENCODER_NICENESS)
+    finally:
+        stage.close()
 
 
 
