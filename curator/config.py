@@ -84,7 +84,7 @@ class CurateConfig:
     # Encode.
     crf: int = 23
     # libx264's speed/size trade-off. Measured on 352x640 clips of the sample footage: "superfast"
-    # costs ~20-25% less encoder CPU (on one H200's 16 cores: 0.70 of bare decode against 0.63-0.68),
+    # costs ~20-25% less encoder CPU (on one H200's 16 cores: 0.67-0.70 of bare decode against 0.60-0.68),
     # but at the same crf writes 1.2-2.4x the bytes (no rc-lookahead, so no macroblock tree), and at
     # the same bytes (crf 25-28) loses ~0.8-1.0 dB of PSNR.
     preset: str = "veryfast"
