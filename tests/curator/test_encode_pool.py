@@ -61,7 +61,6 @@ def test_the_encode_stage_gives_its_pool_the_configured_priority(tmp_path):
         stage.close()
 
 
-
 def test_a_pool_whose_processes_died_starts_again_and_the_clip_is_encoded(tmp_path):
     """An encoder process killed (for memory, by a crash) breaks the whole pool: the clips in flight
     are tried once more on a new pool instead of failing, and the run goes on."""
