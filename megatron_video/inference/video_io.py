@@ -7,6 +7,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from curator.video.pyav_io import x264_options
+
 
 def write_mp4(frames: np.ndarray, path: pathlib.Path, fps: float) -> pathlib.Path:
     """uint8 [T, H, W, 3] -> mp4 (yuv420p needs even sides: odd ones are padded by one pixel)."""
@@ -19,7 +21,7 @@ def write_mp4(frames: np.ndarray, path: pathlib.Path, fps: float) -> pathlib.Pat
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        stream.options = x264_options(frames.shape[2], crf=18, preset="veryfast")
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = index

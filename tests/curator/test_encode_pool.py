@@ -15,6 +15,7 @@ from curator.executors import thread_limits
 from curator.ledger import Ledger
 from curator.run import curate
 from curator.stages.encode import EncodeStage
+from curator.video import pyav_io
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
 
 
@@ -32,7 +33,23 @@ def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make
         runs[processes] = {key: mp4 for key, _, mp4 in read_shards(output)}
     assert len(runs[0]) >= 3  # Megamind's hard cuts give several clips
     # x264 is deterministic for a given input and thread count: the clips are byte-identical.
+    # (The demo's clips are 112 px wide, an odd number of macroblocks: see the next test.)
     assert runs[2] == runs[0]
+
+
+def _x264_settings(mp4: bytes) -> dict[str, str]:
+    """The settings libx264 writes into its SEI message at the start of the stream."""
+    text = mp4[mp4.index(b"options: "):].split(b"\x00", 1)[0].decode()
+    return dict(item.split("=", 1) for item in text[len("options: "):].split() if "=" in item)
+
+
+@pytest.mark.parametrize(("width", "mbtree"), [(112, "0"), (120, "1"), (128, "1"), (176, "0"), (640, "1")])
+def test_macroblock_tree_is_off_where_libx264_reads_uninitialised_memory(width, mbtree):
+    """At an odd number of 16-px macroblocks across, libx264's mbtree reads uninitialised stack
+    memory (valgrind), so a clip's bytes depended on what ran on the encoding thread before."""
+    planes = np.random.default_rng(width).integers(0, 255, (6, 48, width), dtype=np.uint8)
+    settings = _x264_settings(pyav_io.encode_i420(planes, 12.0, 23, "veryfast", 1))
+    assert settings["mbtree"] == mbtree and settings["crf"] == "23.0"
 
 
 def _scheduling() -> tuple[int, int]:
@@ -79,6 +96,7 @@ def test_a_pool_whose_processes_died_starts_again_and_the_clip_is_encoded(tmp_pa
     finally:
         pool.close()
 
+
 def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -94,7 +112,6 @@ def test_a_run_from_stdin_encodes_in_its_threads(footage, tmp_path):
     status, clips = out.stdout.strip().rsplit(" ", 1)
     assert status == "{'done': 1}" and int(clips) > 0, out.stderr[-2000:]
     assert "encode-in-threads" in out.stderr
-
 
 
 def test_a_script_without_a_main_guard_stops_with_the_cure_and_records_nothing(footage, tmp_path):
