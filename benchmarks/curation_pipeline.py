@@ -182,10 +182,12 @@ def bare_decode(cfg, sources: list[str]) -> int:
     """The baseline: every frame of `sources` decoded with the pipeline's decoder, nothing else, on
     as many threads as the pipeline decodes at once; returns the frame count."""
     from curator.executors.local import video_threads
-    from curator.video.backend import decode_range
+    from curator.video.backend import NVDEC, PYAV, decode_range, use_gpu
+
+    decoder = NVDEC if use_gpu(cfg.device) else PYAV  # its inputs are H.264 in MP4, which NVDEC takes
 
     def decode_all(source: str) -> int:
-        return sum(len(c.indices) for c in decode_range(source, cfg.device, cfg.decode_chunk_frames))
+        return sum(len(c.indices) for c in decode_range(source, decoder, cfg.decode_chunk_frames))
 
     with ThreadPoolExecutor(video_threads(cfg)) as pool:
         return sum(pool.map(decode_all, sources))

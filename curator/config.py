@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curator.video.nvdec_support import MAX_SIZE as NVDEC_MAX_SIZE
 from megatron_video.config import require
 
 EXECUTORS = ("local", "ray", "nemo")
@@ -54,6 +55,9 @@ class CurateConfig:
         ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"])
     # Inputs the probe rejects (recorded in the ledger with the reason).
     min_input_side: int = 64
+    # Inputs smaller than the output box by more than this factor are skipped: a 160x90 video
+    # would be upscaled 4x to 352x640 (blur, not data).
+    max_upscale: float = 2.0
     allowed_codecs: list[str] = field(default_factory=list)
     reject_variable_frame_rate: bool = True
     vfr_tolerance: float = 0.25
@@ -65,6 +69,12 @@ class CurateConfig:
     # more sessions only slow each other down (bare decode of 48 720p videos on an H200: 4.3 s on 4
     # threads, 3.3 s on 6 to 12, 3.8 s on 16), and every extra thread contends for the GIL.
     nvdec_sessions: int = 8
+    # Codecs the NVDEC path takes (curator/video/nvdec_support.py has the other conditions); every
+    # other input, and one whose NVDEC decode fails, decodes on the CPU.
+    nvdec_codecs: list[str] = field(default_factory=lambda: ["h264", "hevc", "vp9"])
+    # `mvideo curate` runs the curation in a child process and starts it again if it dies (a crash
+    # in native decoding code); an input in flight at this many deaths is recorded as failed.
+    max_attempts: int = 2
     analysis_width: int = 160
     # Frames are kept from that one decode (at the clip output's scale) for the clips, so no clip
     # range is decoded again; a video whose kept frames would exceed this falls back to re-decoding.
@@ -124,6 +134,10 @@ class CurateConfig:
         require(self.log_every_s > 0, "log_every_s", "must be > 0")
         require(all(e.startswith(".") for e in self.extensions), "extensions", "each must start with '.'")
         require(self.min_input_side >= 1, "min_input_side", "must be >= 1")
+        require(self.max_upscale >= 1, "max_upscale", "must be >= 1")
+        require(set(self.nvdec_codecs) <= set(NVDEC_MAX_SIZE), "nvdec_codecs",
+                f"each must be one of {sorted(NVDEC_MAX_SIZE)}")
+        require(self.max_attempts >= 1, "max_attempts", "must be >= 1")
         require(0 < self.vfr_tolerance < 1, "vfr_tolerance", "must be in (0, 1)")
         require(self.decode_chunk_frames >= 1, "decode_chunk_frames", "must be >= 1")
         require(self.nvdec_sessions >= 1, "nvdec_sessions", "must be >= 1")

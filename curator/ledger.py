@@ -28,7 +28,14 @@ CREATE TABLE IF NOT EXISTS inputs (
 CREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, clips INTEGER, committed REAL);
 CREATE TABLE IF NOT EXISTS clips (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, shard TEXT NOT NULL, start_frame INTEGER, end_frame INTEGER);
+CREATE TABLE IF NOT EXISTS starts (source TEXT PRIMARY KEY, attempts INTEGER NOT NULL);
 """
+# Columns added after the first ledgers were written: opening an older ledger adds them.
+ADDED_INPUT_COLUMNS = {"decoder": "TEXT", "notes": "TEXT"}
+INPUT_COLUMNS = ("source", "status", "reason", "codec", "duration_s", "width", "height", "fps", "clips", "timings",
+                 "updated", "decoder", "notes")
+INSERT_INPUT = (f"INSERT OR REPLACE INTO inputs ({', '.join(INPUT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(INPUT_COLUMNS))})")
 
 
 @dataclass
@@ -43,7 +50,8 @@ class InputRecord:
     def row(self) -> tuple:
         m = self.meta or VideoMeta()
         return (self.source, self.status, self.reason, m.codec, m.duration_s, m.width, m.height, m.fps,
-                self.clips, json.dumps({k: round(v, 4) for k, v in self.timings.items()}), time.time())
+                self.clips, json.dumps({k: round(v, 4) for k, v in self.timings.items()}), time.time(), m.decoder,
+                "; ".join(m.notes))
 
 
 @dataclass
@@ -63,6 +71,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}
+        for column, kind in ADDED_INPUT_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE inputs ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -85,6 +97,25 @@ class Ledger:
         rows = self._db.execute(f"SELECT source FROM inputs WHERE status IN ({marks})", statuses)
         return {r[0] for r in rows}
 
+    def record_start(self, source: str) -> None:
+        """`source` is about to be decoded by this run: a run that dies with it in flight (a crash in
+        native decoding code) leaves the count for the next run to see."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO starts VALUES (?, 1) ON CONFLICT(source) DO UPDATE SET attempts = attempts + 1",
+                       (source,))
+
+    def record_out_of_flight(self, source: str) -> None:
+        """Nothing of `source` runs any more (its clips may wait for a shard): a death from now on
+        is not its doing."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM starts WHERE source = ?", (source,))
+
+    def interrupted_starts(self) -> dict[str, int]:
+        """Unfinished inputs that an earlier run started and died with in flight: source -> starts."""
+        rows = self._db.execute("SELECT s.source, s.attempts FROM starts s LEFT JOIN inputs i ON i.source = s.source "
+                                "WHERE i.status IS NULL OR i.status NOT IN ('done', 'failed', 'skipped')")
+        return dict(rows.fetchall())
+
     def committed_keys(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT key FROM clips")}
 
@@ -104,7 +135,7 @@ class Ledger:
 
     def record_inputs(self, records: list[InputRecord]) -> None:
         with self._transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?,?,?,?,?,?,?,?,?,?,?)", [r.row() for r in records])
+            db.executemany(INSERT_INPUT, [r.row() for r in records])
 
     def commit_shard(self, name: str, clips: list[ClipRow], finished: list[InputRecord],
                      publish: Callable[[], None]) -> None:
@@ -115,8 +146,7 @@ class Ledger:
             db.execute("INSERT INTO shards VALUES (?,?,?)", (name, len(clips), time.time()))
             db.executemany("INSERT INTO clips VALUES (?,?,?,?,?)",
                            [(c.key, c.source, c.shard, c.start_frame, c.end_frame) for c in clips])
-            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                           [r.row() for r in finished])
+            db.executemany(INSERT_INPUT, [r.row() for r in finished])
             publish()
 
 

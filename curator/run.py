@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from curator import storage
 from curator.config import CurateConfig
 from curator.layout import part_dir, part_share
-from curator.ledger import Ledger
+from curator.ledger import InputRecord, Ledger
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
-from curator.tasks import Task
+from curator.tasks import FAILED, Task
 from megatron_video.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class CurationSummary:
     inputs_skipped_as_finished: int = 0
 
 
-def _check_paths(cfg: CurateConfig) -> None:
+def check_paths(cfg: CurateConfig) -> None:
     if not cfg.input:
         raise ConfigError("input", "is required (a directory or bucket URL of videos)")
     if not storage.exists(cfg.input):
@@ -49,6 +49,21 @@ def _check_paths(cfg: CurateConfig) -> None:
         raise ConfigError("output", "is required (a local directory for shards, catalog and ledger)")
     if not storage.is_local(cfg.output):
         raise ConfigError("output", "must be a local directory (shards are renamed into place atomically)")
+
+
+def _after_crashes(cfg: CurateConfig, writer: ShardWriterStage, sources: list[str]) -> tuple[list[str], frozenset]:
+    """Inputs an earlier run died with in flight: recorded as failed once they were in flight at
+    `max_attempts` deaths (so reruns always make progress), else run alone (so a death they cause
+    again is theirs, not their neighbours'). Returns the inputs to run and those to run alone."""
+    interrupted = {s: n for s, n in writer.ledger.interrupted_starts().items() if s in set(sources)}
+    given_up = [s for s, n in interrupted.items() if n >= cfg.max_attempts]
+    if given_up:
+        writer.ledger.record_inputs([InputRecord(s, FAILED, f"crashed: the curating process died {interrupted[s]} "
+                                                 "time(s) with this input in flight (native decoding code?)")
+                                     for s in given_up])
+        log.warning("curate given-up inputs=%d reason=in flight at %d process deaths", len(given_up),
+                    cfg.max_attempts)
+    return [s for s in sources if s not in set(given_up)], frozenset(interrupted) - set(given_up)
 
 
 def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None = None) -> CurationSummary:
@@ -60,7 +75,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         # here would open the same output beside the run that started them.
         raise RuntimeError("curate() was called while multiprocessing imported the main script for a "
                            "worker process: call it under `if __name__ == '__main__':`")
-    _check_paths(cfg)
+    check_paths(cfg)
     start = time.perf_counter()
     if cfg.part_count > 1:  # this process's part writes an output of its own
         cfg = dataclasses.replace(cfg, output=str(part_dir(cfg.output, cfg.part_index, cfg.part_count)))
@@ -70,6 +85,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     listed = part_share([task.source for task in SourceStage(cfg).process(Task(source=cfg.input))],
                         cfg.part_index, cfg.part_count)
     sources = [s for s in listed if s not in finished]
+    sources, alone = _after_crashes(cfg, writer, sources)
     log.info("curate start input=%s output=%s part=%d/%d inputs=%d already_finished=%d executor=%s", cfg.input,
              cfg.output, cfg.part_index, cfg.part_count, len(listed), len(listed) - len(sources), cfg.executor)
     bar = RunProgress(len(sources), cfg.log_every_s, show_bar=progress)
@@ -78,7 +94,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         if cfg.executor == "local":
             from curator.executors.local import run_local
 
-            run_local(cfg, sources, stages, writer, bar)
+            run_local(cfg, sources, stages, writer, bar, alone)
         elif cfg.executor == "ray":
             from curator.executors.ray_runner import run_ray
 

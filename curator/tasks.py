@@ -27,6 +27,11 @@ class VideoMeta:
     height: int = 0
     variable_frame_rate: bool = False
     has_audio: bool = False
+    # "nvdec" or "pyav": chosen per input by the probe, "pyav" after an NVDEC failure.
+    decoder: str = ""
+    # What the ledger keeps about an input beyond its status: why it fell back to the CPU decoder,
+    # a stream shorter than its container claims.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -71,6 +71,11 @@ class SourceFeed:
         with self._changed:
             return self._sources.popleft() if self._sources else None
 
+    def peek(self) -> str | None:
+        """The input `take` would return next, left in the feed."""
+        with self._changed:
+            return self._sources[0] if self._sources else None
+
     def wait(self) -> bool:
         """Block until an input is waiting (True) or the feed is closed and empty (False)."""
         with self._changed:
@@ -79,20 +84,27 @@ class SourceFeed:
 
 
 def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: ShardWriterStage,
-              progress: RunProgress) -> None:
+              progress: RunProgress, alone: frozenset[str] = frozenset()) -> None:
+    """Run `sources` (those in `alone` first, see `run_jobs`), each recorded in the ledger as in flight
+    from its first job to its last, so a rerun after this process dies knows which inputs were."""
     for stage in stages:
         stage.setup()
     try:
-        run_jobs(cfg, SourceFeed(sources), stages, writer, progress)
+        ordered = [s for s in sources if s in alone] + [s for s in sources if s not in alone]
+        run_jobs(cfg, SourceFeed(ordered), stages, writer, progress, finished=writer.ledger.record_out_of_flight,
+                 started=writer.ledger.record_start, alone=alone)
     finally:
         for stage in stages:
             stage.close()
 
 
 def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: ShardWriterStage,
-             progress: RunProgress, finished: Callable[[str], None] | None = None) -> None:
+             progress: RunProgress, finished: Callable[[str], None] | None = None,
+             started: Callable[[str], None] | None = None, alone: frozenset[str] = frozenset()) -> None:
     """The feed's inputs through stages already set up, every finished or rejected task to
-    `writer.process`; `finished(source)` once nothing of an input is left to run."""
+    `writer.process`; `started(source)` before an input's first job, `finished(source)` once nothing
+    of it is left to run. An input in `alone` runs with nothing else in flight: one that was in flight
+    when an earlier run died is run by itself, so a crash it causes again is its own."""
     video_stages, clip_stages = job_stages(stages)
 
     def run(stage_list: list[Stage], task: Task) -> list[Task]:
@@ -121,9 +133,12 @@ def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: S
             while clips and busy(video_jobs=False) < cfg.workers + 1:
                 submit(clip_pool, clip_stages, clips.popleft(), is_video_job=False)
             while busy(video_jobs=True) < video_workers + 1 and len(outstanding) < cfg.max_in_flight:
-                source = feed.take()
-                if source is None:
+                source = feed.peek()
+                if source is None or (outstanding and (source in alone or not alone.isdisjoint(outstanding))):
                     break
+                feed.take()
+                if started is not None:
+                    started(source)
                 submit(video_pool, video_stages, VideoTask(source=source), is_video_job=True)
             if not running:  # queued clips always have a job running, so there is nothing left
                 if feed.wait():

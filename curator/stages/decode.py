@@ -4,10 +4,13 @@ Full-resolution frames never accumulate: each chunk is reduced at once to what l
 (frames at analysis width for PySceneDetect and crop detection, 48x27 frames for TransNetV2, and
 frames at the clip output's scale for the resize stage, resized on the GPU when NVDEC decoded
 them), so no clip range is decoded a second time. The pass also counts the frames that really
-decode, which exposes truncated files whose headers promise more.
+decode: a container's frame count is only an estimate, and a stream that ends early (or a header
+that promised more) keeps the frames it has, with a note for the ledger. An input NVDEC fails on is
+decoded again on the CPU.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,11 +18,11 @@ import numpy as np
 from curator.stages.base import Resources, Stage
 from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
-from curator.video.backend import decode_range, use_gpu
+from curator.video.backend import NVDEC, PYAV, decode_range, use_gpu
 from curator.video.frames import gather_host, resize_batch, start_host_copy
 
+log = logging.getLogger(__name__)
 THUMB_SIZE = (27, 48)
-TRUNCATED_FRACTION = 0.9
 # Host copies of analysis frames in flight before they are collected into pageable memory: enough
 # to wait once per many chunks, and a bound on the page-locked memory a long video holds.
 PINNED_IN_FLIGHT_BYTES = 64 << 20
@@ -68,8 +71,38 @@ class DecodeStage(Stage):
 
     def process(self, task: VideoTask) -> list[Task]:
         meta = task.meta
-        size = analysis_size(meta.height, meta.width, self.cfg.analysis_width)
-        cfg = self.cfg
+        try:
+            passed = self._decode(task, meta.decoder)
+        except Exception as exc:  # PyNvVideoCodec's exceptions are not importable by name
+            if meta.decoder != NVDEC:
+                raise
+            # Whatever NVDEC could not take (an unusual profile, a broken packet), the CPU decoder
+            # may: the whole input again on the CPU, the partial GPU pass dropped.
+            log.warning("curate nvdec-fallback source=%s reason=%s", task.source, exc)
+            meta.decoder = PYAV
+            meta.notes.append(f"decoded on the CPU: NVDEC failed ({_first_line(exc)})")
+            passed = self._decode(task, PYAV)
+        small, thumbs, pts, kept, keep_at = passed
+        decoded = sum(len(part) for part in small)
+        if decoded == 0:
+            task.reject(FAILED, "corrupt: no decodable frames")
+            return [task]
+        if meta.num_frames and decoded < meta.num_frames:
+            # A container's frame count is an estimate (AVI headers, edit lists, a truncated file):
+            # the frames that exist are the video.
+            meta.notes.append(f"stream ends after {decoded} frames; the container claims {meta.num_frames}")
+        meta.num_frames = decoded
+        meta.duration_s = decoded / meta.fps
+        task.analysis = FrameAnalysis(small=_concat(small), thumbs=_concat(thumbs),
+                                      pts=np.concatenate(pts) if pts else None,
+                                      kept=_concat(kept) if kept else None, kept_size=keep_at)
+        return [task]
+
+    def _decode(self, task: VideoTask, decoder: str) -> tuple[list, list, list, list, tuple[int, int] | None]:
+        """One pass over the input with `decoder`: (analysis frames, thumbnails, timestamps, kept
+        frames (empty when not kept), the kept frames' size) as lists of chunks."""
+        meta, cfg = task.meta, self.cfg
+        size = analysis_size(meta.height, meta.width, cfg.analysis_width)
         keep_at = kept_size(meta.height, meta.width, cfg.height, cfg.width)
         keep_h, keep_w = keep_at or (meta.height, meta.width)
         budget = cfg.retain_frames_max_mb * (1 << 20)
@@ -84,7 +117,7 @@ class DecodeStage(Stage):
             small.append(gather_host(list(small_copies)))
             in_flight.clear()
 
-        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, size=size, keep=keep,
+        for chunk in decode_range(task.source, decoder, cfg.decode_chunk_frames, size=size, keep=keep,
                                   keep_size=keep_at):
             # Thumbnails from the analysis frames where they are (on the GPU: before the host
             # copy). The host copies are only queued: this thread goes on decoding while they run,
@@ -102,16 +135,8 @@ class DecodeStage(Stage):
                     keep, kept = False, []
         if in_flight:
             collect()
-        decoded = sum(len(part) for part in small)
-        if decoded == 0:
-            task.reject(FAILED, "corrupt: no decodable frames")
-            return [task]
-        if meta.num_frames and decoded < TRUNCATED_FRACTION * meta.num_frames:
-            task.reject(FAILED, f"truncated: decoded {decoded} of {meta.num_frames} frames")
-            return [task]
-        meta.num_frames = decoded
-        meta.duration_s = decoded / meta.fps
-        task.analysis = FrameAnalysis(small=_concat(small), thumbs=_concat(thumbs),
-                                      pts=np.concatenate(pts) if pts else None,
-                                      kept=_concat(kept) if keep and kept else None, kept_size=keep_at)
-        return [task]
+        return small, thumbs, pts, kept, keep_at
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

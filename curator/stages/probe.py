@@ -2,7 +2,9 @@
 
 Rejected here, cheaply and before any full decode: zero-byte and unreadable files, audio-only
 files, codecs without a decoder (or outside `allowed_codecs`), variable frame rate, frames smaller
-than `min_input_side` and videos shorter than the shortest valid clip.
+than `min_input_side` or needing more than `max_upscale` to fill the output, and videos shorter
+than the shortest valid clip. It also chooses the input's decoder: NVDEC where the GPU path runs
+and takes the stream, PyAV otherwise (the reason goes to the ledger).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from curator import storage
 from curator.stages.base import Resources, Stage
 from curator.tasks import FAILED, SKIPPED, Task, VideoMeta, VideoTask
+from curator.video.backend import choose_decoder
 
 VFR_SAMPLE_PACKETS = 300
 
@@ -88,6 +91,16 @@ class ProbeStage(Stage):
             if min(meta.width, meta.height) < cfg.min_input_side:
                 task.reject(SKIPPED, f"tiny: {meta.width}x{meta.height} < {cfg.min_input_side} px")
                 return [task]
+            upscale = max(cfg.height / meta.height, cfg.width / meta.width)
+            if upscale > cfg.max_upscale:
+                task.reject(SKIPPED, f"low resolution: {meta.width}x{meta.height} would be upscaled {upscale:.1f}x "
+                                     f"to {cfg.width}x{cfg.height} (curate.max_upscale={cfg.max_upscale:g})")
+                return [task]
+            meta.decoder, refusal = choose_decoder(cfg.device, task.source, codec, stream.codec_context.pix_fmt,
+                                                   meta.width, meta.height, container.format.name,
+                                                   cfg.nvdec_codecs)
+            if refusal:
+                meta.notes.append(f"decoded on the CPU: {refusal}")
             meta.variable_frame_rate = is_variable_frame_rate(_frame_intervals(container, stream),
                                                               cfg.vfr_tolerance)
             if meta.variable_frame_rate and cfg.reject_variable_frame_rate:

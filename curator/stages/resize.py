@@ -88,8 +88,9 @@ class ResizeStage(Stage):
         unique = np.unique(picks)
         out = np.empty((len(picks), cfg.height, cfg.width, 3), dtype=np.uint8)
         filled = np.zeros(len(picks), dtype=bool)
-        for chunk in decode_range(task.source, cfg.device, cfg.decode_chunk_frames, task.start_frame, task.end_frame,
-                                  size=size if scale < 1 else None, indices=unique, frame_pts=task.frame_pts):
+        for chunk in decode_range(task.source, task.source_meta.decoder, cfg.decode_chunk_frames, task.start_frame,
+                                  task.end_frame, size=size if scale < 1 else None, indices=unique,
+                                  frame_pts=task.frame_pts):
             indices = chunk.indices
             resized = resize_batch(chunk.frames[:, top:bottom, left:right], (cfg.height, cfg.width))
             # Every output frame showing one of these source frames (repeats when upsampling fps).

@@ -12,6 +12,7 @@ import numpy as np
 from curator import storage
 from curator.video import nvcodec, pyav_io
 from curator.video.frames import Chunk
+from curator.video.nvdec_support import nvdec_refusal
 
 log = logging.getLogger(__name__)
 _thread_state = threading.local()
@@ -46,14 +47,30 @@ def worker_stream(device: str) -> contextlib.AbstractContextManager:
     return torch.cuda.stream(_thread_state.stream)
 
 
-def decode_range(source: str, device: str, chunk_frames: int, start_frame: int = 0,
+NVDEC, PYAV = "nvdec", "pyav"
+
+
+def choose_decoder(device: str, source: str, codec: str, pix_fmt: str | None, width: int, height: int,
+                   container: str, nvdec_codecs: list[str]) -> tuple[str, str]:
+    """(decoder, why not NVDEC) for one input: NVDEC where the GPU path runs and takes the stream
+    (curator/video/nvdec_support.py), PyAV otherwise; the reason is '' where the CPU was the only
+    path asked for. NVDEC reads local files only, so remote inputs stream through PyAV."""
+    if not use_gpu(device):
+        return PYAV, ""
+    if not storage.is_local(source):
+        return PYAV, "remote input (NVDEC reads local files only)"
+    refusal = nvdec_refusal(codec, pix_fmt, width, height, container, nvdec_codecs)
+    return (PYAV, refusal) if refusal else (NVDEC, "")
+
+
+def decode_range(source: str, decoder: str, chunk_frames: int, start_frame: int = 0,
                  end_frame: int | None = None, size: tuple[int, int] | None = None,
                  indices: np.ndarray | None = None, frame_pts: np.ndarray | None = None, keep: bool = False,
                  keep_size: tuple[int, int] | None = None) -> Iterator[Chunk]:
-    """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks);
-    with `keep`, each chunk also carries the frames at `keep_size` (CUDA tensors on the GPU path).
-    NVDEC reads local files only, so remote inputs and CPU workers stream through PyAV."""
-    if use_gpu(device) and storage.is_local(source):
+    """Chunks of frames [start_frame, end_frame), or of `indices` within it (see pyav_io.decode_chunks),
+    from `decoder` (NVDEC or PYAV, as `choose_decoder` chose for the input); with `keep`, each chunk
+    also carries the frames at `keep_size` (CUDA tensors from NVDEC)."""
+    if decoder == NVDEC:
         return nvcodec.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices,
                                      keep=keep, keep_size=keep_size)
     return pyav_io.decode_chunks(source, chunk_frames, start_frame, end_frame, size, indices, frame_pts,

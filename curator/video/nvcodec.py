@@ -6,6 +6,7 @@ functions; `available()` tells the device resolver whether this path can run her
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import tempfile
@@ -29,8 +30,15 @@ def _nvc() -> Any:
 _decoders = threading.local()
 
 
+@dataclasses.dataclass
+class _Session:
+    decoder: Any
+    stream: Any
+    reusable: bool = True
+
+
 @contextlib.contextmanager
-def _thread_decoder(source: str, gpu_id: int) -> Iterator[tuple[Any, Any]]:
+def _thread_decoder(source: str, gpu_id: int) -> Iterator[_Session]:
     """This thread's decoder, re-pointed at `source`, and the CUDA stream (torch's) it works on.
 
     Creating a SimpleDecoder per video and dropping it afterwards holds the GIL for ~0.17 s per
@@ -38,7 +46,8 @@ def _thread_decoder(source: str, gpu_id: int) -> Iterator[tuple[Any, Any]]:
     decode), which stalls every other worker thread of the process; `reconfigure_decoder` reuses
     the NVDEC session for the next file, as NVIDIA's cached-decoder benchmark does. The decoder
     leaves the cache while in use (a nested decode on the same thread makes its own) and goes
-    back only after a clean pass, so one that raised on a corrupt file is never reused.
+    back only after a clean pass, so one that raised on a corrupt file, or reached the end of a
+    stream shorter than its container said, is never reused.
 
     The decoder works on a stream of the device's highest priority: it converts every frame with
     small kernels and copies, which otherwise queue behind the other workers' resizes (measured on
@@ -57,8 +66,10 @@ def _thread_decoder(source: str, gpu_id: int) -> Iterator[tuple[Any, Any]]:
                                     output_color_type=nvc.OutputColorType.RGB)
     else:
         decoder.reconfigure_decoder(source)
-    yield decoder, stream
-    cache[gpu_id] = (decoder, stream)
+    session = _Session(decoder, stream)
+    yield session
+    if session.reusable:
+        cache[gpu_id] = (decoder, stream)
 
 
 def available() -> bool:
@@ -110,16 +121,23 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
     With `keep`, `Chunk.kept` holds the same frames resized on the GPU to `keep_size` (full
     resolution when None), still CUDA tensors: one decode serves analysis and clip output.
     """
-    with _thread_decoder(source, gpu_id) as (decoder, stream):
-        yield from _decode(decoder, stream, chunk_frames, start_frame, end_frame, size, indices, gpu_id, keep,
-                           keep_size)
+    with _thread_decoder(source, gpu_id) as session:
+        yield from _decode(session, chunk_frames, start_frame, end_frame, size, indices, gpu_id, keep, keep_size)
 
 
-def _decode(decoder: Any, stream: Any, chunk_frames: int, start_frame: int, end_frame: int | None,
+def _end_of_stream(exc: Exception) -> bool:
+    """PyNvVideoCodec's error for a frame index past the stream's real end: the container's frame
+    count (`len(decoder)`) is only what its header says."""
+    return "end of stream" in str(exc).lower()
+
+
+def _decode(session: _Session, chunk_frames: int, start_frame: int, end_frame: int | None,
             size: tuple[int, int] | None, indices: np.ndarray | None, gpu_id: int, keep: bool,
             keep_size: tuple[int, int] | None) -> Iterator[Chunk]:
+    """The frames that exist: a read past the stream's real end ends the pass like its last frame."""
     import torch
 
+    decoder, stream = session.decoder, session.stream
     total = len(decoder)
     end = total if end_frame is None else min(end_frame, total)
     wanted = None if indices is None else indices[(indices >= start_frame) & (indices < end)]
@@ -128,13 +146,27 @@ def _decode(decoder: Any, stream: Any, chunk_frames: int, start_frame: int, end_
     # Decode sequentially from the first wanted frame: fetching frames one index at a time would
     # restart from a keyframe for each of them.
     index = start_frame if wanted is None else int(wanted[0])
-    # Always seek: a reused decoder may still stand where the previous video left it.
-    decoder.seek_to_index(index)
+    seek, batch_limit = True, chunk_frames
     with torch.cuda.device(gpu_id):
         consumer = torch.cuda.current_stream()
         while index < end:
-            with span("decode_call"):
-                frames = decoder.get_batch_frames(min(chunk_frames, end - index))
+            batch = min(batch_limit, end - index)
+            try:
+                if seek:  # always seek first: a reused decoder may stand where the last video left it
+                    decoder.seek_to_index(index)
+                    seek = False
+                with span("decode_call"):
+                    frames = decoder.get_batch_frames(batch)
+            except Exception as exc:
+                if not _end_of_stream(exc):
+                    raise
+                session.reusable = False
+                if batch == 1:
+                    break
+                # The stream ends inside this batch, and the call returned none of it: the rest of
+                # the frames one at a time, from where the batch began.
+                seek, batch_limit = True, 1
+                continue
             if not frames:
                 break
             positions = np.arange(index, index + len(frames))

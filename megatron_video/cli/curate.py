@@ -1,6 +1,7 @@
 """`mvideo curate input=DIR output=DIR`: raw videos to shards, catalog and ledger."""
 from __future__ import annotations
 
+import functools
 import logging
 
 from megatron_video.config import ConfigError
@@ -10,10 +11,13 @@ DEFAULT_RECIPE = "curate"
 
 
 def run(cfg: RootConfig) -> int:
-    from curator.run import curate
+    from curator.supervise import curate_supervised
+    from megatron_video.training.environment import setup_logging
 
     try:
-        summary = curate(cfg.curate, progress=cfg.run.progress)
+        # In a child process that is started again if a crash in native decoding code kills it.
+        summary = curate_supervised(cfg.curate, progress=cfg.run.progress,
+                                    prepare=functools.partial(setup_logging, cfg.run.log_level))
     except ConfigError as err:  # curate() names its own fields; users type them as curate.*
         raise err.under("curate") from None
     logging.getLogger("mvideo").info("curated %d clips into %s (inputs: %s)", summary.clips_written,

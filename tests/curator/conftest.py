@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import tarfile
 
+import numpy as np
 import pytest
 import yaml
 
@@ -76,3 +77,50 @@ def read_shards():
 @pytest.fixture(scope="session")
 def decode():
     return decode_mp4
+
+
+# Streams NVDEC's path refuses or takes (curator/video/nvdec_support.py), as the GPU curation issue
+# met them: name -> (codec, pixel format, container options, why NVDEC is refused or "" if taken).
+FORMATS = {
+    "h264.mp4": ("libx264", "yuv420p", {}, ""),
+    "h264.mkv": ("libx264", "yuv420p", {}, ""),
+    "hevc.mp4": ("libx265", "yuv420p", {"x265-params": "log-level=error"}, ""),
+    "vp9.webm": ("libvpx-vp9", "yuv420p", {"deadline": "realtime", "cpu-used": "8"}, ""),
+    "h264_10bit.mp4": ("libx264", "yuv420p10le", {}, "pixel format"),
+    "h264_444.mp4": ("libx264", "yuv444p", {}, "pixel format"),
+    "h264.avi": ("libx264", "yuv420p", {}, "container"),
+    "prores_422_10bit.mov": ("prores_ks", "yuv422p10le", {}, "codec"),
+    "mjpeg.avi": ("mjpeg", "yuvj420p", {}, "codec"),
+    "mpeg4.avi": ("mpeg4", "yuv420p", {}, "codec"),
+    "msmpeg4.avi": ("msmpeg4v3", "yuv420p", {}, "codec"),
+    "av1.mp4": ("libsvtav1", "yuv420p", {"preset": "12"}, "codec"),
+}
+
+
+def write_format_zoo(folder: pathlib.Path, frames) -> dict[str, str]:
+    """The RGB `frames` written once per entry of FORMATS into `folder`, plus a corrupt, a truncated
+    and an empty file; returns name -> expected NVDEC refusal ('' where NVDEC takes it)."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (codec, pix_fmt, options, _) in FORMATS.items():
+        with av.open(str(folder / name), mode="w") as out:
+            stream = out.add_stream(codec, rate=24)
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = pix_fmt
+            stream.options = options
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+    mkv = (folder / "h264.mkv").read_bytes()
+    (folder / "truncated.mkv").write_bytes(mkv[: len(mkv) * 5 // 6])
+    (folder / "corrupt.mp4").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 1 << 16, dtype=np.uint8)))
+    (folder / "empty.mp4").write_bytes(b"")
+    return {name: refusal for name, (*_, refusal) in FORMATS.items()}
+
+
+@pytest.fixture(scope="session")
+def format_zoo():
+    return write_format_zoo
