@@ -128,6 +128,16 @@ class Ledger:
     def status_counts(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM inputs GROUP BY status").fetchall())
 
+    def reason_counts(self) -> dict[str, int]:
+        """Inputs not curated (failed or skipped), counted by the kind of reason: the reason's text
+        before its first colon ("tiny", "low resolution", "corrupt", "crashed", ...)."""
+        rows = self._db.execute("SELECT reason FROM inputs WHERE status IN ('failed', 'skipped')")
+        counts: dict[str, int] = {}
+        for (reason,) in rows.fetchall():
+            kind = (reason or "unknown").split(":", 1)[0].strip()
+            counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items()))
+
     def inputs(self) -> list[dict]:
         cursor = self._db.execute("SELECT * FROM inputs ORDER BY source")
         names = [d[0] for d in cursor.description]

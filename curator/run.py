@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class CurationSummary:
     inputs_by_status: dict[str, int] = field(default_factory=dict)
+    # Inputs failed or skipped, by the kind of reason ("tiny", "low resolution", "crashed", ...).
+    not_curated_by_reason: dict[str, int] = field(default_factory=dict)
     clips_written: int = 0
     shard_paths: list[str] = field(default_factory=list)
     catalog_path: str = ""
@@ -109,13 +111,14 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         bar.close()
     ledger_path = str(pathlib.Path(cfg.output) / "ledger.sqlite")
     ledger = Ledger(ledger_path)
-    counts = ledger.status_counts()
+    counts, reasons = ledger.status_counts(), ledger.reason_counts()
     ledger.close()
     summary = CurationSummary(
-        inputs_by_status=counts, clips_written=writer.clips_written, shard_paths=writer.shard_paths,
+        inputs_by_status=counts, not_curated_by_reason=reasons, clips_written=writer.clips_written,
+        shard_paths=writer.shard_paths,
         catalog_path=str(pathlib.Path(cfg.output) / "catalog"), ledger_path=ledger_path,
         stage_seconds={k: round(v, 3) for k, v in writer.stage_seconds.items()},
         wall_seconds=round(time.perf_counter() - start, 3), inputs_skipped_as_finished=len(listed) - len(sources))
-    log.info("curate done inputs=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, summary.clips_written,
-             len(summary.shard_paths), summary.wall_seconds, summary.stage_seconds)
+    log.info("curate done inputs=%s not_curated=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, reasons,
+             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.stage_seconds)
     return summary

@@ -20,6 +20,7 @@ def run(cfg: RootConfig) -> int:
                                     prepare=functools.partial(setup_logging, cfg.run.log_level))
     except ConfigError as err:  # curate() names its own fields; users type them as curate.*
         raise err.under("curate") from None
-    logging.getLogger("mvideo").info("curated %d clips into %s (inputs: %s)", summary.clips_written,
-                                     cfg.curate.output, summary.inputs_by_status)
+    logging.getLogger("mvideo").info("curated %d clips into %s (inputs: %s; not curated, by reason: %s)",
+                                     summary.clips_written, cfg.curate.output, summary.inputs_by_status,
+                                     summary.not_curated_by_reason)
     return 0

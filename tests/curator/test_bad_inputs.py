@@ -97,4 +97,7 @@ def test_every_bad_input_is_recorded_with_its_reason(bad_dir, make_config, tmp_p
     assert rows["good.mp4"]["status"] == "done" and rows["good.mp4"]["notes"] == ""
     assert all(row["decoder"] == "pyav" for row in rows.values() if row["status"] == "done")
     assert summary.clips_written >= 3
+    assert summary.not_curated_by_reason == {"audio-only": 1, "corrupt": 1, "low resolution": 1, "too short": 1,
+                                             "tiny": 1, "unsupported codec": 1, "variable frame rate": 1,
+                                             "zero-byte file": 1}
     assert summary.inputs_by_status["done"] == 3
