@@ -34,3 +34,8 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, offset:
 def value_mix(v: torch.Tensor, v_first: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     """The value residual: l1 * v + l2 * v_first, lambdas = (l1, l2)."""
     return lambdas[0] * v + lambdas[1] * v_first
+
+
+def rope_qk(q: torch.Tensor, k: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ND-RoPE applied to q and k [B, heads, S, d]."""
+    return rope_rotate(q, angles), rope_rotate(k, angles)

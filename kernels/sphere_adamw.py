@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from kernels.rounding import cast_rtne
+from kernels.tiles import TORCH_TO_TRITON
 
 MAX_ROW_BLOCK = 8192  # longest row held in registers by one program; longer rows loop
 ROW_TILE = 4096  # elements per program of whole rows: short rows share a program
@@ -34,8 +35,6 @@ ADAMW_BLOCK = 4096
 LR, BETA1, BETA2, EPS, BIAS1, BIAS2_SQRT, DECAY = range(7)
 SCALARS = 7
 PHASE_ALL, PHASE_DOT, PHASE_MOMENTS, PHASE_WRITE = 0, 1, 2, 3
-
-_TRITON_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 @triton.jit
@@ -235,7 +234,7 @@ class FusedSphereStep:
         cut: dict[tuple, list] = {}
         chunks: dict[tuple, list] = {}
         for index, (param, grad, _, _) in enumerate(sphere):
-            dtypes = (_TRITON_DTYPES[param.dtype], _TRITON_DTYPES[grad.dtype])
+            dtypes = (TORCH_TO_TRITON[param.dtype], TORCH_TO_TRITON[grad.dtype])
             rows, is_whole = _row_segments(index, param, geometry)
             length = geometry.slice_of(param).row_length
             one_block = length <= MAX_ROW_BLOCK
@@ -243,7 +242,7 @@ class FusedSphereStep:
             whole.setdefault((one_block, block, *dtypes), []).append(rows[is_whole])
             cut.setdefault(dtypes, []).append(rows[~is_whole])
         for index, (param, grad, _, _) in enumerate(adamw, start=len(sphere)):
-            dtypes = (_TRITON_DTYPES[param.dtype], _TRITON_DTYPES[grad.dtype])
+            dtypes = (TORCH_TO_TRITON[param.dtype], TORCH_TO_TRITON[grad.dtype])
             first = torch.arange(0, param.numel(), ADAMW_BLOCK, dtype=torch.int64)
             length = (param.numel() - first).clamp(max=ADAMW_BLOCK)
             chunks.setdefault(dtypes, []).append(torch.stack([torch.full_like(first, index), first, length], dim=1))
