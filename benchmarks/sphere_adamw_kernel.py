@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before kernels/ is imported (lazily)
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
     from megatron_video.optim.sphere_adamw import SphereAdamW
 
     sync = torch.cuda.synchronize if device.type == "cuda" else None

@@ -1,14 +1,9 @@
-"""Triton kernels run under the interpreter on CPU. TRITON_INTERPRET is read when a kernel is
-decorated, so it is set here, before any test imports kernels/ (product code imports them lazily);
-spawned distributed ranks inherit it."""
-import os
+"""Fixtures of the kernel tests. Without a GPU the kernels run under TRITON_INTERPRET=1, which
+tests/conftest.py sets before triton is first imported (spawned distributed ranks inherit it)."""
 import random
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
