@@ -15,7 +15,7 @@ import triton.language as tl
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
-ROWS_PER_REDUCTION = 64  # rows of one sample a backward program walks (partial-sum granularity)
+ROWS_PER_REDUCTION = 16  # rows of one sample a backward program walks (partial-sum granularity)
 
 
 @triton.jit

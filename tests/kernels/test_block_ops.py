@@ -65,7 +65,8 @@ def small_reductions(monkeypatch):
     import kernels.gated_residual
 
     monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 2)
-    monkeypatch.setattr(kernels.gated_residual, "ROWS_PER_REDUCTION", 2)
+    monkeypatch.setattr(kernels.gated_residual, "ROWS_PER_REDUCTION", 3)
+    monkeypatch.setattr(kernels.gated_residual, "SUB_ROWS", 2)
 
 
 def test_adaln_modulate(seed, poisoned_outputs, small_reductions):
