@@ -1,12 +1,13 @@
 """block_kernels: the fused DiT block operations against eager PyTorch and torch.compile.
 
-Each operation of kernels/ (AdaLN modulation, RoPE on q and k, the SiLU gate, the gated residual,
-the value-residual mix) runs at the 1B preset's shapes (32K video tokens, hidden 1536, 12 heads of
-128, gated MLP 6144, bf16, inputs strided as the block passes them) three ways in one run: the
-Triton kernels, its PyTorch reference (kernels/reference.py) eager, and torch.compile of that
-reference; forward alone and forward + backward. Then the 1B preset's forward at the headline
-latent with model.fused_kernels off and on, its GPU time split into attention kernels, GEMMs and
-the rest (block_parallel_vs_sequential's profiler split).
+Each operation of kernels/ (AdaLN modulation, RoPE on q and k, the SiLU gate alone and written into
+the parallel block's [attention | MLP] buffer, the gated residual, the value-residual mix) runs at
+the 1B preset's shapes (32K video tokens, hidden 1536, 12 heads of 128, gated MLP 6144, bf16,
+inputs strided as the block passes them) three ways in one run: the Triton kernels, its PyTorch
+reference (kernels/reference.py) eager, and torch.compile of that reference; forward alone and
+forward + backward. Then the 1B preset's forward at the headline latent with the fused block ops
+off and on, its GPU time split into attention kernels, GEMMs and the rest
+(block_parallel_vs_sequential's profiler split).
 
 Targets (issue 21): every op >= 1.3x torch.compile (forward + backward), and the forward's "other"
 time down by >= 40%. ratio = the smallest op speedup over torch.compile (forward + backward).
@@ -45,6 +46,7 @@ def op_cases(seq: int, hidden: int, heads: int, mlp: int, device: torch.device, 
     return {"adaln_modulate": ("kernels.adaln", [x, shift, scale], (), (1e-6,)),
             "rope_qk": ("kernels.rope", [heads_of(q), heads_of(k), angles], (2,), ()),
             "silu_gate": ("kernels.silu_gate", [g, u], (), ()),
+            "concat_silu_gate": ("kernels.silu_gate", [x, g, u], (), ()),
             "gated_residual": ("kernels.gated_residual", [x, gate, y], (), (1 / 21,)),
             "value_mix": ("kernels.value_mix", [heads_of(v), heads_of(q), lambdas], (), ())}
 

@@ -1,7 +1,7 @@
 """PyTorch references of the fused DiT block operations: the model's eager path and what the
 Triton kernels beside them (adaln.py, rope.py, silu_gate.py, gated_residual.py, value_mix.py) are
-tested against. Shapes as in megatron_video/model/block.py: activations [S, B, hidden], per-sample
-modulation vectors [1, B, hidden], attention tensors [B, heads, S, head_dim]."""
+tested against. Shapes as in megatron_video/model/block.py: activations [S, B, hidden],
+per-sample modulation vectors [1, B, hidden], attention tensors [B, heads, S, head_dim]."""
 from __future__ import annotations
 
 import torch
@@ -24,6 +24,11 @@ def rope_rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 def silu_gate(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The gated MLP's activation: silu(g) * u."""
     return F.silu(g) * u
+
+
+def concat_silu_gate(a: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """[a, silu(g) * u] along the last dim: the parallel block's input to its output projection."""
+    return torch.cat([a, silu_gate(g, u)], dim=-1)
 
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, offset: float) -> torch.Tensor:

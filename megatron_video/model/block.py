@@ -121,7 +121,7 @@ class ParallelBlock(DiTBlock):
         lh = self.local_heads * self.head_dim
         q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
         a, v_first = self.attention(q, k, v, seq, v_first)
-        y, _ = self.w_out(torch.cat([a, block_ops.call("silu_gate", self.fused, g, u)], dim=-1))
+        y, _ = self.w_out(block_ops.call("concat_silu_gate", self.fused, a, g, u))
         return block_ops.call("gated_residual", self.fused, x, gate, y, self.offset), v_first
 
 

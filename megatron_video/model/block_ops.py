@@ -14,7 +14,8 @@ import torch
 from kernels import reference
 
 KERNEL_MODULES = {"adaln_modulate": "kernels.adaln", "rope_qk": "kernels.rope", "silu_gate": "kernels.silu_gate",
-                  "gated_residual": "kernels.gated_residual", "value_mix": "kernels.value_mix"}
+                  "concat_silu_gate": "kernels.silu_gate", "gated_residual": "kernels.gated_residual",
+                  "value_mix": "kernels.value_mix"}
 
 
 def call(name: str, fused: bool, first: torch.Tensor, *args):

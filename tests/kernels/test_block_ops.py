@@ -98,6 +98,14 @@ def test_silu_gate_on_strided_slices(seed, poisoned_outputs):
     _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-5)  # the strided slices themselves
 
 
+def test_concat_silu_gate_writes_into_its_half(seed, poisoned_outputs):
+    from kernels.silu_gate import concat_silu_gate
+
+    gen = torch.Generator().manual_seed(seed)
+    a, g, u = _projection(gen, 3, 2, [6, 13, 13])
+    _check(concat_silu_gate, ref.concat_silu_gate, [a, g, u], seed, atol=1e-5)
+
+
 def test_rope_qk_on_strided_heads(seed, poisoned_outputs):
     from kernels.rope import rope_qk
 
@@ -125,7 +133,7 @@ def test_block_ops_at_1b_shapes_in_bf16_against_float64(seed):
     from kernels.adaln import adaln_modulate
     from kernels.gated_residual import gated_residual
     from kernels.rope import rope_qk
-    from kernels.silu_gate import silu_gate
+    from kernels.silu_gate import concat_silu_gate, silu_gate
     from kernels.value_mix import value_mix
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
@@ -139,6 +147,7 @@ def test_block_ops_at_1b_shapes_in_bf16_against_float64(seed):
            [x, gate, y], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
     q, k, v, g, u = _projection(gen, SEQ, 1, [HIDDEN] * 3 + [MLP] * 2, **bf16)
     _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
+    _check(concat_silu_gate, ref.concat_silu_gate, [q, g, u], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
     angles = torch.rand(SEQ, HIDDEN // HEADS // 2, generator=gen, device="cuda") * 100
     _check(rope_qk, ref.rope_qk, [_heads(q, HEADS), _heads(k, HEADS), angles], seed, atol=1e-3, rtol=1e-3,
            eager_dtype_check=True, constants=(2,))
