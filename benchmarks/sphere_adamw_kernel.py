@@ -30,7 +30,7 @@ from benchmarks.common import time_call, write_result
 BYTES_PER_PARAM = 28
 
 
-def preset_parameters(preset: str) -> list[tuple[tuple[int, ...], bool]]:
+def preset_parameters(preset: str, **overrides) -> list[tuple[tuple[int, ...], bool]]:
     """(shape, sphere-constrained) of every parameter of the preset's model (built on the CPU)."""
     from megatron_video.model import build_model, load_preset
     from megatron_video.optim.classify import sphere_parameters
@@ -38,7 +38,7 @@ def preset_parameters(preset: str) -> list[tuple[tuple[int, ...], bool]]:
     from megatron_video.parallel.state import ParallelConfig, init_distributed
 
     init_distributed(ParallelConfig(), torch.device("cpu"))
-    model = build_model(load_preset(preset))
+    model = build_model(load_preset(preset, **overrides))
     constrained = {id(p) for p in sphere_parameters(model, OptimConfig()).values()}
     return [(tuple(p.shape), id(p) in constrained) for p in model.parameters()]
 
@@ -98,7 +98,7 @@ def copy_bandwidth(device: torch.device, nbytes: int, sync) -> float:
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="demo preset on CPU, the kernels interpreted")
+    parser.add_argument("--quick", action="store_true", help="one-layer demo preset on CPU, the kernels interpreted")
     parser.add_argument("--preset", default="1b")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     preset = "demo" if args.quick else args.preset
     repeats = 1 if args.quick else args.repeats
-    shapes = preset_parameters(preset)
+    shapes = preset_parameters(preset, **({"layers": 1} if args.quick else {}))
     hyper = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1}
 
     def sphere_adamw(sphere, free, fused):
