@@ -1,11 +1,11 @@
 """ND-RoPE applied to q and k in one kernel, forward and backward.
 
 q and k [B, heads, S, d] may be strided views (heads split out of a projection, then permuted);
-angles [S, d/2] are the layer's float32 band angles. Each program rotates one (sample, head)'s
-tile of positions of both q and k, computing cos and sin in registers (eager PyTorch materialises
-them, rounds them to the activation dtype, and runs six elementwise kernels and a concatenation per
-tensor). The backward is the inverse rotation of the gradients. Outputs are contiguous
-[B, heads, S, d]. Reference: kernels/reference.py rope_rotate (once for q, once for k).
+angles [S, d/2] are the layer's float32 band angles. Each program computes cos and sin for a tile
+of positions in registers, once for all heads, and rotates that tile of every head of q and k
+(eager PyTorch materialises them, rounds them to the activation dtype, and runs six elementwise
+kernels and a concatenation per tensor). The backward is the inverse rotation of the gradients.
+Outputs are contiguous [B, heads, S, d]. Reference: kernels/reference.py rope_rotate (once for q, once for k).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def _rotate_tile(x, out, angles_cos, angles_sin, b, h, pos, valid, half_cols, cm
 @triton.jit
 def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb, k_sh, k_ss,
             SIGN: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
-    bh = tl.program_id(0).to(tl.int64)
-    b, h = bh // heads, bh % heads
+    """Program (sample b, tile of ROWS positions): cos and sin once, then every head of q and k."""
+    b = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     valid = pos < seq
     half_cols = tl.arange(0, BLOCK)
@@ -41,10 +41,11 @@ def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb
     theta = tl.load(angles + pos[:, None] * half + half_cols[None, :], mask=valid[:, None] & cmask[None, :],
                     other=0.0)
     cos, sin = tl.cos(theta), tl.sin(theta)
-    _rotate_tile(q, q_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, q_sb, q_sh, q_ss,
-                 SIGN, DTYPE)
-    _rotate_tile(k, k_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, k_sb, k_sh, k_ss,
-                 SIGN, DTYPE)
+    for h in range(heads):
+        _rotate_tile(q, q_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, q_sb, q_sh, q_ss,
+                     SIGN, DTYPE)
+        _rotate_tile(k, k_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, k_sb, k_sh, k_ss,
+                     SIGN, DTYPE)
 
 
 def _launch(q, k, angles, sign: int):
@@ -57,7 +58,7 @@ def _launch(q, k, angles, sign: int):
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     block = triton.next_power_of_2(half)
     rows = rows_per_program(2 * block)
-    _kernel[(batch * heads, triton.cdiv(seq, rows))](
+    _kernel[(batch, triton.cdiv(seq, rows))](
         q, k, angles, q_out, k_out, heads, seq, half, *q.stride()[:3], *k.stride()[:3], SIGN=sign, ROWS=rows,
         BLOCK=block, DTYPE=TORCH_TO_TRITON[q.dtype], num_warps=4)
     return q_out, k_out
