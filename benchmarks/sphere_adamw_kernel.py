@@ -30,14 +30,14 @@ from benchmarks.common import time_call, write_result
 BYTES_PER_PARAM = 28
 
 
-def preset_parameters(preset: str, **overrides) -> list[tuple[tuple[int, ...], bool]]:
-    """(shape, sphere-constrained) of every parameter of the preset's model (built on the CPU)."""
+def preset_parameters(preset: str, device: torch.device, **overrides) -> list[tuple[tuple[int, ...], bool]]:
+    """(shape, sphere-constrained) of every parameter of the preset's model."""
     from megatron_video.model import build_model, load_preset
     from megatron_video.optim.classify import sphere_parameters
     from megatron_video.optim.config import OptimConfig
     from megatron_video.parallel.state import ParallelConfig, init_distributed
 
-    init_distributed(ParallelConfig(), torch.device("cpu"))
+    init_distributed(ParallelConfig(), device)
     model = build_model(load_preset(preset, **overrides))
     constrained = {id(p) for p in sphere_parameters(model, OptimConfig()).values()}
     return [(tuple(p.shape), id(p) in constrained) for p in model.parameters()]
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     preset = "demo" if args.quick else args.preset
     repeats = 1 if args.quick else args.repeats
-    shapes = preset_parameters(preset, **({"layers": 1} if args.quick else {}))
+    shapes = preset_parameters(preset, device, **({"layers": 1} if args.quick else {}))
     hyper = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1}
 
     def sphere_adamw(sphere, free, fused):
