@@ -98,7 +98,7 @@ def copy_bandwidth(device: torch.device, nbytes: int, sync) -> float:
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one-layer demo preset on CPU, the kernels interpreted")
+    parser.add_argument("--quick", action="store_true", help="a tiny demo model on CPU, kernels interpreted")
     parser.add_argument("--preset", default="1b")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     preset = "demo" if args.quick else args.preset
     repeats = 1 if args.quick else args.repeats
-    shapes = preset_parameters(preset, device, **({"layers": 1} if args.quick else {}))
+    shapes = preset_parameters(preset, device, **({"layers": 1, "hidden": 64, "heads": 2} if args.quick else {}))
     hyper = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1}
 
     def sphere_adamw(sphere, free, fused):
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         opt.step()  # first step: state and (fused) the launch plan
         if name != "torch_adamw_fused":
             results[name] = [p.detach().clone() for p in sphere + free]
-        seconds[name] = time_call(opt.step, repeats=repeats, warmup=1, sync=sync)
+        seconds[name] = time_call(opt.step, repeats=repeats, warmup=0 if args.quick else 1, sync=sync)
         del opt, sphere, free
     params = sum(torch.Size(shape).numel() for shape, _ in shapes)
     sphere_params = sum(torch.Size(shape).numel() for shape, constrained in shapes if constrained)
