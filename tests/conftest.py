@@ -1,6 +1,7 @@
 """Suite-wide fixtures: GPU tests are skipped (and reported) where no GPU is visible; real footage
 and shards cut by hand from it (independent of the curation pipeline) for data/training tests."""
 import json
+import os
 import pathlib
 import subprocess
 
@@ -11,6 +12,12 @@ import torch
 import webdataset as wds
 
 from megatron_video.inference.video_io import write_mp4
+
+# Without a GPU the Triton kernels of tests/kernels run interpreted. Triton reads TRITON_INTERPRET
+# when a function is decorated, its own library functions (tl.sum's combine) included, so this must
+# precede the first import of triton, which megatron-core imports: here, before any test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

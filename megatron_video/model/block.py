@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.tensor_parallel.mappings import copy_to_tensor_model_parallel_region
@@ -20,6 +19,7 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.utils import init_method_normal
 from torch import nn
 
+from megatron_video.model import block_ops
 from megatron_video.model.attention import Attention, factorized_attention
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import modulation_mlp
@@ -64,7 +64,8 @@ class DiTBlock(nn.Module):
         self.sequence_parallel = config.sequence_parallel
         self.axis = ("spatial", "temporal")[layer % 2] if cfg.spatio_temporal else None
         self.modulation = modulation_mlp(cfg.hidden, cfg.adaln_lora_rank or cfg.hidden, self.modulations)
-        self.norm = nn.LayerNorm(cfg.hidden, elementwise_affine=False, eps=1e-6)
+        self.norm_eps = 1e-6  # LayerNorm without affine parameters: AdaLN supplies scale and shift
+        self.fused = cfg.fused_kernels  # Triton kernels for the ops in block_ops (on CUDA)
         self.rope = NDRope(cfg.head_dim, cfg.rope_w_min, cfg.rope_w_max, cfg.rope_zero_fraction, cfg.rope_seed + layer)
         self.attend = Attention(cfg.attention_backend, self.local_heads, cfg.head_dim)
         # Layer 0 provides v_first; later layers mix it in with learned (l1, l2), 0.5 each at init.
@@ -79,7 +80,7 @@ class DiTBlock(nn.Module):
         return [m[None] for m in mod.chunk(self.modulations, dim=-1)]  # each [1, B, hidden]
 
     def modulate(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) * (1 + scale) + shift
+        return block_ops.call("adaln_modulate", self.fused, x, shift, scale, self.norm_eps)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence,
                   v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +92,9 @@ class DiTBlock(nn.Module):
         elif self.value_lambdas is not None:
             # Each rank sees only its heads: the backward all-reduce completes the lambdas' gradient.
             lambdas = copy_to_tensor_model_parallel_region(self.value_lambdas).to(v.dtype)
-            v = lambdas[0] * v + lambdas[1] * v_first
+            v = block_ops.call("value_mix", self.fused, v, v_first, lambdas)
         angles = self.rope.angles(seq.positions)
-        q, k = self.rope.rotate(q, angles), self.rope.rotate(k, angles)
+        q, k = block_ops.call("rope_qk", self.fused, q, k, angles)
         if self.axis is None:
             a = self.attend(q, k, v, seq.key_mask)
         else:
@@ -120,8 +121,8 @@ class ParallelBlock(DiTBlock):
         lh = self.local_heads * self.head_dim
         q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
         a, v_first = self.attention(q, k, v, seq, v_first)
-        y, _ = self.w_out(torch.cat([a, F.silu(g) * u], dim=-1))
-        return x + (gate + self.offset) * y, v_first
+        y, _ = self.w_out(block_ops.call("concat_silu_gate", self.fused, a, g, u))
+        return block_ops.call("gated_residual", self.fused, x, gate, y, self.offset), v_first
 
 
 class SequentialBlock(DiTBlock):
@@ -147,10 +148,10 @@ class SequentialBlock(DiTBlock):
         qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
         a, v_first = self.attention(*qkv.chunk(3, dim=-1), seq, v_first)
         y, _ = self.attn_out(a)
-        x = x + (gate1 + self.offset) * y
+        x = block_ops.call("gated_residual", self.fused, x, gate1, y, self.offset)
         g, u = self.fc1(self.modulate(x, shift2, scale2))[0].chunk(2, dim=-1)
-        y, _ = self.fc2(F.silu(g) * u)
-        return x + (gate2 + self.offset) * y, v_first
+        y, _ = self.fc2(block_ops.call("silu_gate", self.fused, g, u))
+        return block_ops.call("gated_residual", self.fused, x, gate2, y, self.offset), v_first
 
 
 BLOCK_TYPES = {"parallel": ParallelBlock, "sequential": SequentialBlock}

@@ -37,6 +37,7 @@ class VideoDiTConfig:
     adaln_lora_rank: int = 0  # 0 = full-rank per-block modulation
     spatio_temporal: bool = False  # ST-DiT: even blocks attend within frames, odd ones along time
     timestep_dim: int = 256  # width of the sinusoidal timestep features
+    fused_kernels: bool = True  # Triton kernels for the block's norm/RoPE/gating ops on CUDA (kernels/)
 
     def __post_init__(self) -> None:
         require(self.in_channels >= 1, "in_channels", "must be >= 1")

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from kernels.reference import rope_rotate
+
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
 
@@ -78,7 +80,4 @@ class NDRope(nn.Module):
     @staticmethod
     def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         """Rotate channel pairs (i, i + d/2) of x [..., S, d] by angles [S, d/2]."""
-        half = x.shape[-1] // 2
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return rope_rotate(x, angles)

@@ -141,7 +141,8 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_step
         if leaf.optimizer is None:  # a rank without trainable parameters in this leaf
             continue
         inner = SphereAdamW.over_groups(leaf.optimizer.param_groups, lr=cfg.lr, betas=tuple(cfg.betas),
-                                        eps=cfg.eps, weight_decay=cfg.weight_decay)
+                                        eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                        fused=None if cfg.fused_kernels else False)
         inner.set_row_geometry(_row_geometry(leaf, constrained))
         leaf.optimizer = inner
     return optimizer, build_scheduler(optimizer, cfg, total_steps)

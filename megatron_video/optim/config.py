@@ -52,6 +52,9 @@ class OptimConfig:
     band_check_every: int = 1000
     band_tolerance: float = 8.0  # a layer warns beyond this factor from its muP band centre
     band_exempt: list = field(default_factory=lambda: ["modulation"])
+    # The step through the Triton kernels of kernels/sphere_adamw.py wherever the parameters are on
+    # CUDA (false: the PyTorch reference, the only path on CPU).
+    fused_kernels: bool = True
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", "must be > 0")

@@ -57,16 +57,32 @@ class RowGeometry:
         device = tensors[0].device if tensors else torch.device("cpu")
         return cls(slices, slot, 0, device)
 
+    @property
+    def reduced_tensor_parallel_rows(self) -> int:
+        """How many leading slots are completed over the TP group (0 without TP)."""
+        tp = self.tensor_parallel_group
+        return self.tensor_parallel_rows if tp is not None and dist.get_world_size(tp) > 1 else 0
+
+    @property
+    def reduces(self) -> bool:
+        """Whether row sums are all-reduced at all (a DP-sharded optimizer or TP-split rows)."""
+        dp = self.data_parallel_group
+        return bool(self.reduced_tensor_parallel_rows) or (dp is not None and dist.get_world_size(dp) > 1)
+
+    def slice_of(self, tensor: torch.Tensor) -> RowSlice:
+        piece = self.slices.get(id(tensor))
+        if piece is None:  # other ranks would wait in the all-reduce: fail loudly instead
+            raise ValueError(f"a sphere-constrained tensor of shape {tuple(tensor.shape)} has no row "
+                             "slice: the optimizer's row geometry was built for other tensors")
+        return piece
+
     def row_totals(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """For each (tensor, x) with x the tensor's elements as a flat fp32 vector: the sum of x
         over each element's full row (across all ranks), broadcast back to x's elements."""
         buffer = torch.zeros(self.total_rows, dtype=torch.float32, device=self.device)
         spans = []
         for tensor, x in items:
-            piece = self.slices.get(id(tensor))
-            if piece is None:  # other ranks would wait in the all-reduce: fail loudly instead
-                raise ValueError(f"a sphere-constrained tensor of shape {tuple(tensor.shape)} has no row "
-                                 "slice: the optimizer's row geometry was built for other tensors")
+            piece = self.slice_of(tensor)
             length = piece.row_length
             lead = piece.first_element % length
             first_row = piece.slot + piece.first_element // length
@@ -79,13 +95,15 @@ class RowGeometry:
                 sums = padded.view(rows, length).sum(dim=1)
             buffer[first_row:first_row + rows] += sums
             spans.append((first_row, rows, lead, x.numel(), length))
-        self._reduce(buffer)
+        self.reduce_(buffer)
         return [buffer[first:first + rows].repeat_interleave(length)[lead:lead + n]
                 for first, rows, lead, n, length in spans]
 
-    def _reduce(self, buffer: torch.Tensor) -> None:
-        dp, tp = self.data_parallel_group, self.tensor_parallel_group
+    def reduce_(self, buffer: torch.Tensor) -> None:
+        """Complete per-slot partial sums [total_rows] in place: over the DP group, then the
+        TP-split rows over the TP group."""
+        dp = self.data_parallel_group
         if dp is not None and dist.get_world_size(dp) > 1:
             dist.all_reduce(buffer, group=dp)
-        if tp is not None and self.tensor_parallel_rows and dist.get_world_size(tp) > 1:
-            dist.all_reduce(buffer[:self.tensor_parallel_rows], group=tp)
+        if self.reduced_tensor_parallel_rows:
+            dist.all_reduce(buffer[:self.tensor_parallel_rows], group=self.tensor_parallel_group)

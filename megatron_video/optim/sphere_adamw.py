@@ -11,6 +11,11 @@ Both kinds live in one torch optimizer because megatron's distributed optimizer 
 of a model chunk through one inner optimizer. State is fp32 whatever the parameter dtype; under
 megatron's mixed-precision optimizers the tensors updated here are already the fp32 main params.
 Row sums go through a RowGeometry (rows.py), which completes rows split across TP or DP ranks.
+
+`fused` picks the implementation: the Triton kernels of kernels/sphere_adamw.py (a few launches
+for all tensors) or this file's PyTorch code, the reference they are tested against. None (the
+default) takes the kernels for CUDA tensors and the reference elsewhere; True forces the kernels
+(on CPU they need TRITON_INTERPRET=1, as in tests/kernels).
 """
 from __future__ import annotations
 
@@ -23,17 +28,20 @@ from megatron_video.optim.rows import RowGeometry
 
 class SphereAdamW(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-8, weight_decay: float = 0.0, sphere: bool = False):
+                 eps: float = 1e-8, weight_decay: float = 0.0, sphere: bool = False, fused: bool | None = None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "sphere": sphere}
         super().__init__(params, defaults)
         self.row_geometry: RowGeometry | None = None
+        self.fused = fused
+        self._fused_step = None  # kernels.sphere_adamw.FusedSphereStep, made on first use
+        self._whole_geometry: tuple[tuple, RowGeometry] | None = None
 
     @classmethod
-    def over_groups(cls, param_groups: list[dict], **defaults) -> SphereAdamW:
+    def over_groups(cls, param_groups: list[dict], fused: bool | None = None, **defaults) -> SphereAdamW:
         """Adopt param groups megatron has already built. They may hold DP-shard views of model
         params, which are not leaf tensors and which torch's add_param_group refuses; megatron
         assigns param_groups directly for its own Adam for that reason, and so do we."""
-        optimizer = cls([torch.zeros(1, requires_grad=True)], **defaults)  # replaced just below
+        optimizer = cls([torch.zeros(1, requires_grad=True)], fused=fused, **defaults)  # replaced just below
         optimizer.param_groups = param_groups
         for group in param_groups:
             for key, value in optimizer.defaults.items():
@@ -74,8 +82,16 @@ class SphereAdamW(torch.optim.Optimizer):
         if weight.data_ptr() != param.data_ptr():
             param.detach().view(-1).copy_(weight)
 
+    def _geometry(self, items: list[tuple[torch.Tensor, dict]]) -> RowGeometry:
+        if self.row_geometry is not None:
+            return self.row_geometry
+        key = tuple((id(p), p.shape) for p, _ in items)  # kept across steps: the kernels plan by it
+        if self._whole_geometry is None or self._whole_geometry[0] != key:
+            self._whole_geometry = key, RowGeometry.for_whole_matrices([p for p, _ in items])
+        return self._whole_geometry[1]
+
     def _sphere_step(self, items: list[tuple[torch.Tensor, dict]]) -> None:
-        geometry = self.row_geometry or RowGeometry.for_whole_matrices([p for p, _ in items])
+        geometry = self._geometry(items)
         weights = [p.detach().view(-1).float() for p, _ in items]  # in place when fp32
         grads = [p.grad.view(-1).float() for p, _ in items]
         dots = geometry.row_totals([(p, w * g) for (p, _), w, g in zip(items, weights, grads)])
@@ -94,16 +110,46 @@ class SphereAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        sphere_items = []
+        sphere_items, adamw_items = [], []
         for group in self.param_groups:
             for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if group["sphere"]:
-                    sphere_items.append((param, group))
-                else:
-                    self._adamw_step(param, group)
+                if param.grad is not None:
+                    (sphere_items if group["sphere"] else adamw_items).append((param, group))
+        if self._use_kernels(sphere_items + adamw_items):
+            self._kernel_step(sphere_items, adamw_items)
+            return loss
+        for param, group in adamw_items:
+            self._adamw_step(param, group)
         # With a shared geometry every rank joins the row all-reduces, holding rows or not.
         if sphere_items or (self.row_geometry is not None and self.row_geometry.total_rows):
             self._sphere_step(sphere_items)
         return loss
+
+    def _use_kernels(self, items: list[tuple[torch.Tensor, dict]]) -> bool:
+        if self.fused is not None:
+            return self.fused
+        device = items[0][0].device if items else (self.row_geometry.device if self.row_geometry else None)
+        return device is not None and device.type == "cuda"
+
+    def _kernel_step(self, sphere_items: list[tuple[torch.Tensor, dict]],
+                     adamw_items: list[tuple[torch.Tensor, dict]]) -> None:
+        """The same step through kernels/sphere_adamw.py: every tensor in a few launches."""
+        if self._fused_step is None:
+            from kernels.sphere_adamw import FusedSphereStep  # Triton: imported only when used
+
+            self._fused_step = FusedSphereStep()
+
+        def prepared(items):
+            out = []
+            for param, group in items:
+                if not param.is_contiguous():
+                    raise ValueError(f"the fused SphereAdamW updates parameters in place: a tensor of shape "
+                                     f"{tuple(param.shape)} is not contiguous (use fused=False)")
+                state = self._state_for(param)
+                state["step"] += 1
+                out.append((param, param.grad.contiguous(), state, group))
+            return out
+
+        geometry = self._geometry(sphere_items)
+        if sphere_items or adamw_items or geometry.reduces:
+            self._fused_step.step(prepared(sphere_items), prepared(adamw_items), geometry)

@@ -1,0 +1,109 @@
+"""LayerNorm + AdaLN modulation fused: y = LN(x) * (1 + scale) + shift, forward and backward.
+
+x [S, B, H] (rows r = s * B + b), shift and scale [1, B, H] (any row stride: they are chunks of the
+modulation output). The forward reads x once and writes y, keeping each row's mean and 1/std; the
+backward recomputes the normalised row from them and writes dx, while each program sums
+dy * xhat and dy over its rows of one sample for the scale and shift gradients (per-program partial
+sums, added up by torch). Reference: kernels/reference.py adaln_modulate.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.rounding import cast_rtne
+from kernels.tiles import TORCH_TO_TRITON, rows_per_program
+
+ROWS_PER_REDUCTION = 16  # rows of one sample a backward program walks (partial-sum granularity)
+
+
+@triton.jit
+def _forward(x, shift, scale, y, mean_out, rstd_out, n_rows, batch, hidden, mod_stride, eps,
+             ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    valid = row < n_rows
+    cols = tl.arange(0, BLOCK)
+    mask = valid[:, None] & (cols[None, :] < hidden)
+    offsets = row[:, None] * hidden + cols[None, :]
+    xv = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(xv, axis=1) / hidden
+    centred = tl.where(mask, xv - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / hidden + eps)
+    mod = (row % batch)[:, None] * mod_stride + cols[None, :]
+    sc = tl.load(scale + mod, mask=mask, other=0.0).to(tl.float32)
+    sh = tl.load(shift + mod, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y + offsets, cast_rtne(centred * rstd[:, None] * (1.0 + sc) + sh, DTYPE), mask=mask)
+    tl.store(mean_out + row, mean, mask=valid)
+    tl.store(rstd_out + row, rstd, mask=valid)
+
+
+@triton.jit
+def _backward(dy, x, scale, mean_in, rstd_in, dx, dscale_part, dshift_part, seq, batch, hidden, mod_stride,
+              ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+    """Program (tile of ROWS sequence positions, sample b): dx for those rows, and the partial
+    sums of dy * xhat and dy into dscale_part / dshift_part [tiles, B, H]."""
+    tile = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    cmask = cols < hidden
+    sc = 1.0 + tl.load(scale + b * mod_stride + cols, mask=cmask, other=0.0).to(tl.float32)
+    acc_scale = tl.zeros([BLOCK], dtype=tl.float32)
+    acc_shift = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(ROWS):
+        s = tile * ROWS + i
+        if s < seq:
+            row = s * batch + b
+            g = tl.load(dy + row * hidden + cols, mask=cmask, other=0.0).to(tl.float32)
+            xv = tl.load(x + row * hidden + cols, mask=cmask, other=0.0).to(tl.float32)
+            rstd = tl.load(rstd_in + row)
+            xhat = tl.where(cmask, (xv - tl.load(mean_in + row)) * rstd, 0.0)
+            dxhat = g * sc
+            c1 = tl.sum(dxhat * xhat, axis=0) / hidden
+            c2 = tl.sum(dxhat, axis=0) / hidden
+            tl.store(dx + row * hidden + cols, cast_rtne((dxhat - xhat * c1 - c2) * rstd, DTYPE), mask=cmask)
+            acc_scale += g * xhat
+            acc_shift += g
+    part = (tile * batch + b) * hidden + cols
+    tl.store(dscale_part + part, acc_scale, mask=cmask)
+    tl.store(dshift_part + part, acc_shift, mask=cmask)
+
+
+class _AdaLNModulate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, shift, scale, eps):
+        x = x.contiguous()
+        seq, batch, hidden = x.shape
+        block = triton.next_power_of_2(hidden)
+        rows = rows_per_program(block)
+        y = torch.empty_like(x)
+        mean = torch.empty(seq * batch, dtype=torch.float32, device=x.device)
+        rstd = torch.empty_like(mean)
+        mod_stride = shift.stride(1)
+        if scale.stride(1) != mod_stride or shift.stride(2) != 1 or scale.stride(2) != 1:
+            raise ValueError("shift and scale must be [1, B, H] views with one row stride and unit column stride")
+        _forward[(triton.cdiv(seq * batch, rows),)](
+            x, shift, scale, y, mean, rstd, seq * batch, batch, hidden, mod_stride, eps,
+            ROWS=rows, BLOCK=block, DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, rows * block // 1024)))
+        ctx.save_for_backward(x, scale, mean, rstd)
+        ctx.mod_stride, ctx.shift_dtype = mod_stride, shift.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, scale, mean, rstd = ctx.saved_tensors
+        seq, batch, hidden = x.shape
+        block = triton.next_power_of_2(hidden)
+        tiles = triton.cdiv(seq, ROWS_PER_REDUCTION)
+        dx = torch.empty_like(x)
+        dscale = torch.empty(tiles, batch, hidden, dtype=torch.float32, device=x.device)
+        dshift = torch.empty_like(dscale)
+        _backward[(tiles, batch)](dy.contiguous(), x, scale, mean, rstd, dx, dscale, dshift, seq, batch, hidden,
+                                  ctx.mod_stride, ROWS=ROWS_PER_REDUCTION, BLOCK=block,
+                                  DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, block // 256)))
+        return dx, dshift.sum(0, keepdim=True).to(ctx.shift_dtype), dscale.sum(0, keepdim=True).to(scale.dtype), None
+
+
+def adaln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """LN(x) * (1 + scale) + shift for x [S, B, H], shift and scale [1, B, H] (one fused kernel)."""
+    return _AdaLNModulate.apply(x, shift, scale, eps)

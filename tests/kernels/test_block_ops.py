@@ -1,0 +1,188 @@
+"""Fused DiT block operations (kernels/*.py) against their references (kernels/reference.py) in
+float64: outputs and gradients of every input, on small odd shapes with strided inputs as the block
+passes them, outputs poisoned with NaN before each launch. CPU: TRITON_INTERPRET=1, float32 inputs.
+GPU (gpu mark): the 1B preset's shapes in bf16, error no worse than eager bf16's against float64."""
+import pytest
+import torch
+
+import kernels.reference as ref
+
+
+def _check(fused_fn, ref_fn, inputs: list[torch.Tensor], seed: int, atol: float, rtol: float = 1e-5,
+           eager_dtype_check: bool = False, constants: tuple[int, ...] = ()) -> None:
+    """Run fused_fn on `inputs` and ref_fn on float64 copies; compare outputs and input gradients
+    under a random output gradient (inputs numbered in `constants` get none). With
+    eager_dtype_check, the fused error may exceed atol by at most twice the error of ref_fn run in
+    the inputs' own dtype (eager PyTorch)."""
+    gen = torch.Generator(device=inputs[0].device).manual_seed(seed + 1)
+    leaves = [x.detach().requires_grad_(i not in constants) for i, x in enumerate(inputs)]
+    doubles = [x.detach().double().requires_grad_(i not in constants) for i, x in enumerate(inputs)]
+    outs, ref_outs = fused_fn(*leaves), ref_fn(*doubles)
+    outs, ref_outs = (outs if isinstance(outs, tuple) else (outs,)), \
+        (ref_outs if isinstance(ref_outs, tuple) else (ref_outs,))
+    grads_out = [torch.randn(o.shape, generator=gen, device=o.device, dtype=torch.float64) for o in ref_outs]
+    torch.autograd.backward([o for o in outs], [g.to(o.dtype) for o, g in zip(outs, grads_out)])
+    torch.autograd.backward(list(ref_outs), grads_out)
+    pairs = [("output", o, r) for o, r in zip(outs, ref_outs)] + \
+        [(f"grad {i}", a.grad, b.grad) for i, (a, b) in enumerate(zip(leaves, doubles)) if b.grad is not None]
+    eager = {}
+    if eager_dtype_check:
+        lows = [x.detach().requires_grad_(i not in constants) for i, x in enumerate(inputs)]
+        low_outs = ref_fn(*lows)
+        low_outs = low_outs if isinstance(low_outs, tuple) else (low_outs,)
+        torch.autograd.backward(list(low_outs), [g.to(o.dtype) for o, g in zip(low_outs, grads_out)])
+        eager = {name: low for (name, _, _), low in zip(pairs, [*low_outs, *(x.grad for x in lows)])}
+    for name, got, want in pairs:
+        assert got is not None and not torch.isnan(got).any(), f"seed {seed}: {name} has unwritten (NaN) elements"
+        err = (got.double() - want).abs().max().item()
+        bound = atol + rtol * want.abs().max().item()
+        if name in eager:
+            bound += 2 * (eager[name].double() - want).abs().max().item()
+        assert err <= bound, f"seed {seed}: {name} differs by {err} (bound {bound})"
+
+
+def _modulation(gen, batch, hidden, chunks, device="cpu", dtype=torch.float32):
+    """[1, B, H] views of one [B, chunks * H] modulation output, as DiTBlock.modulation_vectors makes."""
+    mod = torch.randn(batch, chunks * hidden, generator=gen, device=device, dtype=dtype) * 0.5
+    return [m[None] for m in mod.chunk(chunks, dim=-1)]
+
+
+def _projection(gen, seq, batch, widths, device="cpu", dtype=torch.float32):
+    """Column slices [S, B, w] of one [S, B, sum(widths)] projection output (strided views)."""
+    proj = torch.randn(seq, batch, sum(widths), generator=gen, device=device, dtype=dtype)
+    return proj.split(widths, dim=-1)
+
+
+def _heads(t, heads):
+    s, b, w = t.shape
+    return t.reshape(s, b, heads, w // heads).permute(1, 2, 0, 3)  # [B, heads, S, d], strided
+
+
+@pytest.fixture
+def small_reductions(monkeypatch):
+    """A few rows per backward program, so that small sequences span several partial-sum tiles."""
+    import kernels.adaln
+    import kernels.gated_residual
+
+    monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 2)
+    monkeypatch.setattr(kernels.gated_residual, "ROWS_PER_REDUCTION", 3)
+    monkeypatch.setattr(kernels.gated_residual, "SUB_ROWS", 2)
+
+
+def test_adaln_modulate(seed, poisoned_outputs, small_reductions):
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 2, 24, generator=gen) * 3 + 1
+    shift, scale, _ = _modulation(gen, 2, 24, 3)
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [x, shift, scale], seed, atol=2e-5)
+
+
+def test_gated_residual(seed, poisoned_outputs, small_reductions):
+    from kernels.gated_residual import gated_residual
+
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(5, 2, 20, generator=gen), torch.randn(5, 2, 20, generator=gen)
+    _, _, gate = _modulation(gen, 2, 20, 3)
+    _check(lambda x, g, y: gated_residual(x, g, y, 0.25), lambda x, g, y: ref.gated_residual(x, g, y, 0.25),
+           [x, gate, y], seed, atol=1e-5)
+
+
+def test_silu_gate_on_strided_slices(seed, poisoned_outputs):
+    from kernels.silu_gate import silu_gate
+
+    gen = torch.Generator().manual_seed(seed)
+    _, g, u = _projection(gen, 3, 2, [6, 13, 13])
+    _check(silu_gate, ref.silu_gate, [g * 3, u], seed, atol=1e-5)
+    _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-5)  # the strided slices themselves
+
+
+def test_concat_silu_gate_writes_into_its_half(seed, poisoned_outputs):
+    from kernels.silu_gate import concat_silu_gate
+
+    gen = torch.Generator().manual_seed(seed)
+    a, g, u = _projection(gen, 3, 2, [6, 13, 13])
+    _check(concat_silu_gate, ref.concat_silu_gate, [a, g, u], seed, atol=1e-5)
+
+
+def test_rope_qk_on_strided_heads(seed, poisoned_outputs):
+    from kernels.rope import rope_qk
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (_heads(t, 3) for t in _projection(gen, 7, 2, [30, 30]))  # head_dim 10: 5 bands
+    angles = torch.rand(7, 5, generator=gen) * 50
+    _check(rope_qk, ref.rope_qk, [q, k, angles], seed, atol=2e-5, constants=(2,))
+
+
+def test_value_mix_on_strided_heads(seed, poisoned_outputs):
+    from kernels.value_mix import value_mix
+
+    gen = torch.Generator().manual_seed(seed)
+    v, v_first = (_heads(t, 2) for t in _projection(gen, 9, 2, [12, 12]))
+    lambdas = torch.rand(2, generator=gen)
+    _check(value_mix, ref.value_mix, [v, v_first, lambdas], seed, atol=2e-5)
+
+
+# The 1B preset at 32K video tokens: hidden 1536, 12 heads of 128, gated MLP 6144.
+SEQ, HIDDEN, HEADS, MLP = 32768, 1536, 12, 6144
+
+
+@pytest.mark.gpu
+def test_block_ops_at_1b_shapes_in_bf16_against_float64(seed):
+    from kernels.adaln import adaln_modulate
+    from kernels.gated_residual import gated_residual
+    from kernels.rope import rope_qk
+    from kernels.silu_gate import concat_silu_gate, silu_gate
+    from kernels.value_mix import value_mix
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    bf16 = {"device": "cuda", "dtype": torch.bfloat16}
+    x = torch.randn(SEQ, 1, HIDDEN, generator=gen, **bf16) * 3 + 1
+    shift, scale, gate = _modulation(gen, 1, HIDDEN, 3, **bf16)
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [x, shift, scale], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
+    y = torch.randn(SEQ, 1, HIDDEN, generator=gen, **bf16)
+    _check(lambda x, g, y: gated_residual(x, g, y, 1 / 21), lambda x, g, y: ref.gated_residual(x, g, y, 1 / 21),
+           [x, gate, y], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
+    q, k, v, g, u = _projection(gen, SEQ, 1, [HIDDEN] * 3 + [MLP] * 2, **bf16)
+    _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
+    _check(concat_silu_gate, ref.concat_silu_gate, [q, g, u], seed, atol=1e-3, rtol=1e-3, eager_dtype_check=True)
+    angles = torch.rand(SEQ, HIDDEN // HEADS // 2, generator=gen, device="cuda") * 100
+    _check(rope_qk, ref.rope_qk, [_heads(q, HEADS), _heads(k, HEADS), angles], seed, atol=1e-3, rtol=1e-3,
+           eager_dtype_check=True, constants=(2,))
+    lambdas = torch.rand(2, generator=gen, **bf16)
+    _check(value_mix, ref.value_mix, [_heads(v, HEADS), _heads(q, HEADS), lambdas], seed, atol=1e-3, rtol=1e-3,
+           eager_dtype_check=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block", ["parallel", "sequential"])
+def test_model_with_fused_block_ops_matches_the_reference_ops_on_gpu(block):
+    """One bf16 model and its inputs with the blocks' fused ops on and off: forward and gradients."""
+    from megatron_video.model import VideoDiTConfig, build_model
+    from megatron_video.parallel.state import ParallelConfig, init_distributed
+
+    init_distributed(ParallelConfig(), torch.device("cuda"))
+    torch.manual_seed(0)
+    cfg = VideoDiTConfig(in_channels=16, hidden=256, layers=4, heads=4, text_dim=64, block=block)
+    model = build_model(cfg, params_dtype=torch.bfloat16).cuda()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:  # zero-initialised outputs: give every path a signal
+                p.normal_(0, 0.02)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 16, 4, 16, 16, generator=g), torch.rand(2, generator=g)
+    text, mask = torch.randn(2, 8, 64, generator=g), torch.ones(2, 8, dtype=torch.bool)
+    results = []
+    for fused in (True, False):
+        for layer in model.blocks:
+            layer.fused = fused
+        model.zero_grad()
+        out = model(x.cuda().bfloat16(), t.cuda(), text.cuda().bfloat16(), mask.cuda())
+        out.float().square().mean().backward()
+        results.append((out.float(), [p.grad.float() for p in model.parameters()]))
+    (fused_out, fused_grads), (ref_out, ref_grads) = results
+    assert (fused_out - ref_out).norm() / ref_out.norm() < 2e-2
+    for a, b in zip(fused_grads, ref_grads):
+        assert (a - b).norm() / b.norm().clamp_min(1e-12) < 5e-2
