@@ -90,3 +90,26 @@ def test_config_refuses_unknown_metric_and_too_few_points():
         KMeansConfig(split_factor=0.5)
     with pytest.raises(ValueError, match="at least as many points"):
         fit_kmeans(torch.randn(3, 4), KMeansConfig(clusters=5))
+
+
+def test_benchmark_quick_mode_writes_a_result(tmp_path):
+    """benchmarks/kmeans_vs_sklearn.py --quick: the GPU benchmark's whole path, small, on CPU."""
+    import json
+
+    from benchmarks.kmeans_vs_sklearn import main
+
+    path = main(["--quick", "--results-dir", str(tmp_path)])
+    result = json.loads(path.read_text())
+    assert result["name"] == "kmeans_vs_sklearn" and result["metrics"]["points"] == 4000
+    assert result["metrics"]["inertia_ratio"] <= 1.02 and result["ratio"] > 0
+    assert result["baseline"]["sklearn_inertia"] > 0
+
+
+@pytest.mark.gpu
+def test_cuda_fit_matches_the_cpu_fit():
+    centers = 8 * torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(1)), dim=1)
+    points, truth = blobs(centers, 250, std=1.0)
+    cpu = fit_kmeans(points, KMeansConfig(clusters=8, batch_size=512))
+    cuda = fit_kmeans(points.cuda(), KMeansConfig(clusters=8, batch_size=512))
+    assert cuda.labels.is_cuda and ari(truth, cuda.labels.cpu()) >= 0.95
+    assert cuda.inertia == pytest.approx(cpu.inertia, rel=1e-3)
