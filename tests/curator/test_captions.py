@@ -107,3 +107,19 @@ def test_caption_config_is_refused_before_any_work(tmp_path):
         CaptionConfig(short_prompt="no placeholder")
     with pytest.raises(ConfigError, match="model"):
         run_captions(CaptionConfig(root=str(tmp_path), model=str(tmp_path)), torch.device("cpu"))
+
+
+def test_mvideo_caption_then_balance_then_dedup(five_clips, tiny_qwen, capsys):
+    """The three post-curation commands chained over one curated output, each leaving its feature set."""
+    from megatron_video.cli.main import main
+
+    root = str(five_clips)
+    assert main(["caption", f"root={root}", f"model={tiny_qwen}", "caption.frames_per_clip=2",
+                 "caption.frame_height=56", "caption.frame_width=84", "caption.detailed_tokens=4",
+                 "caption.short_tokens=2", "caption.three_word_tokens=3", "caption.output=captions_cli"]) == 0
+    assert main(["balance", f"root={root}", "balance.captions=captions_cli"]) == 0
+    assert main(["dedup", f"root={root}", "dedup.captions=captions_cli", "dedup.threshold=0.99"]) == 0
+    balance, dedup = read_feature_set(five_clips, "balance"), read_feature_set(five_clips, "dedup")
+    assert sorted(balance["key"]) == sorted(dedup["key"]) == [f"clip_{i}" for i in range(5)]
+    assert main(["dedup", f"root={root}", "dedup.threshold=2"]) == 2
+    assert "dedup.threshold" in capsys.readouterr().err
