@@ -5,8 +5,9 @@ The points are a Gaussian mixture like clip embeddings (unequal cluster sizes an
 once on the host from a fixed seed and copied to every solver. Every solver's inertia is computed
 by one evaluator (float64, nearest of its returned centres), so the comparison is of the centres
 alone. ours_seconds is the median of warm runs (the first, which pays CUDA start-up, is reported
-apart); scikit-learn runs once on all host cores. ratio = sklearn_seconds / ours_seconds.
-Targets: under 0.5 s on an H100/H200, >= 50x scikit-learn, inertia within 2% of it.
+apart); scikit-learn runs once on all host cores. ratio = sklearn_seconds / ours_seconds, target 50;
+the other targets (under 0.5 s on an H100/H200, inertia within 2% of scikit-learn's) are the
+metrics under_half_second and inertia_within_2pct.
 """
 from __future__ import annotations
 
@@ -106,13 +107,15 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         "ours_seconds": round(seconds, 4), "ours_cold_seconds": round(cold, 4), "ours_inertia": ours,
         "ours_passes": result.passes, "ours_reseeded": result.reseeded, "ours_splits": result.splits,
         "inertia_ratio": round(ours / sklearn_inertia, 5),
+        # the issue's other two targets, beside the speed-up the table checks
+        "under_half_second": seconds < 0.5, "inertia_within_2pct": ours <= 1.02 * sklearn_inertia,
     }
     baseline = {"sklearn_seconds": round(sklearn_seconds, 3), "sklearn_inertia": sklearn_inertia,
                 "sklearn_iterations": int(reference.n_iter_), "host_cores": os.cpu_count()}
     for name, peer in (("faiss", run_faiss(x, args.clusters)), ("cuml", run_cuml(x, args.clusters))):
         baseline[name] = peer if peer else "not importable"
     return write_result("kmeans_vs_sklearn", metrics, baseline, sklearn_seconds / seconds,
-                        target=">= 50x scikit-learn, under 0.5 s, inertia_ratio <= 1.02",
+                        target=50.0,
                         results_dir=args.results_dir)
 
 

@@ -4,7 +4,7 @@
 2. Mini-batch steps (Sculley 2010) with count-weighted updates: each centre is the running mean of
    every point ever assigned to it, c <- c + (S - m c) / N, with S and m the batch's sum and count
    for it and N its total count (a per-centre learning rate of 1/N).
-3. Full passes (Lloyd steps over the data in chunks of batch_size: exact means, cheap on a GPU)
+3. Full passes (Lloyd steps over the data in chunks of chunk_size: exact means, cheap on a GPU)
    until the inertia stops falling, so the result matches a full-batch solver's quality.
 4. Every `maintain_every` steps (and after every pass), the assignment counts since the last check
    are inspected: a dead cluster (in the mini-batch steps: under dead_ratio of the largest one's
@@ -33,12 +33,14 @@ METRICS = ("l2", "cosine")
 class KMeansConfig:
     clusters: int = 50
     metric: str = "l2"
-    batch_size: int = 16384
+    batch_size: int = 16384  # points per mini-batch step
+    chunk_size: int = 131072  # points per matmul in full passes, at most 2^28 / clusters
     minibatch_steps: int = 20
     max_passes: int = 30
     tol: float = 1e-4  # a pass that lowers the inertia by less than this fraction ends the fit
     init_subsamples: int = 10
-    init_subsample_size: int = 0  # 0: half the points, at most 50,000 (at least k)
+    # 0: half the points, at most 50,000 and 5e7 / (init_subsamples k) (memory), at least k
+    init_subsample_size: int = 0
     init_iterations: int = 10
     maintain_every: int = 5
     reseed_dead: bool = True
@@ -51,7 +53,7 @@ class KMeansConfig:
     def __post_init__(self) -> None:
         require(self.clusters >= 1, "clusters", "must be >= 1")
         require(self.metric in METRICS, "metric", f"must be one of {METRICS}")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.batch_size >= 1 and self.chunk_size >= 1, "batch_size", "batch_size and chunk_size must be >= 1")
         require(self.minibatch_steps >= 0 and self.max_passes >= 0, "max_passes",
                 "minibatch_steps and max_passes must be >= 0")
         require(self.init_subsamples >= 1, "init_subsamples", "must be >= 1")
@@ -68,6 +70,11 @@ class KMeansResult:
     reseeded: int  # dead clusters reseeded
     splits: int  # oversized clusters split
     passes: int
+
+
+def chunk_rows(cfg: KMeansConfig) -> int:
+    """Points per distance matmul: chunk_size, fewer where chunk x clusters would pass 2^28 floats."""
+    return max(1, min(cfg.chunk_size, 2 ** 28 // cfg.clusters))
 
 
 def prepare(x: torch.Tensor, metric: str) -> torch.Tensor:
@@ -124,7 +131,7 @@ class _Fit:
         sums = torch.zeros(k, dim, device=self.x.device)
         counts = torch.zeros(k, device=self.x.device)
         inertia = torch.zeros((), device=self.x.device)
-        for part in self.x.split(self.cfg.batch_size):
+        for part in self.x.split(chunk_rows(self.cfg)):
             d, labels = squared_distances(part, (part * part).sum(1), self.centroids).min(1)
             part_sums, part_counts = cluster_sums(part, labels, k)
             sums += part_sums
@@ -203,7 +210,7 @@ def fit_kmeans(x: torch.Tensor, cfg: KMeansConfig, init: torch.Tensor | None = N
         raise ValueError(f"k-means needs at least as many points ({n}) as clusters ({k})")
     if init is None:
         generator = torch.Generator(device=x.device).manual_seed(cfg.seed)
-        size = cfg.init_subsample_size or min(n // 2, 50_000)
+        size = cfg.init_subsample_size or min(n // 2, 50_000, 50_000_000 // (cfg.init_subsamples * k))
         init = bradley_fayyad(x, k, cfg.init_subsamples, size, cfg.init_iterations, cfg.metric == "cosine",
                               generator)
     fit = _Fit(x, cfg, prepare(init.to(x.device), cfg.metric))
@@ -219,6 +226,6 @@ def fit_kmeans(x: torch.Tensor, cfg: KMeansConfig, init: torch.Tensor | None = N
         if (fit.reseeded, fit.splits) == before and previous - inertia <= cfg.tol * inertia:
             break
         previous = inertia
-    labels, squared = nearest(x, fit.centroids, cfg.batch_size)
+    labels, squared = nearest(x, fit.centroids, chunk_rows(cfg))
     distances = metric_distance(squared, cfg.metric)
     return KMeansResult(fit.centroids, labels, distances, float(distances.sum()), fit.reseeded, fit.splits, passes)

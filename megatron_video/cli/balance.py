@@ -2,7 +2,7 @@
 `balance` (balance_keep and the partial versions) and reports/balance.json."""
 from __future__ import annotations
 
-from megatron_video.config import ConfigError
+from megatron_video.cli.post_curation import run_pass
 
 DEFAULT_RECIPE = "default"
 
@@ -10,8 +10,4 @@ DEFAULT_RECIPE = "default"
 def run(cfg) -> int:
     from curator.balance.run import run_balance
 
-    try:
-        run_balance(cfg.balance)
-    except ConfigError as err:
-        raise err.under("balance") from None
-    return 0
+    return run_pass("balance", lambda: run_balance(cfg.balance))

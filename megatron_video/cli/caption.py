@@ -2,7 +2,7 @@
 output's clips -> feature set `captions`."""
 from __future__ import annotations
 
-from megatron_video.config import ConfigError
+from megatron_video.cli.post_curation import run_pass
 
 DEFAULT_RECIPE = "default"
 
@@ -11,8 +11,4 @@ def run(cfg) -> int:
     from curator.captions.run import run_captions
     from megatron_video.training.environment import resolve_device
 
-    try:
-        run_captions(cfg.caption, resolve_device(cfg.caption.device))
-    except ConfigError as err:
-        raise err.under("caption") from None
-    return 0
+    return run_pass("caption", lambda: run_captions(cfg.caption, resolve_device(cfg.caption.device)))

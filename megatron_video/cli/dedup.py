@@ -2,7 +2,7 @@
 (dedup_keep) and reports/dedup.json (removed fraction per bucket)."""
 from __future__ import annotations
 
-from megatron_video.config import ConfigError
+from megatron_video.cli.post_curation import run_pass
 
 DEFAULT_RECIPE = "default"
 
@@ -11,8 +11,4 @@ def run(cfg) -> int:
     from curator.dedup.run import run_dedup
     from megatron_video.training.environment import resolve_device
 
-    try:
-        run_dedup(cfg.dedup, resolve_device(cfg.dedup.device))
-    except ConfigError as err:
-        raise err.under("dedup") from None
-    return 0
+    return run_pass("dedup", lambda: run_dedup(cfg.dedup, resolve_device(cfg.dedup.device)))
