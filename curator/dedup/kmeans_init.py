@@ -5,6 +5,8 @@ Refine(X, k, J): draw J subsamples S_i; cluster each from k-means++ seeds (Lloyd
 moved to the subsample's farthest point) into CM_i; pool the J*k centroids into CM; cluster CM
 again from each CM_i into FM_i; return the FM_i of least distortion over CM. Solutions that fit
 one subsample's noise fall away: the chosen set is the one that summarises all the subsamples best.
+Here the pooled centres are weighted by the points each won in its subsample (weighted Lloyd and
+distortion), so a centre that captured a lone outlier does not steer the refinement.
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int,
                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-cluster sums [..., k, d] of points x [..., n, d] labelled [..., n], and their counts (or
     summed weights) [..., k]: a one-hot matmul, deterministic on GPUs (unlike atomic scatter-adds)."""
-    one_hot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
+    # scatter, not F.one_hot: one_hot validates the labels with a device-to-host copy on GPUs
+    one_hot = torch.zeros(*labels.shape, k, dtype=x.dtype, device=x.device).scatter_(-1, labels[..., None], 1.0)
     counts = one_hot.sum(-2) if weights is None else (one_hot * weights[..., None]).sum(-2)
     return one_hot.transpose(-1, -2) @ x, counts
 
@@ -97,7 +100,7 @@ def bradley_fayyad(x: torch.Tensor, k: int, subsamples: int, subsample_size: int
     # Each subsample centre stands for the points it won, so the pool is a weighted summary of the
     # data: a centre that won a single outlier barely counts in the distortion that picks the winner.
     labels = squared_distances(samples, (samples * samples).sum(-1), solutions).argmin(-1)
-    won = torch.nn.functional.one_hot(labels, k).sum(1).float()
+    won = torch.zeros(subsamples, k, device=x.device).scatter_add_(1, labels, ones)
     pool = solutions.reshape(1, subsamples * k, dim).expand(subsamples, -1, -1)
     pool_weights = won.reshape(1, subsamples * k).expand(subsamples, -1)
     refined, distortion = lloyd_batched(pool, pool_weights, solutions, iterations, spherical)

@@ -51,8 +51,8 @@ def dedup_bucket(embeddings: torch.Tensor, rank: np.ndarray, cfg: DedupConfig) -
         members = members[np.argsort(rank[members], kind="stable")]
         vectors = unit[torch.from_numpy(members).to(unit.device)]
         # similarity of each member to every higher-ranked member (strictly earlier in the order)
-        earlier = torch.tril(vectors @ vectors.T, diagonal=-1)
-        earlier = earlier.masked_fill(torch.triu(torch.ones_like(earlier, dtype=torch.bool)), -2.0)
+        similarities = vectors @ vectors.T
+        earlier = similarities.masked_fill(torch.triu(torch.ones_like(similarities, dtype=torch.bool)), -2.0)
         best, which = earlier.max(1)
         best, which = best.cpu().numpy(), which.cpu().numpy()
         removed = best >= cfg.threshold
