@@ -10,37 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from curator.balance.subjects import MAN, WOMAN, balance_subjects, subjects
+from curator.balance.config import BalanceConfig
+from curator.balance.subjects import balance_subjects, subjects
 from curator.balance.vocabulary import balance_vocabulary
 from curator.feature_sets import read_feature_set, write_feature_set
-from megatron_video.config import ConfigError, require
+from megatron_video.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BalanceConfig:
-    root: str = ""  # a curated output
-    captions: str = "captions"  # the feature set holding `column`
-    column: str = "caption_three_word"
-    cap_fraction: float = 0.2  # clips with a man/woman subject: at most this share of the version
-    man_pattern: str = MAN
-    woman_pattern: str = WOMAN
-    vocab_cap_fraction: float = 0.02  # flat target: an entry matches at most about this share of clips
-    vocab_targets: dict = field(default_factory=dict)  # entry -> its target share (instead of the cap)
-    vocabulary: list = field(default_factory=list)  # the entries; empty: every caption word but stop words
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(0.0 < self.cap_fraction <= 1.0, "cap_fraction", "must be in (0, 1]")
-        require(0.0 < self.vocab_cap_fraction <= 1.0, "vocab_cap_fraction", "must be in (0, 1]")
-        require(all(0.0 < float(v) <= 1.0 for v in self.vocab_targets.values()), "vocab_targets",
-                "shares must be in (0, 1]")
 
 
 def balance_frame(captions: pd.DataFrame, cfg: BalanceConfig) -> pd.DataFrame:

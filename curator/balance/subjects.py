@@ -13,11 +13,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from curator.balance.config import MAN, WOMAN
 from curator.balance.stable_random import stable_uniform
-
-MAN = r"\b(?:man|men|boy|boys|guy|guys|gentleman|gentlemen|male|males|father|son|husband|businessman|he|his)\b"
-WOMAN = (r"\b(?:woman|women|girl|girls|lady|ladies|female|females|mother|daughter|wife|businesswoman|"
-         r"she|her)\b")
 
 
 def subjects(captions: pd.Series, man: str = MAN, woman: str = WOMAN) -> pd.Series:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from curator.balance.run import BalanceConfig
+from curator.balance.config import BalanceConfig
 from curator.captions.config import CaptionConfig
 from curator.config import CurateConfig
 from curator.dedup.config import DedupConfig

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curator.balance.run import BalanceConfig, balance_frame, run_balance
+from curator.balance.config import BalanceConfig
+from curator.balance.run import balance_frame, run_balance
 from curator.balance.subjects import subject_quota, subjects
 from curator.balance.vocabulary import balance_vocabulary
 from curator.feature_sets import read_feature_set, write_feature_set
