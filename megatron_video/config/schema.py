@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curator.balance.config import BalanceConfig
+from curator.captions.config import CaptionConfig
 from curator.config import CurateConfig
+from curator.dedup.config import DedupConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig
@@ -17,6 +20,9 @@ from megatron_video.parallel.state import ParallelConfig
 class RootConfig:
     run: RunConfig = field(default_factory=RunConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     data: DataConfig = field(default_factory=DataConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     model: VideoDiTConfig = field(default_factory=VideoDiTConfig)

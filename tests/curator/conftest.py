@@ -124,3 +124,33 @@ def write_format_zoo(folder: pathlib.Path, frames) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def format_zoo():
     return write_format_zoo
+
+
+def write_curated_output(root: pathlib.Path, clips: dict[str, np.ndarray], fps: float = 8.0) -> pathlib.Path:
+    """A curated output as the shard writer lays it out (one shard, its catalog rows), holding the
+    given clips (key -> uint8 frames [T, H, W, 3]): the input of the post-curation passes."""
+    import pandas as pd
+
+    from megatron_video.inference.video_io import write_mp4
+
+    (root / "shards").mkdir(parents=True)
+    (root / "catalog").mkdir()
+    rows = []
+    with tarfile.open(root / "shards" / "shard-000000.tar", "w") as tar:
+        for key, frames in clips.items():
+            data = write_mp4(frames, root / f"{key}.mp4", fps).read_bytes()
+            (root / f"{key}.mp4").unlink()
+            row = {"key": key, "shard": "shard-000000.tar", "num_frames": len(frames),
+                   "duration_s": len(frames) / fps, "height": frames.shape[1], "width": frames.shape[2]}
+            for name, payload in ((f"{key}.mp4", data), (f"{key}.json", json.dumps(row).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            rows.append(row)
+    pd.DataFrame(rows).to_parquet(root / "catalog" / "shard-000000.parquet", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def curated_output():
+    return write_curated_output
