@@ -102,6 +102,8 @@ class TrainConfig:
         require(self.timestep_shift > 0, "timestep_shift", "must be > 0")
         require(self.logit_std > 0, "logit_std", "must be > 0")
         require(self.recompute in RECOMPUTE, "recompute", f"must be one of {RECOMPUTE}")
+        if str(self.fp8).lower() == "false":  # YAML 1.1 reads a bare `off` (train.fp8=off) as false
+            self.fp8 = "off"
         require(self.fp8 in FP8_MODES, "fp8", f"must be one of {FP8_MODES}")
         if self.fp8 != "off":
             choices = ("auto", *FP8_SCALINGS[self.fp8])

@@ -135,6 +135,7 @@ def test_fp8_config_keys_are_checked_before_any_work():
 
     assert load_config("demo", ["train.fp8=native", "train.fp8_scaling=row"]).train.fp8_settings() \
         == Fp8Settings("native", "row")
+    assert load_config("demo", ["train.fp8=off"]).train.fp8 == "off"  # YAML 1.1 would read a bool
     with pytest.raises(ConfigError, match="train.fp8_scaling"):
         load_config("demo", ["train.fp8=native", "train.fp8_scaling=delayed"])
     try:
