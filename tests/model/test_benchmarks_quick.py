@@ -52,3 +52,10 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(megatr
     parity = record["metrics"]["loss_parity"]
     assert set(parity["final_loss"]) == {"bf16", "fp8", "bf16_seed1"}
     assert all(loss > 0 for loss in parity["final_loss"].values())
+
+
+def test_recompute_trade_quick_run_times_every_setting(megatron_single, tmp_path):
+    record = json.loads(load("recompute_trade").main(["--quick", "--results-dir", str(tmp_path)]).read_text())
+    settings = record["metrics"]["settings"]
+    assert list(settings) == ["none", "attention", "mlp", "block"]
+    assert all(row["step_s"] > 0 for row in settings.values()) and settings["none"]["time_vs_none"] == 1.0
