@@ -63,6 +63,16 @@ def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype,
     return step, model, cfg
 
 
+def step_setting(args) -> tuple[torch.device, str, tuple[int, int, int], torch.dtype, int]:
+    """(device, preset, latent, dtype, repeats) of a one-sample step benchmark, with megatron's
+    groups initialised; `--quick`: the demo model in float32 on the CPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    init_distributed(ParallelConfig(), device)
+    if args.quick:
+        return device, "demo", (4, 8, 14), torch.float32, 2
+    return device, args.preset, tuple(args.latent), torch.bfloat16, args.repeats
+
+
 def counted_flops(step) -> float:
     """FLOPs of one call of step as torch's FlopCounterMode counts them."""
     with FlopCounterMode(display=False) as counter:
@@ -72,12 +82,7 @@ def counted_flops(step) -> float:
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv, extra=step_options)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    init_distributed(ParallelConfig(), device)
-    if args.quick:
-        preset, latent, dtype, repeats = "demo", (4, 8, 14), torch.float32, 2
-    else:
-        preset, latent, dtype, repeats = args.preset, tuple(args.latent), torch.bfloat16, args.repeats
+    device, preset, latent, dtype, repeats = step_setting(args)
     fp8 = Fp8Settings(args.fp8, args.fp8_scaling)
     step, model, cfg = training_step(preset, latent, dtype, device, fp8, args.recompute, args.attention_backend)
     sync = torch.cuda.synchronize if device.type == "cuda" else None

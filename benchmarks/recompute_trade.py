@@ -17,20 +17,14 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import model_benchmark_args, time_call, write_result
-from benchmarks.dit_step import training_step
+from benchmarks.dit_step import step_setting, training_step
 from megatron_video.model.fp8.settings import FP8_OFF
 from megatron_video.model.recompute import RECOMPUTE
-from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    init_distributed(ParallelConfig(), device)
-    if args.quick:
-        preset, latent, dtype, repeats = "demo", (4, 8, 14), torch.float32, 2
-    else:
-        preset, latent, dtype, repeats = args.preset, tuple(args.latent), torch.bfloat16, args.repeats
+    device, preset, latent, dtype, repeats = step_setting(args)
     cuda = device.type == "cuda"
     rows = {}
     for mode in RECOMPUTE:

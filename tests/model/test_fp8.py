@@ -58,6 +58,10 @@ def test_scales_are_powers_of_two_that_fill_the_format(dtype):
         # last place of a normal number, or half the subnormal spacing.
         error = (dequantize(q, torch.float64) - x).abs()
         assert bool((error <= x.abs() * 2.0 ** -(mantissa_bits + 1) + spacing / 2 / scale).all())
+        # bf16 inputs are scaled in bf16 (a power of two multiplies exactly): the same FP8 values.
+        x16 = x.to(torch.bfloat16)
+        in_bf16, in_fp32 = quantize(x16, dtype, rowwise), quantize(x16.float(), dtype, rowwise)
+        assert torch.equal(in_bf16.data.float(), in_fp32.data.float())
     rowwise = quantize(x, dtype, True)
     assert not rowwise.data[2].float().any() and float(rowwise.inverse_scale[2]) == 1.0
     # Under one scale for the tensor, the row 10^6 below the largest falls under e4m3's smallest

@@ -46,7 +46,10 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> Quantized:
     amax = x.abs().amax(dim=-1, keepdim=True) if rowwise else x.abs().amax()
     scale = power_of_two_scale(amax, dtype)
     largest = torch.finfo(dtype).max
-    data = (x.float() * scale).clamp(-largest, largest).to(dtype).contiguous()
+    # A power-of-two scale multiplies exactly in bf16 (fp32's exponent range), so bf16 inputs skip
+    # an fp32 copy; fp16's narrower range would overflow.
+    work = x if x.dtype in (torch.float32, torch.bfloat16) else x.float()
+    data = (work * scale.to(work.dtype)).clamp(-largest, largest).to(dtype).contiguous()
     return Quantized(data, scale.reciprocal())
 
 

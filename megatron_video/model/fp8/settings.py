@@ -41,6 +41,8 @@ def device_problem(settings: Fp8Settings, device) -> str | None:
     """Why this device cannot run the asked-for FP8 path, or None."""
     import torch
 
+    if settings.mode == "te" and device.type != "cuda":
+        return "Transformer Engine's FP8 runs on CUDA GPUs only"
     if settings.mode == "off" or device.type != "cuda":
         return None  # on the CPU the native path runs (slowly): torch has CPU kernels for _scaled_mm
     major, minor = torch.cuda.get_device_capability(device)
