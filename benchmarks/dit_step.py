@@ -37,7 +37,7 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def step_options(parser) -> None:
-    parser.add_argument("--fp8", choices=["off", "native"], default="off")
+    parser.add_argument("--fp8", choices=["off", "native", "te"], default="off")
     parser.add_argument("--fp8-scaling", default="auto")
     parser.add_argument("--recompute", choices=RECOMPUTE, default="none")
     parser.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default="auto")
