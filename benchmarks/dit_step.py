@@ -44,10 +44,12 @@ def step_options(parser) -> None:
 
 
 def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
-                  fp8: Fp8Settings, recompute: str = "none", attention_backend: str = "auto"):
-    """(step function, model, model config): one forward + backward of one random sample."""
+                  fp8: Fp8Settings, recompute: str = "none", attention_backend: str = "auto", compile: bool = False):
+    """(step function, model, model config): one forward + backward of one random sample
+    (through `torch.compile` of the model when `compile`)."""
     cfg = load_preset(preset, attention_backend=attention_backend)
     model = build_model(cfg, params_dtype=dtype, fp8=fp8, recompute=recompute).to(device)
+    forward = torch.compile(model) if compile else model
     text_len = cfg.max_text_len
     x = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype)
     t = torch.rand(1, device=device)
@@ -56,7 +58,7 @@ def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype,
     target = torch.randn_like(x)
 
     def step() -> None:
-        loss = torch.nn.functional.mse_loss(model(x, t, text, mask).float(), target.float())
+        loss = torch.nn.functional.mse_loss(forward(x, t, text, mask).float(), target.float())
         loss.backward()
         model.zero_grad(set_to_none=True)
 
