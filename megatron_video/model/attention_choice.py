@@ -119,7 +119,11 @@ class BackendChooser:
         key = choice_key(q, k, key_mask)
         if key not in self.table:
             times = {}
-            with torch.enable_grad() if key[-1] else torch.no_grad():
+            # Timing runs its own small graphs, in the middle of the model's forward: the identity
+            # saved-tensor hooks keep a surrounding activation checkpoint (train.recompute) from
+            # taking their saved tensors as its own.
+            with torch.enable_grad() if key[-1] else torch.no_grad(), \
+                    torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
                 for name in candidates(q.device, q.dtype, key_mask is not None):
                     try:
                         times[name] = self.timer(name, q.detach(), k.detach(), v.detach(), key_mask, key[-1])

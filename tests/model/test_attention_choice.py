@@ -66,3 +66,28 @@ def test_flash_attention_4_is_a_candidate_only_where_it_can_run():
                ((9, 0), torch.float32, False, True), ((10, 0), torch.bfloat16, False, False)]
     for capability, dtype, masked, installed in refused:
         assert gpu_candidates(capability, dtype, masked, installed) == ["cudnn", "flash", "efficient"]
+
+
+def test_timing_inside_an_activation_checkpoint_leaves_the_checkpoint_intact():
+    """The first call of a shape is timed mid-forward, possibly inside train.recompute's checkpoint."""
+    import time
+
+    from torch.utils.checkpoint import checkpoint
+
+    from megatron_video.model.attention_choice import KERNELS
+
+    def real_timer(name, q, k, v, key_mask, backward):
+        q, k, v = (torch.randn_like(t).requires_grad_(backward) for t in (q, k, v))
+        start = time.perf_counter()
+        out = KERNELS[name](q, k, v, key_mask)
+        if backward:
+            out.backward(torch.ones_like(out))
+        return time.perf_counter() - start
+
+    chooser = BackendChooser(timer=real_timer)
+    q, k, v = (t.requires_grad_() for t in qkv())
+    out = checkpoint(lambda a, b, c: chooser.attend(a, b, c, None), q, k, v, use_reentrant=False)
+    out.sum().backward()
+    reference = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q.grad, torch.autograd.grad(reference.sum(), q)[0], atol=1e-5, rtol=1e-5)
