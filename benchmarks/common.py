@@ -100,9 +100,13 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
     return times[len(times) // 2]
 
 
-def model_benchmark_args(description: str, argv: list[str] | None) -> argparse.Namespace:
-    """The arguments every VideoDiT benchmark takes (preset, latent shape, repeats, --quick)."""
+def model_benchmark_args(description: str, argv: list[str] | None,
+                         extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The arguments every VideoDiT benchmark takes (preset, latent shape, repeats, --quick), plus
+    those `extra` adds."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--quick", action="store_true", help="tiny model on CPU (smoke test)")
     parser.add_argument("--preset", default="1b")
     parser.add_argument("--latent", type=int, nargs=3, default=[16, 64, 128], metavar=("T", "H", "W"))

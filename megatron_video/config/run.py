@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from megatron_video.config.errors import require
+from megatron_video.model.fp8.settings import MODES as FP8_MODES
+from megatron_video.model.fp8.settings import SCALINGS as FP8_SCALINGS
+from megatron_video.model.fp8.settings import Fp8Settings, transformer_engine_import_error
+from megatron_video.model.recompute import RECOMPUTE
 
 
 @dataclass
@@ -82,6 +86,9 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     tensorboard: bool = True
+    fp8: str = "off"  # off | native (torch._scaled_mm, no TE needed) | te (Transformer Engine's recipes)
+    fp8_scaling: str = "auto"  # native: tensor | row; te: delayed | current | mxfp8; auto: the first listed
+    recompute: str = "none"  # none | attention | mlp | block: activations recomputed in backward
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", "must be >= 1")
@@ -94,6 +101,20 @@ class TrainConfig:
         require(self.time_limit_s >= 0, "time_limit_s", "must be >= 0")
         require(self.timestep_shift > 0, "timestep_shift", "must be > 0")
         require(self.logit_std > 0, "logit_std", "must be > 0")
+        require(self.recompute in RECOMPUTE, "recompute", f"must be one of {RECOMPUTE}")
+        if str(self.fp8).lower() == "false":  # YAML 1.1 reads a bare `off` (train.fp8=off) as false
+            self.fp8 = "off"
+        require(self.fp8 in FP8_MODES, "fp8", f"must be one of {FP8_MODES}")
+        if self.fp8 != "off":
+            choices = ("auto", *FP8_SCALINGS[self.fp8])
+            require(self.fp8_scaling in choices, "fp8_scaling", f"must be one of {choices} with fp8={self.fp8}")
+        if self.fp8 == "te":
+            problem = transformer_engine_import_error()
+            require(problem is None, "fp8", f"te needs Transformer Engine, which does not import here ({problem}); "
+                                            "train.fp8=native runs FP8 on torch._scaled_mm without it")
+
+    def fp8_settings(self) -> Fp8Settings:
+        return Fp8Settings(self.fp8, self.fp8_scaling)
 
 
 @dataclass

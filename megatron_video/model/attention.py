@@ -2,9 +2,9 @@
 
 Backends: PyTorch SDPA restricted to one kernel family (cuDNN, flash, memory-efficient, math) via
 `torch.nn.attention.sdpa_kernel`, or Transformer Engine's DotProductAttention when TE is installed.
-"auto" picks cuDNN first on Hopper and newer GPUs (fastest there: 561 vs 359 TFLOP/s for flash at
-32K tokens, measured on an H200), flash then efficient on older GPUs, and torch's CPU flash kernel
-then math on CPU; each list falls through to the next kernel when one rejects the inputs.
+"auto" runs, on a GPU, the kernel measured fastest for the device and shape (attention_choice.py:
+cuDNN, flash or efficient SDPA, FlashAttention-4 where it imports), and on CPU torch's flash kernel,
+falling through to math when it rejects the inputs.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from megatron_video.model.attention_choice import KERNELS, MEASURED
 
 SDPA_BACKENDS = {
     "cudnn": [SDPBackend.CUDNN_ATTENTION],
@@ -28,10 +30,7 @@ def transformer_engine_available() -> bool:
 
 
 def auto_sdpa_backends(device: torch.device) -> list:
-    if device.type == "cuda":
-        if torch.cuda.get_device_capability(device)[0] >= 9:
-            return [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-        return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    """The CPU's "auto" order (on GPUs "auto" is measured, see attention_choice.py)."""
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
@@ -54,6 +53,8 @@ class Attention(nn.Module):
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         if self.te_attention is not None:
             return self._te(q, k, v, key_mask)
+        if self.backend == "fa4" or (self.backend == "auto" and q.is_cuda):  # attention_choice.py
+            return KERNELS["fa4"](q, k, v, key_mask) if self.backend == "fa4" else MEASURED.attend(q, k, v, key_mask)
         backends = SDPA_BACKENDS.get(self.backend) or auto_sdpa_backends(q.device)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         with sdpa_kernel(backends, set_priority=True):

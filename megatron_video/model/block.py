@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 from megatron.core import parallel_state
-from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.tensor_parallel.mappings import copy_to_tensor_model_parallel_region
 from megatron.core.transformer import TransformerConfig
 from megatron.core.utils import init_method_normal
@@ -23,6 +22,9 @@ from megatron_video.model import block_ops
 from megatron_video.model.attention import Attention, factorized_attention
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import modulation_mlp
+from megatron_video.model.fp8.layers import parallel_linear_classes
+from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
+from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import NDRope
 
 
@@ -36,15 +38,15 @@ class JointSequence:
     grid: tuple[int, int, int]
 
 
-def _column(in_dim: int, out_dim: int, config: TransformerConfig) -> ColumnParallelLinear:
+def _column(in_dim: int, out_dim: int, config: TransformerConfig, fp8: Fp8Settings) -> nn.Module:
     # Unit-norm rows in expectation: the scale the sphere-constrained optimizer keeps them at.
-    return ColumnParallelLinear(in_dim, out_dim, config=config, init_method=init_method_normal(in_dim ** -0.5),
-                                bias=False, gather_output=False)
+    return parallel_linear_classes(fp8)[0](in_dim, out_dim, config=config, init_method=init_method_normal(
+        in_dim ** -0.5), bias=False, gather_output=False, skip_bias_add=False, is_expert=False)
 
 
-def _row(in_dim: int, out_dim: int, config: TransformerConfig) -> RowParallelLinear:
-    return RowParallelLinear(in_dim, out_dim, config=config, init_method=init_method_normal(in_dim ** -0.5),
-                             bias=False, input_is_parallel=True, skip_bias_add=False)
+def _row(in_dim: int, out_dim: int, config: TransformerConfig, fp8: Fp8Settings) -> nn.Module:
+    return parallel_linear_classes(fp8)[1](in_dim, out_dim, config=config, init_method=init_method_normal(
+        in_dim ** -0.5), bias=False, input_is_parallel=True, skip_bias_add=False, is_expert=False)
 
 
 class DiTBlock(nn.Module):
@@ -52,8 +54,10 @@ class DiTBlock(nn.Module):
 
     modulations = 3
 
-    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int, fp8: Fp8Settings = FP8_OFF,
+                 recompute: str = "none"):
         super().__init__()
+        self.fp8, self.recompute = fp8, recompute
         tp = parallel_state.get_tensor_model_parallel_world_size()
         if cfg.heads % tp or cfg.mlp_hidden % tp:
             raise ValueError(f"heads ({cfg.heads}) and mlp_hidden ({cfg.mlp_hidden}) must divide by TP={tp}")
@@ -78,6 +82,10 @@ class DiTBlock(nn.Module):
         if self.sequence_parallel:
             mod = copy_to_tensor_model_parallel_region(mod)
         return [m[None] for m in mod.chunk(self.modulations, dim=-1)]  # each [1, B, hidden]
+
+    def part(self, name: str, fn, *args):
+        """fn(*args), recomputed in backward when train.recompute names this part."""
+        return run_part(name, self.recompute, self.fp8.mode == "te", fn, *args)
 
     def modulate(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return block_ops.call("adaln_modulate", self.fused, x, shift, scale, self.norm_eps)
@@ -105,10 +113,11 @@ class DiTBlock(nn.Module):
 class ParallelBlock(DiTBlock):
     """h = LN(x)(1+scale)+shift; [q,k,v,g,u] = h W_in; y = [attn, silu(g) u] W_out; x + (gate+c) y."""
 
-    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
-        super().__init__(cfg, config, layer)
-        self.w_in = _column(cfg.hidden, 3 * cfg.hidden + 2 * cfg.mlp_hidden, config)
-        self.w_out = _row(cfg.hidden + cfg.mlp_hidden, cfg.hidden, config)
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int, fp8: Fp8Settings = FP8_OFF,
+                 recompute: str = "none"):
+        super().__init__(cfg, config, layer, fp8, recompute)
+        self.w_in = _column(cfg.hidden, 3 * cfg.hidden + 2 * cfg.mlp_hidden, config, fp8)
+        self.w_out = _row(cfg.hidden + cfg.mlp_hidden, cfg.hidden, config, fp8)
 
     def tensor_parallel_layout(self) -> dict[str, tuple[int, list[int]]]:
         h, m = self.hidden, self.mlp_hidden
@@ -120,8 +129,8 @@ class ParallelBlock(DiTBlock):
         proj, _ = self.w_in(self.modulate(x, shift, scale))
         lh = self.local_heads * self.head_dim
         q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
-        a, v_first = self.attention(q, k, v, seq, v_first)
-        y, _ = self.w_out(block_ops.call("concat_silu_gate", self.fused, a, g, u))
+        a, v_first = self.part("attention", self.attention, q, k, v, seq, v_first)
+        y, _ = self.w_out(self.part("mlp", block_ops.call, "concat_silu_gate", self.fused, a, g, u))
         return block_ops.call("gated_residual", self.fused, x, gate, y, self.offset), v_first
 
 
@@ -130,12 +139,13 @@ class SequentialBlock(DiTBlock):
 
     modulations = 6
 
-    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int):
-        super().__init__(cfg, config, layer)
-        self.qkv = _column(cfg.hidden, 3 * cfg.hidden, config)
-        self.attn_out = _row(cfg.hidden, cfg.hidden, config)
-        self.fc1 = _column(cfg.hidden, 2 * cfg.mlp_hidden, config)
-        self.fc2 = _row(cfg.mlp_hidden, cfg.hidden, config)
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, layer: int, fp8: Fp8Settings = FP8_OFF,
+                 recompute: str = "none"):
+        super().__init__(cfg, config, layer, fp8, recompute)
+        self.qkv = _column(cfg.hidden, 3 * cfg.hidden, config, fp8)
+        self.attn_out = _row(cfg.hidden, cfg.hidden, config, fp8)
+        self.fc1 = _column(cfg.hidden, 2 * cfg.mlp_hidden, config, fp8)
+        self.fc2 = _row(cfg.mlp_hidden, cfg.hidden, config, fp8)
 
     def tensor_parallel_layout(self) -> dict[str, tuple[int, list[int]]]:
         h, m = self.hidden, self.mlp_hidden
@@ -146,11 +156,11 @@ class SequentialBlock(DiTBlock):
                 v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_vectors(cond, shared)
         qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
-        a, v_first = self.attention(*qkv.chunk(3, dim=-1), seq, v_first)
+        a, v_first = self.part("attention", self.attention, *qkv.chunk(3, dim=-1), seq, v_first)
         y, _ = self.attn_out(a)
         x = block_ops.call("gated_residual", self.fused, x, gate1, y, self.offset)
         g, u = self.fc1(self.modulate(x, shift2, scale2))[0].chunk(2, dim=-1)
-        y, _ = self.fc2(block_ops.call("silu_gate", self.fused, g, u))
+        y, _ = self.fc2(self.part("mlp", block_ops.call, "silu_gate", self.fused, g, u))
         return block_ops.call("gated_residual", self.fused, x, gate2, y, self.offset), v_first
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from megatron_video.config import ConfigError, require
 
 BLOCKS = ("parallel", "sequential")
-ATTENTION_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn", "te")
+ATTENTION_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn", "te", "fa4")
 
 
 @dataclass

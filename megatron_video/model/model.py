@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.fp8_utils import get_fp8_context
 from megatron.core.tensor_parallel.mappings import (
     gather_from_sequence_parallel_region,
     scatter_to_sequence_parallel_region,
@@ -17,16 +18,21 @@ from torch import nn
 from megatron_video.model.block import BLOCK_TYPES, JointSequence
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import TextProjection, TimestepEmbedding, modulation_mlp
+from megatron_video.model.fp8.layers import transformer_config_fields
+from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
 from megatron_video.model.patchify import patch_grid, patchify, unpatchify
+from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import video_positions
 
 
 class VideoDiT(MegatronModule):
     """The diffusion transformer; build it with `build_model` once parallel_state is initialised."""
 
-    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig):
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, fp8: Fp8Settings = FP8_OFF,
+                 recompute: str = "none"):
         super().__init__(config)
         self.cfg = cfg
+        self.fp8, self.recompute = fp8, recompute
         h = cfg.hidden
         block_type = BLOCK_TYPES[cfg.block]
         self.patch_embed = nn.Linear(cfg.patch_dim, h)
@@ -34,7 +40,7 @@ class VideoDiT(MegatronModule):
         self.time_embed = TimestepEmbedding(cfg.timestep_dim, h)
         # AdaLN-LoRA (NeMo VFM): one full-rank modulation shared by all blocks, plus a low-rank one per block.
         self.shared_modulation = (modulation_mlp(h, h, block_type.modulations) if cfg.adaln_lora_rank else None)
-        self.blocks = nn.ModuleList(block_type(cfg, config, layer) for layer in range(cfg.layers))
+        self.blocks = nn.ModuleList(block_type(cfg, config, layer, fp8, recompute) for layer in range(cfg.layers))
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_modulation = modulation_mlp(h, h, 2)
         # Not zero-initialised (unlike DiT): with zero here no block would get gradient on step one.
@@ -71,8 +77,10 @@ class VideoDiT(MegatronModule):
         if self.config.sequence_parallel:
             hidden = scatter_to_sequence_parallel_region(hidden)
         v_first: torch.Tensor | None = None
-        for block in self.blocks:
-            hidden, v_first = block(hidden, cond, shared, seq, v_first)
+        with get_fp8_context(self.config):  # TE's fp8_autocast under train.fp8=te, else nothing
+            for block in self.blocks:
+                hidden, v_first = run_part("block", self.recompute, self.fp8.mode == "te", block,
+                                           hidden, cond, shared, seq, v_first)
         if self.config.sequence_parallel:
             # Every rank computes the same loss from the gathered output, so backward only splits.
             hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=False)
@@ -91,8 +99,9 @@ class VideoDiT(MegatronModule):
 
 
 def megatron_config(cfg: VideoDiTConfig, sequence_parallel: bool = False,
-                    params_dtype: torch.dtype = torch.float32) -> TransformerConfig:
-    """The megatron TransformerConfig carrying this process's TP size and the sequence-parallel flag.
+                    params_dtype: torch.dtype = torch.float32, fp8: Fp8Settings = FP8_OFF) -> TransformerConfig:
+    """The megatron TransformerConfig carrying this process's TP size, the sequence-parallel flag and
+    (train.fp8=te) Transformer Engine's FP8 recipe.
 
     parallel_state records group sizes but not whether sequence parallelism is on, so the caller
     passes it (ParallelConfig.sequence_parallel).
@@ -107,13 +116,15 @@ def megatron_config(cfg: VideoDiTConfig, sequence_parallel: bool = False,
         sequence_parallel=sequence_parallel and tp > 1,
         use_cpu_initialization=not torch.cuda.is_available(),
         params_dtype=params_dtype,
+        **transformer_config_fields(fp8),
     )
 
 
-def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False,
-                params_dtype: torch.dtype = torch.float32) -> VideoDiT:
-    """Build VideoDiT for this rank (parallel_state must be initialised by init_distributed)."""
+def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False, params_dtype: torch.dtype = torch.float32,
+                fp8: Fp8Settings = FP8_OFF, recompute: str = "none") -> VideoDiT:
+    """Build VideoDiT for this rank (parallel_state must be initialised by init_distributed), its
+    linear layers for the FP8 mode, recomputing `recompute` (recompute.py) in backward."""
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("build_model needs megatron parallel_state: call init_distributed first")
-    model = VideoDiT(cfg, megatron_config(cfg, sequence_parallel, params_dtype))
+    model = VideoDiT(cfg, megatron_config(cfg, sequence_parallel, params_dtype, fp8), fp8, recompute)
     return model.to(params_dtype)  # megatron's layers follow params_dtype; the plain torch ones follow here

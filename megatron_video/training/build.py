@@ -25,7 +25,8 @@ class Components:
 
 def build_components(cfg: RootConfig, device: torch.device, run_dir: pathlib.Path) -> Components:
     """Model in fp32 master weights on `device` (constrained rows on the sphere), encoders frozen."""
-    model = build_model(cfg.model, sequence_parallel=cfg.parallel.sequence_parallel).to(device)
+    model = build_model(cfg.model, sequence_parallel=cfg.parallel.sequence_parallel, fp8=cfg.train.fp8_settings(),
+                        recompute=cfg.train.recompute).to(device)
     if cfg.optim.sphere:
         init_sphere_(model, cfg.optim)
     return Components(model=model, codec=build_codec(cfg.encoders, device),

@@ -21,6 +21,7 @@ from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key, load_catalog
 from megatron_video.data.dataset import build_loader, list_shards
+from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
 from megatron_video.parallel.state import init_distributed
@@ -83,6 +84,9 @@ class Trainer:
         self.run_dir = pathlib.Path(cfg.run.output_dir)
         self.device = resolve_device(cfg.run.device)
         self.dtype = resolve_dtype(cfg.train.precision, self.device)
+        fp8_problem = device_problem(cfg.train.fp8_settings(), self.device)
+        if fp8_problem:
+            raise ConfigError("train.fp8", fp8_problem)
         init_distributed(cfg.parallel, self.device, seed=cfg.run.seed)
         seed_everything(cfg.run.seed)
         self.parts: Components = build_components(cfg, self.device, self.run_dir)

@@ -28,3 +28,35 @@ def test_quick_run_writes_result(megatron_single, tmp_path, name):
         assert record["metrics"]["parallel_s"] > 0 and record["baseline"]["sequential_s"] > 0
         assert record["ratio"] == pytest.approx(record["baseline"]["sequential_s"] / record["metrics"]["parallel_s"],
                                                 rel=1e-2)
+
+
+def test_dit_step_reports_mfu_by_the_formula_and_by_torch_flop_counter(megatron_single, tmp_path):
+    record = json.loads(load("dit_step").main(["--quick", "--results-dir", str(tmp_path), "--fp8", "native",
+                                               "--recompute", "attention"]).read_text())
+    counted = record["metrics"]["flop_counter"]
+    assert counted["flops_per_step"] > 0 and counted["tflops"] > 0
+    assert record["metrics"]["fp8"] == "native" and record["metrics"]["fp8_scaling"] == "tensor"
+
+
+def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(megatron_single, tmp_path, shard_root):
+    from megatron_video.parallel.state import destroy_distributed
+
+    try:
+        path = load("fp8_vs_bf16").main(["--quick", "--results-dir", str(tmp_path), "--shards", str(shard_root)])
+    finally:
+        destroy_distributed()
+    record = json.loads(path.read_text())
+    rows = record["metrics"]["throughput"]["tiny"]
+    assert {"bf16", "native_tensor", "native_row"} <= set(rows) and rows["bf16"]["speedup"] == 1.0
+    assert record["metrics"]["best_bf16"] == "bf16"  # no compiled variants on the CPU
+    assert record["ratio"] == pytest.approx(rows["bf16"]["step_s"] / record["metrics"]["fp8_step_s"], rel=1e-3)
+    parity = record["metrics"]["loss_parity"]
+    assert set(parity["final_loss"]) == {"bf16", "fp8", "bf16_seed1"}
+    assert all(loss > 0 for loss in parity["final_loss"].values())
+
+
+def test_recompute_trade_quick_run_times_every_setting(megatron_single, tmp_path):
+    record = json.loads(load("recompute_trade").main(["--quick", "--results-dir", str(tmp_path)]).read_text())
+    settings = record["metrics"]["settings"]
+    assert list(settings) == ["none", "attention", "mlp", "block"]
+    assert all(row["step_s"] > 0 for row in settings.values()) and settings["none"]["time_vs_none"] == 1.0
