@@ -281,7 +281,6 @@ class _Evaluator:
 
     def value(self, node: tuple) -> _Value:
         kind = node[0]
-        index = self.frame.index
         if kind == "literal":
             literal = node[1]
             return _Value(literal, f"the text '{literal}'" if isinstance(literal, str) else f"the value {literal}")

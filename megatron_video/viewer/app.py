@@ -140,7 +140,7 @@ def create_app(root: str | pathlib.Path, default_filter: str = "", default_versi
                 "feature_sets": list(feature_set_files(root))}
 
     @app.get("/api/clips")
-    def clips(filter: str = "", version: str = "", offset: int = 0, limit: int = page_size):  # noqa: A002
+    def clips(filter: str = "", version: str = "", offset: int = 0, limit: int = page_size):
         try:
             return view.clips(filter, version, max(offset, 0), min(max(limit, 0), 500))
         except ConfigError as err:
