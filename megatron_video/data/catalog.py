@@ -48,7 +48,7 @@ def features_dir(root: str | pathlib.Path) -> pathlib.Path:
 
 
 def has_catalog(root: str | pathlib.Path) -> bool:
-    return any(catalog_dir(d).glob("*.parquet") for d in curated_dirs(root))
+    return any(next(catalog_dir(d).glob("*.parquet"), None) for d in curated_dirs(root))
 
 
 def shard_index(root: str | pathlib.Path) -> pd.DataFrame:

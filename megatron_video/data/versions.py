@@ -13,7 +13,7 @@ import json
 import os
 import pathlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from megatron_video.config import ConfigError
 from megatron_video.data.catalog import FEATURE_NAME, catalog_dir, feature_set_files, load_catalog
@@ -23,7 +23,7 @@ from megatron_video.data.catalog import FEATURE_NAME, catalog_dir, feature_set_f
 class DatasetVersion:
     name: str
     filter: str = ""
-    features: list[str] | None = None  # None: every feature set present when the version is read
+    features: list[str] = field(default_factory=list)  # the feature sets joined before the filter
     description: str = ""
     created: float = 0.0
     clips: int = 0
@@ -53,18 +53,19 @@ def load_version(root: str | pathlib.Path, name: str) -> DatasetVersion:
 def save_version(root: str | pathlib.Path, name: str, expression: str, features: list[str] | None,
                  description: str = "", replace: bool = False) -> DatasetVersion:
     """Check the version against the catalog (its feature sets exist, its filter applies, it selects
-    clips), then write it."""
+    clips), then write it. `features` None: every feature set there now (a set added later joins
+    only a version saved after it)."""
     if not FEATURE_NAME.match(name):
         raise ConfigError("catalog.name", f"'{name}' is not a version name (letters, digits, _ . -)")
     path = versions_dir(root) / f"{name}.json"
     if path.exists() and not replace:
         raise ConfigError("catalog.name", f"dataset version '{name}' exists; pass catalog.replace=true to replace it")
-    if features is not None:
-        known = feature_set_files(root)
-        for feature in features:
-            if feature not in known:
-                raise ConfigError("catalog.features", f"no feature set '{feature}'; feature sets: "
-                                                      f"{', '.join(known) or 'none'}")
+    known = feature_set_files(root)
+    features = list(known) if features is None else features
+    for feature in features:
+        if feature not in known:
+            raise ConfigError("catalog.features", f"no feature set '{feature}'; feature sets: "
+                                                  f"{', '.join(known) or 'none'}")
     selected = load_catalog(root, expression, features, key="catalog.filter")
     if not len(selected):
         raise ConfigError("catalog.filter", f"'{expression}' selects no clip of {root}")

@@ -40,3 +40,12 @@ def test_catalog_commands_add_list_describe_and_version(demo_run, tmp_path, caps
     assert "catalog.name" in capsys.readouterr().err
     assert main(["catalog", "version", "typo", "filter=motion_scor < 1", f"root={root}"]) == 2
     assert "motion_scor" in capsys.readouterr().err
+
+
+def test_view_refuses_a_bad_filter_before_serving(demo_run, tmp_path, capsys):
+    _, output = demo_run
+    assert main(["view", f"root={output}", "filter=duraton_s > 3", "port=1"]) == 2
+    err = capsys.readouterr().err
+    assert "data.filter" in err and "unknown column 'duraton_s' (did you mean 'duration_s'?)" in err
+    assert main(["view", f"root={tmp_path / 'absent'}"]) == 2
+    assert "data.shards" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_clips_ledger_and_read_only_routes(server, curated, demo_run):
 
 @pytest.mark.skipif(BROWSER is None, reason="needs Chromium: apt-get install chromium (scripts/install.sh)")
 def test_the_page_in_chromium_shows_the_loaders_count(server, curated, tmp_path):
-    for version, expression in FILTERS:
+    for version, expression in FILTERS[::2] + FILTERS[-1:]:  # a browser start per page: four pages
         dom = _browser("--dump-dom", _page_url(server, version, expression), profile=tmp_path / "profile")
         assert 'data-state="ready"' in dom, dom[-2000:]
         count = int(re.search(r'<b id="count">(\d+)</b>', dom).group(1))
