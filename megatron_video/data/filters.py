@@ -30,6 +30,7 @@ compared with a number, a condition that is not one) raise FilterError naming th
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
 import re
 from dataclasses import dataclass
@@ -231,7 +232,7 @@ class _Value:
     data: object
     label: str  # "column 'x'", "len(column 'x')", "the number 3", ...
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
         """number | text | bool | null (no value in any row: compatible with every kind) | other."""
         if not isinstance(self.data, pd.Series):
@@ -273,11 +274,14 @@ class _Evaluator:
 
     def column(self, name: str) -> _Value:
         if name not in self.frame.columns:
-            known = [c for c in self.frame.columns if not str(c).startswith("_")]
+            known = list(map(str, self.frame.columns))
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise FilterError(f"unknown column '{name}'{hint}; columns: {', '.join(map(str, known))}")
-        return _Value(self.frame[name], f"column '{name}'")
+            raise FilterError(f"unknown column '{name}'{hint}; columns: {', '.join(known)}")
+        series = self.frame[name]
+        # A column without any value (a feature set that covers none of these clips) behaves as
+        # missing numbers: it matches no comparison, whatever it is compared with.
+        return _Value(series if series.notna().any() else series.astype("float64"), f"column '{name}'")
 
     def value(self, node: tuple) -> _Value:
         kind = node[0]

@@ -73,9 +73,11 @@ class CatalogView:
                   and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
         return scores + (["duration_s"] if "duration_s" in frame.columns else [])
 
-    def histograms(self, full: pd.DataFrame, selected: pd.DataFrame) -> list[dict]:
+    @staticmethod
+    def histograms(full: pd.DataFrame, selected: pd.DataFrame, columns: list[str]) -> list[dict]:
+        """Per column: bin edges over all clips, and counts of all clips and of the selected ones."""
         result = []
-        for column in self.score_columns(full):
+        for column in columns:
             values = full[column].dropna().astype(float)
             if not len(values):
                 continue
@@ -98,8 +100,7 @@ class CatalogView:
                           "scores": {c: _json_value(row[c]) for c in scores},
                           "fields": {c: _json_value(v) for c, v in meta.items() if c not in (SHARD_PATH, "key")}})
         return {"count": len(selected), "train": len(selected) - validation, "validation": validation,
-                "total": len(full), "offset": offset, "clips": shown,
-                "histograms": self.histograms(full, selected), "columns": [c for c in full.columns if c != SHARD_PATH]}
+                "total": len(full), "clips": shown, "histograms": self.histograms(full, selected, scores)}
 
     def shard_of(self, key: str) -> str | None:
         rows = self.versioned("")
