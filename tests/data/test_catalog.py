@@ -144,3 +144,24 @@ def test_a_curation_rerun_keeps_the_feature_sets(curated, footage, make_config):
     assert summary.clips_written == 0
     assert list(feature_set_files(curated)) == ["aesthetic"]
     assert len(load_catalog(curated, "aesthetic_score == 0.5")) == len(keys)
+
+
+def test_feature_sets_written_in_parts_are_read_whole(tmp_path):
+    """A partitioned curation (one output per part) scored by one process per part: the parts'
+    shard indexes and each feature set's files, in either layout, join into one table."""
+    root = tmp_path / "parts"
+    for part in range(2):
+        folder = root / f"part-{part:05d}-of-00002"
+        (folder / "catalog" / "features" / "motion").mkdir(parents=True)
+        keys = [f"clip{part}{i}" for i in range(3)]
+        pd.DataFrame({"key": keys, "shard": "shard-000000.tar", "duration_s": [2.0, 4.0, 6.0]}).to_parquet(
+            folder / "catalog" / "shard-000000.parquet")
+        pd.DataFrame({"key": keys, "aesthetic_score": [0.1, 0.5, 0.9]}).to_parquet(
+            folder / "catalog" / "features" / "aesthetic.parquet")
+        pd.DataFrame({"key": keys[:2], "motion_score": [1.0, 2.0]}).to_parquet(
+            folder / "catalog" / "features" / "motion" / f"{part}.parquet")
+    catalog = load_catalog(root)
+    assert len(catalog) == 6 and list(feature_set_files(root)) == ["aesthetic", "motion"]
+    assert sorted(load_catalog(root, "aesthetic_score > 0.3 and motion_score > 1")["key"]) == ["clip01", "clip11"]
+    assert catalog.set_index("key").loc["clip12", "shard_path"] == str(root / "part-00001-of-00002" / "shards" /
+                                                                      "shard-000000.tar")

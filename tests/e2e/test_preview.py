@@ -19,9 +19,9 @@ def _frames(source) -> np.ndarray:
 def test_a_curated_grid_preview_shows_the_requested_grid(demo_run, tmp_path, capsys):
     _, curated = demo_run
     output = tmp_path / "grid.mp4"
-    assert main(["preview", f"root={curated}", "rows=2", "cols=3", "seconds=1", "preview.fps=6",
-                 "preview.tile_height=64", "preview.tile_width=112", f"output={output}", "seed=3",
-                 f"run.output_dir={tmp_path}"]) == 0
+    assert main(["preview", f"root={curated}", "filter=duration_s >= 4", "rows=2", "cols=3", "seconds=1",
+                 "preview.fps=6", "preview.tile_height=64", "preview.tile_width=112", f"output={output}",
+                 "seed=3", f"run.output_dir={tmp_path}"]) == 0
     assert str(output) in capsys.readouterr().out
     grid = _frames(str(output))
     assert grid.shape == (6, 2 * 64, 3 * 112, 3)
@@ -29,8 +29,10 @@ def test_a_curated_grid_preview_shows_the_requested_grid(demo_run, tmp_path, cap
     assert [(t["row"], t["col"]) for t in layout["tiles"]] == [(r, c) for r in range(2) for c in range(3)]
     keys = [t["source"] for t in layout["tiles"]]
     assert len(set(keys)) == 6, "six distinct clips should fill six tiles"
+    catalog = load_catalog(curated).set_index("key")
+    assert (catalog.loc[keys, "duration_s"] >= 4).all(), "the preview samples what data.filter selects"
 
-    shard_of = load_catalog(curated).set_index("key")["shard_path"]
+    shard_of = catalog["shard_path"]
     members = ShardMembers()
     firsts = {k: _frames(io.BytesIO(members.read(shard_of[k], f"{k}.mp4")))[0].astype(float) for k in keys}
     for tile in layout["tiles"]:
