@@ -54,7 +54,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["megatron_video*", "curator*", "kernels*"]),
     include_package_data=True,
-    package_data={"megatron_video": ["../recipes/**/*.yaml"]},
+    package_data={"megatron_video": ["../recipes/**/*.yaml", "viewer/page.html"]},
     install_requires=base,
     extras_require=extras,
     entry_points={"console_scripts": ["mvideo=megatron_video.cli.main:main"]},

@@ -9,6 +9,7 @@ dropped instead of duplicated.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -158,6 +159,26 @@ class Ledger:
                            [(c.key, c.source, c.shard, c.start_frame, c.end_frame) for c in clips])
             db.executemany(INSERT_INPUT, [r.row() for r in finished])
             publish()
+
+
+def read_outcomes(path: str) -> tuple[dict[str, int], list[dict]]:
+    """Inputs by status, and inputs that were not done grouped by status and reason (numbers in a
+    reason become N, so "too short: 1.20 s < 3.00 s" groups with every other too-short input).
+    Opens the ledger read-only: safe beside a running curation, and it never creates a ledger."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT status, COALESCE(reason, '') FROM inputs").fetchall()
+    finally:
+        db.close()
+    by_status: dict[str, int] = {}
+    by_reason: dict[tuple[str, str], dict] = {}
+    for status, reason in rows:
+        by_status[status] = by_status.get(status, 0) + 1
+        if status != DONE:
+            group = (status, re.sub(r"\d+(\.\d+)?", "N", reason))
+            entry = by_reason.setdefault(group, {"status": status, "reason": group[1], "inputs": 0, "example": reason})
+            entry["inputs"] += 1
+    return by_status, sorted(by_reason.values(), key=lambda e: (-e["inputs"], e["status"], e["reason"]))
 
 
 def final_status(committed: int, rejections: list[tuple[str, str]]) -> tuple[str, str]:

@@ -27,4 +27,15 @@ pip install --no-deps hebo==0.3.6
 # scenedetect and friends drag in the GUI opencv into the same cv2/ folder: keep only headless 4.x.
 pip uninstall -y opencv-python opencv-contrib-python opencv-python-headless >/dev/null 2>&1 || true
 pip install -c "$C" --no-deps --force-reinstall opencv-python-headless
+# The viewer's browser test (tests/e2e/test_viewer.py) drives Debian's Chromium headless. Installed
+# when missing and allowed (root, or sudo without a password); otherwise that one test is skipped.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo -n)
+  if ! { "${as_root[@]}" apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+         || { "${as_root[@]}" apt-get update -q >/dev/null 2>&1 \
+              && "${as_root[@]}" apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; }; then
+    echo "install.sh: could not install chromium (needs root or passwordless sudo): the viewer's browser test will skip" >&2
+  fi
+fi
 "$VENV/bin/python" -c 'import torch, megatron.core, cv2, av, webdataset, hydra; assert not torch.cuda.is_available() or True; print("venv ok: torch", torch.__version__, "cv2", cv2.__version__)'

@@ -1,5 +1,6 @@
 """Suite-wide fixtures: GPU tests are skipped (and reported) where no GPU is visible; real footage
-and shards cut by hand from it (independent of the curation pipeline) for data/training tests."""
+and shards cut by hand from it (independent of the curation pipeline) for data/training tests; one
+run of the demo curation recipe over all the sample footage, shared by every area that reads it."""
 import json
 import os
 import pathlib
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+import yaml
 
 from megatron_video.inference.video_io import write_mp4
 
@@ -20,6 +22,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = ("Megamind.avi", "vtest.avi", "box.mp4", "cup.mp4", "music_video.mp4")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -68,3 +71,36 @@ def shard_root(tmp_path_factory, samples_dir) -> pathlib.Path:
                 sink.write({"__key__": "broken_000000", "mp4": b"\x00not an mp4",
                             "json": json.dumps({"key": "broken_000000", "source": "x.mp4"}).encode()})
     return root
+
+
+@pytest.fixture(scope="session")
+def footage() -> pathlib.Path:
+    """data/samples with the five sample videos, fetched by scripts/fetch_samples.sh if missing."""
+    folder = ROOT / "data" / "samples"
+    if not all((folder / name).is_file() and (folder / name).stat().st_size for name in SAMPLES):
+        subprocess.run([str(ROOT / "scripts" / "fetch_samples.sh"), str(folder)], check=True)
+    return folder
+
+
+def demo_config(input_dir: pathlib.Path, output_dir: pathlib.Path, **overrides):
+    from curator.config import CurateConfig  # imported here: most test areas never curate
+
+    fields = yaml.safe_load((ROOT / "recipes" / "curate" / "demo.yaml").read_text())
+    fields.update(overrides)
+    return CurateConfig(input=str(input_dir), output=str(output_dir), **fields)
+
+
+@pytest.fixture(scope="session")
+def demo_run(footage, tmp_path_factory) -> tuple:
+    """(CurationSummary, output dir) of the demo recipe over all five sample videos, run once for
+    every test that reads its output."""
+    from curator.run import curate
+
+    output = tmp_path_factory.mktemp("demo_out")
+    return curate(demo_config(footage, output), progress=False), output
+
+
+# Test modules load in importlib mode and cannot import this file, so helpers travel as fixtures.
+@pytest.fixture(scope="session")
+def make_config():
+    return demo_config

@@ -97,6 +97,8 @@ class ShardWriterStage(Stage):
         stems = {n.removesuffix(".tar") for n in known}
         for sub, suffix in (("shards", ".tar"), ("catalog", ".parquet")):
             for path in (self.output_dir / sub).iterdir():
+                if path.is_dir():  # catalog/features/ and catalog/versions/ (megatron_video/data/catalog.py)
+                    continue
                 if path.name.endswith(TMP_SUFFIX) or path.name.removesuffix(suffix) not in stems:
                     log.warning("curate removing-orphan path=%s", path)
                     path.unlink()

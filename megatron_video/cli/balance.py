@@ -5,6 +5,7 @@ from __future__ import annotations
 from megatron_video.cli.post_curation import run_pass
 
 DEFAULT_RECIPE = "default"
+SHORTHANDS = {"root": "balance.root"}
 
 
 def run(cfg) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from megatron_video.cli.post_curation import run_pass
 
 DEFAULT_RECIPE = "default"
+SHORTHANDS = {"root": "caption.root", "model": "caption.model"}
 
 
 def run(cfg) -> int:

@@ -8,6 +8,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.schema import RootConfig
 
 DEFAULT_RECIPE = "curate"
+SHORTHANDS = {"input": "curate.input", "output": "curate.output"}
 
 
 def run(cfg: RootConfig) -> int:

@@ -21,31 +21,36 @@ SUBCOMMANDS = {
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",
     "coord_check": "muP coordinate check: activation/update scales across widths",
+    "catalog": "list, add and describe catalog feature sets; save named dataset versions",
+    "view": "a localhost web page of the dataset: clips, captions, scores, filter, histograms, ledger",
+    "preview": "a grid-preview video (rows x cols tiles) of sampled curated clips or raw inputs",
 }
-
-# Passes over a finished curated output; `root=` (and caption's `model=`) are shorthands for their section.
-POST_CURATION = ("caption", "balance", "dedup")
 
 USAGE = "usage: mvideo SUBCOMMAND [recipe=NAME] [key=value ...]\n\nsubcommands:\n" + "\n".join(
     f"  {name:<12} {text}" for name, text in SUBCOMMANDS.items()) + (
     "\n\nexamples:\n  mvideo demo\n  mvideo train recipe=demo train.steps=50 data.shards=outputs/demo/curated"
+    "\n  mvideo catalog add aesthetic scores.parquet root=outputs/demo/curated"
+    "\n  mvideo view filter='duration_s >= 3'   (the demo's curated output on http://127.0.0.1:8765/)"
     "\n  mvideo curate input=/videos output=/shards   (curate.* keys may drop the 'curate.' prefix)"
     "\n  mvideo caption root=/shards model=/models/Qwen2.5-VL-7B-Instruct   (then: balance root=..., dedup root=...)")
 
 
 def split_arguments(command: str, args: list[str]) -> tuple[str, list[str]]:
-    """The recipe name and Hydra overrides; `input=`/`output=` are shorthands for curate.*."""
+    """The recipe name and Hydra overrides. A subcommand may name shorthands (`input=` for
+    `curate.input=`: its SHORTHANDS) and the keys its bare words set, in order (its POSITIONAL)."""
     module = importlib.import_module(f"megatron_video.cli.{command}")
     recipe = module.DEFAULT_RECIPE
+    shorthands = getattr(module, "SHORTHANDS", {})
+    positional = list(getattr(module, "POSITIONAL", ()))
     overrides = []
     for arg in args:
         key, _, value = arg.partition("=")
         if key == "recipe":
             recipe = value
-        elif command == "curate" and key in ("input", "output"):
-            overrides.append(f"curate.{arg}")
-        elif command in POST_CURATION and (key == "root" or (command, key) == ("caption", "model")):
-            overrides.append(f"{command}.{arg}")
+        elif "=" not in arg and positional:
+            overrides.append(f"{positional.pop(0)}={arg}")
+        elif key in shorthands:
+            overrides.append(f"{shorthands[key]}={value}")
         else:
             overrides.append(arg)
     return recipe, overrides

@@ -31,7 +31,8 @@ class DataConfig:
     """Where training clips come from and how a sample is cut from a clip."""
 
     shards: str = ""  # a curated output dir (its shards/ and catalog/), or a dir of .tar shards
-    filter: str = ""  # a pandas query over the Parquet catalog, e.g. "duration_s > 3"
+    filter: str = ""  # a catalog filter expression (megatron_video/data/filters.py), e.g. "duration_s > 3"
+    version: str = ""  # a named dataset version saved in the catalog (`mvideo catalog version`)
     frames: int = 8
     frame_stride: int = 1
     height: int = 32

@@ -14,6 +14,7 @@ from megatron_video.optim.coord_check import CoordCheckConfig
 from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
 from megatron_video.parallel.state import ParallelConfig
+from megatron_video.viewer.config import CatalogConfig, PreviewConfig, ViewConfig
 
 
 @dataclass
@@ -33,3 +34,6 @@ class RootConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
     coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)

@@ -1,6 +1,7 @@
 """Training clips from WebDataset shards: split by data-parallel rank and worker, decoded on CPU.
 
-Curation writes `<key>.mp4` + `<key>.json` per clip. Data-parallel ranks read disjoint shards;
+Curation writes `<key>.mp4` + `<key>.json` per clip; the catalog selects which clips a run reads
+(`data.version`, `data.filter`: megatron_video/data/selection.py). Data-parallel ranks read disjoint shards;
 tensor- and context-parallel ranks of one replica read the same ones (DESIGN.md), which is why the
 split uses megatron's data-parallel rank, not the global rank. A corrupt sample is logged and
 skipped (`warn_and_continue`), never fatal.
@@ -22,6 +23,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
 from megatron_video.data.decode import decode_window, has_video_stream, to_model_video
+from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ class ClipDataset(IterableDataset):
     def __init__(self, cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0):
         self.cfg, self.split, self.seed, self.repeat = cfg, split, seed, repeat
         self.skip_batches = skip_batches
-        self.shards = list_shards(cfg.shards)
+        self.selection = select_clips(cfg)
+        self.shards = [s for s in list_shards(cfg.shards) if self.selection.reads_shard(s)]
         # Read here, in the training process: spawned loader workers have no parallel_state.
         self.dp_rank, self.dp_size = _data_parallel_position()
 
@@ -90,6 +93,8 @@ class ClipDataset(IterableDataset):
                                 workersplitter=lambda urls: list(urls)[role::workers],
                                 handler=wds.warn_and_continue, empty_check=False)
         for sample in source:
+            if not self.selection.includes(sample["__key__"]):
+                continue
             if is_validation_key(sample["__key__"], self.cfg.val_fraction) != (self.split == "val"):
                 continue
             # Unreadable samples are dropped here, before the order is fixed, so that a resumed
@@ -115,6 +120,8 @@ class ClipDataset(IterableDataset):
             (self.seed * 1_000_003 + epoch + int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)) % 2**63)
         try:
             meta = json.loads(sample["json"])
+            if key in self.selection.captions:
+                meta["caption"] = self.selection.captions[key]
             frames = decode_window(sample["mp4"], meta.get("num_frames"), self.cfg.frames,
                                    self.cfg.frame_stride, generator)
         except (ValueError, OSError, KeyError) as err:  # av.error.* derive from OSError/ValueError

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from megatron_video.config.errors import ConfigError
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
-from megatron_video.data.catalog import is_validation_key, load_catalog
+from megatron_video.data.catalog import is_validation_key
 from megatron_video.data.dataset import build_loader, list_shards
+from megatron_video.data.selection import select_clips
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
@@ -58,9 +59,9 @@ def check_inputs(cfg: RootConfig) -> None:
     if not cfg.data.shards:
         raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
     list_shards(cfg.data.shards)
-    catalog = load_catalog(cfg.data.shards, cfg.data.filter)
-    if len(catalog) and not any(is_validation_key(k, cfg.data.val_fraction) for k in catalog["key"]):
-        raise ConfigError("data.val_fraction", f"leaves none of the {len(catalog)} clips for validation")
+    keys = select_clips(cfg.data).keys
+    if keys and not any(is_validation_key(k, cfg.data.val_fraction) for k in keys):
+        raise ConfigError("data.val_fraction", f"leaves none of the {len(keys)} selected clips for validation")
     if cfg.optim.warmup_steps >= cfg.train.steps:
         raise ConfigError("optim.warmup_steps", f"{cfg.optim.warmup_steps} must be below train.steps "
                                                 f"({cfg.train.steps})")

@@ -1,43 +1,13 @@
-"""Shared fixtures for the curation tests: real footage, the demo recipe, one full demo run."""
+"""Shared fixtures for the curation tests: reading shards and decoding their clips."""
 from __future__ import annotations
 
 import io
 import json
 import pathlib
-import subprocess
 import tarfile
 
 import numpy as np
 import pytest
-import yaml
-
-from curator.config import CurateConfig
-from curator.run import CurationSummary, curate
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SAMPLES = ("Megamind.avi", "vtest.avi", "box.mp4", "cup.mp4", "music_video.mp4")
-
-
-@pytest.fixture(scope="session")
-def footage() -> pathlib.Path:
-    """data/samples with the five sample videos, fetched by scripts/fetch_samples.sh if missing."""
-    folder = ROOT / "data" / "samples"
-    if not all((folder / name).is_file() and (folder / name).stat().st_size for name in SAMPLES):
-        subprocess.run([str(ROOT / "scripts" / "fetch_samples.sh"), str(folder)], check=True)
-    return folder
-
-
-def demo_config(input_dir: pathlib.Path, output_dir: pathlib.Path, **overrides) -> CurateConfig:
-    fields = yaml.safe_load((ROOT / "recipes" / "curate" / "demo.yaml").read_text())
-    fields.update(overrides)
-    return CurateConfig(input=str(input_dir), output=str(output_dir), **fields)
-
-
-@pytest.fixture(scope="session")
-def demo_run(footage, tmp_path_factory) -> tuple[CurationSummary, pathlib.Path]:
-    """The demo recipe over all five sample videos, run once for every test that reads its output."""
-    output = tmp_path_factory.mktemp("demo_out")
-    return curate(demo_config(footage, output), progress=False), output
 
 
 def shard_samples(output: pathlib.Path) -> list[tuple[str, dict, bytes]]:
@@ -63,12 +33,9 @@ def decode_mp4(data: bytes) -> tuple[list, float, int, int]:
         return frames, float(stream.average_rate), stream.height, stream.width
 
 
-# Test modules load in importlib mode and cannot import this file, so helpers travel as fixtures.
-@pytest.fixture(scope="session")
-def make_config():
-    return demo_config
-
-
+# Test modules load in importlib mode and cannot import this file, so helpers travel as fixtures
+# (`footage`, `make_config` and `demo_run` live in tests/conftest.py: tests/data and tests/e2e read
+# the demo run too).
 @pytest.fixture(scope="session")
 def read_shards():
     return shard_samples

@@ -48,7 +48,7 @@ def test_unknown_subcommand_lists_the_real_ones():
 def test_help_lists_every_subcommand():
     result, _ = _mvideo("--help")
     assert result.returncode == 0
-    for name in ("demo", "curate", "train", "sample", "ema", "hpo"):
+    for name in ("demo", "curate", "train", "sample", "ema", "hpo", "catalog", "view", "preview"):
         assert f"  {name}" in result.stdout
 
 
