@@ -17,8 +17,8 @@ import pandas as pd
 from curator.balance.config import BalanceConfig
 from curator.balance.subjects import balance_subjects, subjects
 from curator.balance.vocabulary import balance_vocabulary
-from curator.feature_sets import read_feature_set, write_feature_set
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import add_feature_set, read_feature_set
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def run_balance(cfg: BalanceConfig) -> dict:
     if cfg.column not in captions.columns:
         raise ConfigError("column", f"feature set '{cfg.captions}' has no column '{cfg.column}'")
     frame = balance_frame(captions, cfg)
-    write_feature_set(root, "balance", frame)
+    add_feature_set(root, "balance", frame, replace=True)
     frame["all"] = True
     report = {name: summary(frame, name) for name in ("all", "balance_vocab_keep", "balance_subject_keep",
                                                       "balance_keep")}

@@ -12,9 +12,9 @@ import torch
 
 from curator.captions.config import CaptionConfig
 from curator.captions.qwen import Captioner, TransformersQwenCaptioner, VllmQwenCaptioner
-from curator.feature_sets import write_feature_set
-from curator.shard_clips import clip_frames, shard_rows
+from curator.shard_clips import clip_frames
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import add_feature_set, shard_index
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def run_captions(cfg: CaptionConfig, device: torch.device) -> pd.DataFrame:
         raise ConfigError("root", "name the curated output to caption (caption.root=DIR)")
     if not (pathlib.Path(cfg.model) / "config.json").is_file():
         raise ConfigError("model", f"'{cfg.model}' is not a local Qwen2.5-VL checkpoint folder (no config.json)")
-    rows = shard_rows(cfg.root)
+    rows = shard_index(cfg.root)
     if not len(rows):
         raise ConfigError("root", f"no catalog under {cfg.root}: curate into it first")
     captioner = build_captioner(cfg, device)
@@ -65,6 +65,6 @@ def run_captions(cfg: CaptionConfig, device: torch.device) -> pd.DataFrame:
     if batch:
         flush()
     frame = pd.concat(parts, ignore_index=True)
-    path = write_feature_set(cfg.root, cfg.output, frame)
+    path = add_feature_set(cfg.root, cfg.output, frame, replace=True)
     log.info("caption wrote %d clips -> %s", len(frame), path)
     return frame

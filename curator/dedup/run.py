@@ -14,15 +14,15 @@ import torch
 from curator.dedup.config import DedupConfig
 from curator.dedup.embeddings import CaptionEmbedder, TransformersVisualEmbedder, VisualEmbedder
 from curator.dedup.near_duplicates import bucket_of, dedup_clips
-from curator.feature_sets import read_feature_set, write_feature_set
-from curator.shard_clips import clip_frames, shard_rows
+from curator.shard_clips import clip_frames
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import add_feature_set, read_feature_set, shard_index
 
 log = logging.getLogger(__name__)
 
 
 def visual_embeddings(rows: pd.DataFrame, embedder: VisualEmbedder, frames: int, batch_size: int) -> torch.Tensor:
-    """One embedding per row (columns key, shard_file), in the rows' order."""
+    """One embedding per row (columns key and the catalog's shard path), in the rows' order."""
     found: dict[str, torch.Tensor] = {}
     batch: list[tuple[str, np.ndarray]] = []
     for item in clip_frames(rows, frames):
@@ -50,7 +50,7 @@ def run_dedup(cfg: DedupConfig, device: torch.device) -> dict:
     if not cfg.root:
         raise ConfigError("root", "name the curated output to dedup (dedup.root=DIR)")
     root = pathlib.Path(cfg.root)
-    rows = shard_rows(root)
+    rows = shard_index(root)
     if not len(rows):
         raise ConfigError("root", f"no catalog under {root}: curate into it first")
     try:
@@ -70,10 +70,10 @@ def run_dedup(cfg: DedupConfig, device: torch.device) -> dict:
     log.info("dedup clips=%d (of %d in the catalog) buckets=%d embedding=%s", len(clips), len(rows),
              clips["bucket"].nunique(), cfg.embedding)
     embeddings = embed_clips(clips, cfg, device).to(device)
-    write_feature_set(root, f"{cfg.embedding}_embedding", pd.DataFrame({
+    add_feature_set(root, f"{cfg.embedding}_embedding", replace=True, frame=pd.DataFrame({
         "key": clips["key"], f"{cfg.embedding}_embedding": list(embeddings.cpu().numpy())}))
     features, buckets = dedup_clips(clips, embeddings, cfg)
-    write_feature_set(root, "dedup", features)
+    add_feature_set(root, "dedup", features, replace=True)
     removed = int((~features["dedup_keep"]).sum())
     report = {"clips": len(features), "removed": removed, "removed_fraction": removed / max(len(features), 1),
               "threshold": cfg.threshold, "embedding": cfg.embedding, "buckets": buckets.to_dict("records")}

@@ -12,8 +12,14 @@ from curator.balance.config import BalanceConfig
 from curator.balance.run import balance_frame, run_balance
 from curator.balance.subjects import subject_quota, subjects
 from curator.balance.vocabulary import balance_vocabulary
-from curator.feature_sets import read_feature_set, write_feature_set
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import add_feature_set, read_feature_set
+
+
+def with_shard_index(root, keys) -> None:
+    """A shard index naming `keys` (the catalog's base table; the passes never open the shards)."""
+    (root / "catalog").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"key": list(keys), "shard": "shard-000000.tar"}).to_parquet(root / "catalog" / "shard-000000.parquet")
 
 
 def caption_set(man: int, woman: int, mixed: int, others: int) -> pd.DataFrame:
@@ -32,7 +38,8 @@ def test_subjects_are_found_by_whole_words():
 
 def test_subject_balance_is_one_to_one_and_capped_at_twenty_percent(tmp_path):
     captions = caption_set(man=600, woman=200, mixed=50, others=1150)
-    write_feature_set(tmp_path, "captions", captions)
+    with_shard_index(tmp_path, captions["key"])
+    add_feature_set(tmp_path, "captions", captions)
     report = run_balance(BalanceConfig(root=str(tmp_path), vocab_cap_fraction=1.0))
     frame = read_feature_set(tmp_path, "balance")
     kept = frame[frame["balance_subject_keep"]]["balance_subject"].value_counts()

@@ -14,8 +14,8 @@ import torch
 from curator.captions.config import CaptionConfig
 from curator.captions.qwen import TransformersQwenCaptioner, patchify
 from curator.captions.run import run_captions, three_words
-from curator.feature_sets import read_feature_set
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import read_feature_set
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
            "<|video_pad|>"]
@@ -116,9 +116,9 @@ def test_mvideo_caption_then_balance_then_dedup(five_clips, tiny_qwen, capsys):
     root = str(five_clips)
     assert main(["caption", f"root={root}", f"model={tiny_qwen}", "caption.frames_per_clip=2",
                  "caption.frame_height=56", "caption.frame_width=84", "caption.detailed_tokens=4",
-                 "caption.short_tokens=2", "caption.three_word_tokens=3", "caption.output=captions_cli"]) == 0
-    assert main(["balance", f"root={root}", "balance.captions=captions_cli"]) == 0
-    assert main(["dedup", f"root={root}", "dedup.captions=captions_cli", "dedup.threshold=0.99"]) == 0
+                 "caption.short_tokens=2", "caption.three_word_tokens=3"]) == 0  # replaces earlier captions
+    assert main(["balance", f"root={root}"]) == 0
+    assert main(["dedup", f"root={root}", "dedup.threshold=0.99"]) == 0
     balance, dedup = read_feature_set(five_clips, "balance"), read_feature_set(five_clips, "dedup")
     assert sorted(balance["key"]) == sorted(dedup["key"]) == [f"clip_{i}" for i in range(5)]
     assert main(["dedup", f"root={root}", "dedup.threshold=2"]) == 2

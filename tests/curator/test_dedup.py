@@ -14,8 +14,8 @@ from curator.dedup.config import DedupConfig
 from curator.dedup.kmeans import KMeansConfig
 from curator.dedup.near_duplicates import bucket_of, dedup_clips
 from curator.dedup.run import run_dedup
-from curator.feature_sets import read_feature_set, write_feature_set
 from megatron_video.config import ConfigError
+from megatron_video.data.catalog import add_feature_set, read_feature_set
 
 
 def planted(distinct: int, duplicates: int, dim: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -92,7 +92,7 @@ def clips_output(tmp_path_factory, curated_output):
 def test_caption_embeddings_remove_the_reworded_caption(clips_output):
     """MiniLM (offline) embeds the detailed captions; the reworded one is a near-duplicate of its
     bucket's first clip, and the bucket's other clip and other buckets' clips stay."""
-    write_feature_set(clips_output, "captions", pd.DataFrame({
+    add_feature_set(clips_output, "captions", replace=True, frame=pd.DataFrame({
         "key": ["c_base", "c_copy", "c_tinted", "c_checker", "c_noise", "c_dark"],
         "caption_detailed": ["A man rides a brown horse across a green field at sunset.",
                              "A man rides a brown horse across the green field at sunset.",
@@ -132,7 +132,7 @@ def tiny_siglip(tmp_path_factory):
 
 
 def test_visual_embeddings_from_a_local_siglip_remove_the_exact_copy(clips_output, tiny_siglip):
-    write_feature_set(clips_output, "captions", pd.DataFrame({
+    add_feature_set(clips_output, "captions", replace=True, frame=pd.DataFrame({
         "key": ["c_base", "c_copy", "c_tinted", "c_checker", "c_noise", "c_dark"],
         "caption_three_word": ["pattern"] * 6}))
     cfg = DedupConfig(root=str(clips_output), embedding="visual", visual_model=str(tiny_siglip), threshold=0.9999,
