@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "demo": "sample footage -> curation -> shards -> a small DiT -> a sampled video and a report",
     "curate": "raw videos -> clips -> WebDataset shards + Parquet catalog + ledger",
     "train": "train (or resume) a VideoDiT on curated shards",
+    "plan": "per-GPU memory of a recipe's layout, and layouts that fit a GPU",
     "sample": "generate videos from prompts with a checkpoint",
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",

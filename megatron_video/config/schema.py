@@ -11,6 +11,7 @@ from megatron_video.optim.coord_check import CoordCheckConfig
 from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
 from megatron_video.parallel.state import ParallelConfig
+from megatron_video.plan.config import PlanConfig
 
 
 @dataclass
@@ -27,3 +28,4 @@ class RootConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
     coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
