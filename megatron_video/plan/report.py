@@ -62,8 +62,8 @@ def write_png(plans: list[MemoryPlan], capacity: int, gpu: str, path: pathlib.Pa
     from megatron_video.plots import plt, save_figure
 
     parts = COLUMNS[:-1]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(plans) + 2), 4.5))
-    labels = [p.layout.describe().replace(" ", "\n", 3) for p in plans]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(plans) + 3), 5.0))
+    labels = [p.layout.describe().replace(" ", "\n") for p in plans]
     bottom = [0.0] * len(plans)
     for part in parts:
         heights = [getattr(p, part) / GIB for p in plans]
@@ -71,6 +71,6 @@ def write_png(plans: list[MemoryPlan], capacity: int, gpu: str, path: pathlib.Pa
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.axhline(capacity / GIB, color="black", linestyle="--", label=f"{gpu} usable")
     ax.set_ylabel("GiB per GPU (fullest pipeline stage)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="x", labelsize=7)
     return save_figure(fig, path)
