@@ -4,10 +4,12 @@ The step is the trainer's (megatron_video/training/trainer.py) on one GPU: fp32 
 rows, megatron DDP, SphereAdamW through megatron's optimizer, the flow-matching loss under autocast.
 Saved activations are counted with a saved-tensors hook (distinct storages, parameters excluded),
 which works on any device; the peak is torch.cuda.max_memory_allocated over the second step (the
-first creates the optimizer state), so it is measured on CUDA only.
+first creates the optimizer state) less what was allocated before the model was built, so it is
+measured on CUDA only.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Self
 
@@ -61,6 +63,10 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
     from megatron_video.training.objective import flow_matching_loss
     from megatron_video.training.trainer import wrap_ddp
 
+    if device.type == "cuda":  # what is already allocated (an earlier measurement's leftovers) is not ours
+        gc.collect()
+        torch.cuda.synchronize(device)
+        already = torch.cuda.memory_allocated(device)
     root = RootConfig(model=cfg)
     model = build_model(cfg).to(device)
     init_sphere_(model, root.optim)
@@ -92,5 +98,5 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
     peak = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
+        peak = torch.cuda.max_memory_allocated(device) - already
     return StepMemory(saved_activations=saved, peak=peak)

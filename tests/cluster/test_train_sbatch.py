@@ -72,7 +72,9 @@ def fake_slurm(tmp_path):
                                                        os.environ["PATH"]]),
                "SLURM_JOB_NODELIST": "fake[1-9]", "SLURM_JOB_ID": "4242", "SLURM_GPUS_ON_NODE": str(gpus_per_node),
                "FAKE_NODES": " ".join(nodes), "FAKE_LOG": str(log), **extra}
-        for key in ("NCCL_DEBUG", "SLURM_RESTART_COUNT", "DRY_RUN", "CONTAINER", "NODES"):
+        # This process's own settings (a test before may have started torch.distributed) stay out.
+        for key in ("NCCL_DEBUG", "SLURM_RESTART_COUNT", "DRY_RUN", "CONTAINER", "NODES", "MASTER_ADDR",
+                    "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
             if key not in extra:
                 env.pop(key, None)
         return env
