@@ -166,11 +166,17 @@ def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> 
     """Patch embedding, text projection and timestep MLP (the first pipeline stage)."""
     b, c, h = shape.batch, precision.compute, cfg.hidden
     video, text = math.ceil(shape.video_tokens / shape.context), math.ceil(shape.text_tokens / shape.context)
-    return [
+    saved = [
         Saved("patch embedding input", b * video * cfg.patch_dim, c),
         Saved("text projection (input, GELU in and out)", b * text * (cfg.text_dim + 2 * h), c),
         Saved("timestep MLP and conditioning", b * (cfg.timestep_dim + 3 * h), c),
     ]
+    if shape.sequence_parallel and precision.norm == precision.compute:
+        # Block 0's norm input is this rank's slice of the whole sequence, a view: with no autocast
+        # cast in between, it keeps the other ranks' rows alive too.
+        rows = shape.local_sequence - shape.stream_sequence
+        saved.append(Saved("sequence before the sequence-parallel split", rows * b * h, c))
+    return saved
 
 
 def final_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> list[Saved]:

@@ -16,6 +16,7 @@ from typing import Self
 import torch
 
 from megatron_video.model.config import VideoDiTConfig
+from megatron_video.parallel.state import ParallelConfig
 
 
 @dataclass
@@ -51,10 +52,11 @@ class SavedTensorBytes:
 
 
 def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, int, int], text_len: int,
-                          device: torch.device, dtype: torch.dtype) -> StepMemory:
+                          device: torch.device, dtype: torch.dtype,
+                          parallel: ParallelConfig | None = None) -> StepMemory:
     """Run a training step of `cfg` on (batch, latent, text_len) samples and measure it (on CUDA the
     second step, after the first has created the optimizer state). parallel_state must be
-    initialised (one rank) on `device`."""
+    initialised on `device` with the sizes of `parallel` (default: one rank)."""
     from megatron_video.config.schema import RootConfig
     from megatron_video.diffusion.flow_matching import FlowMatching
     from megatron_video.model import build_model
@@ -67,8 +69,8 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
         gc.collect()
         torch.cuda.synchronize(device)
         already = torch.cuda.memory_allocated(device)
-    root = RootConfig(model=cfg)
-    model = build_model(cfg).to(device)
+    root = RootConfig(model=cfg, parallel=parallel or ParallelConfig())
+    model = build_model(cfg, sequence_parallel=root.parallel.sequence_parallel).to(device)
     init_sphere_(model, root.optim)
     ddp = wrap_ddp(model, root)
     optimizer, _ = build_optimizer([ddp], root.optim, width=cfg.hidden, total_steps=root.optim.warmup_steps + 1,

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from megatron_video.model import VideoDiTConfig, build_model, load_preset
+from megatron_video.parallel.state import ParallelConfig
 from megatron_video.plan.measure import measure_training_step
 from megatron_video.plan.memory import Layout, Workload, plan_memory
 from megatron_video.plan.parameters import block_parameters, total_parameters
+from megatron_video.testing.distributed import run_distributed
 
 VARIANTS = {
     "demo": load_preset("demo"),
@@ -55,3 +57,24 @@ def test_activation_estimate_equals_saved_tensors_of_a_cpu_training_step(megatro
     work = Workload(video_tokens=grid[0] * grid[1] * grid[2], text_tokens=text_len)
     plan = plan_memory(cfg, work, Layout(micro_batch=batch, precision="fp32"), built=set())
     assert plan.activations == measured.saved_activations
+
+
+def saved_activations_under_tensor_parallelism(preset: str, batch: int, latent: tuple[int, int, int],
+                                               text_len: int) -> dict[bool, int]:
+    """On each of 2 TP ranks: bytes saved by a training step without and with sequence parallelism."""
+    cfg = load_preset(preset, attention_backend="flash")
+    return {sp: measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32,
+                                      ParallelConfig(tensor=2, sequence_parallel=sp)).saved_activations
+            for sp in (False, True)}
+
+
+def test_activation_estimate_per_rank_under_tensor_and_sequence_parallelism():
+    """2 gloo ranks, TP=2: heads and MLP split, and with SP the residual-stream tensors too."""
+    batch, latent, text_len = 2, (8, 8, 14), 32  # S = 256: no sequence padding
+    ranks = run_distributed(saved_activations_under_tensor_parallelism, 2, "demo", batch, latent, text_len,
+                            parallel=ParallelConfig(tensor=2))
+    cfg = load_preset("demo")
+    work = Workload(video_tokens=8 * 4 * 7, text_tokens=text_len)
+    for sp in (False, True):
+        layout = Layout(tensor=2, sequence_parallel=sp, micro_batch=batch, precision="fp32")
+        assert [rank[sp] for rank in ranks] == [plan_memory(cfg, work, layout, built=set()).activations] * 2
