@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "balance": "man/woman and vocabulary balancing of captioned clips -> dataset versions",
     "dedup": "near-duplicates within three-word-caption buckets (GPU k-means) -> dataset version",
     "train": "train (or resume) a VideoDiT on curated shards",
+    "plan": "per-GPU memory of a recipe's layout, and layouts that fit a GPU",
     "sample": "generate videos from prompts with a checkpoint",
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",

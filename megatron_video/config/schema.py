@@ -14,6 +14,7 @@ from megatron_video.optim.coord_check import CoordCheckConfig
 from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
 from megatron_video.parallel.state import ParallelConfig
+from megatron_video.plan.config import PlanConfig
 from megatron_video.viewer.config import CatalogConfig, PreviewConfig, ViewConfig
 
 
@@ -37,3 +38,4 @@ class RootConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     view: ViewConfig = field(default_factory=ViewConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)

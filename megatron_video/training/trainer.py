@@ -32,6 +32,7 @@ from megatron_video.training.environment import resolve_device, resolve_dtype, s
 from megatron_video.training.evaluate import validation_loss_of
 from megatron_video.training.metrics import MetricsLog
 from megatron_video.training.objective import encode_batch, flow_matching_loss
+from megatron_video.training.preemption import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def train(self) -> TrainSummary:
+        with StopRequest(self.device) as stop:
+            return self._train(stop)
+
+    def _train(self, stop: StopRequest) -> TrainSummary:
         cfg = self.cfg
         self._resume()
         start_step = self.step
@@ -183,9 +188,11 @@ class Trainer:
             if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
                 summary.checkpoint = self._save()
             out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
-            if out_of_time or self.step - start_step == cfg.train.stop_after:
+            signalled = stop.agreed()
+            if out_of_time or signalled or self.step - start_step == cfg.train.stop_after:
+                reason = "time limit" if out_of_time else "stop signal" if signalled else "train.stop_after"
                 log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
-                            cfg.train.steps, "time limit" if out_of_time else "train.stop_after")
+                            cfg.train.steps, reason)
                 summary.checkpoint = self._save()
                 break
         progress.close()

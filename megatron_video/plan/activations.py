@@ -1,0 +1,210 @@
+"""Activation memory of VideoDiT from the tensors its modules save for backward.
+
+Each entry below is one tensor autograd keeps between forward and backward in the real model
+(megatron_video/model/block.py, model.py), with its element count and bytes per element:
+
+- `compute` bytes: matmul outputs and everything downstream of them (bf16 under autocast on GPUs,
+  fp32 on CPU);
+- `norm` bytes: LayerNorm's input and output and the modulated input of W_in, which CUDA autocast
+  keeps in fp32 (layer_norm runs in fp32 and `norm * (1 + scale) + shift` promotes to it);
+- fixed: attention's log-sum-exp and the norm statistics are fp32 whatever the precision.
+
+Views share storage (q, k, g, u are slices of W_in's output): the output is counted once. Under
+sequence parallelism the tensors outside the TP region hold S / tp rows; under context parallelism
+every sequence dimension is S / cp. Recompute and FP8 change what is kept; the modes the project has
+not built yet are estimates of what the standard implementations keep (see `RECOMPUTE`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from megatron_video.model.config import VideoDiTConfig
+from megatron_video.plan.parameters import modulations_per_block
+
+FP32 = 4
+# none: keep everything. selective: recompute the cheap elementwise parts (norm + modulation, RoPE,
+# the gated activation) from the block input, keep matmul and attention outputs. full: keep only
+# each block's input; one block's activations are recomputed at a time during backward.
+RECOMPUTE = ("none", "selective", "full")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    compute: int  # bytes per element of matmul outputs and the residual stream
+    norm: int  # bytes of the LayerNorm input/output and W_in's input
+    matmul_input: int  # bytes of the saved inputs of W_in and W_out (1 when FP8 keeps them quantised)
+    weight_copy: int  # bytes per parameter of the low-precision weight copies autocast/FP8 makes (0: none)
+
+
+PRECISIONS = {
+    "fp32": Precision("fp32", FP32, FP32, FP32, 0),
+    "bf16": Precision("bf16", 2, FP32, 0, 2),  # matmul_input 0: the input keeps its own dtype
+    "fp8": Precision("fp8", 2, FP32, 1, 1),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one GPU sees of a micro batch: joint sequence S (text + video tokens), video tokens n."""
+
+    batch: int
+    sequence: int
+    video_tokens: int
+    text_tokens: int
+    tensor: int = 1
+    context: int = 1
+    sequence_parallel: bool = False
+
+    @property
+    def local_sequence(self) -> int:
+        """Rows of the attention region on this GPU (S / cp; SP pads S to a multiple of tp first)."""
+        padded = math.ceil(self.sequence / self.tensor) * self.tensor if self.sequence_parallel else self.sequence
+        return math.ceil(padded / self.context)
+
+    @property
+    def stream_sequence(self) -> int:
+        """Rows of the residual stream on this GPU: S / (cp * tp) under SP, else S / cp."""
+        return self.local_sequence // self.tensor if self.sequence_parallel else self.local_sequence
+
+
+@dataclass(frozen=True)
+class Saved:
+    name: str
+    elements: int
+    bytes_per_element: int
+
+    @property
+    def bytes(self) -> int:
+        return self.elements * self.bytes_per_element
+
+
+def _matmul_input(precision: Precision, own: int) -> int:
+    return precision.matmul_input or own
+
+
+def block_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int) -> list[Saved]:
+    """The tensors one block keeps for backward with nothing recomputed."""
+    if cfg.spatio_temporal:
+        raise ValueError("the planner models joint attention only (model.spatio_temporal=false)")
+    h, m, t = cfg.hidden, cfg.mlp_hidden, shape.tensor
+    b, s, rows = shape.batch, shape.local_sequence, shape.stream_sequence
+    c, n = precision.compute, precision.norm
+    inner = cfg.adaln_lora_rank or h
+    saved = [
+        Saved("modulation MLP (per sample)", 2 * b * inner, c),
+        Saved("modulation scale and gate (per sample)", 2 * b * h, c),
+        Saved("norm input", rows * b * h, n),
+        Saved("norm statistics", 2 * rows * b, FP32),
+        Saved("norm output", rows * b * h, n),
+    ]
+    rope = Saved("RoPE cos/sin tables", 2 * s * cfg.head_dim, c)  # cos and sin [S, d/2], for q and for k
+    attention = [
+        Saved("q, k after RoPE", 2 * s * b * h // t, c),
+        Saved("attention output", s * b * h // t, c),
+        Saved("attention log-sum-exp", b * (cfg.heads // t) * s, FP32),
+    ]
+    if cfg.value_residual and layer > 0:
+        attention.append(Saved("v mixed with v_first", s * b * h // t, c))
+    if cfg.block == "parallel":
+        saved += [
+            Saved("W_in input", rows * b * h, _matmul_input(precision, n)),
+            Saved("W_in output [q k v g u]", s * b * (3 * h + 2 * m) // t, c),
+            rope, *attention,
+            Saved("silu(g)", s * b * m // t, c),
+            Saved("W_out input [attention, silu(g) u]", s * b * (h + m) // t, _matmul_input(precision, c)),
+            Saved("W_out output", rows * b * h, c),
+        ]
+    else:
+        saved += [
+            Saved("qkv input", rows * b * h, _matmul_input(precision, n)),
+            Saved("qkv output", 3 * s * b * h // t, c),
+            rope, *attention,
+            Saved("attn_out input", s * b * h // t, _matmul_input(precision, c)),
+            Saved("attn_out output", rows * b * h, c),
+            Saved("second norm input, statistics, output", rows * b * (2 * h + 2), FP32),
+            Saved("modulation of the MLP (per sample)", 2 * b * h, c),
+            Saved("fc1 input", rows * b * h, _matmul_input(precision, n)),
+            Saved("fc1 output [g u]", 2 * s * b * m // t, c),
+            Saved("silu(g)", s * b * m // t, c),
+            Saved("fc2 input", s * b * m // t, _matmul_input(precision, c)),
+            Saved("fc2 output", rows * b * h, c),
+        ]
+    return saved
+
+
+SELECTIVELY_RECOMPUTED = ("norm input", "norm statistics", "norm output", "W_in input", "qkv input",
+                          "q, k after RoPE", "silu(g)", "RoPE cos/sin tables",
+                          "second norm input, statistics, output", "fc1 input")
+
+
+def block_input(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> Saved:
+    return Saved("block input (checkpoint)", shape.stream_sequence * shape.batch * cfg.hidden, precision.compute)
+
+
+def block_bytes(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int, recompute: str) -> int:
+    """Bytes one block keeps between its forward and its backward under `recompute`."""
+    saved = block_saved(cfg, shape, precision, layer)
+    if recompute == "none":
+        return sum(x.bytes for x in saved)
+    kept = block_input(cfg, shape, precision).bytes
+    if recompute == "selective":
+        kept += sum(x.bytes for x in saved if x.name not in SELECTIVELY_RECOMPUTED)
+    return kept
+
+
+def first_layer_values(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> int:
+    """v_first is a view of layer 0's projection output: under full recompute it alone keeps it."""
+    if not cfg.value_residual:
+        return 0
+    width = 3 * cfg.hidden + 2 * cfg.mlp_hidden if cfg.block == "parallel" else 3 * cfg.hidden
+    return shape.local_sequence * shape.batch * width // shape.tensor * precision.compute
+
+
+def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> list[Saved]:
+    """Patch embedding, text projection and timestep MLP (the first pipeline stage)."""
+    b, c, h = shape.batch, precision.compute, cfg.hidden
+    video, text = math.ceil(shape.video_tokens / shape.context), math.ceil(shape.text_tokens / shape.context)
+    saved = [
+        Saved("patch embedding input", b * video * cfg.patch_dim, c),
+        Saved("text projection (input, GELU in and out)", b * text * (cfg.text_dim + 2 * h), c),
+        Saved("timestep MLP and conditioning", b * (cfg.timestep_dim + 3 * h), c),
+    ]
+    if shape.sequence_parallel and precision.norm == precision.compute:
+        # Block 0's norm input is this rank's slice of the whole sequence, a view: with no autocast
+        # cast in between, it keeps the other ranks' rows alive too.
+        rows = shape.local_sequence - shape.stream_sequence
+        saved.append(Saved("sequence before the sequence-parallel split", rows * b * h, c))
+    return saved
+
+
+def final_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> list[Saved]:
+    """Final norm, modulation and projection and the loss (the last pipeline stage)."""
+    b, c, n, h = shape.batch, precision.compute, precision.norm, cfg.hidden
+    video = math.ceil(shape.video_tokens / shape.context)
+    return [
+        # The norm's input is a slice of the gathered sequence: under fp32 it keeps all of it.
+        Saved("final norm input", b * shape.local_sequence * h, n),
+        Saved("final norm statistics and output", b * video * (h + 2), n),
+        Saved("final modulation (per sample)", 3 * b * h, c),
+        Saved("final projection input", b * video * h, c),
+        Saved("loss (prediction - target, fp32)", b * video * cfg.patch_dim, FP32),
+    ]
+
+
+def backward_working_set(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> int:
+    """Gradients alive at once inside one block's backward (projection outputs, inputs, one weight)."""
+    h, m, t = cfg.hidden, cfg.mlp_hidden, shape.tensor
+    b, s, rows = shape.batch, shape.local_sequence, shape.stream_sequence
+    c = precision.compute
+    width = 3 * h + 2 * m if cfg.block == "parallel" else 3 * h
+    grads = s * b * width // t * c + s * b * (h + m) // t * c + rows * b * h * precision.norm
+    return grads + h * width // t * FP32  # W_in's fp32 weight gradient before it joins the grad buffer
+
+
+def modulation_weights(cfg: VideoDiTConfig, layers: int) -> int:
+    """Weights of `layers` blocks' plain nn.Linear modulation MLPs: autocast's low-precision copies of
+    them are saved for backward (megatron's projections save their fp32 weight instead)."""
+    inner = cfg.adaln_lora_rank or cfg.hidden
+    return layers * (cfg.hidden * inner + inner * modulations_per_block(cfg) * cfg.hidden)

@@ -1,0 +1,80 @@
+"""`mvideo plan`'s model against the real VideoDiT: parameter counts exactly, activations against the
+bytes autograd actually saves (a saved-tensors hook over a CPU forward), and the recipes' layouts."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from megatron_video.model import VideoDiTConfig, build_model, load_preset
+from megatron_video.parallel.state import ParallelConfig
+from megatron_video.plan.measure import measure_training_step
+from megatron_video.plan.memory import Layout, Workload, plan_memory
+from megatron_video.plan.parameters import block_parameters, total_parameters
+from megatron_video.testing.distributed import run_distributed
+
+VARIANTS = {
+    "demo": load_preset("demo"),
+    "sequential": dataclasses.replace(load_preset("demo"), block="sequential"),
+    "adaln_lora_no_value_residual": VideoDiTConfig(hidden=64, layers=3, heads=4, adaln_lora_rank=8,
+                                                   value_residual=False, in_channels=12, patch=[2, 2, 2]),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_parameter_count_equals_the_built_model(megatron_cpu, name):
+    cfg = VARIANTS[name]
+    model = build_model(cfg)
+    assert total_parameters(cfg) == sum(p.numel() for p in model.parameters())
+    # The parameters the planner splits over TP are exactly those the model's TP layout names.
+    split = {n: p.numel() for n, p in model.named_parameters() if n in model.tensor_parallel_layout()}
+    assert sum(block_parameters(cfg, i).split for i in range(cfg.layers)) == sum(split.values())
+
+
+@pytest.mark.parametrize("name", ["22b", "7b"])
+def test_parameter_count_of_the_large_presets_on_meta(megatron_cpu, name):
+    cfg = load_preset(name)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert total_parameters(cfg) == sum(p.numel() for p in model.parameters())
+
+
+# (preset, block, batch, latent (T, H, W), text tokens)
+# (the demo preset's parallel block: tests/cluster/test_plan_gpu.py, through the benchmark)
+CASES = [("30m", "parallel", 1, (2, 8, 16), 16),
+         ("demo", "sequential", 1, (4, 8, 8), 16)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_activation_estimate_equals_saved_tensors_of_a_cpu_training_step(megatron_cpu, case):
+    """fp32 on CPU (what CPU training runs), the trainer's step (DDP, SphereAdamW): the estimate
+    names every tensor autograd saves, so it must match to the byte (tolerance 0)."""
+    name, block, batch, latent, text_len = case
+    cfg = load_preset(name, block=block, attention_backend="flash")  # the CPU kernel `auto` picks
+    measured = measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32)
+    grid = [n // p for n, p in zip(latent, cfg.patch)]
+    work = Workload(video_tokens=grid[0] * grid[1] * grid[2], text_tokens=text_len)
+    plan = plan_memory(cfg, work, Layout(micro_batch=batch, precision="fp32"), built=set())
+    assert plan.activations == measured.saved_activations
+
+
+def saved_activations_under_tensor_parallelism(preset: str, batch: int, latent: tuple[int, int, int],
+                                               text_len: int) -> dict[bool, int]:
+    """On each of 2 TP ranks: bytes saved by a training step without and with sequence parallelism."""
+    cfg = load_preset(preset, attention_backend="flash")
+    return {sp: measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32,
+                                      ParallelConfig(tensor=2, sequence_parallel=sp)).saved_activations
+            for sp in (False, True)}
+
+
+def test_activation_estimate_per_rank_under_tensor_and_sequence_parallelism():
+    """2 gloo ranks, TP=2: heads and MLP split, and with SP the residual-stream tensors too."""
+    batch, latent, text_len = 2, (8, 8, 14), 32  # S = 256: no sequence padding
+    ranks = run_distributed(saved_activations_under_tensor_parallelism, 2, "demo", batch, latent, text_len,
+                            parallel=ParallelConfig(tensor=2))
+    cfg = load_preset("demo")
+    work = Workload(video_tokens=8 * 4 * 7, text_tokens=text_len)
+    for sp in (False, True):
+        layout = Layout(tensor=2, sequence_parallel=sp, micro_batch=batch, precision="fp32")
+        assert [rank[sp] for rank in ranks] == [plan_memory(cfg, work, layout, built=set()).activations] * 2
