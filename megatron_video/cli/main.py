@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "curate": "raw videos -> clips -> WebDataset shards + Parquet catalog + ledger",
     "train": "train (or resume) a VideoDiT on curated shards",
     "sample": "generate videos from prompts with a checkpoint",
+    "serve": "HTTP API for video generation (OpenAI-style routes, job queue, metrics)",
+    "eval": "validation loss of a checkpoint at fixed seeds and timesteps",
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",
     "coord_check": "muP coordinate check: activation/update scales across widths",

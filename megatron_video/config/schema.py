@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from curator.config import CurateConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
+from megatron_video.inference.server.config import ServeConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig
 from megatron_video.optim.coord_check import CoordCheckConfig
@@ -24,6 +25,7 @@ class RootConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
     coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)
