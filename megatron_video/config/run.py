@@ -109,6 +109,7 @@ class SampleConfig:
     solver: str = "euler"  # euler | ab2 | unipc
     shift: float = 1.0  # time-grid shift towards noise (>1 for more tokens, as train.timestep_shift)
     decode_chunk: int = 0  # latent frames decoded at a time (0: all at once)
+    cfg_parallel: bool = False  # the two guidance branches on the two halves of a data-parallel size of 2
     fps: float = 12.0
     output: str = ""  # empty: <run.output_dir>/samples
     seed: int | None = None  # None: run.seed; prompt i uses seed + i

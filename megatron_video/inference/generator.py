@@ -60,6 +60,16 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: pa
         raise ConfigError("sample.checkpoint", f"'{path}' does not fit the model config: {wrong[:5]}")
 
 
+def cfg_parallel_group() -> dist.ProcessGroup:
+    from megatron.core import parallel_state
+
+    size = parallel_state.get_data_parallel_world_size()
+    if size != 2:
+        raise ConfigError("sample.cfg_parallel", f"needs a data-parallel size of 2 (world = 2 x tensor x "
+                                                 f"pipeline x context), got {size}")
+    return parallel_state.get_data_parallel_group()
+
+
 class VideoGenerator:
     def __init__(self, parts: Components, device: torch.device, dtype: torch.dtype = torch.float32,
                  decode_chunk: int = 0, cfg_group: dist.ProcessGroup | None = None,
@@ -69,14 +79,17 @@ class VideoGenerator:
         parts.model.eval()
 
     @classmethod
-    def from_config(cls, cfg: RootConfig, cfg_group: dist.ProcessGroup | None = None) -> VideoGenerator:
+    def from_config(cls, cfg: RootConfig) -> VideoGenerator:
         """Build the model and encoders of `cfg` and load `sample.checkpoint` (a file, or a run
-        directory's latest checkpoint); parallel state must be initialised."""
+        directory's latest checkpoint); parallel state must be initialised. With sample.cfg_parallel
+        the data-parallel group (of size 2: each rank's twin in the other half of the world) splits
+        the guidance branches; tensor, pipeline and context groups work inside the model."""
         from megatron_video.training import checkpoint as ckpt
         from megatron_video.training.build import build_components
         from megatron_video.training.environment import resolve_device, resolve_dtype
 
         device = resolve_device(cfg.run.device)
+        cfg_group = cfg_parallel_group() if cfg.sample.cfg_parallel else None
         path = ckpt.resolve_checkpoint(cfg.sample.checkpoint or cfg.run.output_dir)
         parts = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
         load_into(parts.model, load_weights(path, device), path)
