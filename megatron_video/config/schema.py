@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from curator.config import CurateConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
+from megatron_video.inference.evaluate import EvalConfig
 from megatron_video.inference.server.config import ServeConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig
@@ -26,6 +27,7 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
     coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)
