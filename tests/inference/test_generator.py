@@ -65,3 +65,13 @@ def test_wan_vae_chunked_decode_joins_into_the_whole_decode(tmp_path):
     pieces = list(codec.decode_chunks(latent, 3))
     assert [p.shape[2] for p in pieces] == [1 + 2 * 2, 2]  # causal: the first latent frame gives 1 frame
     torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_sampling_matches_the_cpu_and_runs_in_bf16(generator):
+    parts = tiny_components()
+    parts.model.cuda()
+    fp32 = VideoGenerator(parts, torch.device("cuda"))
+    torch.testing.assert_close(fp32.latents(REQUEST).cpu(), generator.latents(REQUEST), atol=1e-3, rtol=1e-3)
+    bf16 = VideoGenerator(parts, torch.device("cuda"), dtype=torch.bfloat16)
+    assert torch.isfinite(bf16.latents(REQUEST)).all() and bf16.generate(REQUEST).shape == (3, 8, 8, 3)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from megatron_video.inference.generator import GenerationRequest
@@ -70,6 +71,8 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="mvideo-worker", daemon=True)
         self.busy = False
         self._abandoned = False  # stop() gave up waiting: the running job's result is not recorded
+        # The current CUDA device is per thread: the worker thread samples on the one this rank chose.
+        self._cuda_device = torch.cuda.current_device() if torch.cuda.is_available() else None
 
     def start(self) -> None:
         requeued = self.store.requeue_interrupted()
@@ -94,6 +97,8 @@ class Worker:
         return not self._abandoned
 
     def _run(self) -> None:
+        if self._cuda_device is not None:
+            torch.cuda.set_device(self._cuda_device)
         while not self._stopping.is_set():
             job = self.store.claim_next()
             if job is None:
