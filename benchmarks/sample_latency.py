@@ -31,11 +31,8 @@ from benchmarks.common import time_call, write_result
 from megatron_video.config.loader import load_config
 from megatron_video.diffusion.flow_matching import FlowMatching
 from megatron_video.inference.generator import GenerationRequest, VideoGenerator
-from megatron_video.inference.server.app import RequestRules
-from megatron_video.inference.server.launch import build_app
 from megatron_video.model import build_model, load_preset
 from megatron_video.parallel.state import ParallelConfig, init_distributed
-from megatron_video.testing.live_server import LiveServer
 from megatron_video.testing.tiny import HashTextEncoder, tiny_components
 from megatron_video.training.build import Components
 
@@ -71,6 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=24, help="server requests in all")
     parser.add_argument("--server-frames", type=int, default=17)
     parser.add_argument("--server-steps", type=int, default=20)
+    parser.add_argument("--skip-server", action="store_true", help="sampling latency only (no serve extra)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
@@ -117,6 +115,10 @@ def sampling_latency(generator: VideoGenerator, args: argparse.Namespace, sync) 
 
 
 def server_load(generator: VideoGenerator, args: argparse.Namespace, run_dir: pathlib.Path) -> dict:
+    from megatron_video.inference.server.app import RequestRules  # the serve extra: fastapi, uvicorn
+    from megatron_video.inference.server.launch import build_app
+    from megatron_video.testing.live_server import LiveServer
+
     cfg = load_config("default", [f"run.output_dir={run_dir}", f"serve.max_queue={args.clients}",
                                   f"serve.max_frames={max(args.server_frames, args.frames)}",
                                   f"serve.max_steps={max(args.server_steps, args.steps)}"])
@@ -162,8 +164,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     generator = build(args, device)
     metrics, baseline = sampling_latency(generator, args, sync)
-    with tempfile.TemporaryDirectory() as run_dir:
-        metrics.update(server_load(generator, args, pathlib.Path(run_dir)))
+    if not args.skip_server:
+        with tempfile.TemporaryDirectory() as run_dir:
+            metrics.update(server_load(generator, args, pathlib.Path(run_dir)))
     metrics["preset"] = "tiny" if args.quick else args.preset
     return write_result("sample_latency", metrics=metrics, baseline=baseline,
                         ratio=baseline["bare_forwards_s"] / metrics["sample_s"],

@@ -50,7 +50,7 @@ def serve(cfg: RootConfig) -> int:
         log.info("rank %d: sampled %d requests with rank 0", dist.get_rank(), served)
         return 0
     group = GroupGenerator(local) if dist.get_world_size() > 1 else None
-    app = build_app(cfg, group or local, request_rules(cfg, local), model_name=local.checkpoint.parent.name)
+    app = build_app(cfg, group or local, request_rules(cfg, local), model_name=local.checkpoint.stem)
     if os.environ.get(cfg.serve.api_key_env):
         log.info("API key required (from $%s)", cfg.serve.api_key_env)
     try:
