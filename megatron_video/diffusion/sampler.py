@@ -118,8 +118,6 @@ def sample(model: Callable, shape: tuple[int, ...], text: torch.Tensor, text_mas
            solver: str = "euler", seed: int = 0, shift: float = 1.0, device: torch.device | str | None = None,
            dtype: torch.dtype = torch.float32, cfg_group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Draw latents of `shape` [B, C, T, H, W] from the noise of `seed` (see guided_velocity for the rest)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     x = initial_noise(shape, seed, device or text.device)
     velocity = guided_velocity(model, text, text_mask, negative_text, negative_mask, guidance, dtype, cfg_group)
     return integrate(velocity, x, steps, solver, shift)
