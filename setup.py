@@ -40,7 +40,7 @@ extras = {
         "hebo",
         "disjoint-set",
     ],
-    "serve": ["fastapi", "uvicorn"],
+    "serve": ["fastapi", "uvicorn", "prometheus-client"],
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
     "gpu": ["pynvvideocodec", "nvidia-dali-cuda130"],
     # scikit-learn: the reference k-means and adjusted Rand index of the dedup tests and benchmark.

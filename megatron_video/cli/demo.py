@@ -16,6 +16,7 @@ log = logging.getLogger("mvideo.demo")
 def run(cfg: RootConfig) -> int:
     from curator.run import curate
     from megatron_video.data.catalog import load_catalog
+    from megatron_video.demo.fidelity import sample_fidelity
     from megatron_video.demo.grid import dataset_grid, video_strip
     from megatron_video.demo.report import write_report
     from megatron_video.inference.sample import sample_videos
@@ -44,8 +45,9 @@ def run(cfg: RootConfig) -> int:
     video_strip(samples[0], out_dir / "sample_strip.png")
     timings[f"sample ({len(samples)} video, {cfg.sample.steps} steps)"] = time.perf_counter() - started
 
+    fidelity = sample_fidelity(samples[0], cfg.sample.prompts[0], cfg.data, seed=cfg.run.seed)
     report = write_report(out_dir, timings, curation, training, samples, len(catalog), per_source,
-                          resolve_device(cfg.run.device))
+                          resolve_device(cfg.run.device), fidelity.lines())
     first, last = training.loss_drop()
     log.info("demo done in %.0f s: loss %.4f -> %.4f; report %s", sum(timings.values()), first, last, report)
     print(report.read_text())

@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "train": "train (or resume) a VideoDiT on curated shards",
     "plan": "per-GPU memory of a recipe's layout, and layouts that fit a GPU",
     "sample": "generate videos from prompts with a checkpoint",
+    "serve": "HTTP API for video generation (OpenAI-style routes, job queue, metrics)",
+    "eval": "validation loss of a checkpoint at fixed seeds and timesteps",
     "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",
     "coord_check": "muP coordinate check: activation/update scales across widths",

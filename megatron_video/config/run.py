@@ -127,14 +127,20 @@ class SampleConfig:
     width: int = 56
     steps: int = 30
     guidance: float = 3.0
-    solver: str = "euler"  # euler | unipc
+    negative_prompt: str = ""  # the guidance's negative branch (empty: unconditional)
+    solver: str = "euler"  # euler | ab2 | unipc
+    shift: float = 1.0  # time-grid shift towards noise (>1 for more tokens, as train.timestep_shift)
+    decode_chunk: int = 0  # latent frames decoded at a time (0: all at once)
+    cfg_parallel: bool = False  # the two guidance branches on the two halves of a data-parallel size of 2
     fps: float = 12.0
     output: str = ""  # empty: <run.output_dir>/samples
-    seed: int | None = None  # None: run.seed
+    seed: int | None = None  # None: run.seed; prompt i uses seed + i
 
     def __post_init__(self) -> None:
         for key in ("frames", "height", "width", "steps"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
-        require(self.solver in ("euler", "unipc"), "solver", "must be euler or unipc")
+        require(self.solver in ("euler", "ab2", "unipc"), "solver", "must be euler, ab2 or unipc")
         require(self.guidance >= 0, "guidance", "must be >= 0")
+        require(self.shift > 0, "shift", "must be > 0")
+        require(self.decode_chunk >= 0, "decode_chunk", "must be >= 0")
         require(len(self.prompts) >= 1, "prompts", "needs at least one prompt")

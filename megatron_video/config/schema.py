@@ -8,6 +8,8 @@ from curator.captions.config import CaptionConfig
 from curator.config import CurateConfig
 from curator.dedup.config import DedupConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
+from megatron_video.inference.evaluate import EvalConfig
+from megatron_video.inference.server.config import ServeConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig
 from megatron_video.optim.coord_check import CoordCheckConfig
@@ -32,6 +34,8 @@ class RootConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     hpo: HpoConfig = field(default_factory=HpoConfig)
     coord_check: CoordCheckConfig = field(default_factory=CoordCheckConfig)

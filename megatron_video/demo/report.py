@@ -10,7 +10,7 @@ import torch
 
 def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any, training: Any,
                  samples: list[pathlib.Path], catalog_rows: int, per_source: dict[str, int],
-                 device: torch.device) -> pathlib.Path:
+                 device: torch.device, fidelity: list[str] | None = None) -> pathlib.Path:
     first, last = training.loss_drop()
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
@@ -56,6 +56,7 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         "![sample](sample_strip.png)",
         "",
+        *([*fidelity, ""] if fidelity else []),
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -1,7 +1,7 @@
 """The LatentCodec protocol every codec (pixel, Wan VAE) satisfies, and channel normalisation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -16,6 +16,11 @@ class LatentCodec(Protocol):
     def encode(self, video: torch.Tensor) -> torch.Tensor: ...
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+    def decode_chunks(self, latent: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        """`decode(latent)` as consecutive pieces along time, `chunk` latent frames at a time
+        (float32 on the CPU): a long video never has all its frames on the device at once."""
+        ...
 
 
 def channel_stats(values: float | Sequence[float], channels: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ width, so the demo model has the production model's input shape at 1/4 (not 1/16
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -36,3 +36,7 @@ class PixelCodec:
         f = self.spatial_factor
         x = latent.reshape(b, 3, f, f, t, h, w).permute(0, 1, 4, 5, 2, 6, 3)
         return x.reshape(b, 3, t, h * f, w * f)
+
+    def decode_chunks(self, latent: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        for start in range(0, latent.shape[2], chunk):  # frames decode independently
+            yield self.decode(latent[:, :, start:start + chunk]).float().cpu()

@@ -6,7 +6,7 @@ the VAE config (latents_mean / latents_std) unless others are given.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -38,3 +38,27 @@ class WanVAECodec:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         latent = latent.float().to(self.device) * self.std.to(self.device) + self.mean.to(self.device)
         return self.vae.decode(latent.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def decode_chunks(self, latent: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        """The causal decoder runs one latent frame at a time on a feature cache, as diffusers'
+        AutoencoderKLWan._decode does, so the chunks join exactly into `decode(latent)`."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        vae = self.vae
+        latent = latent.float().to(self.device) * self.std.to(self.device) + self.mean.to(self.device)
+        x = vae.post_quant_conv(latent.to(self.dtype))
+        vae.clear_cache()
+        try:
+            for start in range(0, x.shape[2], chunk):
+                pieces = []
+                for frame in range(start, min(start + chunk, x.shape[2])):
+                    vae._conv_idx = [0]
+                    pieces.append(vae.decoder(x[:, :, frame:frame + 1], feat_cache=vae._feat_map,
+                                              feat_idx=vae._conv_idx, first_chunk=frame == 0))
+                out = torch.cat(pieces, dim=2)
+                if vae.config.patch_size is not None:
+                    out = unpatchify(out, patch_size=vae.config.patch_size)
+                yield out.float().clamp(-1.0, 1.0).cpu()
+        finally:
+            vae.clear_cache()

@@ -1,0 +1,90 @@
+"""`mvideo eval`: validation loss of a checkpoint at fixed timesteps and fixed noise seeds.
+
+Training's validation loss draws its timesteps from the logit-normal; here every validation clip is
+scored at each of `eval.timesteps` with the noise of (`eval.seed`, batch), so two checkpoints are
+compared on identical inputs and the loss is broken down by noise level (high t: layout and motion,
+low t: detail).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from megatron_video.config.errors import require
+
+if TYPE_CHECKING:  # the config schema imports this module for EvalConfig; training imports the schema
+    from megatron_video.training.build import Components
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    timesteps: list = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    batches: int = 4  # validation batches scored (each at every timestep)
+    seed: int = 0
+    output: str = ""  # empty: <run.output_dir>/eval/val_loss.json
+
+    def __post_init__(self) -> None:
+        require(len(self.timesteps) >= 1 and all(0.0 < float(t) <= 1.0 for t in self.timesteps), "timesteps",
+                "needs at least one timestep, each in (0, 1]")
+        require(self.batches >= 1, "batches", "must be >= 1")
+
+
+@torch.no_grad()
+def loss_by_timestep(parts: Components, batches: Iterable[dict], timesteps: list[float], seed: int,
+                     dtype: torch.dtype = torch.float32) -> dict[float, float]:
+    """Mean flow-matching loss at each timestep over `batches` ({"video", "caption"}); batch i is
+    noised with the noise of seed (seed, i), the same at every timestep."""
+    from megatron_video.training.objective import encode_batch
+
+    model = parts.model.eval()
+    device = next(model.parameters()).device
+    sums = dict.fromkeys(timesteps, 0.0)
+    count = 0
+    for index, batch in enumerate(batches):
+        latents, text, mask = encode_batch(parts, batch["video"].to(device), batch["caption"])
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
+        noise = noise.to(device)
+        for t in timesteps:
+            times = torch.full((latents.shape[0],), float(t), device=device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                pred = model(parts.flow.noised(latents, noise, times), times, text, mask)
+            sums[t] += float(parts.flow.loss(pred, parts.flow.velocity_target(latents, noise)))
+        count += 1
+    if not count:
+        raise RuntimeError("no validation clips: raise data.val_fraction or add footage")
+    return {t: total / count for t, total in sums.items()}
+
+
+def evaluate(cfg, generator=None) -> pathlib.Path:
+    """Score `generator`'s model (default: `sample.checkpoint`, or the run's latest) on the `data`
+    section's validation clips and write the losses as JSON."""
+    from megatron_video.data.dataset import build_loader
+    from megatron_video.inference.generator import VideoGenerator
+    from megatron_video.parallel.state import init_distributed
+    from megatron_video.training.environment import resolve_device
+
+    if generator is None:
+        init_distributed(cfg.parallel, resolve_device(cfg.run.device), seed=cfg.run.seed)
+        generator = VideoGenerator.from_config(cfg)
+    loader = build_loader(cfg.data, "val", seed=cfg.run.seed, repeat=True)
+    timesteps = [float(t) for t in cfg.eval.timesteps]
+    losses = loss_by_timestep(generator.parts, (b for _, b in zip(range(cfg.eval.batches), loader)), timesteps,
+                              cfg.eval.seed, generator.dtype)
+    result = {"checkpoint": str(generator.checkpoint) if generator.checkpoint else None, "seed": cfg.eval.seed,
+              "batches": cfg.eval.batches,
+              "loss_by_timestep": {str(t): loss for t, loss in losses.items()},
+              "mean_loss": sum(losses.values()) / len(losses)}
+    path = pathlib.Path(cfg.eval.output or pathlib.Path(cfg.run.output_dir) / "eval" / "val_loss.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    log.info("validation loss of %s: mean %.5f; by timestep %s -> %s", result["checkpoint"],
+             result["mean_loss"], {t: round(v, 5) for t, v in losses.items()}, path)
+    return path

@@ -1,0 +1,120 @@
+"""VideoGenerator: a loaded model, its encoders and a sampler; one request in, uint8 frames out.
+
+`mvideo sample` and the server's worker both call `generate`. The model call inside the sampler is
+the only thing a parallel layout changes (a CP group shards the sequence inside the model's forward,
+a CFG group splits the two guidance branches), so every rank of a group builds the same generator
+and runs `generate` on the same request (see inference/server/worker.py).
+"""
+from __future__ import annotations
+
+import pathlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_video.config import ConfigError
+from megatron_video.config.schema import RootConfig
+from megatron_video.data.decode import to_uint8_frames
+from megatron_video.diffusion.sampler import sample
+from megatron_video.training.build import Components
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    frames: int = 8
+    height: int = 32
+    width: int = 56
+    steps: int = 30
+    guidance: float = 3.0
+    solver: str = "euler"
+    seed: int = 0
+    shift: float = 1.0
+    fps: float = 12.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_weights(path: pathlib.Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """Model weights from a training checkpoint or snapshot (.pt with a "model" entry: post-hoc EMA
+    writes the same format) or an exported safetensors file."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(device))
+    state = torch.load(path, map_location=device, weights_only=False)
+    if "model" not in state:
+        raise ConfigError("sample.checkpoint", f"'{path}' holds no 'model' weights")
+    return state["model"]
+
+
+def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: pathlib.Path) -> None:
+    """Strict, except for megatron's `_extra_state` entries (None in a .pt, absent from safetensors)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    wrong = [k for k in missing if not k.endswith("_extra_state")] + list(unexpected)
+    if wrong:
+        raise ConfigError("sample.checkpoint", f"'{path}' does not fit the model config: {wrong[:5]}")
+
+
+def cfg_parallel_group() -> dist.ProcessGroup:
+    from megatron.core import parallel_state
+
+    size = parallel_state.get_data_parallel_world_size()
+    if size != 2:
+        raise ConfigError("sample.cfg_parallel", f"needs a data-parallel size of 2 (world = 2 x tensor x "
+                                                 f"pipeline x context), got {size}")
+    return parallel_state.get_data_parallel_group()
+
+
+class VideoGenerator:
+    def __init__(self, parts: Components, device: torch.device, dtype: torch.dtype = torch.float32,
+                 decode_chunk: int = 0, cfg_group: dist.ProcessGroup | None = None,
+                 checkpoint: pathlib.Path | None = None):
+        self.parts, self.device, self.dtype = parts, device, dtype
+        self.decode_chunk, self.cfg_group, self.checkpoint = decode_chunk, cfg_group, checkpoint
+        parts.model.eval()
+
+    @classmethod
+    def from_config(cls, cfg: RootConfig) -> VideoGenerator:
+        """Build the model and encoders of `cfg` and load `sample.checkpoint` (a file, or a run
+        directory's latest checkpoint); parallel state must be initialised. With sample.cfg_parallel
+        the data-parallel group (of size 2: each rank's twin in the other half of the world) splits
+        the guidance branches; tensor, pipeline and context groups work inside the model."""
+        from megatron_video.training import checkpoint as ckpt
+        from megatron_video.training.build import build_components
+        from megatron_video.training.environment import resolve_device, resolve_dtype
+
+        device = resolve_device(cfg.run.device)
+        cfg_group = cfg_parallel_group() if cfg.sample.cfg_parallel else None
+        path = ckpt.resolve_checkpoint(cfg.sample.checkpoint or cfg.run.output_dir)
+        parts = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
+        load_into(parts.model, load_weights(path, device), path)
+        return cls(parts, device, resolve_dtype(cfg.train.precision, device), cfg.sample.decode_chunk, cfg_group,
+                   checkpoint=path)
+
+    def latent_shape(self, request: GenerationRequest) -> tuple[int, ...]:
+        codec = self.parts.codec
+        frames = 1 + (request.frames - 1) // codec.temporal_factor if codec.temporal_factor > 1 else request.frames
+        return (1, codec.latent_channels, frames, request.height // codec.spatial_factor,
+                request.width // codec.spatial_factor)
+
+    @torch.no_grad()
+    def latents(self, request: GenerationRequest) -> torch.Tensor:
+        text, mask = self.parts.text.encode([request.prompt])
+        negative_text, negative_mask = self.parts.text.encode([request.negative_prompt])
+        return sample(self.parts.model, self.latent_shape(request), text.to(self.device), mask.to(self.device),
+                      negative_text.to(self.device), negative_mask.to(self.device), steps=request.steps,
+                      guidance=request.guidance, solver=request.solver, seed=request.seed, shift=request.shift,
+                      device=self.device, dtype=self.dtype, cfg_group=self.cfg_group)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 [T, H, W, 3]; with `decode_chunk` > 0, decoded that many latent frames at a time."""
+        chunk = self.decode_chunk or latents.shape[2]
+        return np.concatenate([to_uint8_frames(piece[0]) for piece in self.parts.codec.decode_chunks(latents, chunk)])
+
+    def generate(self, request: GenerationRequest) -> np.ndarray:
+        return self.decode(self.latents(request))

@@ -1,0 +1,1 @@
+"""The generation server: HTTP front end, SQLite job table, sampling worker."""

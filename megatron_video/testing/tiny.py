@@ -1,0 +1,45 @@
+"""A tiny random VideoDiT behind the real sampling pipeline, for inference tests and the CPU parts of
+the serving benchmark: the pixel codec, and a text encoder that hashes words to fixed random vectors
+(MiniLM takes far longer to load than these tests take to run)."""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from megatron_video.diffusion.flow_matching import FlowMatching
+from megatron_video.model import VideoDiTConfig, build_model
+from megatron_video.model.codec import PixelCodec
+from megatron_video.training.build import Components
+
+
+class HashTextEncoder:
+    """Word i of a prompt -> a unit vector seeded by the word's hash; padding masked out."""
+
+    def __init__(self, dim: int = 16, max_len: int = 8):
+        self.dim, self.max_len = dim, max_len
+        self.identity = f"hash:{dim}:{max_len}"
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        states = torch.zeros(len(prompts), self.max_len, self.dim)
+        mask = torch.zeros(len(prompts), self.max_len, dtype=torch.bool)
+        for row, prompt in enumerate(prompts):
+            for col, word in enumerate(prompt.split()[:self.max_len]):
+                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+                states[row, col] = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+                mask[row, col] = True
+        return states, mask
+
+
+def tiny_components(seed: int = 0) -> Components:
+    """A random 2-layer DiT on pixel-codec latents (12 channels at 1/2 scale); megatron's parallel
+    state must be initialised. Modulations are random so that text and time change the output."""
+    torch.manual_seed(seed)
+    text = HashTextEncoder()
+    model = build_model(VideoDiTConfig(in_channels=12, hidden=32, layers=2, heads=2, text_dim=text.dim,
+                                       max_text_len=text.max_len))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.abs().sum() == 0:
+                parameter.normal_(0, 0.1)
+    return Components(model=model.eval(), codec=PixelCodec(factor=2), text=text, flow=FlowMatching())
