@@ -76,7 +76,9 @@ class VideoGenerator:
                  checkpoint: pathlib.Path | None = None):
         self.parts, self.device, self.dtype = parts, device, dtype
         self.decode_chunk, self.cfg_group, self.checkpoint = decode_chunk, cfg_group, checkpoint
-        parts.model.eval()
+        # On a CUDA machine megatron creates its layers' weights on the GPU whatever the device asked
+        # for here, and the plain torch modules on the CPU: the whole model goes to `device`.
+        parts.model.to(device).eval()
 
     @classmethod
     def from_config(cls, cfg: RootConfig) -> VideoGenerator:
