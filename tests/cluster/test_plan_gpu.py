@@ -21,7 +21,7 @@ def run_benchmark(*argv: str) -> dict:
 def test_quick_benchmark_activations_equal_the_estimate(megatron_cpu, tmp_path):
     record = run_benchmark("--quick", "--results-dir", str(tmp_path))
     [case] = record["metrics"]["cases"]
-    assert record["name"] == "plan_memory" and record["target"] == 0.15
+    assert record["name"] == "plan_memory" and record["target"].startswith("relative error <= 0.15")
     assert case["saved_activations_gib"] == case["estimated_activations_gib"] > 0
     assert record["ratio"] == 0.0
 
