@@ -11,6 +11,7 @@ import torch
 import webdataset as wds
 
 from megatron_video.inference.video_io import write_mp4
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def megatron_single():
+    """A one-rank gloo group with megatron's parallel_state, for single-process model tests."""
+    init_distributed(ParallelConfig(), torch.device("cpu"), seed=1234)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,14 @@ from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 from tqdm import tqdm
 
-from megatron_video.config.errors import ConfigError
+from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key, load_catalog
 from megatron_video.data.dataset import build_loader, list_shards
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
+from megatron_video.parallel.layout import validate_layout
 from megatron_video.parallel.state import init_distributed
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.build import Components, build_components
@@ -67,6 +69,20 @@ def check_inputs(cfg: RootConfig) -> None:
     for key in ("height", "width"):
         if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
             raise ConfigError(f"data.{key}", f"must be a multiple of pixel_factor*patch = {latent_factor}")
+    layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
+    require(layout.context == 1, "parallel.context", "context-parallel training is not built yet")
+    require(layout.pipeline == 1 and cfg.parallel.microbatches == 1, "parallel.pipeline",
+            "pipeline-parallel training and microbatches are not built yet")
+
+
+def _sequence_tokens(cfg: RootConfig) -> int | None:
+    """Text + video tokens of one training sample (known up front for the pixel codec)."""
+    if cfg.encoders.codec != "pixel":
+        return None
+    pt, ph, pw = cfg.model.patch
+    f = cfg.encoders.pixel_factor
+    video = (cfg.data.frames // pt) * (cfg.data.height // f // ph) * (cfg.data.width // f // pw)
+    return cfg.encoders.max_text_len + video
 
 
 def wrap_ddp(model: torch.nn.Module, cfg: RootConfig) -> DistributedDataParallel:
