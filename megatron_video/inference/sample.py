@@ -11,9 +11,8 @@ from megatron_video.config.schema import RootConfig
 from megatron_video.data.decode import to_uint8_frames
 from megatron_video.diffusion.sampler import sample
 from megatron_video.inference.video_io import write_mp4
-from megatron_video.parallel.state import init_distributed
 from megatron_video.training import checkpoint as ckpt
-from megatron_video.training.build import build_components
+from megatron_video.training.build import build_components, start_layout
 from megatron_video.training.environment import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ def sample_videos(cfg: RootConfig) -> list[pathlib.Path]:
     s = cfg.sample
     checkpoint = ckpt.resolve_checkpoint(s.checkpoint or cfg.run.output_dir)
     device = resolve_device(cfg.run.device)
-    init_distributed(cfg.parallel, device, seed=cfg.run.seed)
+    start_layout(cfg, device)
     seed_everything(cfg.run.seed if s.seed is None else s.seed)
     run_dir = pathlib.Path(cfg.run.output_dir)
     parts = build_components(cfg, device, run_dir)

@@ -32,6 +32,7 @@ class ParallelConfig:
     virtual_pipeline: int = 0  # model chunks per pipeline rank (interleaved schedule); 0 = off
     microbatches: int = 1  # per optimizer step; global batch = data.batch_size * microbatches * DP
     distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False  # start DP gradient reduction during backward (bucket by bucket)
     backend: str = "auto"  # auto | nccl | gloo
 
     def __post_init__(self) -> None:
