@@ -67,3 +67,14 @@ def test_mvideo_train_refuses_a_bad_layout_in_seconds(shard_root, capsys):
     assert code == 2
     assert "config key 'parallel'" in capsys.readouterr().err
     assert time.perf_counter() - started < 30
+
+
+@pytest.mark.parametrize("recipe, model", [("single", "demo"), ("tp2_sp", "100m"), ("tp8_sp_dist_opt", "22b"),
+                                           ("cp2", "demo"), ("pp2_interleaved", "demo"), ("tp2_cp2_pp2", "22b")])
+def test_parallel_recipes_are_valid_layouts(recipe, model):
+    from megatron_video.config.loader import load_config
+
+    cfg = load_config("default", [f"parallel={recipe}", f"model={model}"])
+    p = cfg.parallel
+    validated = validate_layout(p, cfg.model, 2 * p.tensor * p.context * p.pipeline)
+    assert validated.data == 2
