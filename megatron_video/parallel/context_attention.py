@@ -54,26 +54,17 @@ def _heads_to_sequence(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tenso
     return received.transpose(0, 1).reshape(b, u * hu, total // u, d)
 
 
-class _SequenceToHeads(torch.autograd.Function):
+class _Resplit(torch.autograd.Function):
+    """The all-to-all from a sequence split to a head split (or back); its backward is the opposite."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        return _sequence_to_heads(x, group)
+    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup, to_heads: bool) -> torch.Tensor:
+        ctx.group, ctx.to_heads = group, to_heads
+        return (_sequence_to_heads if to_heads else _heads_to_sequence)(x, group)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _heads_to_sequence(grad, ctx.group), None
-
-
-class _HeadsToSequence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        return _heads_to_sequence(x, group)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _sequence_to_heads(grad, ctx.group), None
+        return (_heads_to_sequence if ctx.to_heads else _sequence_to_heads)(grad, ctx.group), None, None
 
 
 # -- ring attention ------------------------------------------------------------------------------
@@ -209,7 +200,7 @@ class ContextShard:
                                  "or padded sequences")
             return local_attention(q, k, v, self.local_view())
         if groups.ulysses_group is not None:
-            q, k, v = (_SequenceToHeads.apply(t, groups.ulysses_group) for t in (q, k, v))
+            q, k, v = (_Resplit.apply(t, groups.ulysses_group, True) for t in (q, k, v))
         if groups.ring_group is None:
             out = local_attention(q, k, v, self.full)
         else:
@@ -217,7 +208,7 @@ class ContextShard:
                 raise ValueError("the factorised ST-DiT attention needs context_mode=ulysses")
             out = _RingAttention.apply(q, k, v, self._ring_masks(q.shape[2]), groups.ring_group)
         if groups.ulysses_group is not None:
-            out = _HeadsToSequence.apply(out, groups.ulysses_group)
+            out = _Resplit.apply(out, groups.ulysses_group, False)
         return out
 
     def _ring_masks(self, block: int) -> torch.Tensor | None:

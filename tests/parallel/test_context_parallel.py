@@ -12,6 +12,7 @@ import torch
 from megatron_video.model import VideoDiTConfig, build_model
 from megatron_video.parallel.state import ParallelConfig
 from megatron_video.testing.distributed import requires_gpus, run_distributed
+from megatron_video.testing.weights import exercised_state
 
 ATOL, RTOL = 2e-5, 1e-4  # float32: only the summation order differs
 MEMORY_RATIO = 0.6
@@ -67,12 +68,7 @@ def reference_cases(device="cpu"):
     for name, (kwargs, _, _) in VARIANTS.items():
         cfg = make_config(**kwargs)
         model = build_model(cfg)
-        with torch.no_grad():  # non-zero modulation so shift/scale/gate paths are exercised too
-            for p in model.parameters():
-                if p.abs().sum() == 0:
-                    p.normal_(0, 0.05)
-        states[name] = {k: v.detach().cpu().clone() if torch.is_tensor(v) else v
-                        for k, v in model.state_dict().items()}
+        states[name] = exercised_state(model)
         references[name] = activation_bytes_and_grads(model, make_inputs(cfg), device)[:2]
     return references, states
 

@@ -1,6 +1,7 @@
 """Three optimizer steps of four microbatches through megatron-core's schedules, with megatron DDP,
 SphereAdamW and gradient clipping, give the same losses and weights in every layout as in one process:
-PP=2 with 1F1B and interleaved (VPP=2), and the 4-rank mixes TP2xCP2, TP2xPP2, DP2xCP2, CP2xPP2.
+PP=2 with 1F1B and interleaved (VPP=2), and the 4-rank mixes TP2xCP2, TP2xPP2, DP2xCP2 (distributed
+optimizer, gradient reduction overlapped with backward), CP2xPP2.
 
 Each launch re-initialises megatron's groups per layout, so one spawn serves several layouts. The
 model has a padded text mask, an odd joint length (5 + 12 = 17 tokens), the value residual (carried
@@ -12,6 +13,7 @@ import torch
 from megatron_video.model import VideoDiTConfig, build_model_chunks, gather_canonical_grads, shard_canonical_state
 from megatron_video.parallel.state import ParallelConfig
 from megatron_video.testing.distributed import requires_gpus, run_distributed
+from megatron_video.testing.weights import exercised_state
 
 ATOL, RTOL = 1e-5, 1e-4
 STEPS, MICROBATCHES = 3, 4
@@ -70,7 +72,7 @@ def train_layout(state: dict, steps: list[list[dict]], parallel: ParallelConfig,
         local = shard_canonical_state({c: state[c] for c in local_names}, canonical_layout, tp_rank, tp)
         chunk.load_state_dict({local_names[c]: v for c, v in local.items()})
     chunks = [wrap_ddp(chunk.to(device), root, index) for index, chunk in enumerate(chunks)]
-    configure_schedules(chunks)
+    configure_schedules(chunks, parallel.overlap_grad_reduce)
     optimizer, scheduler = build_optimizer(chunks, root.optim, width=cfg.hidden, total_steps=STEPS, parallel=parallel)
     parts = Components(chunks=chunks, codec=None, text=None, flow=FlowMatching())
     dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
@@ -112,12 +114,7 @@ def reference(device="cpu"):
     from megatron_video.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(make_config())
-    with torch.no_grad():  # non-zero modulation so shift/scale/gate paths are exercised too
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.05)
-    state = {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+    state = exercised_state(build_model(make_config()))
     steps = make_microbatches()
     return state, steps, train_layout(state, steps, ParallelConfig(), device)
 
@@ -148,7 +145,7 @@ TWO_RANKS = {"pp2_1f1b": ParallelConfig(pipeline=2, microbatches=MICROBATCHES),
              "pp2_vpp2": ParallelConfig(pipeline=2, virtual_pipeline=2, microbatches=MICROBATCHES)}
 FOUR_RANKS = {"tp2_cp2": ParallelConfig(tensor=2, context=2, sequence_parallel=True),
               "tp2_pp2": ParallelConfig(tensor=2, pipeline=2, microbatches=MICROBATCHES),
-              "dp2_cp2": ParallelConfig(context=2, distributed_optimizer=True),
+              "dp2_cp2": ParallelConfig(context=2, distributed_optimizer=True, overlap_grad_reduce=True),
               "cp2_pp2": ParallelConfig(context=2, pipeline=2, virtual_pipeline=2, microbatches=MICROBATCHES,
                                         context_mode="ring")}
 
