@@ -26,7 +26,7 @@ from megatron_video.data.catalog import is_validation_key, load_catalog
 from megatron_video.data.dataset import build_loader, list_shards
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
-from megatron_video.parallel.layout import Layout, validate_layout
+from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
@@ -56,7 +56,7 @@ class TrainSummary:
         return sum(self.losses[:n]) / n, sum(self.losses[-n:]) / n
 
 
-def check_inputs(cfg: RootConfig) -> Layout:
+def check_inputs(cfg: RootConfig) -> None:
     """Everything that can be checked before the first import of a model (fail in seconds)."""
     if not cfg.data.shards:
         raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
@@ -74,7 +74,6 @@ def check_inputs(cfg: RootConfig) -> Layout:
     layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
     require(layout.pipeline == 1 or not cfg.train.snapshot_every, "train.snapshot_every",
             "post-hoc EMA snapshots hold the whole model: not built under pipeline parallelism (set 0)")
-    return layout
 
 
 def _sequence_tokens(cfg: RootConfig) -> int | None:
