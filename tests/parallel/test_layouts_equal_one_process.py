@@ -2,7 +2,8 @@
 
 Context parallelism (Ulysses, ring, USP) reproduces CP=1: outputs and every gradient, with a padded
 text mask and an odd joint length (text 5 + video 12 = 17 tokens, padded to the CP size), for the
-parallel, sequential and ST-DiT variants; the activations a rank keeps for backward shrink with CP.
+parallel, sequential and ST-DiT variants, and with the attention recomputed in backward (ring); the
+activations a rank keeps for backward shrink with CP.
 The CP ranks' parameter gradients are summed over the CP group here, as megatron's DDP does over its
 data x context group.
 
@@ -41,7 +42,10 @@ VARIANTS = {  # name: (model kwargs, context modes to run at CP=2, at CP=4)
     "sequential": (dict(block="sequential", adaln_lora_rank=8), ("ring",), ()),
     "st_dit": (dict(block="parallel", spatio_temporal=True), ("ulysses",), ("ulysses",)),
     "two_heads": (dict(block="parallel", heads=2), (), ("usp",)),
+    "recompute": (dict(block="parallel"), ("ring",), ()),
 }
+# build_model arguments of a variant: recomputing the attention in backward runs the ring's P2P again.
+BUILD = {"recompute": dict(recompute="attention")}
 
 
 def cp_config(**kw) -> VideoDiTConfig:
@@ -86,7 +90,7 @@ def context_references(device="cpu"):
     references, states = {}, {}
     for name, (kwargs, _, _) in VARIANTS.items():
         cfg = cp_config(**kwargs)
-        model = build_model(cfg)
+        model = build_model(cfg, **BUILD.get(name, {}))
         states[name] = exercised_state(model)
         references[name] = activation_bytes_and_grads(model, make_inputs(cfg), device)[:2]
     return references, states
@@ -107,7 +111,7 @@ def cp_worker(states, column, device="cpu"):
     for name, (kwargs, *modes) in VARIANTS.items():
         for mode in modes[column]:
             cfg = cp_config(**kwargs)
-            model = build_model(cfg, context_mode=mode)
+            model = build_model(cfg, context_mode=mode, **BUILD.get(name, {}))
             model.load_state_dict(states[name])
             out, grads, _ = activation_bytes_and_grads(model, make_inputs(cfg), device)
             for pname, grad in grads.items():
@@ -302,7 +306,7 @@ def _references(device):
 def test_two_ranks_context_and_pipeline_match_one_process(megatron_single):
     cp_ranks = run_launch(TWO_RANKS, 2, "cpu")
     assert _cases_of(cp_ranks) == {("parallel", "ulysses"), ("parallel", "ring"), ("sequential", "ring"),
-                                   ("st_dit", "ulysses")}
+                                   ("st_dit", "ulysses"), ("recompute", "ring")}
     cfg = cp_config(**MEMORY_CASE)
     torch.manual_seed(0)
     single = activation_bytes_and_grads(build_model(cfg), memory_inputs(cfg))[2]
