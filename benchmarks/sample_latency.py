@@ -83,7 +83,7 @@ def build(args: argparse.Namespace, device: torch.device) -> VideoGenerator:
     cfg = load_preset(args.preset)
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
-    parts = Components(model=model, codec=StandInCodec(), text=HashTextEncoder(cfg.text_dim, cfg.max_text_len),
+    parts = Components(chunks=[model], codec=StandInCodec(), text=HashTextEncoder(cfg.text_dim, cfg.max_text_len),
                        flow=FlowMatching())
     return VideoGenerator(parts, device, dtype=torch.bfloat16)
 

@@ -14,6 +14,7 @@ import webdataset as wds
 import yaml
 
 from megatron_video.inference.video_io import write_mp4
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 # Without a GPU the Triton kernels of tests/kernels run interpreted. Triton reads TRITON_INTERPRET
 # when a function is decorated, its own library functions (tl.sum's combine) included, so this must
@@ -32,6 +33,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def megatron_single():
+    """A one-rank gloo group with megatron's parallel_state, for single-process model tests."""
+    init_distributed(ParallelConfig(), torch.device("cpu"), seed=1234)
 
 
 @pytest.fixture(scope="session")

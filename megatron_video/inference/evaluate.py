@@ -68,11 +68,11 @@ def evaluate(cfg, generator=None) -> pathlib.Path:
     section's validation clips and write the losses as JSON."""
     from megatron_video.data.dataset import build_loader
     from megatron_video.inference.generator import VideoGenerator
-    from megatron_video.parallel.state import init_distributed
+    from megatron_video.training.build import start_layout
     from megatron_video.training.environment import resolve_device
 
     if generator is None:
-        init_distributed(cfg.parallel, resolve_device(cfg.run.device), seed=cfg.run.seed)
+        start_layout(cfg, resolve_device(cfg.run.device))
         generator = VideoGenerator.from_config(cfg)
     loader = build_loader(cfg.data, "val", seed=cfg.run.seed, repeat=True)
     timesteps = [float(t) for t in cfg.eval.timesteps]

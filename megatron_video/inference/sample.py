@@ -8,7 +8,7 @@ import re
 from megatron_video.config.schema import RootConfig
 from megatron_video.inference.generator import GenerationRequest, VideoGenerator
 from megatron_video.inference.video_io import write_mp4
-from megatron_video.parallel.state import init_distributed
+from megatron_video.training.build import start_layout
 from megatron_video.training.environment import resolve_device
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def requests_of(cfg: RootConfig) -> list[GenerationRequest]:
 
 def sample_videos(cfg: RootConfig) -> list[pathlib.Path]:
     """One mp4 per prompt in `sample.prompts`; returns their paths."""
-    init_distributed(cfg.parallel, resolve_device(cfg.run.device), seed=cfg.run.seed)
+    start_layout(cfg, resolve_device(cfg.run.device))
     generator = VideoGenerator.from_config(cfg)
     out_dir = pathlib.Path(cfg.sample.output) if cfg.sample.output else pathlib.Path(cfg.run.output_dir) / "samples"
     paths = []

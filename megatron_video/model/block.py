@@ -10,6 +10,7 @@ every replicated parameter gets its full gradient on every rank without extra re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from megatron.core import parallel_state
@@ -36,6 +37,9 @@ class JointSequence:
     key_mask: torch.Tensor | None  # [B, S] True = attend; None when every token is real
     text_len: int
     grid: tuple[int, int, int]
+    # Under context parallelism: this rank's shard (positions above are the shard's) and how its
+    # attention reaches the other shards (megatron_video.parallel.context_attention.ContextShard).
+    context: Any = None
 
 
 def _column(in_dim: int, out_dim: int, config: TransformerConfig, fp8: Fp8Settings) -> nn.Module:
@@ -103,11 +107,17 @@ class DiTBlock(nn.Module):
             v = block_ops.call("value_mix", self.fused, v, v_first, lambdas)
         angles = self.rope.angles(seq.positions)
         q, k = block_ops.call("rope_qk", self.fused, q, k, angles)
-        if self.axis is None:
-            a = self.attend(q, k, v, seq.key_mask)
+        if seq.context is None:
+            a = self.local_attention(q, k, v, seq)
         else:
-            a = factorized_attention(self.attend, q, k, v, seq.key_mask, seq.text_len, seq.grid, self.axis)
+            a = seq.context.attend(q, k, v, self.local_attention, factorised=self.axis is not None)
         return a.permute(2, 0, 1, 3).reshape(s, b, self.local_heads * self.head_dim), v_first
+
+    def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence) -> torch.Tensor:
+        """Attention over the sequence `seq` describes, all of whose tokens q, k, v [B, heads, S, d] hold."""
+        if self.axis is None:
+            return self.attend(q, k, v, seq.key_mask)
+        return factorized_attention(self.attend, q, k, v, seq.key_mask, seq.text_len, seq.grid, self.axis)
 
 
 class ParallelBlock(DiTBlock):

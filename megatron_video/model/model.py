@@ -5,8 +5,11 @@ sequence parallelism, to make S divisible by the TP size, and is masked out like
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from megatron.core import parallel_state
+from megatron.core.enums import ModelType
 from megatron.core.fp8_utils import get_fp8_context
 from megatron.core.tensor_parallel.mappings import (
     gather_from_sequence_parallel_region,
@@ -23,46 +26,89 @@ from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
 from megatron_video.model.patchify import patch_grid, patchify, unpatchify
 from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import video_positions
+from megatron_video.parallel.context_attention import ContextShard, context_parallel_groups
+from megatron_video.parallel.pipeline import pack_rows, stage_layers, unpack_rows
 
 
 class VideoDiT(MegatronModule):
-    """The diffusion transformer; build it with `build_model` once parallel_state is initialised."""
+    """The diffusion transformer, or one pipeline stage of it; build it with `build_model` (one
+    model) or `build_model_chunks` (this rank's pipeline stages) once parallel_state is initialised.
 
-    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, fp8: Fp8Settings = FP8_OFF,
-                 recompute: str = "none"):
+    A stage holds the blocks `layers`; the first also the embeddings, the last the final layer.
+    Every stage holds the conditioning (timestep MLP, shared AdaLN modulation) and recomputes it
+    from the timesteps each stage receives: its parameters are marked `pipeline_parallel`, so
+    megatron's finalize_model_grads sums their gradients over the pipeline stages, and `shared`
+    beyond the first stage, so the gradient norm counts them once. The blocks' linear layers follow
+    the FP8 mode `fp8`, and `recompute` (recompute.py) names what backward recomputes.
+    """
+
+    model_type = ModelType.encoder_or_decoder  # what megatron's schedules ask of every model
+    share_embeddings_and_output_weights = False  # finalize_model_grads: no tied weights across stages
+
+    def __init__(self, cfg: VideoDiTConfig, config: TransformerConfig, context_mode: str = "none",
+                 layers: range | None = None, pre_process: bool = True, post_process: bool = True,
+                 fp8: Fp8Settings = FP8_OFF, recompute: str = "none"):
         super().__init__(config)
         self.cfg = cfg
         self.fp8, self.recompute = fp8, recompute
+        self.layers = layers if layers is not None else range(cfg.layers)
+        self.pre_process, self.post_process = pre_process, post_process
+        self.input_tensor: torch.Tensor | None = None
+        # The groups context-parallel attention runs over (None without CP), from parallel_state.
+        self.context = context_parallel_groups(context_mode)
         h = cfg.hidden
         block_type = BLOCK_TYPES[cfg.block]
-        self.patch_embed = nn.Linear(cfg.patch_dim, h)
-        self.text_proj = TextProjection(cfg.text_dim, h)
+        if pre_process:
+            self.patch_embed = nn.Linear(cfg.patch_dim, h)
+            self.text_proj = TextProjection(cfg.text_dim, h)
         self.time_embed = TimestepEmbedding(cfg.timestep_dim, h)
         # AdaLN-LoRA (NeMo VFM): one full-rank modulation shared by all blocks, plus a low-rank one per block.
         self.shared_modulation = (modulation_mlp(h, h, block_type.modulations) if cfg.adaln_lora_rank else None)
-        self.blocks = nn.ModuleList(block_type(cfg, config, layer, fp8, recompute) for layer in range(cfg.layers))
-        self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
-        self.final_modulation = modulation_mlp(h, h, 2)
-        # Not zero-initialised (unlike DiT): with zero here no block would get gradient on step one.
-        self.final_proj = nn.Linear(h, cfg.patch_dim)
+        self.blocks = nn.ModuleList(block_type(cfg, config, layer, fp8, recompute) for layer in self.layers)
+        if post_process:
+            self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
+            self.final_modulation = modulation_mlp(h, h, 2)
+            # Not zero-initialised (unlike DiT): with zero here no block would get gradient on step one.
+            self.final_proj = nn.Linear(h, cfg.patch_dim)
+        if not (pre_process and post_process):
+            for module in (self.time_embed, self.shared_modulation):
+                for param in module.parameters() if module is not None else ():
+                    param.pipeline_parallel = True
+                    # Counted once in the gradient norm (megatron's clipping skips `shared` params).
+                    param.shared = not pre_process
 
     def tensor_parallel_layout(self) -> dict[str, tuple[int, list[int]]]:
         """Tensor-parallel parameter name -> (partition dim, fused segments); see tp_layout.py."""
         return {f"blocks.{i}.{name}": spec for i, block in enumerate(self.blocks)
                 for name, spec in block.tensor_parallel_layout().items()}
 
+    def set_input_tensor(self, input_tensor: torch.Tensor | list[torch.Tensor] | None) -> None:
+        """What the previous pipeline stage sent (megatron's schedules call this before forward)."""
+        self.input_tensor = input_tensor[0] if isinstance(input_tensor, list) else input_tensor
+
+    def sequence_multiple(self) -> int:
+        """The joint sequence is padded to a multiple of this: CP shards, then sequence-parallel
+        (or, between pipeline stages, value-residual) rows split over the TP ranks."""
+        cp = self.context.size if self.context is not None else 1
+        split_by_tp = self.config.sequence_parallel or self.config.pipeline_model_parallel_size > 1
+        return cp * (parallel_state.get_tensor_model_parallel_world_size() if split_by_tp else 1)
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor) -> torch.Tensor:
-        """x [B, C, T, H, W], timesteps [B] in [0, 1], text [B, L, text_dim], text_mask [B, L] -> velocity like x."""
+        """x [B, C, T, H, W], timesteps [B] in [0, 1], text [B, L, text_dim], text_mask [B, L] -> velocity like x.
+
+        Every stage receives the same inputs; a stage that is not the last returns what the next
+        stage needs (see stage_output) instead of the velocity.
+
+        Under context parallelism every CP rank gets the same inputs and returns the whole output;
+        in between it holds only its shard of the sequence. Each rank's backward reaches the
+        parameters only through its own shard, so the parameter gradients of the CP ranks sum to the
+        whole gradient (megatron's DDP reduces over the data x context group).
+        """
         b = x.shape[0]
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
-        video = self.patch_embed(patchify(x, self.cfg.patch))
-        tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
-        text_len, n = text.shape[1], video.shape[1]
-        tp = parallel_state.get_tensor_model_parallel_world_size()
-        pad = (-tokens.shape[1]) % tp if self.config.sequence_parallel else 0
-        if pad:
-            tokens = torch.cat([tokens, tokens.new_zeros(b, pad, tokens.shape[2])], dim=1)
+        text_len, n = text.shape[1], grid[0] * grid[1] * grid[2]
+        pad = (-(text_len + n)) % self.sequence_multiple()
         seq = JointSequence(
             positions=torch.cat([torch.zeros(text_len, 3, device=x.device, dtype=torch.float64),
                                  video_positions(grid, x.device),
@@ -71,23 +117,80 @@ class VideoDiT(MegatronModule):
             text_len=text_len,
             grid=grid,
         )
+        rows = slice(0, text_len + n + pad)
+        if self.context is not None:
+            shard = ContextShard(self.context, seq, rows.stop // self.context.size)
+            rows = slice(shard.start, shard.start + shard.length)
+            seq = replace(shard.local_view(), positions=seq.positions[rows], context=shard)
         cond = self.time_embed(timesteps)
         shared = self.shared_modulation(cond) if self.shared_modulation is not None else None
-        hidden = tokens.transpose(0, 1).contiguous()  # [S, B, h]
-        if self.config.sequence_parallel:
-            hidden = scatter_to_sequence_parallel_region(hidden)
-        v_first: torch.Tensor | None = None
+        if self.pre_process:
+            hidden, v_first = self.embed(x, text, pad, rows), None
+        else:
+            hidden, v_first = self.stage_input(rows.stop - rows.start, b)
         with get_fp8_context(self.config):  # TE's fp8_autocast under train.fp8=te, else nothing
             for block in self.blocks:
                 hidden, v_first = run_part("block", self.recompute, self.fp8.mode == "te", block,
                                            hidden, cond, shared, seq, v_first)
+        if not self.post_process:
+            return self.stage_output(hidden, v_first)
         if self.config.sequence_parallel:
             # Every rank computes the same loss from the gathered output, so backward only splits.
             hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=False)
-        video = hidden[text_len:text_len + n].transpose(0, 1)
-        shift, scale = self.final_modulation(cond)[:, None].chunk(2, dim=-1)
-        out = self.final_proj(self.final_norm(video) * (1 + scale) + shift)
-        return unpatchify(out, self.cfg.patch, grid, self.cfg.in_channels).to(x.dtype)
+        if self.context is None:
+            out = self.final_layer(hidden[text_len:text_len + n], cond)
+        else:  # the final layer on this rank's rows, then the whole sequence (backward: this rank's rows)
+            out = gather_from_sequence_parallel_region(self.final_layer(hidden, cond), group=self.context.group,
+                                                       tensor_parallel_output_grad=False)[text_len:text_len + n]
+        return unpatchify(out.transpose(0, 1), self.cfg.patch, grid, self.cfg.in_channels).to(x.dtype)
+
+    def embed(self, x: torch.Tensor, text: torch.Tensor, pad: int, rows: slice) -> torch.Tensor:
+        """The joint sequence's tokens [S, B, h] for this rank's `rows` (sequence-parallel split)."""
+        video = self.patch_embed(patchify(x, self.cfg.patch))
+        tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
+        if pad:
+            tokens = torch.cat([tokens, tokens.new_zeros(x.shape[0], pad, tokens.shape[2])], dim=1)
+        # A plain slice: its backward hands this rank's rows their gradient and zeros elsewhere.
+        hidden = tokens[:, rows].transpose(0, 1).contiguous()
+        return scatter_to_sequence_parallel_region(hidden) if self.config.sequence_parallel else hidden
+
+    def carries_values(self) -> bool:
+        """Whether the value residual's first-layer values travel to the next stage."""
+        return self.cfg.value_residual and self.layers.stop < self.cfg.layers
+
+    def stage_output(self, hidden: torch.Tensor, v_first: torch.Tensor) -> torch.Tensor:
+        """[hidden rows | first-layer value rows] as one [rows, B, h] tensor for the next stage."""
+        dtype = self.config.pipeline_dtype or hidden.dtype  # what the schedules' receive buffers hold
+        if not self.carries_values():
+            return hidden.to(dtype)
+        # values [B, heads, S, d] as [S, B, heads, d]
+        return pack_rows([hidden.to(dtype), v_first.permute(2, 0, 1, 3).to(dtype)], self.cfg.hidden)
+
+    def stage_input(self, length: int, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Split what the previous stage sent into the hidden state and the first-layer values."""
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        hidden_rows = length // tp if self.config.sequence_parallel else length
+        hidden_shape = (hidden_rows, batch, self.cfg.hidden)
+        if not self.cfg.value_residual:
+            return self.input_tensor, None
+        heads = self.cfg.heads // tp
+        hidden, values = unpack_rows(self.input_tensor, [hidden_shape, (length, batch, heads, self.cfg.head_dim)])
+        return hidden, values.permute(1, 2, 0, 3)
+
+    def stage_rows(self, latent_shape: tuple[int, ...], text_len: int) -> int:
+        """Rows of the tensor a stage sends for latents [..., T, H, W] with `text_len` text tokens."""
+        grid = patch_grid(tuple(latent_shape[-3:]), self.cfg.patch)
+        tokens = text_len + grid[0] * grid[1] * grid[2]
+        padded = tokens + (-tokens) % self.sequence_multiple()
+        length = padded // (self.context.size if self.context is not None else 1)
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        rows = length // tp if self.config.sequence_parallel else length
+        return rows + (length // tp if self.cfg.value_residual else 0)
+
+    def final_layer(self, hidden: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """[S, B, h] -> [S, B, patch_dim]: the AdaLN-modulated output projection of each token."""
+        shift, scale = self.final_modulation(cond)[None].chunk(2, dim=-1)
+        return self.final_proj(self.final_norm(hidden) * (1 + scale) + shift)
 
     @staticmethod
     def _key_mask(text_mask: torch.Tensor, video_tokens: int, pad: int) -> torch.Tensor | None:
@@ -99,32 +202,83 @@ class VideoDiT(MegatronModule):
 
 
 def megatron_config(cfg: VideoDiTConfig, sequence_parallel: bool = False,
-                    params_dtype: torch.dtype = torch.float32, fp8: Fp8Settings = FP8_OFF) -> TransformerConfig:
-    """The megatron TransformerConfig carrying this process's TP size, the sequence-parallel flag and
-    (train.fp8=te) Transformer Engine's FP8 recipe.
+                    params_dtype: torch.dtype = torch.float32, context_mode: str = "none",
+                    fp8: Fp8Settings = FP8_OFF) -> TransformerConfig:
+    """The megatron TransformerConfig carrying this process's TP, CP and PP sizes, the
+    sequence-parallel flag and (train.fp8=te) Transformer Engine's FP8 recipe.
 
     parallel_state records group sizes but not whether sequence parallelism is on, so the caller
     passes it (ParallelConfig.sequence_parallel).
     """
     tp = parallel_state.get_tensor_model_parallel_world_size()
-    return TransformerConfig(
+    cp = parallel_state.get_context_parallel_world_size()
+    pp = parallel_state.get_pipeline_model_parallel_world_size()
+    config = TransformerConfig(
         num_layers=cfg.layers,
         hidden_size=cfg.hidden,
         num_attention_heads=cfg.heads,
         ffn_hidden_size=cfg.mlp_hidden,
         tensor_model_parallel_size=tp,
+        context_parallel_size=cp,
+        cp_comm_type=CP_COMM_TYPES.get(context_mode) if cp > 1 else None,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=parallel_state.get_virtual_pipeline_model_parallel_world_size(),
+        pipeline_dtype=params_dtype if pp > 1 else None,
         sequence_parallel=sequence_parallel and tp > 1,
         use_cpu_initialization=not torch.cuda.is_available(),
         params_dtype=params_dtype,
         **transformer_config_fields(fp8),
     )
+    # Timestep conditioning lives on every pipeline stage: finalize_model_grads sums its gradients.
+    config.has_cond_embedder = pp > 1
+    return config
 
 
-def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False, params_dtype: torch.dtype = torch.float32,
+# megatron's names for the context-parallel communication of each mode (TE reads the same names).
+CP_COMM_TYPES = {"ulysses": "a2a", "ring": "p2p", "usp": "a2a+p2p", "te": "p2p"}
+
+
+def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False,
+                params_dtype: torch.dtype = torch.float32, context_mode: str = "none",
                 fp8: Fp8Settings = FP8_OFF, recompute: str = "none") -> VideoDiT:
-    """Build VideoDiT for this rank (parallel_state must be initialised by init_distributed), its
-    linear layers for the FP8 mode, recomputing `recompute` (recompute.py) in backward."""
+    """Build VideoDiT for this rank (parallel_state must be initialised by init_distributed).
+
+    `context_mode` is the resolved context-parallel attention (Layout.context_mode): ulysses, ring,
+    usp or te; "none" without context parallelism. The linear layers follow the FP8 mode `fp8`;
+    backward recomputes `recompute` (recompute.py).
+    """
+    (model,) = build_model_chunks(cfg, sequence_parallel, params_dtype, context_mode, fp8, recompute,
+                                  pipeline_allowed=False)
+    return model
+
+
+def build_model_chunks(cfg: VideoDiTConfig, sequence_parallel: bool = False,
+                       params_dtype: torch.dtype = torch.float32, context_mode: str = "none",
+                       fp8: Fp8Settings = FP8_OFF, recompute: str = "none",
+                       pipeline_allowed: bool = True) -> list[VideoDiT]:
+    """This rank's model chunks: one pipeline stage, or several under the interleaved schedule."""
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("build_model needs megatron parallel_state: call init_distributed first")
-    model = VideoDiT(cfg, megatron_config(cfg, sequence_parallel, params_dtype, fp8), fp8, recompute)
-    return model.to(params_dtype)  # megatron's layers follow params_dtype; the plain torch ones follow here
+    pp = parallel_state.get_pipeline_model_parallel_world_size()
+    chunks = parallel_state.get_virtual_pipeline_model_parallel_world_size() or 1
+    if pp > 1 and not pipeline_allowed:
+        raise RuntimeError("a whole VideoDiT was asked for under pipeline parallelism: use build_model_chunks")
+    if context_mode == "te":
+        cfg = replace(cfg, attention_backend="te")
+    config = megatron_config(cfg, sequence_parallel, params_dtype, context_mode, fp8)
+    rank = parallel_state.get_pipeline_model_parallel_rank()
+    models = []
+    for chunk in range(chunks):
+        layers = stage_layers(cfg.layers, pp, chunks, rank, chunk)
+        model = VideoDiT(cfg, config, context_mode, layers, pre_process=layers.start == 0,
+                         post_process=layers.stop == cfg.layers, fp8=fp8, recompute=recompute)
+        if context_mode == "te" and model.context is not None:
+            # UNVERIFIED here (no TE on the CPU or the GPU test machine): TE's DotProductAttention
+            # runs its own ring (cp_comm_type "p2p") over the CP group when given it.
+            for block in model.blocks:
+                block.attend.te_attention.set_context_parallel_group(
+                    model.context.group, parallel_state.get_context_parallel_global_ranks(), torch.cuda.Stream(),
+                    CP_COMM_TYPES["te"])
+        # megatron's layers follow params_dtype; the plain torch ones follow here
+        models.append(model.to(params_dtype))
+    return models

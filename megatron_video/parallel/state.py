@@ -15,6 +15,8 @@ import torch.distributed as dist
 
 from megatron_video.config import ConfigError, require
 
+CONTEXT_MODES = ("auto", "ulysses", "ring", "usp", "te")
+
 
 @dataclass
 class ParallelConfig:
@@ -23,15 +25,22 @@ class ParallelConfig:
     tensor: int = 1
     pipeline: int = 1
     context: int = 1
+    # How attention spans the context-parallel ranks: auto | ulysses (all-to-all over heads) |
+    # ring (P2P with an online-softmax merge) | usp (both) | te (Transformer Engine's CP attention).
+    context_mode: str = "auto"
     sequence_parallel: bool = False
-    virtual_pipeline: int = 0  # 0 = no interleaving
+    virtual_pipeline: int = 0  # model chunks per pipeline rank (interleaved schedule); 0 = off
+    microbatches: int = 1  # per optimizer step; global batch = data.batch_size * microbatches * DP
     distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False  # start DP gradient reduction during backward (bucket by bucket)
     backend: str = "auto"  # auto | nccl | gloo
 
     def __post_init__(self) -> None:
         for key in ("tensor", "pipeline", "context"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.virtual_pipeline >= 0, "virtual_pipeline", "must be >= 0")
+        require(self.microbatches >= 1, "microbatches", "must be >= 1")
+        require(self.context_mode in CONTEXT_MODES, "context_mode", f"must be one of {CONTEXT_MODES}")
         require(self.backend in ("auto", "nccl", "gloo"), "backend", "must be auto, nccl or gloo")
         require(not self.sequence_parallel or self.tensor > 1, "sequence_parallel",
                 "needs tensor > 1 (sequence parallelism splits along the tensor-parallel group)")
@@ -46,8 +55,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0) -> None:
-    """Create the default process group (if needed) and megatron's model-parallel groups."""
+def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0,
+                     hierarchical_context_sizes: list[int] | None = None) -> None:
+    """Create the default process group (if needed) and megatron's model-parallel groups.
+
+    `hierarchical_context_sizes` ([all-to-all, ring], from Layout) makes megatron build the
+    sub-groups of the CP group that USP attention runs over.
+    """
     from megatron.core import parallel_state, tensor_parallel
 
     if device.type == "cpu":
@@ -74,6 +88,7 @@ def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0) -
             pipeline_model_parallel_size=cfg.pipeline,
             virtual_pipeline_model_parallel_size=cfg.virtual_pipeline or None,
             context_parallel_size=cfg.context,
+            hierarchical_context_parallel_sizes=hierarchical_context_sizes,
         )
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
 

@@ -47,8 +47,8 @@ def workload_from_config(cfg: RootConfig) -> Workload:
 
 
 def precision_of(cfg: RootConfig) -> str:
-    """bf16 unless the run asks for fp32 (the CPU default) or for FP8 (once `train.fp8` exists)."""
-    if getattr(cfg.train, "fp8", False):
+    """bf16 unless the run asks for fp32 (the CPU default) or for FP8 (`train.fp8` other than off)."""
+    if cfg.train.fp8 != "off":
         return "fp8"
     return "fp32" if cfg.train.precision == "fp32" else "bf16"
 

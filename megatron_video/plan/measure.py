@@ -62,7 +62,8 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
     from megatron_video.model import build_model
     from megatron_video.optim.builder import build_optimizer, init_sphere_
     from megatron_video.training.build import Components
-    from megatron_video.training.objective import flow_matching_loss
+    from megatron_video.training.objective import make_microbatch
+    from megatron_video.training.step import configure_schedules, run_microbatches
     from megatron_video.training.trainer import wrap_ddp
 
     if device.type == "cuda":  # what is already allocated (an earlier measurement's leftovers) is not ours
@@ -72,11 +73,12 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
     root = RootConfig(model=cfg, parallel=parallel or ParallelConfig())
     model = build_model(cfg, sequence_parallel=root.parallel.sequence_parallel).to(device)
     init_sphere_(model, root.optim)
-    ddp = wrap_ddp(model, root)
+    ddp = wrap_ddp(model, root, 0)
+    configure_schedules([ddp])
     optimizer, _ = build_optimizer([ddp], root.optim, width=cfg.hidden, total_steps=root.optim.warmup_steps + 1,
                                    parallel=root.parallel)
     # The loss needs only the objective of the trainer's components: no codec or text encoder here.
-    parts = Components(model=model, codec=None, text=None, flow=FlowMatching())
+    parts = Components(chunks=[model], codec=None, text=None, flow=FlowMatching())
     generator = torch.Generator(device).manual_seed(0)
     latents = torch.randn(batch, cfg.in_channels, *latent, device=device, generator=generator)
     text = torch.randn(batch, text_len, cfg.text_dim, device=device, generator=generator)
@@ -85,10 +87,10 @@ def measure_training_step(cfg: VideoDiTConfig, batch: int, latent: tuple[int, in
     def step() -> int:
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
+        microbatch = make_microbatch(parts, latents, text, mask, generator)
+        # The trainer's forward and backward (one microbatch): backward saves nothing new.
         with SavedTensorBytes(list(model.parameters())) as saved:
-            loss = flow_matching_loss(ddp, parts, latents, text, mask, generator, dtype)
-        loss.backward()
-        ddp.finish_grad_sync()
+            run_microbatches([ddp], parts, [microbatch], dtype, forward_only=False)
         optimizer.step()
         return saved.total
 

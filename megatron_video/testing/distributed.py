@@ -46,8 +46,8 @@ def requires_gpus(count: int) -> pytest.MarkDecorator:
                                      f"(scripts/gpu_check.sh)")
 
 
-def _worker(rank: int, world_size: int, port: int, parallel: ParallelConfig, device: str,
-            fn_ref: tuple[str, str], args: tuple, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, parallel: ParallelConfig, hierarchical_context_sizes: list | None,
+            device: str, fn_ref: tuple[str, str], args: tuple, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -60,7 +60,8 @@ def _worker(rank: int, world_size: int, port: int, parallel: ParallelConfig, dev
     try:
         # CUDA: init_distributed picks NCCL and binds this rank to GPU LOCAL_RANK; CPU: gloo and
         # the CPU compatibility layer.
-        init_distributed(parallel, torch.device(device), seed=1234)
+        init_distributed(parallel, torch.device(device), seed=1234,
+                         hierarchical_context_sizes=hierarchical_context_sizes)
         result = _load_function(*fn_ref)(*args)
         torch.save({"ok": True, "result": result}, result_path)
     except BaseException:  # noqa: BLE001  (any failure, assertion errors included, goes to the parent)
@@ -70,14 +71,16 @@ def _worker(rank: int, world_size: int, port: int, parallel: ParallelConfig, dev
 
 
 def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
-                    parallel: ParallelConfig | None = None, device: str = "cpu") -> list[Any]:
+                    parallel: ParallelConfig | None = None, device: str = "cpu",
+                    hierarchical_context_sizes: list[int] | None = None) -> list[Any]:
     """Call fn(*args) on `world_size` spawned ranks; return the list of per-rank return values.
 
     `fn` must be defined at module level; `args` must pickle without the test module (tensors,
     numbers, dicts). Inside it, megatron's parallel_state is initialised with `parallel` (default:
-    all ranks data parallel). device="cpu": gloo, with the CPU compatibility layer on.
-    device="cuda": NCCL, rank r on GPU r (current device), TF32 off; `fn` places its own tensors
-    and should return CPU tensors (results are loaded onto the CPU here in any case).
+    all ranks data parallel; `hierarchical_context_sizes` as Layout gives them for USP).
+    device="cpu": gloo, with the CPU compatibility layer on. device="cuda": NCCL, rank r on GPU r
+    (current device), TF32 off; `fn` places its own tensors and should return CPU tensors (results
+    are loaded onto the CPU here in any case).
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -87,7 +90,8 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
     parallel = parallel or ParallelConfig()
     fn_ref = (inspect.getfile(fn), fn.__qualname__)
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.start_processes(_worker, args=(world_size, free_port(), parallel, device, fn_ref, args, out_dir),
+        mp.start_processes(_worker, args=(world_size, free_port(), parallel, hierarchical_context_sizes, device,
+                                          fn_ref, args, out_dir),
                            nprocs=world_size, join=True, start_method="spawn")
         # map_location: the parent never needs a CUDA context of its own.
         results = [torch.load(pathlib.Path(out_dir) / f"rank{r}.pt", weights_only=False, map_location="cpu")

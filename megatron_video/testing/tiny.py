@@ -42,4 +42,4 @@ def tiny_components(seed: int = 0) -> Components:
         for parameter in model.parameters():
             if parameter.abs().sum() == 0:
                 parameter.normal_(0, 0.1)
-    return Components(model=model.eval(), codec=PixelCodec(factor=2), text=text, flow=FlowMatching())
+    return Components(chunks=[model.eval()], codec=PixelCodec(factor=2), text=text, flow=FlowMatching())

@@ -1,4 +1,5 @@
-"""One flow-matching loss for training and validation, so both measure the same thing."""
+"""The flow-matching objective's inputs, for training and validation alike (the loss itself is
+flow.loss, taken on the last pipeline stage by training.step)."""
 from __future__ import annotations
 
 import torch
@@ -17,14 +18,10 @@ def encode_batch(parts: Components, video: torch.Tensor, captions: list[str],
     return latents, text.to(latents.device), mask.to(latents.device)
 
 
-def flow_matching_loss(model: torch.nn.Module, parts: Components, latents: torch.Tensor,
-                       text: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                       dtype: torch.dtype) -> torch.Tensor:
-    """MSE between the predicted and the true velocity at logit-normal timesteps."""
-    batch = latents.shape[0]
-    t = parts.flow.sample_timesteps(batch, latents.device, generator=generator)
+def make_microbatch(parts: Components, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Noised latents at logit-normal timesteps and the velocity the model should predict."""
+    t = parts.flow.sample_timesteps(latents.shape[0], latents.device, generator=generator)
     noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
-    noised = parts.flow.noised(latents, noise, t)
-    with torch.autocast(latents.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        pred = model(noised, t, text, mask)
-    return parts.flow.loss(pred.float(), parts.flow.velocity_target(latents, noise))
+    return {"noised": parts.flow.noised(latents, noise, t), "timesteps": t, "text": text, "mask": mask,
+            "target": parts.flow.velocity_target(latents, noise)}

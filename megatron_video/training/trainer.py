@@ -1,12 +1,15 @@
 """The training loop: flow matching on curated clips, megatron DDP + optimizer, resumable.
 
-Pipeline parallel size 1 runs this loop directly (forward, backward, DDP grad sync, optimizer
-step); it is the same on CPU (gloo, megatron's CPU compatibility layer) and on GPUs (NCCL).
+Every layout (TP x CP x PP x DP, pp = 1 too) runs one path: each optimizer step takes
+`parallel.microbatches` batches through megatron-core's pipeline schedule (training.step), whose
+finalize_model_grads reduces the gradients, then the megatron optimizer clips and steps. The same
+on CPU (gloo, megatron's CPU compatibility layer) and on GPUs (NCCL).
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 from tqdm import tqdm
 
-from megatron_video.config.errors import ConfigError
+from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key
@@ -25,14 +28,15 @@ from megatron_video.data.selection import select_clips
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
-from megatron_video.parallel.state import init_distributed
+from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
-from megatron_video.training.build import Components, build_components
+from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
 from megatron_video.training.metrics import MetricsLog
-from megatron_video.training.objective import encode_batch, flow_matching_loss
+from megatron_video.training.objective import encode_batch, make_microbatch
 from megatron_video.training.preemption import StopRequest
+from megatron_video.training.step import configure_schedules, run_microbatches
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +74,27 @@ def check_inputs(cfg: RootConfig) -> None:
     for key in ("height", "width"):
         if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
             raise ConfigError(f"data.{key}", f"must be a multiple of pixel_factor*patch = {latent_factor}")
+    layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
+    require(layout.pipeline == 1 or not cfg.train.snapshot_every, "train.snapshot_every",
+            "post-hoc EMA snapshots hold the whole model: not built under pipeline parallelism (set 0)")
 
 
-def wrap_ddp(model: torch.nn.Module, cfg: RootConfig) -> DistributedDataParallel:
+def _sequence_tokens(cfg: RootConfig) -> int | None:
+    """Text + video tokens of one training sample (known up front for the pixel codec)."""
+    if cfg.encoders.codec != "pixel":
+        return None
+    pt, ph, pw = cfg.model.patch
+    f = cfg.encoders.pixel_factor
+    video = (cfg.data.frames // pt) * (cfg.data.height // f // ph) * (cfg.data.width // f // pw)
+    return cfg.encoders.max_text_len + video
+
+
+def wrap_ddp(model: torch.nn.Module, cfg: RootConfig, chunk: int) -> DistributedDataParallel:
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+        grad_reduce_in_fp32=True, overlap_grad_reduce=cfg.parallel.overlap_grad_reduce,
         use_distributed_optimizer=cfg.parallel.distributed_optimizer)
-    return DistributedDataParallel(model.config, ddp_config, model)
+    # Only the first chunk's buffers start their reduction at once (megatron's own rule for chunks).
+    return DistributedDataParallel(model.config, ddp_config, model, disable_bucketing=chunk > 0)
 
 
 class Trainer:
@@ -89,16 +107,18 @@ class Trainer:
         fp8_problem = device_problem(cfg.train.fp8_settings(), self.device)
         if fp8_problem:
             raise ConfigError("train.fp8", fp8_problem)
-        init_distributed(cfg.parallel, self.device, seed=cfg.run.seed)
+        start_layout(cfg, self.device)
         seed_everything(cfg.run.seed)
         self.parts: Components = build_components(cfg, self.device, self.run_dir)
-        self.model = wrap_ddp(self.parts.model, cfg)
+        self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
+        configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
         self.optimizer, self.scheduler = build_optimizer(
-            [self.model], cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
+            self.chunks, cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
             parallel=cfg.parallel)
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
-        self.band = BandMonitor(self.parts.model, cfg.optim, writer=self.metrics.writer)
+        # This rank's first stage: under pipeline parallelism each rank watches its own layers.
+        self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
         self.step = 0
 
@@ -110,8 +130,13 @@ class Trainer:
         return [leaf.optimizer for leaf in getattr(self.optimizer, "chained_optimizers", [self.optimizer])
                 if leaf.optimizer is not None]
 
+    def _model_state(self) -> dict | list[dict]:
+        """The model's state dict; a list of them (one per chunk) for several pipeline chunks."""
+        states = [chunk.state_dict() for chunk in self.parts.chunks]
+        return states[0] if len(states) == 1 else states
+
     def _state(self) -> dict:
-        return {"model": self.parts.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self._model_state(), "optimizer": self.optimizer.state_dict(),
                 # The distributed optimizer's state_dict() leaves out the Adam moments of this rank's
                 # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
                 "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
@@ -123,7 +148,9 @@ class Trainer:
         if found is None:
             return
         state = ckpt.load_checkpoint(found, self.device)
-        self.parts.model.load_state_dict(state["model"])
+        states = state["model"] if isinstance(state["model"], list) else [state["model"]]
+        for chunk, chunk_state in zip(self.parts.chunks, states, strict=True):
+            chunk.load_state_dict(chunk_state)
         self.optimizer.load_state_dict(state["optimizer"])
         for inner, inner_state in zip(self._inner_optimizers(), state["inner_optimizers"], strict=True):
             inner.load_state_dict(inner_state)
@@ -150,30 +177,25 @@ class Trainer:
         start_step = self.step
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        microbatches = cfg.parallel.microbatches
         loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
-                                   skip_batches=start_step))
+                                   skip_batches=start_step * microbatches))
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
-        self.model.train()
+        for chunk in self.chunks:
+            chunk.train()
         progress = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step",
                         disable=not (cfg.run.progress and self.is_main))
         while self.step < cfg.train.steps:
             step_started = time.perf_counter()
-            batch = next(loader)
-            generator = self._step_generator()
-            drop = torch.rand(len(batch["caption"]), generator=torch.Generator().manual_seed(self.step)) \
-                < cfg.train.cfg_dropout
-            latents, text, mask = encode_batch(self.parts, batch["video"].to(self.device),
-                                               batch["caption"], drop)
-            self.model.zero_grad_buffer()
+            for chunk in self.chunks:
+                chunk.zero_grad_buffer()
             self.optimizer.zero_grad()
-            loss = flow_matching_loss(self.model, self.parts, latents, text, mask, generator, self.dtype)
-            loss.backward()
-            self.model.finish_grad_sync()
+            loss_value = run_microbatches(self.chunks, self.parts, self._microbatches(loader, microbatches),
+                                          self.dtype, forward_only=False)
             _, grad_norm, _ = self.optimizer.step()
             self.scheduler.step(1)
             self.step += 1
-            loss_value = _data_parallel_mean(loss.detach())
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
@@ -208,6 +230,18 @@ class Trainer:
         self.metrics.close()
         return summary
 
+    def _microbatches(self, loader, count: int) -> list[dict]:
+        """This step's microbatches: encoded clips, CFG text dropout, noise and timesteps."""
+        generator = self._step_generator()
+        dropout = torch.Generator().manual_seed(self.step)
+        microbatches = []
+        for _ in range(count):
+            batch = next(loader)
+            drop = torch.rand(len(batch["caption"]), generator=dropout) < self.cfg.train.cfg_dropout
+            latents, text, mask = encode_batch(self.parts, batch["video"].to(self.device), batch["caption"], drop)
+            microbatches.append(make_microbatch(self.parts, latents, text, mask, generator))
+        return microbatches
+
     def _check_band(self) -> None:
         warnings = self.band.record(self.step)
         for warning in warnings:
@@ -215,19 +249,14 @@ class Trainer:
         self.band_warnings += len(warnings)
 
     def _validate(self) -> float:
-        self.model.eval()
-        value = validation_loss_of(self.model, self.parts, self.cfg, self.dtype)
-        self.model.train()
+        for chunk in self.chunks:
+            chunk.eval()
+        value = validation_loss_of(self.chunks, self.parts, self.cfg, self.dtype)
+        for chunk in self.chunks:
+            chunk.train()
         self.metrics.scalar(self.step, "val/loss", value)
         log.info("step=%d val_loss=%.5f", self.step, value)
         return value
-
-
-def _data_parallel_mean(value: torch.Tensor) -> float:
-    group = parallel_state.get_data_parallel_group()
-    value = value.float().clone()
-    torch.distributed.all_reduce(value, group=group)
-    return float(value) / torch.distributed.get_world_size(group)
 
 
 def train(cfg: RootConfig) -> TrainSummary:

@@ -12,6 +12,7 @@ import torch
 from megatron_video.model import VideoDiTConfig, build_model, gather_canonical_grads, shard_canonical_state
 from megatron_video.parallel.state import ParallelConfig
 from megatron_video.testing.distributed import requires_gpus, run_distributed
+from megatron_video.testing.weights import exercised_state
 
 # The sum order of the TP all-reduce differs from TP=1's single matmul: float32 rounding only (on
 # GPUs too: the workers turn TF32 off, and the reference runs on the same kind of device).
@@ -58,12 +59,7 @@ def reference_cases(device):
     references, cases = {}, {}
     for name, kwargs in VARIANTS.items():
         cfg = make_config(**kwargs)
-        model = build_model(cfg)
-        with torch.no_grad():  # non-zero modulation so shift/scale/gate paths are exercised too
-            for p in model.parameters():
-                if p.abs().sum() == 0:
-                    p.normal_(0, 0.05)
-        state = {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+        state = exercised_state(build_model(cfg))
         out, grads, layout = run_model(cfg, state, make_inputs(cfg), device)
         references[name] = (out, grads)
         cases[name] = (kwargs, state, layout)

@@ -40,10 +40,10 @@ def serve(cfg: RootConfig) -> int:
     SIGINT/SIGTERM: it stops accepting, drains, then the worker finishes or leaves its job)."""
     import uvicorn
 
-    from megatron_video.parallel.state import init_distributed
+    from megatron_video.training.build import start_layout
     from megatron_video.training.environment import resolve_device
 
-    init_distributed(cfg.parallel, resolve_device(cfg.run.device), seed=cfg.run.seed)
+    start_layout(cfg, resolve_device(cfg.run.device))
     local = VideoGenerator.from_config(cfg)
     if dist.get_rank() != 0:
         served = follow_requests(local)
