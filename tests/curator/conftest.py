@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pathlib
 import tarfile
 
@@ -70,6 +71,9 @@ def write_format_zoo(folder: pathlib.Path, frames) -> dict[str, str]:
     import av
 
     folder.mkdir(parents=True, exist_ok=True)
+    # SVT-AV1 switches the thread that opens it to SCHED_FIFO at priority 99 (as root): put this
+    # process's scheduling back, or later tests (the encoder priority ones) see it.
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     for name, (codec, pix_fmt, options, _) in FORMATS.items():
         with av.open(str(folder / name), mode="w") as out:
             stream = out.add_stream(codec, rate=24)
@@ -81,6 +85,7 @@ def write_format_zoo(folder: pathlib.Path, frames) -> dict[str, str]:
                 frame.pts = i
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
+        os.sched_setscheduler(0, policy, param)
     mkv = (folder / "h264.mkv").read_bytes()
     (folder / "truncated.mkv").write_bytes(mkv[: len(mkv) * 5 // 6])
     (folder / "corrupt.mp4").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 1 << 16, dtype=np.uint8)))
