@@ -71,7 +71,7 @@ def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
-    from benchmarks.curation_pipeline import bare_decode, input_videos, warm_up
+    from benchmarks.curation_workload import bare_decode, input_videos, warm_up
     from curator.config import CurateConfig
     from curator.layout import part_share
     from curator.run import curate

@@ -23,7 +23,7 @@ from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
 from curator.tasks import FAILED, Task
-from megatron_video.config import ConfigError
+from megatron_video.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from curator.config import CurateConfig
 from curator.executors.local import SourceFeed, run_jobs
-from curator.executors.ray_runner import ActorBody, log_actor_nodes, stop_actors
+from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
 from curator.executors.thread_limits import core_shares
 from curator.progress import RunProgress
 from curator.stages.base import Stage

@@ -57,6 +57,8 @@ from typing import Any
 import cv2
 
 from curator.config import CurateConfig
+from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
+from curator.executors.ray_pipelines import run_pipelines
 from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -93,52 +95,6 @@ def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[
     decode engines keep busy only slow each other down."""
     sessions = cfg.nvdec_sessions * max(1, round(gpus))
     return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
-
-
-# How long the runner waits for its actors to close their stages before it kills them anyway.
-CLOSE_TIMEOUT_S = 30.0
-
-
-class ActorBody:
-    """What every actor of the runner answers besides its work: the node it was placed on, and
-    `close` before it is killed."""
-
-    stages: list[Stage]
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def close(self) -> None:
-        """Close the stages (encoder processes, decoders), as the local executor does at a run's end,
-        rather than leave them to the kill that follows."""
-        for stage in self.stages:
-            stage.close()
-
-
-def stop_actors(handles: list[Any]) -> None:
-    """Let every actor close its stages (at most CLOSE_TIMEOUT_S), then kill it: killed at once
-    rather than whenever its handle is collected, since each actor is a process (with a CUDA
-    context on the GPU path) that would otherwise linger into whatever runs next, such as the
-    next curate() call in the same driver."""
-    import ray
-
-    try:
-        ray.wait([handle.close.remote() for handle in handles], num_returns=len(handles), timeout=CLOSE_TIMEOUT_S)
-    finally:
-        for handle in handles:
-            ray.kill(handle)
-
-
-def log_actor_nodes(handles: list[Any]) -> None:
-    """Log how many of these actors each node holds. Asked once at the end, when the actors that ran
-    tasks are long up: asking at placement would stall the driver loop until every new actor had
-    finished its setup."""
-    import ray
-
-    nodes = ray.get([handle.node.remote() for handle in handles])
-    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
 
 
 class _JobWorker(ActorBody):
@@ -274,8 +230,6 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     _start_ray(cfg)
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     if cfg.ray_actor_scope == "pipeline":
-        from curator.executors.ray_pipelines import run_pipelines
-
         run_pipelines(cfg, sources, stages, writer, progress, nodes)
         return
     jobs = actor_jobs(stages, cfg.ray_actor_scope)

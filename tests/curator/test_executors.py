@@ -68,7 +68,7 @@ def test_nvdec_jobs_are_capped_by_the_sessions_per_gpu():
 def test_ray_runner_writes_the_same_clips_as_the_local_executor(scope, pools, two_videos, make_config, read_shards,
                                                                tmp_path, caplog):
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_tasks=1,
                                      max_in_flight=1, ray_actor_scope=scope), progress=False)
     # One input at a time, so the second is curated by the pools balanced on the first clip's timings.
@@ -216,7 +216,7 @@ def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make
     kill = ray.kill
     monkeypatch.setattr(ray, "kill", lambda handle: (killed.append(handle), kill(handle)))
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray"), progress=False)
     assert ray.get_runtime_context().gcs_address == two_node_ray.address  # joined, did not start its own
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
@@ -237,7 +237,7 @@ def test_pipeline_actors_spread_one_per_node_without_gpus(two_node_ray, two_vide
                                                           tmp_path, caplog):
     import ray
 
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", ray_actor_scope="pipeline"),
                          progress=False)
     assert ray_run.inputs_by_status == {"done": 2} and ray_run.clips_written > 0
