@@ -69,6 +69,7 @@ from benchmarks.curation_workload import bare_decode, input_videos, warm_up
 from benchmarks.timeline import CpuSampler, plot, summarize
 from curator import tracing
 from curator.executors.thread_limits import available_cores
+from curator.metrics import RunMetrics
 from curator.video.synthetic import write_test_video
 
 
@@ -204,9 +205,9 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
         timings.append((time.perf_counter() - start, cpu_since(cpu)))
     decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
     return {"clips": summary.clips_written, "pipeline_seconds_all": [r.wall_seconds for r in runs],
-            "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
+            "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.metrics.seconds(),
             "cpu_seconds": {"driver": pipeline_cpu[median],
-                            "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
+                            "encoder_processes": round(summary.metrics.encoder_process_cpu, 3)},
             "decode_seconds": round(decode_seconds, 3), "decode_frames": frames, "decode_cpu_seconds": decode_cpu,
             "timeline": timeline}
 
@@ -226,14 +227,13 @@ def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, 
         parts.close()
     wall, reports = sorted(pipeline, key=lambda run: run[0])[repeats // 2]
     decode_wall, decode_reports = sorted(decode, key=lambda run: run[0])[repeats // 2]
-    stage_seconds: dict[str, float] = {}
+    metrics = RunMetrics()
     for report in reports:
-        for stage, seconds in report["stage_seconds"].items():
-            stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + seconds, 3)
+        metrics.add(RunMetrics.from_dict(report["metrics"]))
     return {"clips": sum(r["clips"] for r in reports), "pipeline_seconds_all": [round(w, 3) for w, _ in pipeline],
-            "pipeline_seconds": round(wall, 3), "stage_seconds": stage_seconds,
+            "pipeline_seconds": round(wall, 3), "stage_seconds": metrics.seconds(),
             "cpu_seconds": {"driver": round(sum(r["cpu"] for r in reports), 1),
-                            "encoder_processes": round(sum(r["encoder_cpu"] for r in reports), 1)},
+                            "encoder_processes": round(metrics.encoder_process_cpu, 1)},
             "part_seconds": [r["wall"] for r in reports],
             "decode_seconds": round(decode_wall, 3),
             "decode_frames": sum(r["frames"] for r in decode_reports),

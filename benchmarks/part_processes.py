@@ -92,8 +92,7 @@ def child_main(spec_json: str) -> None:
                                    part_count=count, **rules)
             summary = curate(run_cfg, progress=False)
             report(wall=summary.wall_seconds, clips=summary.clips_written, cpu=round(time.process_time() - cpu, 1),
-                   encoder_cpu=summary.stage_seconds.get("encode_process_cpu", 0.0),
-                   stage_seconds=summary.stage_seconds)
+                   metrics=summary.metrics.as_dict())
         else:
             start = time.perf_counter()
             frames = bare_decode(cfg, sources)

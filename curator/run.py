@@ -17,6 +17,7 @@ from curator import storage
 from curator.config import CurateConfig
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
+from curator.metrics import RunMetrics
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -37,7 +38,7 @@ class CurationSummary:
     shard_paths: list[str] = field(default_factory=list)
     catalog_path: str = ""
     ledger_path: str = ""
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     wall_seconds: float = 0.0
     inputs_skipped_as_finished: int = 0
 
@@ -117,8 +118,8 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         inputs_by_status=counts, not_curated_by_reason=reasons, clips_written=writer.clips_written,
         shard_paths=writer.shard_paths,
         catalog_path=str(pathlib.Path(cfg.output) / "catalog"), ledger_path=ledger_path,
-        stage_seconds={k: round(v, 3) for k, v in writer.stage_seconds.items()},
+        metrics=writer.metrics,
         wall_seconds=round(time.perf_counter() - start, 3), inputs_skipped_as_finished=len(listed) - len(sources))
     log.info("curate done inputs=%s not_curated=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, reasons,
-             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.stage_seconds)
+             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.metrics.seconds())
     return summary

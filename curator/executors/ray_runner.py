@@ -287,7 +287,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                 pools[index].release(actor)
             if not balanced and delivered >= cfg.calibration_tasks:
                 balanced = True
-                seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
+                seconds = [sum(writer.metrics.wall(stage.name) for stage in job) for job in jobs]
                 targets = balance_workers(seconds, budget, caps)
                 for pool, target in zip(pools, targets, strict=True):
                     pool.resize(target)

@@ -4,8 +4,7 @@ A stage is a small dataclass: it declares the resources one worker needs and the
 reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`)
 and does its work in `process()`, which returns zero or more tasks (a video fans out into clips).
 `__call__` adds what every stage needs the same way: rejected tasks pass through untouched, the
-stage's wall seconds and its thread's CPU seconds go into `task.timings` (as `name` and
-`name_cpu`: wall far above CPU is time spent waiting for the GPU, the GIL or another process; with
+stage's wall seconds and its thread's CPU seconds go into `task.metrics` under the stage's name (with
 a timeline recording, each call is also a span named after the stage), a stage that declares a GPU
 runs on its worker thread's own CUDA stream (so no stage can queue on the legacy default stream,
 which stalls every decoder of the process), and an exception marks the task failed with the stage
@@ -82,9 +81,8 @@ class Stage:
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")
             out = [task]
-        elapsed = {self.name: time.perf_counter() - start, f"{self.name}_cpu": time.thread_time() - cpu_start}
+        wall, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
         # A fan-out shares the stage's time among its outputs so per-input sums stay exact.
         for item in out:
-            for key, seconds in elapsed.items():
-                item.timings[key] = item.timings.get(key, 0.0) + seconds / max(len(out), 1)
+            item.metrics.add_stage(self.name, wall / max(len(out), 1), cpu / max(len(out), 1))
         return out

@@ -78,7 +78,7 @@ class EncodeStage(Stage):
             planes = rgb_to_i420(task.frames)
             if self.pool is not None:  # its encoder call is timed after the copy into shared memory
                 task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
-                task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
+                task.metrics.encoder_process_cpu += cpu
             else:
                 planes = to_host(planes)
                 with span("encoder_call"):

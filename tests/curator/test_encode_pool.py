@@ -29,7 +29,7 @@ def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make
         summary = curate(make_config(inputs, output, workers=2, encode_processes=processes), progress=False)
         assert summary.inputs_by_status == {"done": 1}
         # The encoder processes report their CPU time: the driver's own accounting cannot see them.
-        assert (summary.stage_seconds.get("encode_process_cpu", 0.0) > 0) == (processes > 0)
+        assert (summary.metrics.encoder_process_cpu > 0) == (processes > 0)
         runs[processes] = {key: mp4 for key, _, mp4 in read_shards(output)}
     assert len(runs[0]) >= 3  # Megamind's hard cuts give several clips
     # x264 is deterministic for a given input and thread count: the clips are byte-identical.

@@ -76,7 +76,7 @@ def test_ray_runner_writes_the_same_clips_as_the_local_executor(scope, pools, tw
     assert set(ast.literal_eval(line.split("workers=", 1)[1])) == pools
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     # Each clip actor runs `actor_threads` clips at once, so it encodes in processes of its own.
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0
+    assert ray_run.metrics.encoder_process_cpu > 0
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 
@@ -221,7 +221,7 @@ def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make
     assert ray.get_runtime_context().gcs_address == two_node_ray.address  # joined, did not start its own
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     # Each clip actor runs `actor_threads` clips at once, so it encodes in processes of its own.
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0
+    assert ray_run.metrics.encoder_process_cpu > 0
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-nodes ")]
@@ -307,7 +307,7 @@ def test_pipeline_actors_write_the_same_clips_as_the_local_executor(two_videos, 
                          progress=False)
     assert any(r.getMessage().startswith("curate ray-pipelines actors=1 ") for r in caplog.records)
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0  # the actor's own encoder processes
+    assert ray_run.metrics.encoder_process_cpu > 0  # the actor's own encoder processes
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 
