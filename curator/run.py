@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 
 from curator import storage
 from curator.config import CurateConfig
+from curator.executors.thread_limits import available_cores
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
 from curator.metrics import RunMetrics
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
 from curator.tasks import FAILED, Task
@@ -83,7 +84,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     if cfg.part_count > 1:  # this process's part writes an output of its own
         cfg = dataclasses.replace(cfg, output=str(part_dir(cfg.output, cfg.part_index, cfg.part_count)))
     writer = ShardWriterStage(cfg)
-    writer.setup()
+    writer.setup(WorkerContext(available_cores(), concurrent_tasks=1))  # the calling thread alone
     finished = writer.ledger.finished_sources(cfg.retry_failed)
     listed = part_share([task.source for task in SourceStage(cfg).process(Task(source=cfg.input))],
                         cfg.part_index, cfg.part_count)

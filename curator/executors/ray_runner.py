@@ -59,9 +59,10 @@ import cv2
 from curator.config import CurateConfig
 from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
 from curator.executors.ray_pipelines import run_pipelines
+from curator.executors.thread_limits import available_cores
 from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
 
@@ -100,7 +101,7 @@ def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[
 class _JobWorker(ActorBody):
     """Ray actor body: one job's stages, set up once, called from several threads."""
 
-    def __init__(self, stages: list[Stage], library_threads: int):
+    def __init__(self, stages: list[Stage], library_threads: int, ctx: WorkerContext):
         # An actor's share of the node's cores bounds its libraries' pools, as the local executor
         # bounds its threads' (thread_limits.py, where uncapped pools burned 15 CPU-seconds of a 9 s
         # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
@@ -108,7 +109,7 @@ class _JobWorker(ActorBody):
         cv2.setNumThreads(library_threads)
         self.stages = stages
         for stage in stages:
-            stage.setup()
+            stage.setup(ctx)
 
     def run(self, task: Task, forward: bool) -> list[Any]:
         """The job's outputs. Those going on to another job (`forward`, not rejected) stay in the
@@ -140,8 +141,9 @@ class _Pool:
     """One job's actors. Resizing adds actors, or retires the least-loaded ones: a retiring actor
     finishes what it holds and is then killed, so no task is lost or run twice."""
 
-    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, threads: int):
-        self.stages, self.actor_class, self.cpus, self.gpus, self.threads = stages, actor_class, cpus, gpus, threads
+    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, ctx: WorkerContext):
+        self.stages, self.actor_class, self.cpus, self.gpus, self.ctx = stages, actor_class, cpus, gpus, ctx
+        self.threads = ctx.concurrent_tasks
         self.name = "+".join(stage.name for stage in stages)
         self.actors: list[_Actor] = []
 
@@ -153,7 +155,7 @@ class _Pool:
         for _ in range(count - len(active)):
             self.actors.append(_Actor(self.actor_class.options(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)))))
+                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)), self.ctx)))
 
     def free_actor(self) -> _Actor | None:
         """The least-loaded actor taking tasks that has a free thread, or None."""
@@ -211,6 +213,12 @@ def actor_gpus(node_gpus: list[float], actors: int, wanted: float) -> float:
     return min(wanted, _fitting_share(devices, actors))
 
 
+def actor_context(cfg: CurateConfig) -> WorkerContext:
+    """The worker each job actor is: `actor_threads` tasks at once, on its share of the cores, as
+    the `workers` actors share them."""
+    return WorkerContext(max(1, available_cores() // cfg.workers), cfg.actor_threads)
+
+
 def _start_ray(cfg: CurateConfig) -> None:
     import ray
 
@@ -241,7 +249,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
     needs = [job_resources(job) for job in jobs]
     pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), actor_gpus(node_gpus, budget, need.gpus),
-                   cfg.actor_threads)
+                   actor_context(cfg))
              for job, need in zip(jobs, needs, strict=True)]
     # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
     # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from curator.ledger import ClipRow, InputRecord, Ledger, final_status
 from curator.metrics import RunMetrics
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import ClipTask, Task, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class ShardWriterStage(Stage):
     def output_dir(self) -> pathlib.Path:
         return pathlib.Path(self.cfg.output)
 
-    def setup(self) -> None:
+    def setup(self, ctx: WorkerContext) -> None:
         if self.ledger is not None:
             return
         for sub in ("shards", "catalog"):

@@ -149,3 +149,11 @@ def test_curator_takes_only_the_config_errors_from_the_library():
               and target not in ("megatron_video", "megatron_video.config", "megatron_video.config.errors")}
     assert not upward, sorted(upward)
     assert not graph["megatron_video.config.errors"], "the config errors module must stay at the bottom"
+
+
+def test_no_stage_imports_an_executor():
+    """Stages learn about their worker from the WorkerContext their executor passes to `setup`."""
+    graph = import_graph()
+    found = {f"{module} imports {target}" for module, targets in graph.items() if module.startswith("curator.stages.")
+             for target in targets if target.startswith("curator.executors")}
+    assert not found, sorted(found)

@@ -16,6 +16,7 @@ from curator.executors.ray_runner import (
     nvdec_caps,
 )
 from curator.run import curate
+from curator.stages.base import WorkerContext
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
 
@@ -102,7 +103,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads())
+    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads(), ctx=WorkerContext(1, 1))
     [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
     assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
     [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
@@ -114,7 +115,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
     calls = []
     monkeypatch.setattr(cv2, "setNumThreads", calls.append)
-    _JobWorker([ProbeStage(CurateConfig())], library_threads=1)
+    _JobWorker([ProbeStage(CurateConfig())], library_threads=1, ctx=WorkerContext(1, 1))
     assert calls == [1]
 
 
@@ -140,11 +141,11 @@ def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatc
             return cls
 
         @classmethod
-        def remote(cls, stages, library_threads):
+        def remote(cls, stages, library_threads, ctx):
             cls.made += 1
             return Handle(f"actor{cls.made}")
 
-    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, threads=2)
+    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, ctx=WorkerContext(2, concurrent_tasks=2))
     pool.resize(3)
     busy, holding_one, _idle = pool.actors
     busy.load, holding_one.load = 2, 1
@@ -254,7 +255,8 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     sources = [str(two_videos / "Megamind.avi"), str(two_videos / "cup.mp4"), str(tmp_path / "empty.mp4")]
     cfg = CurateConfig(device="cpu")
-    pipeline = Pipeline(name="probe-only", stages=[CuratorStage(ProbeStage(cfg), cpus=0.5)])  # one stage alone
+    one_stage = CuratorStage(ProbeStage(cfg), cpus=0.5, ctx=WorkerContext(1, 1))
+    pipeline = Pipeline(name="probe-only", stages=[one_stage])
     results = pipeline.run(executor=RayActorPoolExecutor(show_progress=False),
                            initial_tasks=[CurationTask(dataset_name="t", data=VideoTask(source=s)) for s in sources])
     by_source = {r.data.source: r.data for r in results}
