@@ -36,7 +36,7 @@ def test_a_stage_adds_its_time_and_a_fan_out_shares_it_exactly(tmp_path):
     assert len(shares) == 1 and total.wall("fan_out") == pytest.approx(4 * shares.pop())
     assert total.wall("fan_out") >= 0.02
     [failed] = _Broken(cfg=None)(Task("b.mp4"))
-    assert failed.status == "failed" and failed.metrics.wall("broken") >= 0
+    assert failed.status == "failed" and "broken" in failed.metrics.stages  # a failing call is timed too
     assert total.wall("never_ran") == 0.0
 
 
