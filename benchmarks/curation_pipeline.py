@@ -65,9 +65,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result
+from benchmarks.curation_workload import bare_decode, input_videos, warm_up
 from benchmarks.timeline import CpuSampler, plot, summarize
 from curator import tracing
 from curator.executors.thread_limits import available_cores
+from curator.metrics import RunMetrics
 from curator.video.synthetic import write_test_video
 
 
@@ -168,47 +170,6 @@ def result_name(executor: str, stop_before: str | None, lengths: str = "uniform"
     return f"{name}_stop_before_{stop_before}" if stop_before else name
 
 
-def input_videos(inputs: pathlib.Path, rules: dict) -> list[str]:
-    """The videos under `inputs` as the pipeline lists them (its extensions, sub-directories
-    included, sorted), so the baseline decodes what the pipeline curates, also in a directory of
-    the user's (`--inputs`) that holds other files."""
-    from curator import storage
-    from curator.config import CurateConfig
-
-    return storage.list_videos(str(inputs), CurateConfig(**rules).extensions)
-
-
-def bare_decode(cfg, sources: list[str]) -> int:
-    """The baseline: every frame of `sources` decoded with the pipeline's decoder, nothing else, on
-    as many threads as the pipeline decodes at once; returns the frame count."""
-    from curator.executors.local import video_threads
-    from curator.video.backend import NVDEC, PYAV, decode_range, use_gpu
-
-    decoder = NVDEC if use_gpu(cfg.device) else PYAV  # its inputs are H.264 in MP4, which NVDEC takes
-
-    def decode_all(source: str) -> int:
-        return sum(len(c.indices) for c in decode_range(source, decoder, cfg.decode_chunk_frames))
-
-    with ThreadPoolExecutor(video_threads(cfg)) as pool:
-        return sum(pool.map(decode_all, sources))
-
-
-def warm_up(rules: dict, source: str, work: pathlib.Path):
-    """One-time start-up (imports, the TransNetV2 weights, the CUDA context and NVDEC initialisation,
-    the first file reads), paid untimed: `source` curated alone into a scratch output under `work`,
-    then decoded once. Returns that run's config, whose decode settings every timed run shares."""
-    from curator.config import CurateConfig
-    from curator.run import curate
-
-    inputs = work / "warm_inputs"
-    inputs.mkdir(parents=True)
-    (inputs / pathlib.Path(source).name).symlink_to(source)
-    cfg = CurateConfig(input=str(inputs), output=str(work / "warm_out"), **rules)
-    curate(cfg, progress=False)
-    bare_decode(cfg, [source])
-    return cfg
-
-
 def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
                     repeats: int) -> dict:
     """The pipeline (local executor or Ray runner) in this process, then bare decode of the same
@@ -244,9 +205,9 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
         timings.append((time.perf_counter() - start, cpu_since(cpu)))
     decode_seconds, decode_cpu = sorted(timings)[repeats // 2]
     return {"clips": summary.clips_written, "pipeline_seconds_all": [r.wall_seconds for r in runs],
-            "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.stage_seconds,
+            "pipeline_seconds": round(summary.wall_seconds, 3), "stage_seconds": summary.metrics.seconds(),
             "cpu_seconds": {"driver": pipeline_cpu[median],
-                            "encoder_processes": summary.stage_seconds.get("encode_process_cpu", 0.0)},
+                            "encoder_processes": round(summary.metrics.encoder_process_cpu, 3)},
             "decode_seconds": round(decode_seconds, 3), "decode_frames": frames, "decode_cpu_seconds": decode_cpu,
             "timeline": timeline}
 
@@ -266,14 +227,13 @@ def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, 
         parts.close()
     wall, reports = sorted(pipeline, key=lambda run: run[0])[repeats // 2]
     decode_wall, decode_reports = sorted(decode, key=lambda run: run[0])[repeats // 2]
-    stage_seconds: dict[str, float] = {}
+    metrics = RunMetrics()
     for report in reports:
-        for stage, seconds in report["stage_seconds"].items():
-            stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + seconds, 3)
+        metrics.add(RunMetrics.from_dict(report["metrics"]))
     return {"clips": sum(r["clips"] for r in reports), "pipeline_seconds_all": [round(w, 3) for w, _ in pipeline],
-            "pipeline_seconds": round(wall, 3), "stage_seconds": stage_seconds,
+            "pipeline_seconds": round(wall, 3), "stage_seconds": metrics.seconds(),
             "cpu_seconds": {"driver": round(sum(r["cpu"] for r in reports), 1),
-                            "encoder_processes": round(sum(r["encoder_cpu"] for r in reports), 1)},
+                            "encoder_processes": round(metrics.encoder_process_cpu, 1)},
             "part_seconds": [r["wall"] for r in reports],
             "decode_seconds": round(decode_wall, 3),
             "decode_frames": sum(r["frames"] for r in decode_reports),

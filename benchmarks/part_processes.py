@@ -71,7 +71,7 @@ def child_main(spec_json: str) -> None:
     """One part: warm up, then run each phase the parent names on stdin, reporting on stdout."""
     spec = json.loads(spec_json)
     os.sched_setaffinity(0, spec["cores"])  # before the pipeline sizes its pools and encoders from it
-    from benchmarks.curation_pipeline import bare_decode, input_videos, warm_up
+    from benchmarks.curation_workload import bare_decode, input_videos, warm_up
     from curator.config import CurateConfig
     from curator.layout import part_share
     from curator.run import curate
@@ -92,8 +92,7 @@ def child_main(spec_json: str) -> None:
                                    part_count=count, **rules)
             summary = curate(run_cfg, progress=False)
             report(wall=summary.wall_seconds, clips=summary.clips_written, cpu=round(time.process_time() - cpu, 1),
-                   encoder_cpu=summary.stage_seconds.get("encode_process_cpu", 0.0),
-                   stage_seconds=summary.stage_seconds)
+                   metrics=summary.metrics.as_dict())
         else:
             start = time.perf_counter()
             frames = bare_decode(cfg, sources)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from curator.video.nvdec_support import MAX_SIZE as NVDEC_MAX_SIZE
-from megatron_video.config import require
+from megatron_video.config.errors import require
 
 EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")

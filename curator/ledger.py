@@ -8,7 +8,6 @@ dropped instead of duplicated.
 """
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from curator.metrics import RunMetrics
 from curator.tasks import FAILED, VideoMeta
 
 DONE = "done"
@@ -46,12 +46,12 @@ class InputRecord:
     reason: str = ""
     meta: VideoMeta | None = None
     clips: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
 
     def row(self) -> tuple:
         m = self.meta or VideoMeta()
         return (self.source, self.status, self.reason, m.codec, m.duration_s, m.width, m.height, m.fps,
-                self.clips, json.dumps({k: round(v, 4) for k, v in self.timings.items()}), time.time(), m.decoder,
+                self.clips, self.metrics.to_json(), time.time(), m.decoder,
                 "; ".join(m.notes))
 
 

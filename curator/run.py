@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 
 from curator import storage
 from curator.config import CurateConfig
+from curator.executors.thread_limits import available_cores
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
+from curator.metrics import RunMetrics
 from curator.pipeline import processing_stages
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
 from curator.tasks import FAILED, Task
-from megatron_video.config import ConfigError
+from megatron_video.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class CurationSummary:
     shard_paths: list[str] = field(default_factory=list)
     catalog_path: str = ""
     ledger_path: str = ""
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     wall_seconds: float = 0.0
     inputs_skipped_as_finished: int = 0
 
@@ -82,7 +84,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     if cfg.part_count > 1:  # this process's part writes an output of its own
         cfg = dataclasses.replace(cfg, output=str(part_dir(cfg.output, cfg.part_index, cfg.part_count)))
     writer = ShardWriterStage(cfg)
-    writer.setup()
+    writer.setup(WorkerContext(available_cores(), concurrent_tasks=1))  # the calling thread alone
     finished = writer.ledger.finished_sources(cfg.retry_failed)
     listed = part_share([task.source for task in SourceStage(cfg).process(Task(source=cfg.input))],
                         cfg.part_index, cfg.part_count)
@@ -117,8 +119,8 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         inputs_by_status=counts, not_curated_by_reason=reasons, clips_written=writer.clips_written,
         shard_paths=writer.shard_paths,
         catalog_path=str(pathlib.Path(cfg.output) / "catalog"), ledger_path=ledger_path,
-        stage_seconds={k: round(v, 3) for k, v in writer.stage_seconds.items()},
+        metrics=writer.metrics,
         wall_seconds=round(time.perf_counter() - start, 3), inputs_skipped_as_finished=len(listed) - len(sources))
     log.info("curate done inputs=%s not_curated=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, reasons,
-             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.stage_seconds)
+             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.metrics.seconds())
     return summary

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from curator.metrics import RunMetrics
+
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
@@ -68,7 +70,7 @@ class Task:
     source: str
     status: str = OK
     reason: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
 
     @property
     def ok(self) -> bool:

@@ -23,13 +23,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from curator.config import CurateConfig
 from curator.executors.thread_limits import (
+    available_cores,
     limit_this_thread,
     limited_library_threads,
     per_worker,
 )
 from curator.pipeline import job_stages, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import ClipTask, Task, VideoTask
 from curator.tracing import span
@@ -43,6 +44,20 @@ def video_threads(cfg: CurateConfig) -> int:
     6.5 s with 8 video threads, 7.1 s with 16 of which at most 8 decoded at once, and 7.5 s with 16
     decoding at once."""
     return min(cfg.workers, cfg.nvdec_sessions) if use_gpu(cfg.device) else cfg.workers
+
+
+def job_contexts(cfg: CurateConfig) -> tuple[WorkerContext, WorkerContext]:
+    """The worker a video's stages run in (`video_threads` at once) and a clip's (`workers` at once):
+    this process, whose cores all of them share."""
+    cores = available_cores()
+    return WorkerContext(cores, video_threads(cfg)), WorkerContext(cores, cfg.workers)
+
+
+def setup_stages(cfg: CurateConfig, stages: list[Stage]) -> None:
+    """Set every stage up for the pool of `run_jobs` that runs it."""
+    for job, ctx in zip(job_stages(stages), job_contexts(cfg), strict=True):
+        for stage in job:
+            stage.setup(ctx)
 
 
 class SourceFeed:
@@ -87,8 +102,7 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
               progress: RunProgress, alone: frozenset[str] = frozenset()) -> None:
     """Run `sources` (those in `alone` first, see `run_jobs`), each recorded in the ledger as in flight
     from its first job to its last, so a rerun after this process dies knows which inputs were."""
-    for stage in stages:
-        stage.setup()
+    setup_stages(cfg, stages)
     try:
         ordered = [s for s in sources if s in alone] + [s for s in sources if s not in alone]
         run_jobs(cfg, SourceFeed(ordered), stages, writer, progress, finished=writer.ledger.record_out_of_flight,

@@ -20,9 +20,10 @@ from nemo_curator.stages.resources import Resources as NemoResources
 from nemo_curator.tasks import Task as NemoTask
 
 from curator.config import CurateConfig
+from curator.executors.thread_limits import available_cores
 from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
 
@@ -46,8 +47,9 @@ class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
     after the other in the same worker (so a video's frames do not cross NeMo's object store
     between them)."""
 
-    def __init__(self, *stages: Stage, cpus: float):
+    def __init__(self, *stages: Stage, cpus: float, ctx: WorkerContext):
         self.stages = list(stages)
+        self.ctx = ctx
         self.name = "+".join(stage.name for stage in stages)
         self.resources = NemoResources(cpus=cpus, gpus=job_resources(self.stages).gpus)
 
@@ -59,7 +61,7 @@ class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
 
     def setup(self, worker_metadata: Any = None) -> None:
         for stage in self.stages:
-            stage.setup()
+            stage.setup(self.ctx)
 
     def process(self, task: CurationTask) -> list[CurationTask]:
         device = self.stages[0].cfg.device
@@ -81,6 +83,11 @@ def make_executor(backend: str) -> BaseExecutor:
     return RayActorPoolExecutor(show_progress=False)
 
 
+def worker_context(cfg: CurateConfig) -> WorkerContext:
+    """NeMo Curator's workers: single-threaded processes, `workers` of them sharing the cores."""
+    return WorkerContext(max(1, available_cores() // cfg.workers), 1)
+
+
 def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
     """Our stages as a NeMo Curator Pipeline, grouped as the Ray runner groups them
     (`curate.ray_actor_scope`: by default a video's stages up to the clip fan-out, then a clip's);
@@ -88,7 +95,7 @@ def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
     per-stage CPU check satisfied on small hosts."""
     jobs = actor_jobs(stages, cfg.ray_actor_scope)
     share = cfg.workers / len(jobs)
-    wrapped = [CuratorStage(*job, cpus=min(job_resources(job).cpus, share)) for job in jobs]
+    wrapped = [CuratorStage(*job, cpus=min(job_resources(job).cpus, share), ctx=worker_context(cfg)) for job in jobs]
     return Pipeline(name="megatron-video-curate", stages=wrapped)
 
 

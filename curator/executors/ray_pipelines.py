@@ -17,8 +17,8 @@ from collections import deque
 from typing import Any
 
 from curator.config import CurateConfig
-from curator.executors.local import SourceFeed, run_jobs
-from curator.executors.ray_runner import ActorBody, log_actor_nodes, stop_actors
+from curator.executors.local import SourceFeed, run_jobs, setup_stages
+from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
 from curator.executors.thread_limits import core_shares
 from curator.progress import RunProgress
 from curator.stages.base import Stage
@@ -59,11 +59,10 @@ class _PipelineWorker(ActorBody):
 
     def __init__(self, cfg: CurateConfig, stages: list[Stage]):
         pin_to_gpu_share()
-        # The local executor sizes its pools, encoder processes and library threads from `workers`.
+        # The local executor sizes its pools, and so its stages' contexts, from `workers`.
         self.cfg = cfg
-        self.stages = [dataclasses.replace(stage, cfg=cfg) for stage in stages]
-        for stage in self.stages:
-            stage.setup()
+        self.stages = stages
+        setup_stages(cfg, stages)
         self.feed = SourceFeed(closed=False)
         self.lock = threading.Lock()
         self.batches: dict[str, _Batch] = {}  # by input
@@ -166,7 +165,7 @@ def run_pipelines(cfg: CurateConfig, sources: list[str], stages: list[Stage], wr
         log.warning("curate ray-pipelines max_in_flight=%d leaves each of %d actors %d open inputs for %d workers: "
                     "raise curate.max_in_flight to %d", cfg.max_in_flight, count, share, int(cpus),
                     2 * int(cpus) * count)
-    actor_cfg = dataclasses.replace(cfg, executor="local", workers=int(cpus), max_in_flight=share)
+    actor_cfg = dataclasses.replace(cfg, workers=int(cpus), max_in_flight=share)
     actor_class = ray.remote(_PipelineWorker)
     actors = [actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
                                   max_concurrency=BATCHES_PER_ACTOR + 1)  # + the final node() call

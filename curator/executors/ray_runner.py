@@ -57,9 +57,12 @@ from typing import Any
 import cv2
 
 from curator.config import CurateConfig
+from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
+from curator.executors.ray_pipelines import run_pipelines
+from curator.executors.thread_limits import available_cores
 from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
 from curator.progress import RunProgress
-from curator.stages.base import Stage
+from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
 
@@ -95,56 +98,10 @@ def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[
     return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
 
 
-# How long the runner waits for its actors to close their stages before it kills them anyway.
-CLOSE_TIMEOUT_S = 30.0
-
-
-class ActorBody:
-    """What every actor of the runner answers besides its work: the node it was placed on, and
-    `close` before it is killed."""
-
-    stages: list[Stage]
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def close(self) -> None:
-        """Close the stages (encoder processes, decoders), as the local executor does at a run's end,
-        rather than leave them to the kill that follows."""
-        for stage in self.stages:
-            stage.close()
-
-
-def stop_actors(handles: list[Any]) -> None:
-    """Let every actor close its stages (at most CLOSE_TIMEOUT_S), then kill it: killed at once
-    rather than whenever its handle is collected, since each actor is a process (with a CUDA
-    context on the GPU path) that would otherwise linger into whatever runs next, such as the
-    next curate() call in the same driver."""
-    import ray
-
-    try:
-        ray.wait([handle.close.remote() for handle in handles], num_returns=len(handles), timeout=CLOSE_TIMEOUT_S)
-    finally:
-        for handle in handles:
-            ray.kill(handle)
-
-
-def log_actor_nodes(handles: list[Any]) -> None:
-    """Log how many of these actors each node holds. Asked once at the end, when the actors that ran
-    tasks are long up: asking at placement would stall the driver loop until every new actor had
-    finished its setup."""
-    import ray
-
-    nodes = ray.get([handle.node.remote() for handle in handles])
-    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
-
-
 class _JobWorker(ActorBody):
     """Ray actor body: one job's stages, set up once, called from several threads."""
 
-    def __init__(self, stages: list[Stage], library_threads: int):
+    def __init__(self, stages: list[Stage], library_threads: int, ctx: WorkerContext):
         # An actor's share of the node's cores bounds its libraries' pools, as the local executor
         # bounds its threads' (thread_limits.py, where uncapped pools burned 15 CPU-seconds of a 9 s
         # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
@@ -152,7 +109,7 @@ class _JobWorker(ActorBody):
         cv2.setNumThreads(library_threads)
         self.stages = stages
         for stage in stages:
-            stage.setup()
+            stage.setup(ctx)
 
     def run(self, task: Task, forward: bool) -> list[Any]:
         """The job's outputs. Those going on to another job (`forward`, not rejected) stay in the
@@ -184,8 +141,9 @@ class _Pool:
     """One job's actors. Resizing adds actors, or retires the least-loaded ones: a retiring actor
     finishes what it holds and is then killed, so no task is lost or run twice."""
 
-    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, threads: int):
-        self.stages, self.actor_class, self.cpus, self.gpus, self.threads = stages, actor_class, cpus, gpus, threads
+    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, ctx: WorkerContext):
+        self.stages, self.actor_class, self.cpus, self.gpus, self.ctx = stages, actor_class, cpus, gpus, ctx
+        self.threads = ctx.concurrent_tasks
         self.name = "+".join(stage.name for stage in stages)
         self.actors: list[_Actor] = []
 
@@ -197,7 +155,7 @@ class _Pool:
         for _ in range(count - len(active)):
             self.actors.append(_Actor(self.actor_class.options(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)))))
+                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)), self.ctx)))
 
     def free_actor(self) -> _Actor | None:
         """The least-loaded actor taking tasks that has a free thread, or None."""
@@ -255,6 +213,12 @@ def actor_gpus(node_gpus: list[float], actors: int, wanted: float) -> float:
     return min(wanted, _fitting_share(devices, actors))
 
 
+def actor_context(cfg: CurateConfig) -> WorkerContext:
+    """The worker each job actor is: `actor_threads` tasks at once, on its share of the cores, as
+    the `workers` actors share them."""
+    return WorkerContext(max(1, available_cores() // cfg.workers), cfg.actor_threads)
+
+
 def _start_ray(cfg: CurateConfig) -> None:
     import ray
 
@@ -274,8 +238,6 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     _start_ray(cfg)
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     if cfg.ray_actor_scope == "pipeline":
-        from curator.executors.ray_pipelines import run_pipelines
-
         run_pipelines(cfg, sources, stages, writer, progress, nodes)
         return
     jobs = actor_jobs(stages, cfg.ray_actor_scope)
@@ -287,7 +249,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
     needs = [job_resources(job) for job in jobs]
     pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), actor_gpus(node_gpus, budget, need.gpus),
-                   cfg.actor_threads)
+                   actor_context(cfg))
              for job, need in zip(jobs, needs, strict=True)]
     # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
     # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.
@@ -333,7 +295,7 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
                 pools[index].release(actor)
             if not balanced and delivered >= cfg.calibration_tasks:
                 balanced = True
-                seconds = [sum(writer.stage_seconds.get(stage.name, 0.0) for stage in job) for job in jobs]
+                seconds = [sum(writer.metrics.wall(stage.name) for stage in job) for job in jobs]
                 targets = balance_workers(seconds, budget, caps)
                 for pool, target in zip(pools, targets, strict=True):
                     pool.resize(target)

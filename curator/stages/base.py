@@ -1,16 +1,16 @@
 """The stage contract shared by the in-process executor, the Ray runner and the NeMo Curator adapter.
 
 A stage is a small dataclass: it declares the resources one worker needs and the task fields it
-reads (`inputs`) and writes (`outputs`), loads heavy models in `setup()` (released by `close()`)
+reads (`inputs`) and writes (`outputs`), loads heavy models in `setup(ctx)` (released by `close()`)
 and does its work in `process()`, which returns zero or more tasks (a video fans out into clips).
-`__call__` adds what every stage needs the same way: rejected tasks pass through untouched, the
-stage's wall seconds and its thread's CPU seconds go into `task.timings` (as `name` and
-`name_cpu`: wall far above CPU is time spent waiting for the GPU, the GIL or another process; with
-a timeline recording, each call is also a span named after the stage), a stage that declares a GPU
-runs on its worker thread's own CUDA stream (so no stage can queue on the legacy default stream,
-which stalls every decoder of the process), and an exception marks the task failed with the stage
-named in the reason instead of stopping the run (except a `RunFault`, the environment's, which
-stops it).
+The executor describes the worker in `setup`'s WorkerContext, so no stage asks which executor runs
+it or reads the executors' own settings. `__call__` adds what every stage needs the same way:
+rejected tasks pass through untouched, the stage's wall seconds and its thread's CPU seconds go
+into `task.metrics` under the stage's name (with a timeline recording, each call is also a span
+named after the stage), a stage that declares a GPU runs on its worker thread's own CUDA stream
+(so no stage can queue on the legacy default stream, which stalls every decoder of the process),
+and an exception marks the task failed with the stage named in the reason instead of stopping the
+run (except a `RunFault`, the environment's, which stops it).
 """
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ class Resources:
     nvdec: bool = False
 
 
+@dataclass(frozen=True)
+class WorkerContext:
+    """The worker a stage is set up in, as its executor made it."""
+
+    # Cores this worker's calls of the stage share (its process's, or its share of them).
+    cores: int
+    # Calls of the stage the worker runs at once: threads of one process, so sharing its GIL.
+    concurrent_tasks: int
+
+    @property
+    def threads_per_task(self) -> int:
+        """Library threads each call may start without oversubscribing the worker's cores."""
+        return max(1, self.cores // self.concurrent_tasks)
+
+
 @dataclass
 class Stage:
     cfg: CurateConfig
@@ -52,7 +67,7 @@ class Stage:
     def outputs(self) -> list[str]:
         return []
 
-    def setup(self) -> None:
+    def setup(self, ctx: WorkerContext) -> None:
         """Load models or open devices; called once per worker before the first task."""
 
     def close(self) -> None:
@@ -82,9 +97,8 @@ class Stage:
             log.warning("curate stage-failed stage=%s source=%s error=%r", self.name, task.source, exc)
             task.reject(FAILED, f"{self.name}: {type(exc).__name__}: {exc}")
             out = [task]
-        elapsed = {self.name: time.perf_counter() - start, f"{self.name}_cpu": time.thread_time() - cpu_start}
+        wall, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
         # A fan-out shares the stage's time among its outputs so per-input sums stay exact.
         for item in out:
-            for key, seconds in elapsed.items():
-                item.timings[key] = item.timings.get(key, 0.0) + seconds / max(len(out), 1)
+            item.metrics.add_stage(self.name, wall / max(len(out), 1), cpu / max(len(out), 1))
         return out

@@ -75,5 +75,5 @@ class ClipLengthStage(Stage):
         # The clips hold the frames now; the video task must not keep a second reference to them.
         task.analysis.kept = None
         # The video's own stage times travel with its first clip, so per-input sums count them once.
-        clips[0].timings.update(task.timings)
+        clips[0].metrics.add(task.metrics)
         return clips

@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from curator.executors.thread_limits import per_worker
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import ClipTask, Task
 from curator.tracing import span
 from curator.video import nvcodec, pyav_io
@@ -32,30 +31,23 @@ class EncodeStage(Stage):
     def outputs(self) -> list[str]:
         return ["mp4"]
 
-    @property
-    def threads(self) -> int:
-        """x264 threads per clip: by default the cores shared among the clips encoding at once (a
-        worker each; `actor_threads` in each of the Ray runner's `workers` actors), since every
-        encoder asking for all cores oversubscribes the machine that many times."""
-        cfg = self.cfg
-        at_once = cfg.workers * cfg.actor_threads if cfg.executor == "ray" else cfg.workers
-        return cfg.encode_threads or per_worker(at_once)
+    def threads(self, ctx: WorkerContext) -> int:
+        """x264 threads per clip: by default the worker's cores shared among the clips it encodes at
+        once, since every encoder asking for all cores oversubscribes the machine that many times."""
+        return self.cfg.encode_threads or ctx.threads_per_task
 
-    @property
-    def processes(self) -> int:
-        """Encoder processes: by default one per thread that encodes where several threads share one
-        process's GIL: the local executor's `workers`, a threaded Ray actor's `actor_threads`.
-        NeMo Curator's workers are single-threaded processes already; NVENC needs none."""
-        cfg = self.cfg
-        if use_nvenc(cfg.device):
+    def processes(self, ctx: WorkerContext) -> int:
+        """Encoder processes: by default one per clip the worker encodes at once where several threads
+        share one process's GIL (a single-threaded worker, as NeMo Curator's, needs none; NVENC neither)."""
+        if use_nvenc(self.cfg.device):
             return 0
-        if cfg.encode_processes >= 0:
-            return cfg.encode_processes
-        threads = {"local": cfg.workers, "ray": cfg.actor_threads}.get(cfg.executor, 1)
-        return threads if threads > 1 else 0
+        if self.cfg.encode_processes >= 0:
+            return self.cfg.encode_processes
+        return ctx.concurrent_tasks if ctx.concurrent_tasks > 1 else 0
 
-    def setup(self) -> None:
-        processes = self.processes
+    def setup(self, ctx: WorkerContext) -> None:
+        self.x264_threads = self.threads(ctx)
+        processes = self.processes(ctx)
         if processes and not can_start_processes():
             log.warning("curate encode-in-threads reason=the main module's file does not exist (a script "
                         "read from stdin?): encoder processes cannot start; run a script file for the pool")
@@ -77,12 +69,12 @@ class EncodeStage(Stage):
             # the encoder's shared memory.
             planes = rgb_to_i420(task.frames)
             if self.pool is not None:  # its encoder call is timed after the copy into shared memory
-                task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
-                task.timings["encode_process_cpu"] = task.timings.get("encode_process_cpu", 0.0) + cpu
+                task.mp4, cpu = self.pool.encode(planes, cfg.fps, cfg.crf, cfg.preset, self.x264_threads)
+                task.metrics.encoder_process_cpu += cpu
             else:
                 planes = to_host(planes)
                 with span("encoder_call"):
-                    task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.threads)
+                    task.mp4 = pyav_io.encode_i420(planes, cfg.fps, cfg.crf, cfg.preset, self.x264_threads)
         # The raw frames are the heaviest thing a task carries; drop them before the writer queue.
         task.frames = None
         return [task]

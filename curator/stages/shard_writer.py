@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator.ledger import ClipRow, InputRecord, Ledger, final_status
-from curator.stages.base import Resources, Stage
+from curator.metrics import RunMetrics
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import ClipTask, Task, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class _SourceProgress:
     committed: int = 0
     buffered: int = 0
     rejections: list[tuple[str, str]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
 
     @property
     def resolved(self) -> int:
@@ -62,7 +63,7 @@ class ShardWriterStage(Stage):
     name = "shard_writer"
     ledger: Ledger | None = None
     shard_paths: list[str] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     clips_written: int = 0
     inputs_finished: int = 0
 
@@ -77,7 +78,7 @@ class ShardWriterStage(Stage):
     def output_dir(self) -> pathlib.Path:
         return pathlib.Path(self.cfg.output)
 
-    def setup(self) -> None:
+    def setup(self, ctx: WorkerContext) -> None:
         if self.ledger is not None:
             return
         for sub in ("shards", "catalog"):
@@ -104,17 +105,15 @@ class ShardWriterStage(Stage):
                     path.unlink()
 
     def process(self, task: Task) -> list[Task]:
-        for stage, seconds in task.timings.items():
-            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        self.metrics.add(task.metrics)
         if not isinstance(task, ClipTask):
             # A whole video rejected before it became clips.
             self._record([InputRecord(task.source, task.status, task.reason, getattr(task, "meta", None), 0,
-                                      task.timings)])
+                                      task.metrics)])
             return []
         progress = self._progress.setdefault(task.source, _SourceProgress(
             task.clips_in_source, task.source_meta, committed=self._previously_committed.get(task.source, 0)))
-        for stage, seconds in task.timings.items():
-            progress.timings[stage] = progress.timings.get(stage, 0.0) + seconds
+        progress.metrics.add(task.metrics)
         if not task.ok:
             progress.rejections.append((task.status, task.reason))
         elif task.key not in self._committed_keys:
@@ -134,7 +133,7 @@ class ShardWriterStage(Stage):
         progress = self._progress.pop(source)
         status, reason = final_status(progress.committed + progress.buffered, progress.rejections)
         return InputRecord(source, status, reason, progress.meta, progress.committed + progress.buffered,
-                           progress.timings)
+                           progress.metrics)
 
     def commit(self) -> None:
         """Write the buffered clips as one shard and record it; a no-op on an empty buffer."""

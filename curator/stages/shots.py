@@ -21,7 +21,7 @@ import numpy as np
 from scenedetect.common import FrameTimecode
 from scenedetect.detectors import ContentDetector
 
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import Task, VideoTask
 from curator.video.backend import use_gpu
 
@@ -153,7 +153,7 @@ class ShotDetectionStage(Stage):
     def _device(self) -> str:
         return "cuda" if use_gpu(self.cfg.device) else "cpu"
 
-    def setup(self) -> None:
+    def setup(self, ctx: WorkerContext) -> None:
         if self.cfg.second_pass:
             # In the background: the first videos decode while the weights load.
             threading.Thread(target=transnet_model, args=(self._device(),), name="transnet-load", daemon=True).start()

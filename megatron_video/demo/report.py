@@ -35,7 +35,7 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         *[f"| {source} | {count} |" for source, count in sorted(per_source.items())],
         "",
         "Curation stage seconds (summed over workers): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in curation.stage_seconds.items()) + ".",
+        + ", ".join(f"{k} {v:.1f}" for k, v in curation.metrics.seconds().items()) + ".",
         "",
         "![dataset grid](dataset_grid.png)",
         "",

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from curator.config import CurateConfig
-from curator.executors import thread_limits
+from curator.executors import local, ray_runner
 from curator.ledger import Ledger
 from curator.run import curate
+from curator.stages.base import WorkerContext
 from curator.stages.encode import EncodeStage
 from curator.video import pyav_io
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
@@ -29,7 +30,7 @@ def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make
         summary = curate(make_config(inputs, output, workers=2, encode_processes=processes), progress=False)
         assert summary.inputs_by_status == {"done": 1}
         # The encoder processes report their CPU time: the driver's own accounting cannot see them.
-        assert (summary.stage_seconds.get("encode_process_cpu", 0.0) > 0) == (processes > 0)
+        assert (summary.metrics.encoder_process_cpu > 0) == (processes > 0)
         runs[processes] = {key: mp4 for key, _, mp4 in read_shards(output)}
     assert len(runs[0]) >= 3  # Megamind's hard cuts give several clips
     # x264 is deterministic for a given input and thread count: the clips are byte-identical.
@@ -71,7 +72,7 @@ def test_encoder_processes_run_at_the_configured_cpu_priority(priority):
 def test_the_encode_stage_gives_its_pool_the_configured_priority(tmp_path):
     stage = EncodeStage(CurateConfig(input=str(tmp_path), output=str(tmp_path / "out"), device="cpu", workers=2,
                                      encoder_priority="nice"))
-    stage.setup()
+    stage.setup(WorkerContext(cores=2, concurrent_tasks=2))
     try:
         assert stage.pool._pool.submit(_scheduling).result()[1] == min(19, os.nice(0) + ENCODER_NICENESS)
     finally:
@@ -136,6 +137,17 @@ def test_a_script_without_a_main_guard_stops_with_the_cure_and_records_nothing(f
     ledger.close()
 
 
+def _clip_context(executor: str, cfg: CurateConfig) -> WorkerContext:
+    """The context each executor sets a clip's stages up in."""
+    if executor == "local":
+        return local.job_contexts(cfg)[1]
+    if executor == "ray":
+        return ray_runner.actor_context(cfg)
+    from curator.executors.nemo import worker_context
+
+    return worker_context(cfg)
+
+
 @pytest.mark.parametrize(("executor", "threads", "processes"), [
     ("local", {"workers": 4}, 4), ("local", {"workers": 1}, 0),
     # A threaded Ray actor's clip threads share its GIL as the local executor's do.
@@ -143,14 +155,19 @@ def test_a_script_without_a_main_guard_stops_with_the_cure_and_records_nothing(f
     ("nemo", {"workers": 4}, 0),  # NeMo Curator's workers are single-threaded processes
 ])
 def test_encoder_processes_default_to_the_threads_that_share_one_gil(executor, threads, processes):
-    stage = EncodeStage(CurateConfig(executor=executor, device="cpu", **threads))
-    assert stage.processes == processes
-    assert EncodeStage(CurateConfig(executor=executor, device="cpu", encode_processes=2, **threads)).processes == 2
+    cfg = CurateConfig(executor=executor, device="cpu", **threads)
+    assert EncodeStage(cfg).processes(_clip_context(executor, cfg)) == processes
+    cfg = CurateConfig(executor=executor, device="cpu", encode_processes=2, **threads)
+    assert EncodeStage(cfg).processes(_clip_context(executor, cfg)) == 2
 
 
 def test_x264_threads_share_the_cores_among_the_clips_encoded_at_once(monkeypatch):
-    monkeypatch.setattr(thread_limits, "available_cores", lambda: 32)
-    assert EncodeStage(CurateConfig(executor="local", workers=8, device="cpu")).threads == 4
+    for executor in (local, ray_runner):
+        monkeypatch.setattr(executor, "available_cores", lambda: 32)
+    cfg = CurateConfig(executor="local", workers=8, device="cpu")
+    assert EncodeStage(cfg).threads(_clip_context("local", cfg)) == 4
     # 2 actors of 8 threads each encode 16 clips at once.
-    assert EncodeStage(CurateConfig(executor="ray", workers=2, actor_threads=8, device="cpu")).threads == 2
-    assert EncodeStage(CurateConfig(executor="ray", workers=2, encode_threads=3, device="cpu")).threads == 3
+    cfg = CurateConfig(executor="ray", workers=2, actor_threads=8, device="cpu")
+    assert EncodeStage(cfg).threads(_clip_context("ray", cfg)) == 2
+    cfg = CurateConfig(executor="ray", workers=2, encode_threads=3, device="cpu")
+    assert EncodeStage(cfg).threads(_clip_context("ray", cfg)) == 3

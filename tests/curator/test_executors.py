@@ -16,6 +16,7 @@ from curator.executors.ray_runner import (
     nvdec_caps,
 )
 from curator.run import curate
+from curator.stages.base import WorkerContext
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
 
@@ -68,7 +69,7 @@ def test_nvdec_jobs_are_capped_by_the_sessions_per_gpu():
 def test_ray_runner_writes_the_same_clips_as_the_local_executor(scope, pools, two_videos, make_config, read_shards,
                                                                tmp_path, caplog):
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", calibration_tasks=1,
                                      max_in_flight=1, ray_actor_scope=scope), progress=False)
     # One input at a time, so the second is curated by the pools balanced on the first clip's timings.
@@ -76,7 +77,7 @@ def test_ray_runner_writes_the_same_clips_as_the_local_executor(scope, pools, tw
     assert set(ast.literal_eval(line.split("workers=", 1)[1])) == pools
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     # Each clip actor runs `actor_threads` clips at once, so it encodes in processes of its own.
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0
+    assert ray_run.metrics.encoder_process_cpu > 0
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 
@@ -102,7 +103,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads())
+    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads(), ctx=WorkerContext(1, 1))
     [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
     assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
     [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
@@ -114,7 +115,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
     calls = []
     monkeypatch.setattr(cv2, "setNumThreads", calls.append)
-    _JobWorker([ProbeStage(CurateConfig())], library_threads=1)
+    _JobWorker([ProbeStage(CurateConfig())], library_threads=1, ctx=WorkerContext(1, 1))
     assert calls == [1]
 
 
@@ -140,11 +141,11 @@ def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatc
             return cls
 
         @classmethod
-        def remote(cls, stages, library_threads):
+        def remote(cls, stages, library_threads, ctx):
             cls.made += 1
             return Handle(f"actor{cls.made}")
 
-    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, threads=2)
+    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, ctx=WorkerContext(2, concurrent_tasks=2))
     pool.resize(3)
     busy, holding_one, _idle = pool.actors
     busy.load, holding_one.load = 2, 1
@@ -216,12 +217,12 @@ def test_ray_runner_spreads_job_actors_over_nodes(two_node_ray, two_videos, make
     kill = ray.kill
     monkeypatch.setattr(ray, "kill", lambda handle: (killed.append(handle), kill(handle)))
     local = curate(make_config(two_videos, tmp_path / "local"), progress=False)
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray"), progress=False)
     assert ray.get_runtime_context().gcs_address == two_node_ray.address  # joined, did not start its own
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
     # Each clip actor runs `actor_threads` clips at once, so it encodes in processes of its own.
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0
+    assert ray_run.metrics.encoder_process_cpu > 0
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("curate ray-nodes ")]
@@ -237,7 +238,7 @@ def test_pipeline_actors_spread_one_per_node_without_gpus(two_node_ray, two_vide
                                                           tmp_path, caplog):
     import ray
 
-    with caplog.at_level(logging.INFO, logger="curator.executors.ray_runner"):
+    with caplog.at_level(logging.INFO, logger="curator.executors"):
         ray_run = curate(make_config(two_videos, tmp_path / "ray", executor="ray", ray_actor_scope="pipeline"),
                          progress=False)
     assert ray_run.inputs_by_status == {"done": 2} and ray_run.clips_written > 0
@@ -254,7 +255,8 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     sources = [str(two_videos / "Megamind.avi"), str(two_videos / "cup.mp4"), str(tmp_path / "empty.mp4")]
     cfg = CurateConfig(device="cpu")
-    pipeline = Pipeline(name="probe-only", stages=[CuratorStage(ProbeStage(cfg), cpus=0.5)])  # one stage alone
+    one_stage = CuratorStage(ProbeStage(cfg), cpus=0.5, ctx=WorkerContext(1, 1))
+    pipeline = Pipeline(name="probe-only", stages=[one_stage])
     results = pipeline.run(executor=RayActorPoolExecutor(show_progress=False),
                            initial_tasks=[CurationTask(dataset_name="t", data=VideoTask(source=s)) for s in sources])
     by_source = {r.data.source: r.data for r in results}
@@ -307,7 +309,7 @@ def test_pipeline_actors_write_the_same_clips_as_the_local_executor(two_videos, 
                          progress=False)
     assert any(r.getMessage().startswith("curate ray-pipelines actors=1 ") for r in caplog.records)
     assert ray_run.inputs_by_status == local.inputs_by_status == {"done": 2}
-    assert ray_run.stage_seconds.get("encode_process_cpu", 0.0) > 0  # the actor's own encoder processes
+    assert ray_run.metrics.encoder_process_cpu > 0  # the actor's own encoder processes
     local_keys = sorted(k for k, _, _ in read_shards(tmp_path / "local"))
     assert local_keys and sorted(k for k, _, _ in read_shards(tmp_path / "ray")) == local_keys
 

@@ -84,8 +84,7 @@ def test_run_jobs_takes_inputs_put_into_its_feed_while_it_runs(make_config, tmp_
             feed.close()
 
     writer = Collect()
-    for stage in stages:
-        stage.setup()
+    local.setup_stages(cfg, stages)
     try:
         runner = threading.Thread(target=local.run_jobs, args=(cfg, feed, stages, writer, Quiet(), on_finished))
         runner.start()

@@ -13,7 +13,7 @@ def test_every_input_is_done_and_clips_were_written(demo_run):
     assert summary.inputs_by_status == {"done": 5}
     assert summary.clips_written >= 20
     assert summary.wall_seconds > 0
-    assert {"probe", "decode", "shots", "resize", "encode"} <= set(summary.stage_seconds)
+    assert {"probe", "decode", "shots", "resize", "encode"} <= set(summary.metrics.stages)
     assert all(p.startswith(str(output / "shards" / "shard-")) for p in summary.shard_paths)
 
 

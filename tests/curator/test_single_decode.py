@@ -8,6 +8,7 @@ from scenedetect.detectors import ContentDetector
 from scenedetect.stats_manager import StatsManager
 
 from curator.config import CurateConfig
+from curator.metrics import RunMetrics
 from curator.stages import shots
 from curator.stages.clip_length import ClipLengthStage
 from curator.stages.crop import CropStage
@@ -37,7 +38,7 @@ def test_kept_frames_match_a_range_decode(footage):
     for clip in clips:
         [clip] = CropStage(cfg)(clip)
         assert clip.ok and clip.source_frames is not None
-        again = dataclasses.replace(clip, source_frames=None, timings={})
+        again = dataclasses.replace(clip, source_frames=None, metrics=RunMetrics())
         [fast] = ResizeStage(cfg)(clip)
         [slow] = ResizeStage(cfg)(again)
         assert fast.ok and slow.ok and fast.frames.shape == slow.frames.shape == (fast.num_frames, 64, 112, 3)
