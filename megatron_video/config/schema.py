@@ -8,7 +8,7 @@ from curator.captions.config import CaptionConfig
 from curator.config import CurateConfig
 from curator.dedup.config import DedupConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
-from megatron_video.inference.evaluate import EvalConfig
+from megatron_video.inference.eval_config import EvalConfig
 from megatron_video.inference.server.config import ServeConfig
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.optim.config import OptimConfig

@@ -11,30 +11,14 @@ import json
 import logging
 import pathlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from megatron_video.config.errors import require
-
-if TYPE_CHECKING:  # the config schema imports this module for EvalConfig; training imports the schema
+if TYPE_CHECKING:
     from megatron_video.training.build import Components
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalConfig:
-    timesteps: list = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    batches: int = 4  # validation batches scored (each at every timestep)
-    seed: int = 0
-    output: str = ""  # empty: <run.output_dir>/eval/val_loss.json
-
-    def __post_init__(self) -> None:
-        require(len(self.timesteps) >= 1 and all(0.0 < float(t) <= 1.0 for t in self.timesteps), "timesteps",
-                "needs at least one timestep, each in (0, 1]")
-        require(self.batches >= 1, "batches", "must be >= 1")
 
 
 @torch.no_grad()
