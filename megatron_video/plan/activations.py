@@ -9,12 +9,17 @@ Each entry below is one tensor autograd keeps between forward and backward in th
   keeps in fp32 (layer_norm runs in fp32 and `norm * (1 + scale) + shift` promotes to it);
 - fixed: attention's log-sum-exp and the norm statistics are fp32 whatever the precision.
 
-With model.fused_kernels on (the CUDA path) the block's elementwise ops are the autograd Functions of
-kernels/ (megatron_video/model/block_ops.py), which save less and are not autocast ops: they keep
-their inputs in the residual stream's own dtype (`compute`), the norm's statistics in fp32 and RoPE's
-fp32 angles; the LayerNorm output, silu(g) and the per-op modulation copies are not kept (`fused`
-below). Off CUDA block_ops runs the PyTorch references whatever the flag: plan CPU runs with
-fused_kernels off.
+With model.fused_kernels on (the CUDA path; the plan is of GPUs, so it follows the flag) the block's
+elementwise ops are the autograd Functions of kernels/ (megatron_video/model/block_ops.py), which
+save less: the norm's input and statistics (not its output), the modulation MLP's output (scale and
+gate are views of it, instead of the references' own (1 + scale) and (gate + c)), RoPE's fp32 angles
+(not cos and sin), g and u (not silu(g)). Off CUDA block_ops runs the PyTorch references whatever the
+flag, so a plan of a CPU run says fused_kernels=false. The fused fp32 accounting is checked to the
+byte on CPU with the kernels interpreted; its bf16 bytes are an estimate resting on one assumption:
+the Functions are not autocast ops (no custom_fwd), so they save their inputs as given, and those are
+bf16 (the residual stream starts as autocast matmul outputs and every fused op writes its output in
+its input's dtype), hence `compute` bytes where the references' autocast LayerNorm keeps fp32 copies.
+Left out as negligible: value_mix's bf16 copy of its two lambdas and the attention kernel's RNG state.
 
 Views share storage (q, k, g, u are slices of W_in's output): the output is counted once. Under
 sequence parallelism the tensors outside the TP region hold S / tp rows; under context parallelism
