@@ -18,6 +18,9 @@ from megatron_video.plan.memory import Layout, Workload, plan_memory
 from megatron_video.plan.parameters import block_parameters, total_parameters
 from megatron_video.testing.distributed import run_distributed
 
+# Triton runs kernels on CPU tensors only interpreted (tests/conftest.py sets it where no GPU is visible).
+KERNELS_RUN_ON_CPU = os.environ.get("TRITON_INTERPRET") == "1"
+
 VARIANTS = {
     "demo": load_preset("demo"),
     "sequential": dataclasses.replace(load_preset("demo"), block="sequential"),
@@ -65,24 +68,35 @@ def test_activation_estimate_equals_saved_tensors_of_a_cpu_training_step(megatro
 
 
 def saved_activations_under_tensor_parallelism(preset: str, batch: int, latent: tuple[int, int, int],
-                                               text_len: int) -> dict[bool, int]:
-    """On each of 2 TP ranks: bytes saved by a training step without and with sequence parallelism."""
-    cfg = load_preset(preset, attention_backend="flash", fused_kernels=False)
-    return {sp: measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32,
-                                      ParallelConfig(tensor=2, sequence_parallel=sp)).saved_activations
-            for sp in (False, True)}
+                                               text_len: int, fused_cases: tuple[bool, ...]
+                                               ) -> dict[tuple[bool, bool], int]:
+    """On each of 2 TP ranks: bytes saved by a training step without and with sequence parallelism,
+    with the block ops' references and (fused) their kernels: {(fused, sp): bytes}."""
+    saved = {}
+    for fused in fused_cases:
+        if fused:  # this spawned rank's own module: nothing to restore
+            block_ops.call = fused_ops_on_any_device
+        cfg = load_preset(preset, attention_backend="flash", fused_kernels=fused)
+        for sp in (False, True):
+            saved[fused, sp] = measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32,
+                                                     ParallelConfig(tensor=2, sequence_parallel=sp)).saved_activations
+    return saved
 
 
 def test_activation_estimate_per_rank_under_tensor_and_sequence_parallelism():
-    """2 gloo ranks, TP=2: heads and MLP split, and with SP the residual-stream tensors too."""
+    """2 gloo ranks, TP=2: heads and MLP split, and with SP the residual-stream tensors too; block ops
+    as references and (where Triton interprets) as kernels."""
     batch, latent, text_len = 2, (8, 8, 14), 32  # S = 256: no sequence padding
+    fused_cases = (False, True) if KERNELS_RUN_ON_CPU else (False,)
     ranks = run_distributed(saved_activations_under_tensor_parallelism, 2, "demo", batch, latent, text_len,
-                            parallel=ParallelConfig(tensor=2))
-    cfg = load_preset("demo", fused_kernels=False)
+                            fused_cases, parallel=ParallelConfig(tensor=2))
     work = Workload(video_tokens=8 * 4 * 7, text_tokens=text_len)
-    for sp in (False, True):
-        layout = Layout(tensor=2, sequence_parallel=sp, micro_batch=batch, precision="fp32")
-        assert [rank[sp] for rank in ranks] == [plan_memory(cfg, work, layout, built=set()).activations] * 2
+    for fused in fused_cases:
+        cfg = load_preset("demo", fused_kernels=fused)
+        for sp in (False, True):
+            layout = Layout(tensor=2, sequence_parallel=sp, micro_batch=batch, precision="fp32")
+            estimate = plan_memory(cfg, work, layout, built=set()).activations
+            assert [rank[fused, sp] for rank in ranks] == [estimate] * 2, (fused, sp)
 
 
 def fused_ops_on_any_device(name: str, fused: bool, first: torch.Tensor, *args):
@@ -92,8 +106,7 @@ def fused_ops_on_any_device(name: str, fused: bool, first: torch.Tensor, *args):
     return getattr(module, name)(first, *args)
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="Triton kernels take CPU tensors only interpreted (tests/conftest.py sets it off-GPU)")
+@pytest.mark.skipif(not KERNELS_RUN_ON_CPU, reason="Triton takes CPU tensors only interpreted")
 @pytest.mark.parametrize("block", ["parallel", "sequential"])
 def test_fused_activation_estimate_equals_saved_tensors_of_the_fused_block_ops(megatron_cpu, monkeypatch, block):
     """model.fused_kernels' path (every block op of kernels/, value_mix from layer 1 on) in fp32: the
