@@ -9,6 +9,18 @@ Each entry below is one tensor autograd keeps between forward and backward in th
   keeps in fp32 (layer_norm runs in fp32 and `norm * (1 + scale) + shift` promotes to it);
 - fixed: attention's log-sum-exp and the norm statistics are fp32 whatever the precision.
 
+With model.fused_kernels on (the CUDA path; the plan is of GPUs, so it follows the flag) the block's
+elementwise ops are the autograd Functions of kernels/ (megatron_video/model/block_ops.py), which
+save less: the norm's input and statistics (not its output), the modulation MLP's output (scale and
+gate are views of it, instead of the references' own (1 + scale) and (gate + c)), RoPE's fp32 angles
+(not cos and sin), g and u (not silu(g)). Off CUDA block_ops runs the PyTorch references whatever the
+flag, so a plan of a CPU run says fused_kernels=false. The fused fp32 accounting is checked to the
+byte on CPU with the kernels interpreted; its bf16 bytes are an estimate resting on one assumption:
+the Functions are not autocast ops (no custom_fwd), so they save their inputs as given, and those are
+bf16 (the residual stream starts as autocast matmul outputs and every fused op writes its output in
+its input's dtype), hence `compute` bytes where the references' autocast LayerNorm keeps fp32 copies.
+Left out as negligible: value_mix's bf16 copy of its two lambdas and the attention kernel's RNG state.
+
 Views share storage (q, k, g, u are slices of W_in's output): the output is counted once. Under
 sequence parallelism the tensors outside the TP region hold S / tp rows; under context parallelism
 every sequence dimension is S / cp. Recompute and FP8 change what is kept; the modes the project has
@@ -84,22 +96,52 @@ def _matmul_input(precision: Precision, own: int) -> int:
     return precision.matmul_input or own
 
 
-def block_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int) -> list[Saved]:
-    """The tensors one block keeps for backward with nothing recomputed."""
+def stream_bytes(precision: Precision, fused: bool) -> int:
+    """Bytes per element of the norm's saved input (and its gradient). The reference LayerNorm is an
+    autocast fp32 op, so autocast saves an fp32 copy of the stream; the fused kernel saves the stream
+    itself, whose dtype is that of the embeddings' matmul outputs (`compute`)."""
+    return precision.compute if fused else precision.norm
+
+
+def _modulation(cfg: VideoDiTConfig, b: int, c: int, fused: bool) -> list[Saved]:
+    h = cfg.hidden
+    if fused:  # the kernels save scale and gate as views of the modulation MLP's whole output
+        return [Saved("modulation vectors (per sample)", modulations_per_block(cfg) * b * h, c)]
+    # The references save their own (1 + scale) and (gate + c): two per norm and residual pair.
+    saved = [Saved("modulation scale and gate (per sample)", 2 * b * h, c)]
+    if cfg.block == "sequential":
+        saved.append(Saved("modulation of the MLP (per sample)", 2 * b * h, c))
+    return saved
+
+
+def _norm(prefix: str, rows: int, b: int, h: int, precision: Precision, fused: bool) -> list[Saved]:
+    """LayerNorm + modulation: its input and statistics, and (reference only) the normalised output."""
+    saved = [Saved(f"{prefix} input", rows * b * h, stream_bytes(precision, fused)),
+             Saved(f"{prefix} statistics", 2 * rows * b, FP32)]
+    if not fused:
+        saved.append(Saved(f"{prefix} output", rows * b * h, precision.norm))
+    return saved
+
+
+def block_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int,
+                fused: bool = False) -> list[Saved]:
+    """The tensors one block keeps for backward with nothing recomputed; `fused`: the block ops are
+    kernels/' autograd Functions (model.fused_kernels on CUDA), else the PyTorch references."""
     if cfg.spatio_temporal:
         raise ValueError("the planner models joint attention only (model.spatio_temporal=false)")
     h, m, t = cfg.hidden, cfg.mlp_hidden, shape.tensor
     b, s, rows = shape.batch, shape.local_sequence, shape.stream_sequence
-    c, n = precision.compute, precision.norm
+    c = precision.compute
     inner = cfg.adaln_lora_rank or h
-    saved = [
-        Saved("modulation MLP (per sample)", 2 * b * inner, c),
-        Saved("modulation scale and gate (per sample)", 2 * b * h, c),
-        Saved("norm input", rows * b * h, n),
-        Saved("norm statistics", 2 * rows * b, FP32),
-        Saved("norm output", rows * b * h, n),
-    ]
-    rope = Saved("RoPE cos/sin tables", 2 * s * cfg.head_dim, c)  # cos and sin [S, d/2], for q and for k
+    # The modulated norm output W_in / fc1 take: fp32 from the reference (LayerNorm's fp32 output times
+    # the modulation promotes), the stream's dtype from the fused kernel.
+    modulated = stream_bytes(precision, fused)
+    saved = [Saved("modulation MLP (per sample)", 2 * b * inner, c), *_modulation(cfg, b, c, fused),
+             *_norm("norm", rows, b, h, precision, fused)]
+    if fused:  # the kernel keeps the fp32 angles [S, d/2] and forms cos and sin in registers
+        rope = Saved("RoPE cos/sin tables", s * cfg.head_dim // 2, FP32)
+    else:  # cos and sin [S, d/2], for q and for k
+        rope = Saved("RoPE cos/sin tables", 2 * s * cfg.head_dim, c)
     attention = [
         Saved("q, k after RoPE", 2 * s * b * h // t, c),
         Saved("attention output", s * b * h // t, c),
@@ -107,27 +149,27 @@ def block_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: 
     ]
     if cfg.value_residual and layer > 0:
         attention.append(Saved("v mixed with v_first", s * b * h // t, c))
+    # The reference keeps silu(g) for the product's backward; the fused kernel recomputes it from g.
+    activation = [] if fused else [Saved("silu(g)", s * b * m // t, c)]
     if cfg.block == "parallel":
         saved += [
-            Saved("W_in input", rows * b * h, _matmul_input(precision, n)),
+            Saved("W_in input", rows * b * h, _matmul_input(precision, modulated)),
             Saved("W_in output [q k v g u]", s * b * (3 * h + 2 * m) // t, c),
-            rope, *attention,
-            Saved("silu(g)", s * b * m // t, c),
+            rope, *attention, *activation,
             Saved("W_out input [attention, silu(g) u]", s * b * (h + m) // t, _matmul_input(precision, c)),
             Saved("W_out output", rows * b * h, c),
         ]
     else:
         saved += [
-            Saved("qkv input", rows * b * h, _matmul_input(precision, n)),
+            Saved("qkv input", rows * b * h, _matmul_input(precision, modulated)),
             Saved("qkv output", 3 * s * b * h // t, c),
             rope, *attention,
             Saved("attn_out input", s * b * h // t, _matmul_input(precision, c)),
             Saved("attn_out output", rows * b * h, c),
-            Saved("second norm input, statistics, output", rows * b * (2 * h + 2), FP32),
-            Saved("modulation of the MLP (per sample)", 2 * b * h, c),
-            Saved("fc1 input", rows * b * h, _matmul_input(precision, n)),
+            *_norm("second norm", rows, b, h, precision, fused),
+            Saved("fc1 input", rows * b * h, _matmul_input(precision, modulated)),
             Saved("fc1 output [g u]", 2 * s * b * m // t, c),
-            Saved("silu(g)", s * b * m // t, c),
+            *activation,
             Saved("fc2 input", s * b * m // t, _matmul_input(precision, c)),
             Saved("fc2 output", rows * b * h, c),
         ]
@@ -135,17 +177,18 @@ def block_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: 
 
 
 SELECTIVELY_RECOMPUTED = ("norm input", "norm statistics", "norm output", "W_in input", "qkv input",
-                          "q, k after RoPE", "silu(g)", "RoPE cos/sin tables",
-                          "second norm input, statistics, output", "fc1 input")
+                          "q, k after RoPE", "silu(g)", "RoPE cos/sin tables", "second norm input",
+                          "second norm statistics", "second norm output", "fc1 input")
 
 
 def block_input(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> Saved:
     return Saved("block input (checkpoint)", shape.stream_sequence * shape.batch * cfg.hidden, precision.compute)
 
 
-def block_bytes(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int, recompute: str) -> int:
+def block_bytes(cfg: VideoDiTConfig, shape: Shape, precision: Precision, layer: int, recompute: str,
+                fused: bool = False) -> int:
     """Bytes one block keeps between its forward and its backward under `recompute`."""
-    saved = block_saved(cfg, shape, precision, layer)
+    saved = block_saved(cfg, shape, precision, layer, fused)
     if recompute == "none":
         return sum(x.bytes for x in saved)
     kept = block_input(cfg, shape, precision).bytes
@@ -162,7 +205,7 @@ def first_layer_values(cfg: VideoDiTConfig, shape: Shape, precision: Precision) 
     return shape.local_sequence * shape.batch * width // shape.tensor * precision.compute
 
 
-def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> list[Saved]:
+def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, fused: bool = False) -> list[Saved]:
     """Patch embedding, text projection and timestep MLP (the first pipeline stage)."""
     b, c, h = shape.batch, precision.compute, cfg.hidden
     video, text = math.ceil(shape.video_tokens / shape.context), math.ceil(shape.text_tokens / shape.context)
@@ -171,9 +214,9 @@ def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> 
         Saved("text projection (input, GELU in and out)", b * text * (cfg.text_dim + 2 * h), c),
         Saved("timestep MLP and conditioning", b * (cfg.timestep_dim + 3 * h), c),
     ]
-    if shape.sequence_parallel and precision.norm == precision.compute:
+    if shape.sequence_parallel and stream_bytes(precision, fused) == precision.compute:
         # Block 0's norm input is this rank's slice of the whole sequence, a view: with no autocast
-        # cast in between, it keeps the other ranks' rows alive too.
+        # cast in between (fp32, or the fused norm), it keeps the other ranks' rows alive too.
         rows = shape.local_sequence - shape.stream_sequence
         saved.append(Saved("sequence before the sequence-parallel split", rows * b * h, c))
     return saved
@@ -193,13 +236,13 @@ def final_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> list
     ]
 
 
-def backward_working_set(cfg: VideoDiTConfig, shape: Shape, precision: Precision) -> int:
+def backward_working_set(cfg: VideoDiTConfig, shape: Shape, precision: Precision, fused: bool = False) -> int:
     """Gradients alive at once inside one block's backward (projection outputs, inputs, one weight)."""
     h, m, t = cfg.hidden, cfg.mlp_hidden, shape.tensor
     b, s, rows = shape.batch, shape.local_sequence, shape.stream_sequence
     c = precision.compute
     width = 3 * h + 2 * m if cfg.block == "parallel" else 3 * h
-    grads = s * b * width // t * c + s * b * (h + m) // t * c + rows * b * h * precision.norm
+    grads = s * b * width // t * c + s * b * (h + m) // t * c + rows * b * h * stream_bytes(precision, fused)
     return grads + h * width // t * FP32  # W_in's fp32 weight gradient before it joins the grad buffer
 
 

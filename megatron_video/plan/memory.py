@@ -147,20 +147,22 @@ def _stage_plan(cfg: VideoDiTConfig, work: Workload, layout: Layout, stage: int,
                       text_tokens=work.text_tokens, tensor=layout.tensor, context=layout.context,
                       sequence_parallel=layout.sequence_parallel)
     layers = stage_layers(cfg, layout.pipeline, stage)
-    per_micro_batch = sum(act.block_bytes(cfg, shape, precision, i, layout.recompute) for i in layers)
+    # The plan is of GPUs, where model.fused_kernels runs the block ops as kernels/' Functions.
+    fused = cfg.fused_kernels
+    per_micro_batch = sum(act.block_bytes(cfg, shape, precision, i, layout.recompute, fused) for i in layers)
     if layout.recompute == "full" and stage == 0:
         per_micro_batch += act.first_layer_values(cfg, shape, precision)
     if stage > 0 and cfg.value_residual:  # v_first arrives with the hidden state and is kept
         per_micro_batch += shape.local_sequence * shape.batch * cfg.hidden // shape.tensor * precision.compute
     if stage == 0:
-        per_micro_batch += sum(x.bytes for x in act.embedding_saved(cfg, shape, precision))
+        per_micro_batch += sum(x.bytes for x in act.embedding_saved(cfg, shape, precision, fused))
     if stage == layout.pipeline - 1:
         per_micro_batch += sum(x.bytes for x in act.final_saved(cfg, shape, precision))
     modulation_copies = precision.weight_copy * act.modulation_weights(cfg, len(layers))
     flight = in_flight(layout, stage)
     activations = math.ceil(flight * (per_micro_batch + modulation_copies))
-    one_layer = act.block_bytes(cfg, shape, precision, max(layers.start, 1), "none")
-    backward = act.backward_working_set(cfg, shape, precision)
+    one_layer = act.block_bytes(cfg, shape, precision, max(layers.start, 1), "none", fused)
+    backward = act.backward_working_set(cfg, shape, precision, fused)
     if layout.recompute != "none":  # the block being recomputed holds its activations again
         backward += one_layer
     sharded = layout.data if layout.distributed_optimizer else 1
@@ -169,7 +171,7 @@ def _stage_plan(cfg: VideoDiTConfig, work: Workload, layout: Layout, stage: int,
     optimizer_step = FP32 * math.ceil(params.count / sharded)
     buffers = 0
     if layout.sequence_parallel:  # megatron's global buffer for the all-gathered W_in input
-        buffers = shape.local_sequence * shape.batch * cfg.hidden * precision.norm
+        buffers = shape.local_sequence * shape.batch * cfg.hidden * act.stream_bytes(precision, fused)
     video = math.ceil(work.video_tokens / layout.context)
     inputs = FP32 * layout.micro_batch * (4 * video * cfg.patch_dim + work.text_tokens * cfg.text_dim)
     return MemoryPlan(
