@@ -14,6 +14,8 @@ class CaptionConfig:
     model: str = ""  # a local Qwen2.5-VL checkpoint folder (weights, config, tokenizer)
     backend: str = "auto"  # auto: vLLM when it imports, else transformers
     output: str = "captions"  # the feature set written
+    # The level also written as `caption`, the column the training loader takes its text from.
+    training_text: str = "detailed"
     frames_per_clip: int = 16  # spread over the clip; Qwen2.5-VL pairs frames (temporal patch 2)
     frame_height: int = 224  # multiples of 28 (patch 14 x merge 2)
     frame_width: int = 392
@@ -32,6 +34,7 @@ class CaptionConfig:
     three_word_tokens: int = 8
 
     def __post_init__(self) -> None:
+        require(self.training_text in ("detailed", "short"), "training_text", "must be detailed or short")
         require(self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}")
         for key in ("frame_height", "frame_width"):
             require(getattr(self, key) >= 28 and getattr(self, key) % 28 == 0, key,

@@ -65,6 +65,7 @@ def run_captions(cfg: CaptionConfig, device: torch.device) -> pd.DataFrame:
     if batch:
         flush()
     frame = pd.concat(parts, ignore_index=True)
+    frame["caption"] = frame[f"caption_{cfg.training_text}"]  # what the trainer reads (data/selection.py)
     path = add_feature_set(cfg.root, cfg.output, frame, replace=True)
     log.info("caption wrote %d clips -> %s", len(frame), path)
     return frame

@@ -15,7 +15,9 @@ from curator.captions.config import CaptionConfig
 from curator.captions.qwen import TransformersQwenCaptioner, patchify
 from curator.captions.run import run_captions, three_words
 from megatron_video.config import ConfigError
+from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import read_feature_set
+from megatron_video.data.selection import select_clips
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
            "<|video_pad|>"]
@@ -120,6 +122,10 @@ def test_mvideo_caption_then_balance_then_dedup(five_clips, tiny_qwen, capsys):
     assert main(["balance", f"root={root}"]) == 0
     assert main(["dedup", f"root={root}", "dedup.threshold=0.99"]) == 0
     balance, dedup = read_feature_set(five_clips, "balance"), read_feature_set(five_clips, "dedup")
+    # The training loader takes the detailed captions as its text.
+    captions = read_feature_set(five_clips, "captions")
+    selected = select_clips(DataConfig(shards=root)).captions
+    assert selected == dict(zip(captions["key"], captions["caption_detailed"])) and len(selected) == 5
     assert sorted(balance["key"]) == sorted(dedup["key"]) == [f"clip_{i}" for i in range(5)]
     assert main(["dedup", f"root={root}", "dedup.threshold=2"]) == 2
     assert "dedup.threshold" in capsys.readouterr().err
