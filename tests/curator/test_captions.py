@@ -83,7 +83,8 @@ def test_captions_are_written_as_a_feature_set_in_batches(five_clips, tiny_qwen)
     frame = run_captions(cfg, torch.device("cpu"))
     written = read_feature_set(five_clips, "captions")
     assert sorted(written["key"]) == [f"clip_{i}" for i in range(5)]
-    assert list(written.columns) == ["key", "caption_detailed", "caption_short", "caption_three_word"]
+    assert list(written.columns) == ["key", "caption_detailed", "caption_short", "caption_three_word", "caption"]
+    assert (written["caption"] == written["caption_detailed"]).all()
     assert written.equals(frame)
     assert all(isinstance(t, str) for t in written["caption_detailed"])
     assert all(len(t.split()) <= 3 for t in written["caption_three_word"])
