@@ -72,7 +72,9 @@ def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0,
         backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
         if "RANK" not in os.environ:  # a plain `python`/`mvideo` run: a one-rank group
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(free_port()))
+            # Always a fresh port: a MASTER_PORT inherited from a parent's own one-rank group (a test
+            # process, a notebook) names a port that parent's store still holds.
+            os.environ["MASTER_PORT"] = str(free_port())
             dist.init_process_group(backend, rank=0, world_size=1)
         else:
             if device.type == "cuda":
