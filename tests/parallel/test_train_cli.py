@@ -1,6 +1,6 @@
-"""`mvideo train` under torchrun on gloo runs a context x pipeline parallel layout end to end:
-4 ranks, CP=2 x PP=2 with 2 microbatches per step, validation through the pipeline schedule and a
-checkpoint per rank."""
+"""`mvideo train` under torchrun on gloo runs each 4-rank layout of the parallelism issue end to end
+(CP2xPP2, TP2xCP2 with SP, TP2xPP2, DP2xCP2 with the distributed optimizer): 2 steps, validation
+through the schedule and a checkpoint per rank."""
 import json
 import math
 import os
@@ -14,15 +14,23 @@ TORCHRUN = str(pathlib.Path(sys.executable).parent / "torchrun")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+LAYOUTS = {
+    "cp2_pp2": ["parallel.context=2", "parallel.pipeline=2", "parallel.microbatches=2"],
+    "tp2_cp2_sp": ["parallel.tensor=2", "parallel.context=2", "parallel.sequence_parallel=true"],
+    "tp2_pp2": ["parallel.tensor=2", "parallel.pipeline=2", "parallel.microbatches=2"],
+    "dp2_cp2_dist_opt": ["parallel.context=2", "parallel.distributed_optimizer=true"],
+}
+
+
 @pytest.mark.slow
-def test_mvideo_train_runs_cp2_pp2_on_gloo(shard_root, tmp_path):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_mvideo_train_runs_each_layout_on_gloo(shard_root, tmp_path, layout):
     run = tmp_path / "run"
     command = [TORCHRUN, "--standalone", "--nproc_per_node=4", "-m", "megatron_video.cli.main", "train",
                "recipe=demo", f"data.shards={shard_root}", f"run.output_dir={run}", "run.device=cpu",
                "train.steps=2", "optim.warmup_steps=1", "train.val_every=2", "train.val_batches=1",
                "train.checkpoint_every=2", "train.tensorboard=false", "run.progress=false", "data.num_workers=0",
-               "data.frames=4", "data.batch_size=2", "data.val_fraction=0.25",
-               "parallel.context=2", "parallel.pipeline=2", "parallel.microbatches=2"]
+               "data.frames=4", "data.batch_size=2", "data.val_fraction=0.25", *LAYOUTS[layout]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
