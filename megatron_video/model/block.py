@@ -19,8 +19,8 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.utils import init_method_normal
 from torch import nn
 
-from megatron_video.model import block_ops
 from megatron_video.model.attention import Attention, factorized_attention
+from megatron_video.model.block_ops import call as block_op
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import modulation_mlp
 from megatron_video.model.fp8.layers import parallel_linear_classes
@@ -92,7 +92,7 @@ class DiTBlock(nn.Module):
         return run_part(name, self.recompute, self.fp8.mode == "te", fn, *args)
 
     def modulate(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return block_ops.call("adaln_modulate", self.fused, x, shift, scale, self.norm_eps)
+        return block_op("adaln_modulate", self.fused, x, shift, scale, self.norm_eps)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence,
                   v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,9 +104,9 @@ class DiTBlock(nn.Module):
         elif self.value_lambdas is not None:
             # Each rank sees only its heads: the backward all-reduce completes the lambdas' gradient.
             lambdas = copy_to_tensor_model_parallel_region(self.value_lambdas).to(v.dtype)
-            v = block_ops.call("value_mix", self.fused, v, v_first, lambdas)
+            v = block_op("value_mix", self.fused, v, v_first, lambdas)
         angles = self.rope.angles(seq.positions)
-        q, k = block_ops.call("rope_qk", self.fused, q, k, angles)
+        q, k = block_op("rope_qk", self.fused, q, k, angles)
         if seq.context is None:
             a = self.local_attention(q, k, v, seq)
         else:
@@ -140,8 +140,8 @@ class ParallelBlock(DiTBlock):
         lh = self.local_heads * self.head_dim
         q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
         a, v_first = self.part("attention", self.attention, q, k, v, seq, v_first)
-        y, _ = self.w_out(self.part("mlp", block_ops.call, "concat_silu_gate", self.fused, a, g, u))
-        return block_ops.call("gated_residual", self.fused, x, gate, y, self.offset), v_first
+        y, _ = self.w_out(self.part("mlp", block_op, "concat_silu_gate", self.fused, a, g, u))
+        return block_op("gated_residual", self.fused, x, gate, y, self.offset), v_first
 
 
 class SequentialBlock(DiTBlock):
@@ -168,10 +168,10 @@ class SequentialBlock(DiTBlock):
         qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
         a, v_first = self.part("attention", self.attention, *qkv.chunk(3, dim=-1), seq, v_first)
         y, _ = self.attn_out(a)
-        x = block_ops.call("gated_residual", self.fused, x, gate1, y, self.offset)
+        x = block_op("gated_residual", self.fused, x, gate1, y, self.offset)
         g, u = self.fc1(self.modulate(x, shift2, scale2))[0].chunk(2, dim=-1)
-        y, _ = self.fc2(self.part("mlp", block_ops.call, "silu_gate", self.fused, g, u))
-        return block_ops.call("gated_residual", self.fused, x, gate2, y, self.offset), v_first
+        y, _ = self.fc2(self.part("mlp", block_op, "silu_gate", self.fused, g, u))
+        return block_op("gated_residual", self.fused, x, gate2, y, self.offset), v_first
 
 
 BLOCK_TYPES = {"parallel": ParallelBlock, "sequential": SequentialBlock}
