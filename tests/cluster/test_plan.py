@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+import megatron_video.model.block as dit_block
 from kernels import reference
 from megatron_video.model import VideoDiTConfig, block_ops, build_model, load_preset
 from megatron_video.parallel.state import ParallelConfig
@@ -75,7 +76,7 @@ def saved_activations_under_tensor_parallelism(preset: str, batch: int, latent: 
     saved = {}
     for fused, sp in cases:
         if fused:  # this spawned rank's own module: nothing to restore
-            block_ops.call = fused_ops_on_any_device
+            dit_block.block_op = fused_ops_on_any_device
         cfg = load_preset(preset, attention_backend="flash", fused_kernels=fused)
         saved[fused, sp] = measure_training_step(cfg, batch, latent, text_len, torch.device("cpu"), torch.float32,
                                                  ParallelConfig(tensor=2, sequence_parallel=sp)).saved_activations
@@ -99,8 +100,8 @@ def test_activation_estimate_per_rank_under_tensor_and_sequence_parallelism():
 
 
 def fused_ops_on_any_device(name: str, fused: bool, first: torch.Tensor, *args):
-    """block_ops.call without its CUDA check: with `fused`, kernels/' autograd Functions run on CPU
-    tensors (the kernels interpreted), saving for backward exactly what they save on the GPU."""
+    """block_ops.call (block.py's block_op) without its CUDA check: with `fused`, kernels/' autograd
+    Functions run on CPU tensors (the kernels interpreted), saving for backward what they save on GPU."""
     module = importlib.import_module(block_ops.KERNEL_MODULES[name]) if fused else reference
     return getattr(module, name)(first, *args)
 
@@ -110,7 +111,7 @@ def fused_ops_on_any_device(name: str, fused: bool, first: torch.Tensor, *args):
 def test_fused_activation_estimate_equals_saved_tensors_of_the_fused_block_ops(megatron_cpu, monkeypatch, block):
     """model.fused_kernels' path (every block op of kernels/, value_mix from layer 1 on) in fp32: the
     estimate follows what the kernels' Functions save, to the byte, and is below the references'."""
-    monkeypatch.setattr(block_ops, "call", fused_ops_on_any_device)
+    monkeypatch.setattr(dit_block, "block_op", fused_ops_on_any_device)
     cfg = VideoDiTConfig(hidden=64, layers=3, heads=4, in_channels=12, patch=[2, 2, 2], text_dim=32, block=block,
                          attention_backend="flash", fused_kernels=True)
     batch, latent, text_len = 2, (2, 8, 8), 8
