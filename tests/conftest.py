@@ -1,6 +1,7 @@
 """Suite-wide fixtures: GPU tests are skipped (and reported) where no GPU is visible; real footage
 and shards cut by hand from it (independent of the curation pipeline) for data/training tests; one
 run of the demo curation recipe over all the sample footage, shared by every area that reads it."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -111,3 +112,14 @@ def demo_run(footage, tmp_path_factory) -> tuple:
 @pytest.fixture(scope="session")
 def make_config():
     return demo_config
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package: the scripts run by path)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -1,23 +1,12 @@
 """The GPU benchmarks run end to end on CPU (--quick) and write well-formed results."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.parametrize("name", ["dit_step", "block_parallel_vs_sequential"])
-def test_quick_run_writes_result(megatron_single, tmp_path, name):
-    path = load(name).main(["--quick", "--results-dir", str(tmp_path)])
+def test_quick_run_writes_result(load_benchmark, megatron_single, tmp_path, name):
+    path = load_benchmark(name).main(["--quick", "--results-dir", str(tmp_path)])
     record = json.loads(path.read_text())
     assert path == tmp_path / f"{name}.json" and record["name"] == name
     assert record["target"] is not None
@@ -30,19 +19,21 @@ def test_quick_run_writes_result(megatron_single, tmp_path, name):
                                                 rel=1e-2)
 
 
-def test_dit_step_reports_mfu_by_the_formula_and_by_torch_flop_counter(megatron_single, tmp_path):
-    record = json.loads(load("dit_step").main(["--quick", "--results-dir", str(tmp_path), "--fp8", "native",
+def test_dit_step_reports_mfu_by_the_formula_and_by_torch_flop_counter(load_benchmark, megatron_single, tmp_path):
+    record = json.loads(load_benchmark("dit_step").main(["--quick", "--results-dir", str(tmp_path), "--fp8", "native",
                                                "--recompute", "attention"]).read_text())
     counted = record["metrics"]["flop_counter"]
     assert counted["flops_per_step"] > 0 and counted["tflops"] > 0
     assert record["metrics"]["fp8"] == "native" and record["metrics"]["fp8_scaling"] == "tensor"
 
 
-def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(megatron_single, tmp_path, shard_root):
+def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_benchmark, megatron_single, tmp_path,
+                                                                          shard_root):
     from megatron_video.parallel.state import destroy_distributed
 
     try:
-        path = load("fp8_vs_bf16").main(["--quick", "--results-dir", str(tmp_path), "--shards", str(shard_root)])
+        path = load_benchmark("fp8_vs_bf16").main(["--quick", "--results-dir", str(tmp_path),
+                                                   "--shards", str(shard_root)])
     finally:
         destroy_distributed()
     record = json.loads(path.read_text())
@@ -55,8 +46,8 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(megatr
     assert all(loss > 0 for loss in parity["final_loss"].values())
 
 
-def test_recompute_trade_quick_run_times_every_setting(megatron_single, tmp_path):
-    record = json.loads(load("recompute_trade").main(["--quick", "--results-dir", str(tmp_path)]).read_text())
+def test_recompute_trade_quick_run_times_every_setting(load_benchmark, megatron_single, tmp_path):
+    record = json.loads(load_benchmark("recompute_trade").main(["--quick", "--results-dir", str(tmp_path)]).read_text())
     settings = record["metrics"]["settings"]
     assert list(settings) == ["none", "attention", "mlp", "block"]
     assert all(row["step_s"] > 0 for row in settings.values()) and settings["none"]["time_vs_none"] == 1.0
