@@ -71,11 +71,12 @@ def init_distributed(cfg: ParallelConfig, device: torch.device, seed: int = 0,
     if not dist.is_initialized():
         backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
         if "RANK" not in os.environ:  # a plain `python`/`mvideo` run: a one-rank group
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            # Always a fresh port: a MASTER_PORT inherited from a parent's own one-rank group (a test
-            # process, a notebook) names a port that parent's store still holds.
-            os.environ["MASTER_PORT"] = str(free_port())
-            dist.init_process_group(backend, rank=0, world_size=1)
+            # The store binds a port the OS picks (0) and keeps it: no port is chosen first and bound
+            # later, and a MASTER_PORT inherited from a parent's own one-rank group (a test process, a
+            # notebook), which that parent's store still holds, is never reused.
+            store = dist.TCPStore("127.0.0.1", 0, world_size=1, is_master=True)
+            os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(store.port)
+            dist.init_process_group(backend, store=store, rank=0, world_size=1)
         else:
             if device.type == "cuda":
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
