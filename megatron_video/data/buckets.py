@@ -76,7 +76,7 @@ def latent_tokens(bucket: Bucket, spatial: int, temporal: int, patch: Sequence[i
     return (frames // patch[0]) * (bucket.height // spatial // patch[1]) * (bucket.width // spatial // patch[2])
 
 
-def bucket_batches(items: list[tuple[str, Bucket]], batch_size: int, generator: torch.Generator) -> list[list[str]]:
+def bucket_batches(items: list[tuple[str, Bucket]], generator: torch.Generator, batch_size: int) -> list[list[str]]:
     """Batches of `batch_size` samples of one bucket each (the remainder of a bucket waits for the
     next epoch's shuffle), in a shuffled order across buckets."""
     by_bucket: dict[Bucket, list[str]] = {}

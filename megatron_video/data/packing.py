@@ -16,8 +16,8 @@ from megatron_video.config import ConfigError
 from megatron_video.data.buckets import Bucket
 
 
-def token_packs(items: list[tuple[str, Bucket]], tokens: Callable[[Bucket], int], budget: int,
-                generator: torch.Generator) -> list[list[str]]:
+def token_packs(items: list[tuple[str, Bucket]], generator: torch.Generator, tokens: Callable[[Bucket], int],
+                budget: int) -> list[list[str]]:
     """Rows of keys, each within `budget` tokens, in the order they were opened."""
     order = torch.randperm(len(items), generator=generator).tolist()
     rows: list[list[str]] = []
