@@ -179,3 +179,30 @@ def test_packed_row_is_one_row_and_fits_the_sequence_multiple(megatron_single):
         model(video.expand(2, -1, -1), timesteps, text.expand(2, -1, -1), mask.expand(2, -1), pack=layout)
     with pytest.raises(ValueError, match="pack length"):
         PackLayout.of(list(layout.segments), length=layout.tokens - 1)
+
+
+def test_per_row_modulation_runs_the_fused_kernels_on_their_batch_axis(monkeypatch):
+    """DiTBlock.modulate / residual with one modulation vector per row (a packed row) hand the
+    Triton kernels (interpreted on CPU) the rows as their batch: equal to the reference ops."""
+    import importlib
+    from types import SimpleNamespace
+
+    from kernels import reference
+    from megatron_video.model import block
+    from megatron_video.model.block_ops import KERNEL_MODULES
+
+    monkeypatch.setattr(block, "block_op", lambda name, fused, first, *args: getattr(
+        importlib.import_module(KERNEL_MODULES[name]), name)(first, *args))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 1, 16, generator=g), torch.randn(7, 1, 16, generator=g)
+    shift, scale, gate = torch.randn(7, 1, 48, generator=g).chunk(3, dim=-1)  # strided, as the block's chunks
+    fake = SimpleNamespace(fused=True, norm_eps=1e-6, offset=0.25)
+    inputs = [t.clone().requires_grad_() for t in (x, shift, scale, gate, y)]
+    fused = block.DiTBlock.modulate(fake, *inputs[:3]) + block.DiTBlock.residual(fake, inputs[0], inputs[3], inputs[4])
+    doubles = [t.detach().double().requires_grad_() for t in (x, shift, scale, gate, y)]
+    ref = reference.adaln_modulate(*doubles[:3], 1e-6) + reference.gated_residual(*doubles[0::3], doubles[4], 0.25)
+    torch.testing.assert_close(fused.double(), ref, atol=2e-5, rtol=1e-5)
+    probe = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for mine, theirs in zip(torch.autograd.grad((fused * probe.float()).sum(), inputs),
+                            torch.autograd.grad((ref * probe).sum(), doubles)):
+        torch.testing.assert_close(mine.double(), theirs, atol=5e-5, rtol=1e-5)
