@@ -206,3 +206,21 @@ def test_per_row_modulation_runs_the_fused_kernels_on_their_batch_axis(monkeypat
     for mine, theirs in zip(torch.autograd.grad((fused * probe.float()).sum(), inputs),
                             torch.autograd.grad((ref * probe).sum(), doubles)):
         torch.testing.assert_close(mine.double(), theirs, atol=5e-5, rtol=1e-5)
+
+
+def test_packed_attention_benchmark_quick_run_writes_result(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "packed_attention.py"
+    spec = importlib.util.spec_from_file_location("_bench_packed_attention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = json.loads(module.main(["--quick", "--repeats", "1", "--results-dir", str(tmp_path)]).read_text())
+    metrics = record["metrics"]
+    assert record["name"] == "packed_attention" and record["target"] == 1.5
+    assert metrics["padded_batch_tokens"] > metrics["row_length"] >= metrics["tokens_real"]
+    assert metrics["flex_vs_segments_rel_err"] < 1e-5 and metrics["segments_s"] > 0 and metrics["flex_s"] > 0
+    assert record["ratio"] == pytest.approx(record["baseline"]["padded_s"] / min(metrics["segments_s"],
+                                                                                  metrics["flex_s"]), rel=1e-3)
