@@ -214,3 +214,21 @@ def test_packed_training_resumes_exactly(catalogued, tmp_path):
     assert resumed.start_step == 2 and len(straight.losses) == 4
     assert all(math.isfinite(loss) and loss > 0 for loss in straight.losses)
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["parallel.context=2", "parallel.context_mode=ring"], "parallel.context_mode.*packed samples"),
+    (["data.pack_tokens=100"], "data.pack_tokens"),
+    (["data.buckets=[[8,30,56]]"], "data.buckets"),
+    (["model.packed_attention=flex"], "model.packed_attention"),
+])
+def test_training_refuses_unbuilt_packing_before_any_work(catalogued, tmp_path, monkeypatch, overrides, key):
+    from megatron_video.config.loader import load_config
+    from megatron_video.training.trainer import check_inputs
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = load_config("demo", [f"run.output_dir={tmp_path}", f"data.shards={catalogued}", "data.val_fraction=0.25",
+                               "data.buckets=[[1,32,32],[8,32,56]]", "data.packing=true", "data.pack_tokens=300",
+                               "run.device=cpu", *overrides])
+    with pytest.raises(ConfigError, match=key):
+        check_inputs(cfg)
