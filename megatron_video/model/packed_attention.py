@@ -67,9 +67,13 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: 
     Rows with no key (padding) come out as zeros."""
     from torch.nn.attention.flex_attention import flex_attention as eager_flex
 
-    block_mask = layout._cache.get(("flex_mask", str(q.device)))
-    if block_mask is None:
-        block_mask = layout._cache[("flex_mask", str(q.device))] = flex_block_mask(layout, key_mask, q.device)
+    # Built once per forward: every layer passes the same key-mask object (held here, so its
+    # identity cannot be reused by another mask while cached).
+    key = ("flex_mask", str(q.device))
+    cached = layout._cache.get(key)
+    if cached is None or cached[0] is not key_mask:
+        cached = layout._cache[key] = (key_mask, flex_block_mask(layout, key_mask, q.device))
+    block_mask = cached[1]
     if q.is_cuda:
         return _compiled_flex()(q, k, v, block_mask=block_mask)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
