@@ -92,9 +92,12 @@ def test_flex_attention_equals_block_diagonal_attention_forward_on_cpu():
     """FlexAttention runs eagerly (forward only) on CPU; its compiled GPU path is test_gpu_packing's."""
     layout = layout_of(length=104)
     q, k, v, key_mask = random_qkv(layout)
+    other_mask = key_mask.clone()
+    other_mask[0, 28:30] = False  # the same row with another text mask (as CFG's empty prompt)
     with torch.no_grad():
-        out = packed_attention("flex", Attention("math", 2, 8), q, k, v, key_mask, layout, None)
-    torch.testing.assert_close(out, dense_reference(q, k, v, key_mask, layout), atol=ATOL, rtol=RTOL)
+        for mask in (key_mask, other_mask):
+            out = packed_attention("flex", Attention("math", 2, 8), q, k, v, mask, layout, None)
+            torch.testing.assert_close(out, dense_reference(q, k, v, mask, layout), atol=ATOL, rtol=RTOL)
     with pytest.raises(RuntimeError, match="packed_attention=segments"):
         packed_attention("flex", None, q.requires_grad_(), k, v, key_mask, layout, None)
 
