@@ -84,11 +84,11 @@ class PackLayout:
         return self.segment_ids(device).clamp(min=0)
 
     def key_mask(self, text_mask: torch.Tensor) -> torch.Tensor:
-        """[1, length] True = a real key: text_mask [1, segments * text_len] marks the text keys."""
-        parts, text = [], text_mask.reshape(len(self.segments), -1).bool()
-        for index, segment in enumerate(self.segments):
-            parts += [text[index], text.new_ones(segment.video_len)]
-        return torch.cat(parts + [text.new_zeros(self.length - self.tokens)])[None]
+        """[1, length] True = a real key: text_mask [1, text tokens of all segments] marks the text keys."""
+        parts, texts = [], text_mask[0].bool().split([s.text_len for s in self.segments])
+        for text, segment in zip(texts, self.segments):
+            parts += [text, text.new_ones(segment.video_len)]
+        return torch.cat(parts + [text_mask.new_zeros(self.length - self.tokens, dtype=torch.bool)])[None]
 
     def positions(self, device: torch.device | None = None) -> torch.Tensor:
         """Normalised (t, h, w) RoPE positions [length, 3], restarting at each segment (text and
