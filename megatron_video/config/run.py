@@ -41,12 +41,18 @@ class DataConfig:
     num_workers: int = 1
     shuffle_buffer: int = 64
     val_fraction: float = 0.1  # of clips (by key hash) held out for validation loss
+    # Mixed durations and resolutions (data/buckets.py): [frames, height, width] (or "FxHxW") per
+    # bucket, frames 1 = images; empty = every clip at frames x height x width as above.
+    buckets: list = field(default_factory=list)
+    packing: bool = False  # pack whole samples of any bucket into rows of pack_tokens (one per microbatch)
+    pack_tokens: int = 0  # text + video tokens per packed row
 
     def __post_init__(self) -> None:
         for key in ("frames", "frame_stride", "height", "width", "batch_size"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        require(not self.packing or self.pack_tokens >= 1, "pack_tokens", "must be >= 1 with data.packing")
 
 
 @dataclass

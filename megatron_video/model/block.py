@@ -25,6 +25,8 @@ from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import modulation_mlp
 from megatron_video.model.fp8.layers import parallel_linear_classes
 from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
+from megatron_video.model.packed_attention import packed_attention
+from megatron_video.model.packing import PackLayout
 from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import NDRope
 
@@ -40,6 +42,10 @@ class JointSequence:
     # Under context parallelism: this rank's shard (positions above are the shard's) and how its
     # attention reaches the other shards (megatron_video.parallel.context_attention.ContextShard).
     context: Any = None
+    # Packed rows (one pack per row, batch 1): where each sample lies, and the sample whose
+    # conditioning modulates each of this rank's rows of the hidden state (model/packing.py).
+    pack: PackLayout | None = None
+    modulation_rows: torch.Tensor | None = None
 
 
 def _column(in_dim: int, out_dim: int, config: TransformerConfig, fp8: Fp8Settings) -> nn.Module:
@@ -76,23 +82,38 @@ class DiTBlock(nn.Module):
         self.fused = cfg.fused_kernels  # Triton kernels for the ops in block_ops (on CUDA)
         self.rope = NDRope(cfg.head_dim, cfg.rope_w_min, cfg.rope_w_max, cfg.rope_zero_fraction, cfg.rope_seed + layer)
         self.attend = Attention(cfg.attention_backend, self.local_heads, cfg.head_dim)
+        self.packed_attention = cfg.packed_attention
         # Layer 0 provides v_first; later layers mix it in with learned (l1, l2), 0.5 each at init.
         self.value_lambdas = nn.Parameter(torch.full((2,), 0.5)) if cfg.value_residual and layer > 0 else None
 
-    def modulation_vectors(self, cond: torch.Tensor, shared: torch.Tensor | None) -> list[torch.Tensor]:
+    def modulation_vectors(self, cond: torch.Tensor, shared: torch.Tensor | None,
+                           rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each [1, B, hidden]; or, for a packed row, [S, 1, hidden]: the modulation of the sample
+        each of the hidden state's rows belongs to (`rows`, indices into cond [samples, ...])."""
         mod = self.modulation(cond)
         if shared is not None:
             mod = mod + shared
         if self.sequence_parallel:
             mod = copy_to_tensor_model_parallel_region(mod)
-        return [m[None] for m in mod.chunk(self.modulations, dim=-1)]  # each [1, B, hidden]
+        mod = mod[None] if rows is None else mod[rows][:, None]
+        return list(mod.chunk(self.modulations, dim=-1))
 
     def part(self, name: str, fn, *args):
         """fn(*args), recomputed in backward when train.recompute names this part."""
         return run_part(name, self.recompute, self.fp8.mode == "te", fn, *args)
 
     def modulate(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        if shift.shape[0] > 1:  # per-row modulation [S, 1, h]: the kernels' batch axis carries the rows
+            return block_op("adaln_modulate", self.fused, *(t.transpose(0, 1) for t in (x, shift, scale)),
+                            self.norm_eps).transpose(0, 1)
         return block_op("adaln_modulate", self.fused, x, shift, scale, self.norm_eps)
+
+    def residual(self, x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x + (gate + c) y, with gate [1, B, h] or per row [S, 1, h] (as in modulate)."""
+        if gate.shape[0] > 1:
+            return block_op("gated_residual", self.fused, *(t.transpose(0, 1) for t in (x, gate, y)),
+                            self.offset).transpose(0, 1)
+        return block_op("gated_residual", self.fused, x, gate, y, self.offset)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence,
                   v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +136,8 @@ class DiTBlock(nn.Module):
 
     def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq: JointSequence) -> torch.Tensor:
         """Attention over the sequence `seq` describes, all of whose tokens q, k, v [B, heads, S, d] hold."""
+        if seq.pack is not None:
+            return packed_attention(self.packed_attention, self.attend, q, k, v, seq.key_mask, seq.pack, self.axis)
         if self.axis is None:
             return self.attend(q, k, v, seq.key_mask)
         return factorized_attention(self.attend, q, k, v, seq.key_mask, seq.text_len, seq.grid, self.axis)
@@ -135,13 +158,13 @@ class ParallelBlock(DiTBlock):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: torch.Tensor | None, seq: JointSequence,
                 v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, scale, gate = self.modulation_vectors(cond, shared)
+        shift, scale, gate = self.modulation_vectors(cond, shared, seq.modulation_rows)
         proj, _ = self.w_in(self.modulate(x, shift, scale))
         lh = self.local_heads * self.head_dim
         q, k, v, g, u = proj.split([lh, lh, lh, self.local_mlp, self.local_mlp], dim=-1)
         a, v_first = self.part("attention", self.attention, q, k, v, seq, v_first)
         y, _ = self.w_out(self.part("mlp", block_op, "concat_silu_gate", self.fused, a, g, u))
-        return block_op("gated_residual", self.fused, x, gate, y, self.offset), v_first
+        return self.residual(x, gate, y), v_first
 
 
 class SequentialBlock(DiTBlock):
@@ -164,14 +187,14 @@ class SequentialBlock(DiTBlock):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, shared: torch.Tensor | None, seq: JointSequence,
                 v_first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_vectors(cond, shared)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_vectors(cond, shared, seq.modulation_rows)
         qkv, _ = self.qkv(self.modulate(x, shift1, scale1))
         a, v_first = self.part("attention", self.attention, *qkv.chunk(3, dim=-1), seq, v_first)
         y, _ = self.attn_out(a)
-        x = block_op("gated_residual", self.fused, x, gate1, y, self.offset)
+        x = self.residual(x, gate1, y)
         g, u = self.fc1(self.modulate(x, shift2, scale2))[0].chunk(2, dim=-1)
         y, _ = self.fc2(self.part("mlp", block_op, "silu_gate", self.fused, g, u))
-        return block_op("gated_residual", self.fused, x, gate2, y, self.offset), v_first
+        return self.residual(x, gate2, y), v_first
 
 
 BLOCK_TYPES = {"parallel": ParallelBlock, "sequential": SequentialBlock}

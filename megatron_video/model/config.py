@@ -8,6 +8,7 @@ from pathlib import Path
 from megatron_video.config import ConfigError, require
 
 BLOCKS = ("parallel", "sequential")
+PACKED_ATTENTION = ("segments", "flex")
 ATTENTION_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn", "te", "fa4")
 
 
@@ -38,6 +39,7 @@ class VideoDiTConfig:
     spatio_temporal: bool = False  # ST-DiT: even blocks attend within frames, odd ones along time
     timestep_dim: int = 256  # width of the sinusoidal timestep features
     fused_kernels: bool = True  # Triton kernels for the block's norm/RoPE/gating ops on CUDA (kernels/)
+    packed_attention: str = "segments"  # packed rows (data.packing): segments | flex (packed_attention.py)
 
     def __post_init__(self) -> None:
         require(self.in_channels >= 1, "in_channels", "must be >= 1")
@@ -57,6 +59,9 @@ class VideoDiTConfig:
         require(self.attention_backend in ATTENTION_BACKENDS, "attention_backend",
                 f"must be one of {ATTENTION_BACKENDS}")
         require(self.adaln_lora_rank >= 0, "adaln_lora_rank", "must be >= 0 (0 = off)")
+        require(self.packed_attention in PACKED_ATTENTION, "packed_attention", f"must be one of {PACKED_ATTENTION}")
+        require(not (self.packed_attention == "flex" and self.spatio_temporal), "packed_attention",
+                "flex builds no factorised ST-DiT masks: use segments with spatio_temporal")
         require(self.timestep_dim % 2 == 0, "timestep_dim", "must be even (sin and cos halves)")
 
     @property

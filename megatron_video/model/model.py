@@ -23,6 +23,7 @@ from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import TextProjection, TimestepEmbedding, modulation_mlp
 from megatron_video.model.fp8.layers import transformer_config_fields
 from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
+from megatron_video.model.packing import PackLayout
 from megatron_video.model.patchify import patch_grid, patchify, unpatchify
 from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import video_positions
@@ -94,8 +95,12 @@ class VideoDiT(MegatronModule):
         return cp * (parallel_state.get_tensor_model_parallel_world_size() if split_by_tp else 1)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor) -> torch.Tensor:
+                text_mask: torch.Tensor, pack: PackLayout | None = None) -> torch.Tensor:
         """x [B, C, T, H, W], timesteps [B] in [0, 1], text [B, L, text_dim], text_mask [B, L] -> velocity like x.
+
+        With `pack` (one packed row of samples of any shape, model/packing.py): x is the row's video
+        tokens [1, N, patch_dim], text [1, samples * L, text_dim], text_mask [1, samples * L],
+        timesteps [samples]; the velocity comes back as tokens [1, N, patch_dim].
 
         Every stage receives the same inputs; a stage that is not the last returns what the next
         stage needs (see stage_output) instead of the velocity.
@@ -106,26 +111,32 @@ class VideoDiT(MegatronModule):
         whole gradient (megatron's DDP reduces over the data x context group).
         """
         b = x.shape[0]
-        grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
-        text_len, n = text.shape[1], grid[0] * grid[1] * grid[2]
-        pad = (-(text_len + n)) % self.sequence_multiple()
-        seq = JointSequence(
-            positions=torch.cat([torch.zeros(text_len, 3, device=x.device, dtype=torch.float64),
-                                 video_positions(grid, x.device),
-                                 torch.zeros(pad, 3, device=x.device, dtype=torch.float64)]),
-            key_mask=self._key_mask(text_mask, n, pad),
-            text_len=text_len,
-            grid=grid,
-        )
-        rows = slice(0, text_len + n + pad)
+        if pack is None:
+            grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
+            text_len, n = text.shape[1], grid[0] * grid[1] * grid[2]
+            pad = (-(text_len + n)) % self.sequence_multiple()
+            seq = JointSequence(
+                positions=torch.cat([torch.zeros(text_len, 3, device=x.device, dtype=torch.float64),
+                                     video_positions(grid, x.device),
+                                     torch.zeros(pad, 3, device=x.device, dtype=torch.float64)]),
+                key_mask=self._key_mask(text_mask, n, pad),
+                text_len=text_len,
+                grid=grid,
+            )
+        else:
+            seq = self._packed_sequence(pack, text_mask, b)
+        rows = slice(0, seq.positions.shape[0])
         if self.context is not None:
             shard = ContextShard(self.context, seq, rows.stop // self.context.size)
             rows = slice(shard.start, shard.start + shard.length)
             seq = replace(shard.local_view(), positions=seq.positions[rows], context=shard)
+        if pack is not None:
+            seq = replace(seq, modulation_rows=self._sequence_parallel_rows(pack.modulation_rows(x.device)[rows]))
         cond = self.time_embed(timesteps)
         shared = self.shared_modulation(cond) if self.shared_modulation is not None else None
         if self.pre_process:
-            hidden, v_first = self.embed(x, text, pad, rows), None
+            hidden = self.embed(x, text, pad, rows) if pack is None else self.embed_packed(x, text, pack, rows)
+            v_first = None
         else:
             hidden, v_first = self.stage_input(rows.stop - rows.start, b)
         with get_fp8_context(self.config):  # TE's fp8_autocast under train.fp8=te, else nothing
@@ -137,6 +148,8 @@ class VideoDiT(MegatronModule):
         if self.config.sequence_parallel:
             # Every rank computes the same loss from the gathered output, so backward only splits.
             hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=False)
+        if pack is not None:
+            return self.packed_output(hidden, cond, pack, rows).to(x.dtype)
         if self.context is None:
             out = self.final_layer(hidden[text_len:text_len + n], cond)
         else:  # the final layer on this rank's rows, then the whole sequence (backward: this rank's rows)
@@ -150,9 +163,49 @@ class VideoDiT(MegatronModule):
         tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
         if pad:
             tokens = torch.cat([tokens, tokens.new_zeros(x.shape[0], pad, tokens.shape[2])], dim=1)
+        return self._rank_rows(tokens, rows)
+
+    def embed_packed(self, video: torch.Tensor, text: torch.Tensor, pack: PackLayout, rows: slice) -> torch.Tensor:
+        """A packed row's tokens [S, 1, h] for this rank's `rows`: each sample's text, then its video."""
+        video = self.patch_embed(video)
+        tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
+        where = torch.cat([pack.text_rows(video.device), pack.video_rows(video.device)])
+        return self._rank_rows(video.new_zeros(1, pack.length, video.shape[2]).index_copy(1, where, tokens), rows)
+
+    def _rank_rows(self, tokens: torch.Tensor, rows: slice) -> torch.Tensor:
         # A plain slice: its backward hands this rank's rows their gradient and zeros elsewhere.
         hidden = tokens[:, rows].transpose(0, 1).contiguous()
         return scatter_to_sequence_parallel_region(hidden) if self.config.sequence_parallel else hidden
+
+    def _packed_sequence(self, pack: PackLayout, text_mask: torch.Tensor, batch: int) -> JointSequence:
+        if batch != 1:
+            raise ValueError(f"a packed batch is one row (one pack per microbatch), got {batch}")
+        if pack.length % self.sequence_multiple():
+            raise ValueError(f"pack length {pack.length} must be a multiple of {self.sequence_multiple()} "
+                             "(CP x TP under sequence parallelism): pack with that multiple")
+        device = text_mask.device
+        return JointSequence(positions=pack.positions(device),
+                             key_mask=None if bool(text_mask.all()) else pack.key_mask(text_mask),
+                             text_len=0, grid=(0, 0, 0), pack=pack)
+
+    def _sequence_parallel_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """This tensor-parallel rank's part of `rows` under sequence parallelism (all of it otherwise)."""
+        if not self.config.sequence_parallel:
+            return rows
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        return rows.chunk(tp)[parallel_state.get_tensor_model_parallel_rank()]
+
+    def packed_output(self, hidden: torch.Tensor, cond: torch.Tensor, pack: PackLayout, rows: slice) -> torch.Tensor:
+        """The velocity tokens [1, N, patch_dim] of a packed row from the hidden rows [S, 1, h]
+        of this rank (`rows`), each through the final layer modulated by its own sample."""
+        samples, video = pack.modulation_rows(hidden.device), pack.video_rows(hidden.device)
+        if self.context is None:
+            out = self.final_layer(hidden[video], cond, samples[video])
+        else:
+            out = gather_from_sequence_parallel_region(self.final_layer(hidden, cond, samples[rows]),
+                                                       group=self.context.group,
+                                                       tensor_parallel_output_grad=False)[video]
+        return out.transpose(0, 1)
 
     def carries_values(self) -> bool:
         """Whether the value residual's first-layer values travel to the next stage."""
@@ -177,19 +230,26 @@ class VideoDiT(MegatronModule):
         hidden, values = unpack_rows(self.input_tensor, [hidden_shape, (length, batch, heads, self.cfg.head_dim)])
         return hidden, values.permute(1, 2, 0, 3)
 
-    def stage_rows(self, latent_shape: tuple[int, ...], text_len: int) -> int:
-        """Rows of the tensor a stage sends for latents [..., T, H, W] with `text_len` text tokens."""
-        grid = patch_grid(tuple(latent_shape[-3:]), self.cfg.patch)
-        tokens = text_len + grid[0] * grid[1] * grid[2]
+    def stage_rows(self, latent_shape: tuple[int, ...], text_len: int, pack: PackLayout | None = None) -> int:
+        """Rows of the tensor a stage sends for latents [..., T, H, W] with `text_len` text tokens
+        (for a packed row: its length)."""
+        if pack is None:
+            grid = patch_grid(tuple(latent_shape[-3:]), self.cfg.patch)
+            tokens = text_len + grid[0] * grid[1] * grid[2]
+        else:
+            tokens = pack.length
         padded = tokens + (-tokens) % self.sequence_multiple()
         length = padded // (self.context.size if self.context is not None else 1)
         tp = parallel_state.get_tensor_model_parallel_world_size()
         rows = length // tp if self.config.sequence_parallel else length
         return rows + (length // tp if self.cfg.value_residual else 0)
 
-    def final_layer(self, hidden: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """[S, B, h] -> [S, B, patch_dim]: the AdaLN-modulated output projection of each token."""
-        shift, scale = self.final_modulation(cond)[None].chunk(2, dim=-1)
+    def final_layer(self, hidden: torch.Tensor, cond: torch.Tensor,
+                    samples: torch.Tensor | None = None) -> torch.Tensor:
+        """[S, B, h] -> [S, B, patch_dim]: the AdaLN-modulated output projection of each token
+        (modulated per row by cond[samples] for a packed row)."""
+        mod = self.final_modulation(cond)
+        shift, scale = (mod[None] if samples is None else mod[samples][:, None]).chunk(2, dim=-1)
         return self.final_proj(self.final_norm(hidden) * (1 + scale) + shift)
 
     @staticmethod

@@ -193,6 +193,9 @@ class ContextShard:
                factorised: bool) -> torch.Tensor:
         """Attention of this rank's queries q [B, H, L, d] over the whole sequence's keys."""
         groups = self.groups
+        if getattr(self.full, "pack", None) is not None and (groups.mode == "te" or groups.ring_group is not None):
+            raise ValueError("packed sequences (data.packing) attend within each sample: built for "
+                             "parallel.context_mode=ulysses only, not ring, usp or te")
         if groups.mode == "te":  # TE's DotProductAttention communicates over the CP group itself
             if self.full.key_mask is not None:
                 raise ValueError("TE's context-parallel attention takes padding masks only in the THD layout, "

@@ -19,6 +19,7 @@ from megatron.core.distributed import finalize_model_grads
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_attr_wrapped_model, get_model_config
 
+from megatron_video.model.packing import PackLayout, segment_losses
 from megatron_video.training.build import Components
 
 
@@ -35,8 +36,12 @@ def configure_schedules(chunks: list[torch.nn.Module], overlap_grad_reduce: bool
         config.grad_sync_func = grad_sync[0] if len(grad_sync) == 1 else grad_sync
 
 
-def _loss(parts: Components, target: torch.Tensor, prediction: torch.Tensor):
-    loss = parts.flow.loss(prediction.float(), target)
+def _loss(parts: Components, target: torch.Tensor, pack: PackLayout | None, prediction: torch.Tensor):
+    # A packed row: the mean of its samples' own losses (each as if it were alone in a batch).
+    if pack is None:
+        loss = parts.flow.loss(prediction.float(), target)
+    else:
+        loss = segment_losses(prediction, target, pack).mean()
     # The schedule scales the loss in place; report the unscaled value.
     return loss, {"loss": loss.detach().clone()}
 
@@ -50,14 +55,17 @@ def run_microbatches(chunks: list[torch.nn.Module], parts: Components, microbatc
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
         with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-            prediction = model(batch["noised"], batch["timesteps"], batch["text"], batch["mask"])
-        return prediction, partial(_loss, parts, batch["target"])
+            prediction = model(batch["noised"], batch["timesteps"], batch["text"], batch["mask"],
+                               **({"pack": batch["pack"]} if "pack" in batch else {}))
+        return prediction, partial(_loss, parts, batch["target"], batch.get("pack"))
 
     first = microbatches[0]
     config = get_model_config(chunks[0])
     tp = parallel_state.get_tensor_model_parallel_world_size() if config.sequence_parallel else 1
     # The schedules size their receive buffers as [seq_length / CP (/ TP under SP), micro batch, hidden].
-    rows = get_attr_wrapped_model(chunks[0], "stage_rows")(first["noised"].shape, first["text"].shape[1])
+    # Packed rows (one per microbatch) all have the token budget's length.
+    rows = get_attr_wrapped_model(chunks[0], "stage_rows")(first["noised"].shape, first["text"].shape[1],
+                                                           first.get("pack"))
     context = contextlib.nullcontext() if not forward_only else torch.no_grad()
     with context:
         outputs = get_forward_backward_func()(

@@ -30,6 +30,7 @@ from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
 from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
+from megatron_video.training.bucketed_batches import bucketed, bucketed_microbatch, build_train_loader, check_buckets
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
@@ -75,6 +76,8 @@ def check_inputs(cfg: RootConfig) -> None:
         if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
             raise ConfigError(f"data.{key}", f"must be a multiple of pixel_factor*patch = {latent_factor}")
     layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
+    if bucketed(cfg):
+        check_buckets(cfg, layout.context_mode, resolve_device(cfg.run.device).type)
     require(layout.pipeline == 1 or not cfg.train.snapshot_every, "train.snapshot_every",
             "post-hoc EMA snapshots hold the whole model: not built under pipeline parallelism (set 0)")
 
@@ -178,8 +181,11 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         microbatches = cfg.parallel.microbatches
-        loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
-                                   skip_batches=start_step * microbatches))
+        if bucketed(cfg):
+            loader = iter(build_train_loader(cfg, self.parts, skip_batches=start_step * microbatches))
+        else:
+            loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
+                                       skip_batches=start_step * microbatches))
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         for chunk in self.chunks:
@@ -238,6 +244,9 @@ class Trainer:
         for _ in range(count):
             batch = next(loader)
             drop = torch.rand(len(batch["caption"]), generator=dropout) < self.cfg.train.cfg_dropout
+            if bucketed(self.cfg):
+                microbatches.append(bucketed_microbatch(self.parts, self.cfg, batch, drop, self.device, generator))
+                continue
             latents, text, mask = encode_batch(self.parts, batch["video"].to(self.device), batch["caption"], drop)
             microbatches.append(make_microbatch(self.parts, latents, text, mask, generator))
         return microbatches
