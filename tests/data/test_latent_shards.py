@@ -128,3 +128,15 @@ def test_encode_and_training_honour_the_catalog_selection(shard_root, tmp_path):
     with pytest.raises(ConfigError, match="do not hold") as refused:
         check_source(_config(curated, tmp_path, *latents, "data.filter='start_frame > 12'"))
     assert refused.value.key == "data.filter"
+
+
+@pytest.mark.gpu
+def test_latents_encoded_on_cuda_train_to_the_loss_of_inline_encoding_on_cuda(shard_root, tmp_path):
+    cuda = "run.device=cuda"
+    encode_latents(_config(shard_root, tmp_path / "encode", f"encode.output={tmp_path / 'latents'}", cuda))
+    inline = train(_config(shard_root, tmp_path / "inline", cuda))
+    destroy_distributed()
+    latent = train(_config(shard_root, tmp_path / "latent", cuda, "data.source=latents",
+                           f"data.latents={tmp_path / 'latents'}"))
+    # bf16 autocast on the GPU: the same inputs, but kernels need not be bit-reproducible.
+    assert latent.losses == pytest.approx(inline.losses, rel=1e-3)

@@ -59,7 +59,7 @@ def test_a_killed_worker_is_replaced_and_every_batch_equals_inline_encoding(shar
 
 
 def test_a_stuck_worker_times_out_and_its_batch_is_skipped_and_counted(shard_root, tmp_path, caplog):
-    loader = RemoteEncodedLoader(_config(shard_root, tmp_path, "data.remote_timeout_s=3", "data.remote_retries=0"),
+    loader = RemoteEncodedLoader(_config(shard_root, tmp_path, "data.remote_timeout_s=10", "data.remote_retries=0"),
                                  "train", seed=0, repeat=False)
     stuck = _ready_worker_pids(loader)[1]
     os.kill(stuck, signal.SIGSTOP)
@@ -75,7 +75,7 @@ def test_a_stuck_worker_times_out_and_its_batch_is_skipped_and_counted(shard_roo
     # waited out its timeout once and was skipped (no retries); batch 3 went to the healthy worker
     # without counting against it.
     assert (loader.stats.timed_out, loader.stats.skipped, loader.stats.restarts) == (1, 1, 1)
-    assert len(batches) == 3 and waited < 30
+    assert len(batches) == 3 and waited < 60
     assert "remote batch=1 worker_failed reason=timeout" in caplog.text and "remote batch=1 skipped" in caplog.text
     delivered = [key for batch in batches for key in batch["key"]]
     assert len(delivered) == len(set(delivered)) == 6
