@@ -22,9 +22,18 @@ from megatron_video.training.trainer import train
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One two-CPU local cluster for the module (each actor reserves half a CPU)."""
+    """One two-CPU local cluster for the module (each actor reserves half a CPU). On a crowded machine
+    the raylet can abort its start when Ray's dashboard agent takes over its fixed 15 s to come up
+    (ray-project/ray#65983): a second start then usually succeeds."""
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:  # Ray raises a bare Exception for a node that timed out during startup
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield
     ray.shutdown()
 
