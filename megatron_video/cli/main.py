@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "caption": "detailed, short and three-word captions of curated clips (Qwen2.5-VL) -> feature set",
     "balance": "man/woman and vocabulary balancing of captioned clips -> dataset versions",
     "dedup": "near-duplicates within three-word-caption buckets (GPU k-means) -> dataset version",
+    "encode": "VAE latents + text-encoder states of curated shards -> latent shards (data.source=latents)",
     "train": "train (or resume) a VideoDiT on curated shards",
     "plan": "per-GPU memory of a recipe's layout, and layouts that fit a GPU",
     "sample": "generate videos from prompts with a checkpoint",

@@ -46,13 +46,29 @@ class DataConfig:
     buckets: list = field(default_factory=list)
     packing: bool = False  # pack whole samples of any bucket into rows of pack_tokens (one per microbatch)
     pack_tokens: int = 0  # text + video tokens per packed row
+    # clips: decode and encode in the trainer | latents: read `mvideo encode`'s shards from `latents`
+    # | remote: Ray workers decode and encode, the trainer receives tensors (docs/latents.md)
+    source: str = "clips"
+    latents: str = ""  # a dir written by `mvideo encode` (data.source=latents)
+    remote_workers: int = 2  # Ray encoding actors per trainer rank
+    remote_cpus: float = 1.0  # CPUs each actor reserves
+    remote_gpus: float = 0.0  # GPUs each actor reserves (a fraction shares one)
+    remote_inflight: int = 4  # batches submitted ahead of training: the bound of the queue
+    remote_timeout_s: float = 300.0  # a batch slower than this is taken from its worker and retried
+    remote_retries: int = 2  # attempts after the first before a batch is skipped (counted)
 
     def __post_init__(self) -> None:
-        for key in ("frames", "frame_stride", "height", "width", "batch_size"):
+        for key in ("frames", "frame_stride", "height", "width", "batch_size", "remote_workers", "remote_inflight"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         require(not self.packing or self.pack_tokens >= 1, "pack_tokens", "must be >= 1 with data.packing")
+        require(self.source in ("clips", "latents", "remote"), "source", "must be clips, latents or remote")
+        require(self.source != "latents" or bool(self.latents), "latents", "is needed for source=latents")
+        require(self.remote_timeout_s > 0, "remote_timeout_s", "must be > 0")
+        require(self.remote_retries >= 0, "remote_retries", "must be >= 0")
+        for key in ("remote_cpus", "remote_gpus"):
+            require(getattr(self, key) >= 0, key, "must be >= 0")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from curator.captions.config import CaptionConfig
 from curator.config import CurateConfig
 from curator.dedup.config import DedupConfig
 from megatron_video.config.run import DataConfig, EncodersConfig, RunConfig, SampleConfig, TrainConfig
+from megatron_video.data.encode_config import EncodeConfig
 from megatron_video.inference.eval_config import EvalConfig
 from megatron_video.inference.server.config import ServeConfig
 from megatron_video.model.config import VideoDiTConfig
@@ -29,6 +30,7 @@ class RootConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     data: DataConfig = field(default_factory=DataConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
     model: VideoDiTConfig = field(default_factory=VideoDiTConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

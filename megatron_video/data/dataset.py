@@ -47,6 +47,29 @@ def caption_of(meta: dict) -> str:
     return f"a video clip from {pathlib.Path(str(meta.get('source', 'unknown'))).stem}"
 
 
+def readable_clip(sample: dict) -> bool:
+    """Whether a raw shard sample has its json and an mp4 that opens as video."""
+    return "mp4" in sample and "json" in sample and has_video_stream(sample["mp4"])
+
+
+def decode_clip(sample: dict, cfg: DataConfig, seed: int, epoch: int, captions: dict[str, str]) -> dict | None:
+    """The training sample of a raw shard sample at `epoch`: its frame window is drawn from a
+    generator seeded by (seed, epoch, key), so every loader and encoder cuts the same window.
+    None (logged) when the clip does not decode."""
+    key = sample["__key__"]
+    generator = torch.Generator().manual_seed(
+        (seed * 1_000_003 + epoch + int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)) % 2**63)
+    try:
+        meta = json.loads(sample["json"])
+        if key in captions:
+            meta["caption"] = captions[key]
+        frames = decode_window(sample["mp4"], meta.get("num_frames"), cfg.frames, cfg.frame_stride, generator)
+    except (ValueError, OSError, KeyError) as err:  # av.error.* derive from OSError/ValueError
+        log.warning("skipping clip %s: %s", key, err)
+        return None
+    return {"video": to_model_video(frames, cfg.height, cfg.width), "caption": caption_of(meta), "key": key}
+
+
 def _data_parallel_position() -> tuple[int, int]:
     from megatron.core import parallel_state
 
@@ -99,10 +122,15 @@ class ClipDataset(IterableDataset):
                 continue
             # Unreadable samples are dropped here, before the order is fixed, so that a resumed
             # run's skipping counts exactly the samples the interrupted run used.
-            if "mp4" not in sample or "json" not in sample or not has_video_stream(sample["mp4"]):
-                log.warning("skipping clip %s: no readable mp4 and json", sample["__key__"])
+            if not self._readable(sample):
+                log.warning("skipping clip %s: no readable %s", sample["__key__"], self.members)
                 continue
             yield sample
+
+    members = "mp4 and json"
+
+    def _readable(self, sample: dict) -> bool:
+        return readable_clip(sample)
 
     def _shuffled(self, epoch: int) -> Iterator[dict]:
         buffer: list[dict] = []
@@ -115,20 +143,7 @@ class ClipDataset(IterableDataset):
             yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
 
     def _decoded(self, sample: dict, epoch: int) -> dict | None:
-        key = sample["__key__"]
-        generator = torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + epoch + int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)) % 2**63)
-        try:
-            meta = json.loads(sample["json"])
-            if key in self.selection.captions:
-                meta["caption"] = self.selection.captions[key]
-            frames = decode_window(sample["mp4"], meta.get("num_frames"), self.cfg.frames,
-                                   self.cfg.frame_stride, generator)
-        except (ValueError, OSError, KeyError) as err:  # av.error.* derive from OSError/ValueError
-            log.warning("skipping clip %s: %s", key, err)
-            return None
-        return {"video": to_model_video(frames, self.cfg.height, self.cfg.width),
-                "caption": caption_of(meta), "key": key}
+        return decode_clip(sample, self.cfg, self.seed, epoch, self.selection.captions)
 
     def _samples_to_skip(self) -> int:
         # Worker role r made batches r, r+W, r+2W, ... of the first `skip_batches`.

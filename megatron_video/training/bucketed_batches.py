@@ -29,6 +29,9 @@ def sample_tokens(bucket: Bucket, text_len: int, spatial: int, temporal: int, pa
 
 def check_buckets(cfg: RootConfig, context_mode: str, device_type: str) -> None:
     """Refuse bucket sizes and packing settings that cannot train, naming the key, before any work."""
+    if cfg.data.source != "clips":
+        raise ConfigError("data.source", f"is {cfg.data.source}: buckets and packing decode clips in the trainer "
+                                         "(source=clips); latent and remote batches have one size")
     buckets = parse_buckets(cfg.data.buckets or [[cfg.data.frames, cfg.data.height, cfg.data.width]])
     if cfg.data.packing:
         check_packing(context_mode, cfg.model.packed_attention, device_type)

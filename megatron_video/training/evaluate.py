@@ -6,10 +6,10 @@ import pathlib
 import torch
 
 from megatron_video.config.schema import RootConfig
-from megatron_video.data.dataset import build_loader
+from megatron_video.data.sources import open_loader
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype
-from megatron_video.training.objective import encode_batch, make_microbatch
+from megatron_video.training.objective import condition_batch, make_microbatch
 from megatron_video.training.step import run_microbatches
 
 
@@ -20,10 +20,10 @@ def validation_loss_of(chunks: list[torch.nn.Module], parts: Components, cfg: Ro
     microbatches of one step); the same draws on every call."""
     device = next(chunks[0].parameters()).device
     microbatches = []
-    loader = build_loader(cfg.data, "val", seed=cfg.run.seed, repeat=True)
+    loader = open_loader(cfg, "val", seed=cfg.run.seed, repeat=True)
     for index, batch in zip(range(cfg.train.val_batches), loader):
         generator = torch.Generator(device).manual_seed(10_007 + index)
-        latents, text, mask = encode_batch(parts, batch["video"].to(device), batch["caption"])
+        latents, text, mask = condition_batch(parts, batch, device)
         microbatches.append(make_microbatch(parts, latents, text, mask, generator))
     if not microbatches:
         raise RuntimeError("no validation clips: raise data.val_fraction or add footage")

@@ -23,8 +23,7 @@ from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.dataset import build_loader, list_shards
-from megatron_video.data.selection import select_clips
+from megatron_video.data.sources import check_source, open_loader
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
@@ -35,7 +34,7 @@ from megatron_video.training.build import Components, build_components, start_la
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
 from megatron_video.training.metrics import MetricsLog
-from megatron_video.training.objective import encode_batch, make_microbatch
+from megatron_video.training.objective import condition_batch, make_microbatch
 from megatron_video.training.preemption import StopRequest
 from megatron_video.training.step import configure_schedules, run_microbatches
 
@@ -62,10 +61,7 @@ class TrainSummary:
 
 def check_inputs(cfg: RootConfig) -> None:
     """Everything that can be checked before the first import of a model (fail in seconds)."""
-    if not cfg.data.shards:
-        raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
-    list_shards(cfg.data.shards)
-    keys = select_clips(cfg.data).keys
+    keys = check_source(cfg)
     if keys and not any(is_validation_key(k, cfg.data.val_fraction) for k in keys):
         raise ConfigError("data.val_fraction", f"leaves none of the {len(keys)} selected clips for validation")
     if cfg.optim.warmup_steps >= cfg.train.steps:
@@ -184,8 +180,8 @@ class Trainer:
         if bucketed(cfg):
             loader = iter(build_train_loader(cfg, self.parts, skip_batches=start_step * microbatches))
         else:
-            loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
-                                       skip_batches=start_step * microbatches))
+            loader = iter(open_loader(cfg, "train", seed=cfg.run.seed, repeat=True,
+                                      skip_batches=start_step * microbatches))
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         for chunk in self.chunks:
@@ -247,7 +243,7 @@ class Trainer:
             if bucketed(self.cfg):
                 microbatches.append(bucketed_microbatch(self.parts, self.cfg, batch, drop, self.device, generator))
                 continue
-            latents, text, mask = encode_batch(self.parts, batch["video"].to(self.device), batch["caption"], drop)
+            latents, text, mask = condition_batch(self.parts, batch, self.device, drop)
             microbatches.append(make_microbatch(self.parts, latents, text, mask, generator))
         return microbatches
 

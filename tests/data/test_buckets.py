@@ -221,6 +221,7 @@ def test_packed_training_resumes_exactly(catalogued, tmp_path):
     (["data.pack_tokens=100"], "data.pack_tokens"),
     (["data.buckets=[[8,30,56]]"], "data.buckets"),
     (["model.packed_attention=flex"], "model.packed_attention"),
+    (["data.source=remote"], "data.source"),
 ])
 def test_training_refuses_unbuilt_packing_before_any_work(catalogued, tmp_path, monkeypatch, overrides, key):
     from megatron_video.config.loader import load_config
