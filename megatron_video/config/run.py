@@ -41,8 +41,10 @@ class DataConfig:
     num_workers: int = 1
     shuffle_buffer: int = 64
     val_fraction: float = 0.1  # of clips (by key hash) held out for validation loss
+    loader: str = "auto"  # auto (dali where installed and a GPU decodes) | dali | cpu; validation uses cpu
 
     def __post_init__(self) -> None:
+        require(self.loader in ("auto", "dali", "cpu"), "loader", "must be auto, dali or cpu")
         for key in ("frames", "frame_stride", "height", "width", "batch_size"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")

@@ -22,7 +22,7 @@ from curator.layout import curated_dirs
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.decode import decode_window, has_video_stream, to_model_video
+from megatron_video.data.decode import decode_window, probe_clip, to_model_video
 from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def caption_of(meta: dict) -> str:
     return f"a video clip from {pathlib.Path(str(meta.get('source', 'unknown'))).stem}"
 
 
-def _data_parallel_position() -> tuple[int, int]:
+def data_parallel_position() -> tuple[int, int]:
     from megatron.core import parallel_state
 
     if not parallel_state.model_parallel_is_initialized():
@@ -70,7 +70,7 @@ class ClipDataset(IterableDataset):
         self.selection = select_clips(cfg)
         self.shards = [s for s in list_shards(cfg.shards) if self.selection.reads_shard(s)]
         # Read here, in the training process: spawned loader workers have no parallel_state.
-        self.dp_rank, self.dp_size = _data_parallel_position()
+        self.dp_rank, self.dp_size = data_parallel_position()
 
     def _shards_for_this_rank(self) -> list[str]:
         rank, size = self.dp_rank, self.dp_size
@@ -99,8 +99,13 @@ class ClipDataset(IterableDataset):
                 continue
             # Unreadable samples are dropped here, before the order is fixed, so that a resumed
             # run's skipping counts exactly the samples the interrupted run used.
-            if "mp4" not in sample or "json" not in sample or not has_video_stream(sample["mp4"]):
-                log.warning("skipping clip %s: no readable mp4 and json", sample["__key__"])
+            if "mp4" not in sample or "json" not in sample:
+                log.warning("skipping clip %s: no mp4 and json", sample["__key__"])
+                continue
+            try:
+                probe_clip(sample["mp4"])
+            except ValueError as err:
+                log.warning("skipping clip %s: %s", sample["__key__"], err)
                 continue
             yield sample
 

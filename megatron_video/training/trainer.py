@@ -23,7 +23,8 @@ from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.dataset import build_loader, list_shards
+from megatron_video.data.dataset import list_shards
+from megatron_video.data.loaders import build_train_loader, loader_state, resolve_loader
 from megatron_video.data.selection import select_clips
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
@@ -64,6 +65,7 @@ def check_inputs(cfg: RootConfig) -> None:
     if not cfg.data.shards:
         raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
     list_shards(cfg.data.shards)
+    resolve_loader(cfg.data.loader, resolve_device(cfg.run.device))
     keys = select_clips(cfg.data).keys
     if keys and not any(is_validation_key(k, cfg.data.val_fraction) for k in keys):
         raise ConfigError("data.val_fraction", f"leaves none of the {len(keys)} selected clips for validation")
@@ -121,6 +123,8 @@ class Trainer:
         self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
         self.step = 0
+        self.loader = None  # the training batches' iterator, once training starts
+        self.resumed_loader_state: dict | None = None
 
     # -- state -------------------------------------------------------------------------------
     def _save(self) -> str:
@@ -141,6 +145,7 @@ class Trainer:
                 # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
                 "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
                 "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_states(self.device),
+                "loader": loader_state(self.loader),
                 "losses": self.metrics.losses}
 
     def _resume(self) -> None:
@@ -157,6 +162,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng_states(state["rng"], self.device)
         self.metrics.losses = list(state["losses"])
+        self.resumed_loader_state = state.get("loader")
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
 
@@ -178,8 +184,8 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         microbatches = cfg.parallel.microbatches
-        loader = iter(build_loader(cfg.data, "train", seed=cfg.run.seed, repeat=True,
-                                   skip_batches=start_step * microbatches))
+        loader = self.loader = build_train_loader(cfg.data, self.device, cfg.run.seed, start_step * microbatches,
+                                                  self.resumed_loader_state)
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         for chunk in self.chunks:
