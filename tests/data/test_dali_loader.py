@@ -15,8 +15,6 @@ from megatron_video.data.dataset import ClipDataset
 from megatron_video.data.decode import decode_window, to_model_video
 from megatron_video.data.loaders import build_train_loader
 
-pytest.importorskip("nvidia.dali", reason="scripts/install.sh installs nvidia-dali-cuda130")
-
 CPU = torch.device("cpu")
 GOOD = 10  # clips of the vp9_root fixture that decode (two more are broken)
 
