@@ -10,22 +10,9 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
+from megatron_video.testing.clips import encode_clip
+
 VP9_LENGTHS = (12, 14, 16, 18, 20, 13, 15, 17, 19, 12)  # frames of each good clip, 5 per shard
-VP9_BROKEN = ("truncated_000000", "garbage_000000")
-
-
-def _vp9(frames: np.ndarray, path: pathlib.Path) -> bytes:
-    # faststart: the header first, so a cut-off copy still opens and only the demux check catches it
-    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libvpx-vp9", rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +22,6 @@ def vp9_root(tmp_path_factory, samples_dir) -> pathlib.Path:
         footage = [f.to_ndarray(format="rgb24", width=112, height=64)
                    for _, f in zip(range(sum(VP9_LENGTHS)), container.decode(video=0))]
     root = tmp_path_factory.mktemp("vp9")
-    work = tmp_path_factory.mktemp("vp9_clips")
     (root / "shards").mkdir()
     (root / "catalog").mkdir()
     start = 0
@@ -46,7 +32,8 @@ def vp9_root(tmp_path_factory, samples_dir) -> pathlib.Path:
             for number in range(shard * 5, shard * 5 + 5):
                 length = VP9_LENGTHS[number]
                 key = f"megamind_{start:06d}"
-                data = _vp9(np.stack(footage[start:start + length]), work / f"{key}.mp4")
+                # faststart: a cut-off copy still opens, so only the demux check catches the truncated one
+                data = encode_clip(np.stack(footage[start:start + length]), fps=12, faststart=True)
                 start += length
                 row = {"key": key, "shard": name, "num_frames": length, "caption": f"clip number {number}"}
                 sink.write({"__key__": key, "mp4": data, "json": json.dumps(row).encode()})
