@@ -111,7 +111,7 @@ class DaliClipLoader:
         self.num_frames = index.num_frames
         self.span = (cfg.frames - 1) * cfg.frame_stride + 1
         # Replicas draw different orders and windows; ranks of one replica the same ones.
-        reader_seed = (seed * 1_000_003 + rank) % 2**31
+        reader_seed = (seed * 1_000_003 + rank) % (2**31 - 1)
         with tempfile.TemporaryDirectory() as folder:  # DALI parses its index files when built
             paths, indexes = index.write(pathlib.Path(folder))
             self._reader = _reader_pipeline(paths, indexes, cfg, reader_seed, state["reader"] if state else None)
