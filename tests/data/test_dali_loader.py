@@ -12,7 +12,7 @@ from megatron_video.config.run import DataConfig
 from megatron_video.data import dali_loader as dali_module
 from megatron_video.data import loaders
 from megatron_video.data.dataset import ClipDataset
-from megatron_video.data.decode import decode_window, to_model_video
+from megatron_video.data.decode import decode_window, probe_clip, to_model_video
 from megatron_video.data.loaders import build_train_loader
 
 CPU = torch.device("cpu")
@@ -140,3 +140,38 @@ def test_h264_decodes_on_the_gpu_like_the_cpu_loader(shard_root):
         frames = decode_window(_member(shard_root, key), None, 12, 1, torch.Generator().manual_seed(0))
         assert (video - to_model_video(frames, 32, 56)).abs().mean() < 0.03, key
     assert np.isfinite(batch["video"].float().cpu().numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def bitstream_root(vp9_root, tmp_path_factory):
+    """Five clips of vp9_root, one with its frames' bytes scrambled: complete, so the demux check
+    passes it, yet the decoder fails on it."""
+    import webdataset as wds
+
+    root = tmp_path_factory.mktemp("bitstream")
+    samples = list(wds.WebDataset(str(vp9_root / "shards" / "shard-000000.tar"), shardshuffle=False))
+    scrambled = bytearray(samples[2]["mp4"])
+    for i in range(len(scrambled) // 3, len(scrambled) - 200, 7):
+        scrambled[i] ^= 0x5A
+    samples[2]["mp4"] = bytes(scrambled)
+    probe_clip(samples[2]["mp4"])  # passes the check
+    with wds.TarWriter(str(root / "clips.tar")) as sink:
+        for sample in samples:
+            sink.write({"__key__": sample["__key__"], "mp4": sample["mp4"], "json": sample["json"]})
+    return root, samples[2]["__key__"]
+
+
+def test_a_clip_the_decoder_fails_on_is_left_out_and_the_run_goes_on_exactly(bitstream_root):
+    root, bad = bitstream_root
+    cfg = _config(root, batch_size=2)
+    loader = build_train_loader(cfg, CPU, seed=1)
+    assert loader.unreadable == []
+    straight = _batches(loader, 6)
+    assert loader.unreadable == [bad]
+    keys = [k for b in straight for k in b["key"]]
+    assert bad not in keys and len(set(keys)) == 4
+    assert min(len(b["key"]) for b in straight) == 1  # the mended batch, one clip short
+    # A run resumed before the bad clip meets and mends it the same way.
+    again = build_train_loader(cfg, CPU, seed=1, state=None, skip_batches=1)
+    _same(straight[1:], _batches(again, 5))
+    assert again.unreadable == [bad]
