@@ -112,7 +112,7 @@ class DaliClipLoader:
 
     `state`: a previous loader's `state_dict()`; without one, `skip_batches` batches are read
     (not decoded) and dropped, so a run first saved by the CPU loader also resumes exactly.
-    `unreadable`: keys of the clips the check before training left out.
+    `unreadable`: keys of the clips left out, by the check before training or by the decoder.
     """
 
     def __init__(self, cfg: DataConfig, device: torch.device, seed: int, skip_batches: int = 0,
