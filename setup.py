@@ -41,6 +41,9 @@ extras = {
         "disjoint-set",
     ],
     "serve": ["fastapi", "uvicorn", "prometheus-client"],
+    # The DALI loader (megatron_video/data/dali_loader.py). Also installed on CPU machines: its CPU
+    # pipeline (VP9) is what the tests run there.
+    "dali": ["nvidia-dali-cuda130"],
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
     "gpu": ["pynvvideocodec", "nvidia-dali-cuda130"],
     # scikit-learn: the reference k-means and adjusted Rand index of the dedup tests and benchmark.

@@ -31,8 +31,9 @@ if [ -n "${1:-}" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" /tmp/mvideo_wheels/*.whl || exit 1
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/mvideo_ray_site \
       /tmp/mvideo_wheels/ray/*.whl || exit 1
+    mkdir -p /tmp/mvideo_dali_site && tar -C /tmp/mvideo_dali_site -xJf /tmp/mvideo_wheels/dali_site.tar.xz || exit 1
   fi
-  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$site:/tmp/mvideo_dali_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   ray_path=/tmp/mvideo_ray_site
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -20,7 +20,9 @@ if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; th
 else
   pip install -c "$C" megatron-core
 fi
-pip install -c "$C" -e ".[curate,train,serve,dev]"
+# dali: nvidia-dali-cuda130 from PyPI (~240 MB with its nvimgcodec/nvcomp wheels); without a GPU
+# its CPU pipeline runs the DALI loader's tests on VP9 clips.
+pip install -c "$C" -e ".[curate,train,serve,dev,dali]"
 # HEBO 0.3.6 pins numpy<1.25 and pymoo==0.6.0 yet runs on numpy 2 / pymoo 0.6.2; the 0.3.2 that
 # pip picks instead imports pymoo.factory, which pymoo 0.6 removed. Take 0.3.6 without its pins.
 pip install --no-deps hebo==0.3.6
@@ -38,4 +40,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     echo "install.sh: could not install chromium (needs root or passwordless sudo): the viewer's browser test will skip" >&2
   fi
 fi
-"$VENV/bin/python" -c 'import torch, megatron.core, cv2, av, webdataset, hydra; assert not torch.cuda.is_available() or True; print("venv ok: torch", torch.__version__, "cv2", cv2.__version__)'
+"$VENV/bin/python" -c 'import torch, megatron.core, cv2, av, webdataset, hydra, nvidia.dali; assert not torch.cuda.is_available() or True; print("venv ok: torch", torch.__version__, "cv2", cv2.__version__)'

@@ -28,6 +28,16 @@ python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2
 # their own, on the path only for the Ray runner's benchmark, so their newer copies of common
 # packages (protobuf, packaging, typing-extensions, ...) never shadow the machine's for the rest.
 python3 -m pip download -q "${plat[@]}" -d "$work/whl/ray" ray==2.60.0 2>&1 | grep -v "^WARNING" || true
+# DALI (the training loader's GPU decode), slimmed as ../shared/tools/make_dali_bundle.sh does: only
+# the CPython 3.12 extensions, no headers, stripped, xz-compressed (~127 MB instead of ~240 MB of
+# wheels). gpu_check.sh unpacks it into a site of its own.
+python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/dali_whl" nvidia-dali-cuda130==2.4.0 \
+  optree==0.20.0 gast==0.7.0 astunparse==1.6.3 2>&1 | grep -v "^WARNING" || true
+mkdir -p "$work/dali_site"
+for w in "$work"/dali_whl/*.whl; do unzip -q -o "$w" -d "$work/dali_site"; done
+(cd "$work/dali_site" && find . -name '*cpython-3*' ! -name '*cpython-312-*' -delete \
+  && rm -rf nvidia/dali/include ./*.data && find nvidia -name '*.so*' -type f -exec strip --strip-unneeded {} +)
+tar -C "$work/dali_site" -cf - . | xz -9 -T0 > "$work/whl/dali_site.tar.xz"
 ls "$work/whl" "$work/whl/ray"
 rm -rf "$out" && mkdir -p "$out"
 tar -C "$work/whl" -cf "$work/bundle.tar" .

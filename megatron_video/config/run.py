@@ -56,8 +56,13 @@ class DataConfig:
     remote_inflight: int = 4  # batches submitted ahead of training: the bound of the queue
     remote_timeout_s: float = 300.0  # a batch slower than this is taken from its worker and retried
     remote_retries: int = 2  # attempts after the first before a batch is skipped (counted)
+    # source=clips: auto (DALI where installed and a GPU decodes) | dali | cpu; validation reads with cpu
+    loader: str = "auto"
 
     def __post_init__(self) -> None:
+        require(self.loader in ("auto", "dali", "cpu"), "loader", "must be auto, dali or cpu")
+        require(self.loader != "dali" or (self.source == "clips" and not self.buckets and not self.packing), "loader",
+                "dali reads clips of one size: source=clips without buckets or packing")
         for key in ("frames", "frame_stride", "height", "width", "batch_size", "remote_workers", "remote_inflight"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")

@@ -24,7 +24,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.buckets import BatchPlan, Bucket, assign_bucket, bucket_batches, parse_buckets
 from megatron_video.data.catalog import SHARD_PATH, has_catalog, is_validation_key
-from megatron_video.data.dataset import _data_parallel_position, caption_of
+from megatron_video.data.dataset import caption_of, data_parallel_position
 from megatron_video.data.decode import decode_window, to_model_video
 from megatron_video.data.packing import token_packs
 from megatron_video.data.selection import catalog_captions, selected_catalog
@@ -80,7 +80,7 @@ class BucketedClipDataset(IterableDataset):
             batcher = partial(token_packs, tokens=tokens_of, budget=cfg.pack_tokens)
         else:
             batcher = partial(bucket_batches, batch_size=cfg.batch_size)
-        dp_rank, dp_size = _data_parallel_position()
+        dp_rank, dp_size = data_parallel_position()
         self.plan = BatchPlan(items, batcher, seed, dp_rank, dp_size)
         self.buckets = dict(items)
         self.members = ShardMembers()

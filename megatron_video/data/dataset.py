@@ -22,7 +22,7 @@ from curator.layout import curated_dirs
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.decode import decode_window, has_video_stream, to_model_video
+from megatron_video.data.decode import decode_window, probe_clip, to_model_video
 from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,17 @@ def caption_of(meta: dict) -> str:
 
 
 def readable_clip(sample: dict) -> bool:
-    """Whether a raw shard sample has its json and an mp4 that opens as video."""
-    return "mp4" in sample and "json" in sample and has_video_stream(sample["mp4"])
+    """Whether a raw shard sample has its json and an mp4 that passes the demux check
+    (decode.probe_clip: opens, has video, holds every packet its header promises); logs why not."""
+    if "mp4" not in sample or "json" not in sample:
+        log.warning("skipping clip %s: no mp4 and json", sample["__key__"])
+        return False
+    try:
+        probe_clip(sample["mp4"])
+    except ValueError as err:
+        log.warning("skipping clip %s: %s", sample["__key__"], err)
+        return False
+    return True
 
 
 def decode_clip(sample: dict, cfg: DataConfig, seed: int, epoch: int, captions: dict[str, str]) -> dict | None:
@@ -70,7 +79,7 @@ def decode_clip(sample: dict, cfg: DataConfig, seed: int, epoch: int, captions: 
     return {"video": to_model_video(frames, cfg.height, cfg.width), "caption": caption_of(meta), "key": key}
 
 
-def _data_parallel_position() -> tuple[int, int]:
+def data_parallel_position() -> tuple[int, int]:
     from megatron.core import parallel_state
 
     if not parallel_state.model_parallel_is_initialized():
@@ -93,7 +102,7 @@ class ClipDataset(IterableDataset):
         self.selection = select_clips(cfg)
         self.shards = [s for s in list_shards(cfg.shards) if self.selection.reads_shard(s)]
         # Read here, in the training process: spawned loader workers have no parallel_state.
-        self.dp_rank, self.dp_size = _data_parallel_position()
+        self.dp_rank, self.dp_size = data_parallel_position()
 
     def _shards_for_this_rank(self) -> list[str]:
         rank, size = self.dp_rank, self.dp_size
@@ -123,11 +132,8 @@ class ClipDataset(IterableDataset):
             # Unreadable samples are dropped here, before the order is fixed, so that a resumed
             # run's skipping counts exactly the samples the interrupted run used.
             if not self._readable(sample):
-                log.warning("skipping clip %s: no readable %s", sample["__key__"], self.members)
                 continue
             yield sample
-
-    members = "mp4 and json"
 
     def _readable(self, sample: dict) -> bool:
         return readable_clip(sample)

@@ -9,13 +9,24 @@ import torch
 import torch.nn.functional as F
 
 
-def has_video_stream(data: bytes) -> bool:
-    """Whether the bytes open as a container with a video stream (reads the header only: cheap)."""
+def probe_clip(data: bytes) -> tuple[int, str]:
+    """(frames, codec) of an encoded clip, demuxed to its end without decoding; ValueError if it is
+    unreadable or shorter than its header says (a truncated clip whose header survived)."""
     try:
         with av.open(io.BytesIO(data)) as container:
-            return bool(container.streams.video)
-    except (av.error.FFmpegError, ValueError, OSError):
-        return False
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            packets = sum(1 for packet in container.demux(stream) if packet.size)
+            codec = stream.codec_context.name
+            promised = stream.frames
+    except (av.error.FFmpegError, OSError) as err:
+        raise ValueError(str(err)) from None
+    if packets == 0:
+        raise ValueError("no video packets")
+    if promised and packets < promised:
+        raise ValueError(f"truncated: {packets} of {promised} frames present")
+    return packets, codec
 
 
 def decode_frames(data: bytes, stop: int | None = None) -> np.ndarray:
@@ -53,10 +64,15 @@ def decode_window(data: bytes, num_frames: int | None, length: int, stride: int,
 
 
 def to_model_video(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [3, T, height, width] in [-1, 1] (area resize: no aliasing)."""
+    """uint8 [T, H, W, 3] -> float [3, T, height, width] in [-1, 1]: resized (area: no aliasing) to
+    cover height x width with the aspect ratio kept, then centre-cropped, as the DALI loader does."""
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    if video.shape[-2:] != (height, width):
-        video = F.interpolate(video, size=(height, width), mode="area")
+    scale = max(height / video.shape[-2], width / video.shape[-1])
+    size = (max(height, round(video.shape[-2] * scale)), max(width, round(video.shape[-1] * scale)))
+    if video.shape[-2:] != size:
+        video = F.interpolate(video, size=size, mode="area")
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    video = video[..., top:top + height, left:left + width]
     return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
 
 

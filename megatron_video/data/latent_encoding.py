@@ -97,7 +97,6 @@ class _ShardEncoder:
                 if not self.selection.includes(sample["__key__"]):
                     continue
                 if not readable_clip(sample):
-                    log.warning("skipping clip %s: no readable mp4 and json", sample["__key__"])
                     failed.append(sample["__key__"])
                     continue
                 batch.append(sample)

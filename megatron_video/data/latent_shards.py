@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.config.schema import RootConfig
-from megatron_video.data.dataset import ClipDataset, _data_parallel_position
+from megatron_video.data.dataset import ClipDataset, data_parallel_position
 from megatron_video.data.selection import ClipSelection, select_clips
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,6 @@ class LatentClipDataset(ClipDataset):
     {"latents" [C, T', H', W'], "text" [L, D], "mask" [L], "caption", "key"}. Each clip's window is the
     one the encode run cut (its epoch 0), in every epoch."""
 
-    members = f"{LATENT}, {TEXT} and {META}"
-
     def __init__(self, cfg: RootConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0):
         self.cfg, self.split, self.seed, self.repeat = cfg.data, split, seed, repeat
         self.skip_batches = skip_batches
@@ -172,10 +170,13 @@ class LatentClipDataset(ClipDataset):
         self.selection = store.check(cfg)
         self.shards = [str(store.root / "shards" / name) for name in sorted(store.records)
                        if self.selection.reads_shard(name)]
-        self.dp_rank, self.dp_size = _data_parallel_position()
+        self.dp_rank, self.dp_size = data_parallel_position()
 
     def _readable(self, sample: dict) -> bool:
-        return all(member in sample for member in (LATENT, TEXT, META))
+        if all(member in sample for member in (LATENT, TEXT, META)):
+            return True
+        log.warning("skipping clip %s: no %s, %s and %s", sample["__key__"], LATENT, TEXT, META)
+        return False
 
     def _decoded(self, sample: dict, epoch: int) -> dict:
         return read_sample(sample)

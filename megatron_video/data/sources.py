@@ -6,11 +6,14 @@ latent sources bring "latents", "text" and "mask" in place of "video" (training.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+import torch
 
 from megatron_video.config import ConfigError
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.dataset import build_loader, list_shards
+from megatron_video.data.loaders import build_train_loader
 from megatron_video.data.selection import select_clips
 
 
@@ -24,6 +27,14 @@ def check_source(cfg: RootConfig) -> frozenset[str] | None:
         raise ConfigError("data.shards", "is required: a curated output dir or a dir of shards")
     list_shards(cfg.data.shards)
     return select_clips(cfg.data).keys
+
+
+def open_train_loader(cfg: RootConfig, device: torch.device, skip_batches: int, state: dict | None) -> Iterator[dict]:
+    """Endless training batches. Clips come through `data.loader` (DALI or the CPU loader; `state` is
+    a DALI loader's checkpointed position), latent and remote sources as open_loader gives them."""
+    if cfg.data.source == "clips":
+        return build_train_loader(cfg.data, device, cfg.run.seed, skip_batches, state)
+    return iter(open_loader(cfg, "train", cfg.run.seed, repeat=True, skip_batches=skip_batches))
 
 
 def open_loader(cfg: RootConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0) -> Iterable[dict]:

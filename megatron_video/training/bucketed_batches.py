@@ -49,7 +49,7 @@ def check_buckets(cfg: RootConfig, context_mode: str, device_type: str) -> None:
                                                   f"{bucket} sample")
 
 
-def build_train_loader(cfg: RootConfig, parts: Components, skip_batches: int) -> DataLoader:
+def bucketed_loader(cfg: RootConfig, parts: Components, skip_batches: int) -> DataLoader:
     tokens_of = partial(sample_tokens, text_len=cfg.encoders.max_text_len, spatial=parts.codec.spatial_factor,
                         temporal=parts.codec.temporal_factor, patch=cfg.model.patch)
     return build_bucketed_loader(cfg.data, cfg.run.seed, tokens_of, skip_batches)

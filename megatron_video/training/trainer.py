@@ -23,13 +23,14 @@ from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key
-from megatron_video.data.sources import check_source, open_loader
+from megatron_video.data.loaders import loader_state, resolve_loader
+from megatron_video.data.sources import check_source, open_train_loader
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer
 from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
-from megatron_video.training.bucketed_batches import bucketed, bucketed_microbatch, build_train_loader, check_buckets
+from megatron_video.training.bucketed_batches import bucketed, bucketed_loader, bucketed_microbatch, check_buckets
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
@@ -62,6 +63,7 @@ class TrainSummary:
 def check_inputs(cfg: RootConfig) -> None:
     """Everything that can be checked before the first import of a model (fail in seconds)."""
     keys = check_source(cfg)
+    resolve_loader(cfg.data.loader, resolve_device(cfg.run.device))
     if keys and not any(is_validation_key(k, cfg.data.val_fraction) for k in keys):
         raise ConfigError("data.val_fraction", f"leaves none of the {len(keys)} selected clips for validation")
     if cfg.optim.warmup_steps >= cfg.train.steps:
@@ -120,6 +122,8 @@ class Trainer:
         self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
         self.step = 0
+        self.loader = None  # the training batches' iterator, once training starts
+        self.resumed_loader_state: dict | None = None
 
     # -- state -------------------------------------------------------------------------------
     def _save(self) -> str:
@@ -140,6 +144,7 @@ class Trainer:
                 # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
                 "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
                 "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_states(self.device),
+                "loader": loader_state(self.loader),
                 "losses": self.metrics.losses}
 
     def _resume(self) -> None:
@@ -156,6 +161,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng_states(state["rng"], self.device)
         self.metrics.losses = list(state["losses"])
+        self.resumed_loader_state = state.get("loader")
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
 
@@ -178,10 +184,10 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         microbatches = cfg.parallel.microbatches
         if bucketed(cfg):
-            loader = iter(build_train_loader(cfg, self.parts, skip_batches=start_step * microbatches))
+            loader = iter(bucketed_loader(cfg, self.parts, skip_batches=start_step * microbatches))
         else:
-            loader = iter(open_loader(cfg, "train", seed=cfg.run.seed, repeat=True,
-                                      skip_batches=start_step * microbatches))
+            loader = self.loader = open_train_loader(cfg, self.device, start_step * microbatches,
+                                                     self.resumed_loader_state)
         summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
         started = time.perf_counter()
         for chunk in self.chunks:

@@ -54,7 +54,7 @@ def test_epochs_reshuffle_but_repeat_every_clip(shard_root):
 def test_data_parallel_ranks_read_disjoint_shards(shard_root, monkeypatch):
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(dataset_module, "_data_parallel_position", lambda r=rank: (r, 2))
+        monkeypatch.setattr(dataset_module, "data_parallel_position", lambda r=rank: (r, 2))
         seen.append(set(_keys(ClipDataset(_config(shard_root, val_fraction=0.0), "train", 0, False))))
     assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1])
     assert len(seen[0] | seen[1]) == 8
