@@ -80,7 +80,7 @@ def test_mvideo_sample_under_torchrun_with_context_parallel_equals_one_process(m
     from megatron_video.testing.weights import exercised_state
 
     sampling = ["sample.steps=3", "sample.frames=3", "sample.height=24", "sample.width=40", "sample.seed=5",
-                "sample.negative_prompt=static", "run.device=cpu"]
+                "sample.negative_prompt=static", "run.device=cpu", f"run.output_dir={tmp_path / 'run'}"]
     torch.manual_seed(0)
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"model": exercised_state(build_model(load_config("demo").model))}, checkpoint)
@@ -88,7 +88,7 @@ def test_mvideo_sample_under_torchrun_with_context_parallel_equals_one_process(m
                                                 f"sample.output={tmp_path / 'single'}", *sampling]))
     command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "megatron_video.cli.main", "sample",
                "recipe=demo", f"sample.checkpoint={checkpoint}", f"sample.output={tmp_path / 'cp2'}",
-               f"run.output_dir={tmp_path / 'run'}", "parallel.context=2", *sampling]
+               "parallel.context=2", *sampling]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
