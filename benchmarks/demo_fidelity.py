@@ -49,7 +49,7 @@ def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int) -> d
                 fidelity = frames_fidelity(generator.generate(request), caption, windows)
                 scores.append((max(fidelity.own), max(fidelity.others), np.mean(fidelity.own),
                                np.mean(fidelity.others)))
-        own_best, other_best, own_mean, other_mean = np.mean(scores, axis=0)
+        own_best, other_best, own_mean, other_mean = (float(v) for v in np.mean(scores, axis=0))
         results[f"{steps}_steps_g{guidance:g}_{solver}"] = {
             "own_best_db": round(own_best, 2), "other_best_db": round(other_best, 2),
             "own_mean_db": round(own_mean, 2), "other_mean_db": round(other_mean, 2),
