@@ -45,15 +45,23 @@ class Fidelity:
                 f"- other captions' clips: {summary(self.others)}"]
 
 
-def sample_fidelity(sample: pathlib.Path, caption: str, data: DataConfig, seed: int = 0) -> Fidelity:
-    """Compare `sample` with one window of every training clip (as the loader cuts them); the sample
-    is cropped to the frames they share when its length differs."""
-    frames = read_frames(sample)
+def training_windows(data: DataConfig, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(caption, uint8 frames) of one window of every training clip, as the loader cuts them."""
+    return [(clip["caption"], to_uint8_frames(clip["video"])) for clip in ClipDataset(data, "train", seed=seed,
+                                                                                        repeat=False)]
+
+
+def frames_fidelity(frames: np.ndarray, caption: str, windows: list[tuple[str, np.ndarray]]) -> Fidelity:
+    """PSNR of `frames` against each window of the same size, cropped to the frames they share."""
     own, others = [], []
-    for clip in ClipDataset(data, "train", seed=seed, repeat=False):
-        video = to_uint8_frames(clip["video"])
+    for window_caption, video in windows:
         length = min(len(video), len(frames))
         if video.shape[1:] != frames.shape[1:]:
             continue
-        (own if clip["caption"] == caption else others).append(psnr(frames[:length], video[:length]))
+        (own if window_caption == caption else others).append(psnr(frames[:length], video[:length]))
     return Fidelity(caption, own, others)
+
+
+def sample_fidelity(sample: pathlib.Path, caption: str, data: DataConfig, seed: int = 0) -> Fidelity:
+    """Compare the mp4 `sample` with one window of every training clip."""
+    return frames_fidelity(read_frames(sample), caption, training_windows(data, seed))

@@ -49,12 +49,15 @@ def loss_by_timestep(parts: Components, batches: Iterable[dict], timesteps: list
 
 def evaluate(cfg, generator=None) -> pathlib.Path:
     """Score `generator`'s model (default: `sample.checkpoint`, or the run's latest) on the `data`
-    section's validation clips and write the losses as JSON."""
+    section's validation clips, and with VBench's `eval.vbench_dimensions` on videos of
+    `sample.prompts`; write the results as JSON."""
     from megatron_video.data.dataset import build_loader
     from megatron_video.inference.generator import VideoGenerator
+    from megatron_video.inference.vbench_eval import check_vbench
     from megatron_video.training.build import start_layout
     from megatron_video.training.environment import resolve_device
 
+    vbench = check_vbench(cfg.eval.vbench_dimensions, cfg.eval.vbench_weights) if cfg.eval.vbench_dimensions else None
     if generator is None:
         start_layout(cfg, resolve_device(cfg.run.device))
         generator = VideoGenerator.from_config(cfg)
@@ -68,7 +71,19 @@ def evaluate(cfg, generator=None) -> pathlib.Path:
               "mean_loss": sum(losses.values()) / len(losses)}
     path = pathlib.Path(cfg.eval.output or pathlib.Path(cfg.run.output_dir) / "eval" / "val_loss.json")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if vbench is not None:
+        result["vbench"] = vbench_scores(cfg, generator, vbench, path.parent / "vbench")
     path.write_text(json.dumps(result, indent=2))
     log.info("validation loss of %s: mean %.5f; by timestep %s -> %s", result["checkpoint"],
              result["mean_loss"], {t: round(v, 5) for t, v in losses.items()}, path)
     return path
+
+
+def vbench_scores(cfg, generator, vbench, out_dir: pathlib.Path) -> dict:
+    """VBench's scores of `eval.vbench_videos_per_prompt` videos of each of `sample.prompts`."""
+    from megatron_video.inference.sample import requests_of
+    from megatron_video.inference.vbench_eval import run_vbench, write_vbench_videos
+
+    videos = out_dir / "videos"
+    prompts = write_vbench_videos(generator, requests_of(cfg), cfg.eval.vbench_videos_per_prompt, videos)
+    return run_vbench(vbench, videos, prompts, list(cfg.eval.vbench_dimensions), out_dir, generator.device)

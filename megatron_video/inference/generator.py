@@ -2,8 +2,12 @@
 
 `mvideo sample` and the server's worker both call `generate`. The model call inside the sampler is
 the only thing a parallel layout changes (a CP group shards the sequence inside the model's forward,
-a CFG group splits the two guidance branches), so every rank of a group builds the same generator
-and runs `generate` on the same request (see inference/server/worker.py).
+a CFG group splits the two guidance branches), so every rank of the world builds the same generator
+and runs `generate` on the same request (see inference/server/worker.py). The ranks are arranged as
+xDiT and FastVideo do (order tp-sp-pp-cfg-dp): the CFG pair of a rank is its twin in the other half
+of the world, which is megatron's data-parallel group when the data-parallel size is 2
+(inference/layout.py checks that before any work). The prompts are encoded once, on rank 0, and
+broadcast; only rank 0 decodes the latents to frames.
 """
 from __future__ import annotations
 
@@ -61,13 +65,28 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: pa
 
 
 def cfg_parallel_group() -> dist.ProcessGroup:
+    """The two ranks that split the guidance branches: megatron's data-parallel group (of size 2)."""
     from megatron.core import parallel_state
 
-    size = parallel_state.get_data_parallel_world_size()
-    if size != 2:
-        raise ConfigError("sample.cfg_parallel", f"needs a data-parallel size of 2 (world = 2 x tensor x "
-                                                 f"pipeline x context), got {size}")
     return parallel_state.get_data_parallel_group()
+
+
+def leads() -> bool:
+    """Whether this rank encodes the prompts and decodes the latents (rank 0, or no process group)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def encode_once(encoder, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encoder.encode(prompts)` run on rank 0 and broadcast to every rank: the text encoder (UMT5 at
+    scale) runs once per request, and every rank samples with bit-identical embeddings."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        states, mask = encoder.encode(prompts)
+    else:
+        # Pickled CPU tensors (the encoders return CPU tensors): gloo and NCCL alike carry them.
+        payload = [encoder.encode(prompts) if leads() else None]
+        dist.broadcast_object_list(payload, src=0)
+        states, mask = payload[0]
+    return states.to(device), mask.to(device)
 
 
 class VideoGenerator:
@@ -85,7 +104,7 @@ class VideoGenerator:
         """Build the model and encoders of `cfg` and load `sample.checkpoint` (a file, or a run
         directory's latest checkpoint); parallel state must be initialised. With sample.cfg_parallel
         the data-parallel group (of size 2: each rank's twin in the other half of the world) splits
-        the guidance branches; tensor, pipeline and context groups work inside the model."""
+        the guidance branches; tensor and context groups work inside the model."""
         from megatron_video.training import checkpoint as ckpt
         from megatron_video.training.build import build_components
         from megatron_video.training.environment import resolve_device, resolve_dtype
@@ -106,17 +125,19 @@ class VideoGenerator:
 
     @torch.no_grad()
     def latents(self, request: GenerationRequest) -> torch.Tensor:
-        text, mask = self.parts.text.encode([request.prompt])
-        negative_text, negative_mask = self.parts.text.encode([request.negative_prompt])
-        return sample(self.parts.model, self.latent_shape(request), text.to(self.device), mask.to(self.device),
-                      negative_text.to(self.device), negative_mask.to(self.device), steps=request.steps,
-                      guidance=request.guidance, solver=request.solver, seed=request.seed, shift=request.shift,
-                      device=self.device, dtype=self.dtype, cfg_group=self.cfg_group)
+        """The sampled latents, the same on every rank (a collective call under several ranks)."""
+        # One batch: the encoders pad to a fixed length, so the two rows are what two calls would give.
+        text, mask = encode_once(self.parts.text, [request.prompt, request.negative_prompt], self.device)
+        return sample(self.parts.model, self.latent_shape(request), text[:1], mask[:1], text[1:], mask[1:],
+                      steps=request.steps, guidance=request.guidance, solver=request.solver, seed=request.seed,
+                      shift=request.shift, device=self.device, dtype=self.dtype, cfg_group=self.cfg_group)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """uint8 [T, H, W, 3]; with `decode_chunk` > 0, decoded that many latent frames at a time."""
         chunk = self.decode_chunk or latents.shape[2]
         return np.concatenate([to_uint8_frames(piece[0]) for piece in self.parts.codec.decode_chunks(latents, chunk)])
 
-    def generate(self, request: GenerationRequest) -> np.ndarray:
-        return self.decode(self.latents(request))
+    def generate(self, request: GenerationRequest) -> np.ndarray | None:
+        """uint8 frames on rank 0; None on the other ranks, which only help sample the latents."""
+        latents = self.latents(request)
+        return self.decode(latents) if leads() else None

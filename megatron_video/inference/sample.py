@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import re
 
 from megatron_video.config.schema import RootConfig
 from megatron_video.inference.generator import GenerationRequest, VideoGenerator
+from megatron_video.inference.layout import validate_sampling_layout
 from megatron_video.inference.video_io import write_mp4
 from megatron_video.training.build import start_layout
 from megatron_video.training.environment import resolve_device
@@ -28,14 +30,24 @@ def requests_of(cfg: RootConfig) -> list[GenerationRequest]:
             for index, prompt in enumerate(s.prompts)]
 
 
-def sample_videos(cfg: RootConfig) -> list[pathlib.Path]:
-    """One mp4 per prompt in `sample.prompts`; returns their paths."""
+def start_sampling(cfg: RootConfig) -> VideoGenerator:
+    """Check the layout against the launched world (torchrun's WORLD_SIZE, else 1), start the process
+    groups and load the generator."""
+    validate_sampling_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     start_layout(cfg, resolve_device(cfg.run.device))
-    generator = VideoGenerator.from_config(cfg)
+    return VideoGenerator.from_config(cfg)
+
+
+def sample_videos(cfg: RootConfig) -> list[pathlib.Path]:
+    """One mp4 per prompt in `sample.prompts`, written by rank 0; returns their paths (none on
+    the other ranks, which sample with it)."""
+    generator = start_sampling(cfg)
     out_dir = pathlib.Path(cfg.sample.output) if cfg.sample.output else pathlib.Path(cfg.run.output_dir) / "samples"
     paths = []
     for request in requests_of(cfg):
         frames = generator.generate(request)
+        if frames is None:
+            continue
         path = write_mp4(frames, out_dir / f"{_slug(request.prompt)}.mp4", request.fps)
         log.info("sampled '%s' -> %s (%s from %s)", request.prompt, path, frames.shape, generator.checkpoint.name)
         paths.append(path)

@@ -31,13 +31,17 @@ class HashTextEncoder:
         return states, mask
 
 
-def tiny_components(seed: int = 0) -> Components:
+def tiny_model_config(text: HashTextEncoder) -> VideoDiTConfig:
+    return VideoDiTConfig(in_channels=12, hidden=32, layers=2, heads=2, text_dim=text.dim, max_text_len=text.max_len)
+
+
+def tiny_components(seed: int = 0, context_mode: str = "none") -> Components:
     """A random 2-layer DiT on pixel-codec latents (12 channels at 1/2 scale); megatron's parallel
-    state must be initialised. Modulations are random so that text and time change the output."""
+    state must be initialised (`context_mode` as Layout resolves it for its CP group). Modulations
+    are random so that text and time change the output."""
     torch.manual_seed(seed)
     text = HashTextEncoder()
-    model = build_model(VideoDiTConfig(in_channels=12, hidden=32, layers=2, heads=2, text_dim=text.dim,
-                                       max_text_len=text.max_len))
+    model = build_model(tiny_model_config(text), context_mode=context_mode)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.abs().sum() == 0:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from megatron_video.config.schema import RootConfig
 from megatron_video.inference.generator import VideoGenerator
-from megatron_video.inference.sample import requests_of
+from megatron_video.inference.sample import requests_of, start_sampling
 from megatron_video.inference.server.app import RequestRules, create_app
 from megatron_video.inference.server.jobs import JobStore
 from megatron_video.inference.server.worker import Generator, GroupGenerator, Worker, follow_requests
@@ -40,11 +40,7 @@ def serve(cfg: RootConfig) -> int:
     SIGINT/SIGTERM: it stops accepting, drains, then the worker finishes or leaves its job)."""
     import uvicorn
 
-    from megatron_video.training.build import start_layout
-    from megatron_video.training.environment import resolve_device
-
-    start_layout(cfg, resolve_device(cfg.run.device))
-    local = VideoGenerator.from_config(cfg)
+    local = start_sampling(cfg)
     if dist.get_rank() != 0:
         served = follow_requests(local)
         log.info("rank %d: sampled %d requests with rank 0", dist.get_rank(), served)

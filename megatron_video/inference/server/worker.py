@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class Generator(Protocol):
-    def generate(self, request: GenerationRequest) -> np.ndarray: ...
+    def generate(self, request: GenerationRequest) -> np.ndarray | None:
+        """uint8 frames [T, H, W, 3] (None on a rank that only helps sample)."""
 
 
 class GroupGenerator:
