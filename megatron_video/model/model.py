@@ -26,6 +26,7 @@ from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
 from megatron_video.model.patchify import patch_grid, patchify, unpatchify
 from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import video_positions
+from megatron_video.model.sharded_state import video_dit_sharded_state_dict
 from megatron_video.parallel.context_attention import ContextShard, context_parallel_groups
 from megatron_video.parallel.pipeline import pack_rows, stage_layers, unpack_rows
 
@@ -81,6 +82,10 @@ class VideoDiT(MegatronModule):
         """Tensor-parallel parameter name -> (partition dim, fused segments); see tp_layout.py."""
         return {f"blocks.{i}.{name}": spec for i, block in enumerate(self.blocks)
                 for name, spec in block.tensor_parallel_layout().items()}
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None) -> dict:
+        """For megatron's dist_checkpointing: layout-free keys (see sharded_state.py)."""
+        return video_dit_sharded_state_dict(self, prefix)
 
     def set_input_tensor(self, input_tensor: torch.Tensor | list[torch.Tensor] | None) -> None:
         """What the previous pipeline stage sent (megatron's schedules call this before forward)."""
