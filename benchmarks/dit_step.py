@@ -19,12 +19,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import model_benchmark_args, time_call, write_result
 from megatron_video.model import build_model, load_preset, model_flops
-from megatron_video.model.flops import peak_tflops
 from megatron_video.model.attention_choice import MEASURED
 from megatron_video.model.config import ATTENTION_BACKENDS
+from megatron_video.model.flops import peak_tflops
 from megatron_video.model.fp8.settings import Fp8Settings
 from megatron_video.model.recompute import RECOMPUTE
 from megatron_video.parallel.state import ParallelConfig, init_distributed
+
 
 def step_options(parser) -> None:
     parser.add_argument("--fp8", choices=["off", "native", "te"], default="off")

@@ -286,4 +286,22 @@ def build_model_chunks(cfg: VideoDiTConfig, sequence_parallel: bool = False,
                     CP_COMM_TYPES["te"])
         # megatron's layers follow params_dtype; the plain torch ones follow here
         models.append(model.to(params_dtype))
+    if pp > 1:
+        share_conditioning(models)
     return models
+
+
+@torch.no_grad()
+def share_conditioning(models: list[VideoDiT]) -> None:
+    """Start every stage's copy of the conditioning equal to the first stage's: each stage drew its
+    copy at init from a different point of the RNG stream (the first stage builds its embeddings
+    before it), and the same gradients keep equal copies equal, which one layout-free checkpoint
+    entry relies on."""
+    first_rank = parallel_state.get_pipeline_model_parallel_first_rank()
+    group = parallel_state.get_pipeline_model_parallel_group()
+    shared = [[p for p in model.parameters() if getattr(p, "pipeline_parallel", False)] for model in models]
+    for param in shared[0]:
+        torch.distributed.broadcast(param.data, first_rank, group=group)
+    for params in shared[1:]:  # this rank's other chunks (interleaved schedule)
+        for param, source in zip(params, shared[0], strict=True):
+            param.copy_(source)

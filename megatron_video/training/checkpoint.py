@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _COMPLETE = re.compile(r"^ckpt_(\d{7})$")
 PARTIAL = ".partial"
+EXPORT_WEIGHTS = "model.safetensors"  # `mvideo export`'s weights, beside its config.json
 
 
 def checkpoint_name(step: int) -> str:
@@ -123,8 +124,12 @@ class Checkpointer:
             self._publish(partial, final)
         else:
             request.add_finalize_fn(lambda: self._publish(partial, final))
-            self.queue.schedule_async_request(request)
+            self.schedule(request, step)
         return final
+
+    def schedule(self, request, step: int) -> None:
+        """Hand the background write of `step`'s checkpoint to the async queue."""
+        self.queue.schedule_async_request(request)
 
     def _publish(self, partial: pathlib.Path, final: pathlib.Path) -> None:
         """Every rank has written its shards: make the checkpoint visible, then prune."""
@@ -163,11 +168,44 @@ def _async_strategy() -> str:
     return "nvrx"
 
 
+def model_sharded_state(chunks: list[torch.nn.Module]) -> dict:
+    """The model part of a checkpoint: `model`, or `model0`, `model1`, ... for several chunks."""
+    if len(chunks) == 1:
+        return {"model": chunks[0].sharded_state_dict()}
+    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
+
+
+def load_model_state(chunks: list[torch.nn.Module], state: dict) -> None:
+    for index, chunk in enumerate(chunks):
+        chunk.load_state_dict(state["model" if len(chunks) == 1 else f"model{index}"])
+
+
+def load_model_weights(chunks: list[torch.nn.Module], path: pathlib.Path) -> None:
+    """Only the model's weights from the dist checkpoint at `path`, at this process's layout."""
+    load_model_state(chunks, load_checkpoint(path, model_sharded_state(chunks)))
+
+
 def load_checkpoint(path: pathlib.Path, sharded_state_dict: dict) -> dict:
     """Load `sharded_state_dict`'s entries from the checkpoint at `path` (any saving layout)."""
     if not is_checkpoint(path):
         raise ConfigError("train.resume", f"'{path}' is not a complete dist checkpoint")
     return dist_checkpointing.load(sharded_state_dict, str(path))
+
+
+def resolve_checkpoint(path: str) -> pathlib.Path:
+    """What `path` names: a weights file (.pt snapshot or post-hoc EMA, .safetensors export), an
+    export directory (its model.safetensors), a dist checkpoint, or a run directory (its latest)."""
+    candidate = pathlib.Path(path)
+    if candidate.is_file():
+        return candidate
+    if (candidate / EXPORT_WEIGHTS).is_file():
+        return candidate / EXPORT_WEIGHTS
+    if is_checkpoint(candidate):
+        return candidate
+    for folder in (candidate / "checkpoints", candidate):
+        if found := latest_checkpoint(folder):
+            return found
+    raise ConfigError("sample.checkpoint", f"no complete checkpoint, export or weights file at '{path}'")
 
 
 def clear_partial(ckpt_dir: pathlib.Path) -> None:

@@ -21,8 +21,8 @@ log = logging.getLogger("megatron_video.train")
 
 class MetricsLog:
     def __init__(self, run_dir: pathlib.Path, tensorboard: bool, model: VideoDiTConfig | None = None,
-                 device: torch.device = torch.device("cpu"), wandb_project: str = ""):
-        self.run_dir, self.model, self.device = run_dir, model, device
+                 device: torch.device | None = None, wandb_project: str = ""):
+        self.run_dir, self.model, self.device = run_dir, model, device or torch.device("cpu")
         self.losses: list[float] = []
         run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115  (open for the run; close() ends it)
@@ -32,7 +32,7 @@ class MetricsLog:
 
             self._writer = SummaryWriter(str(run_dir / "tensorboard"))
         self._wandb = _start_wandb(wandb_project, run_dir) if wandb_project else None
-        self._peak = peak_tflops(device)
+        self._peak = peak_tflops(self.device)
         self._step_started = time.perf_counter()
 
     @property

@@ -29,12 +29,13 @@ from megatron_video.data.dataset import build_loader, list_shards
 from megatron_video.data.selection import select_clips
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
-from megatron_video.optim.builder import build_optimizer
+from megatron_video.optim.builder import build_optimizer, init_optimizer_state
 from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
+from megatron_video.training.export import init_chunks_from
 from megatron_video.training.faults import FaultMonitor, grads_finite
 from megatron_video.training.metrics import MetricsLog
 from megatron_video.training.objective import encode_batch, make_microbatch
@@ -131,13 +132,14 @@ class Trainer:
                                               keep_every=cfg.checkpoint.keep_every,
                                               async_save=cfg.checkpoint.async_save)
         self.step = 0
+        self._resumed = False
 
     # -- state -------------------------------------------------------------------------------
     def _sharded_state(self, loading: bool, with_rng: bool = True) -> dict:
         """Everything a resumed run needs, as megatron dist_checkpointing's sharded state dict."""
-        chunks = self.parts.chunks
-        state = ({"model": chunks[0].sharded_state_dict()} if len(chunks) == 1 else
-                 {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(chunks)})
+        if loading:
+            init_optimizer_state(self.optimizer)
+        state = ckpt.model_sharded_state(self.parts.chunks)
         # Moments in model space (megatron's fully_reshardable format): any layout can load them.
         state["optimizer"] = self.optimizer.sharded_state_dict(
             state, is_loading=loading, metadata={"distrib_optim_sharding_type": "fully_reshardable"})
@@ -151,19 +153,25 @@ class Trainer:
     def _save(self) -> str:
         return str(self.checkpointer.save(self.step, self._sharded_state(loading=False)))
 
-    def _resume(self) -> None:
+    def resume(self) -> pathlib.Path | None:
+        """Load the run's latest complete checkpoint (train.resume), whatever layout saved it; once."""
+        if self._resumed:
+            return None
+        self._resumed = True
         ckpt_dir = self.run_dir / "checkpoints"
         if self.is_main:
             ckpt.clear_partial(ckpt_dir)
         found = ckpt.latest_checkpoint(ckpt_dir) if self.cfg.train.resume else None
         if found is None:
-            return
+            if self.cfg.checkpoint.init_from:  # fine-tuning: exported weights, a fresh optimizer
+                init_chunks_from(self.parts.chunks, self.cfg.checkpoint.init_from)
+                self.optimizer.reload_model_params()  # the fp32 main copies of bf16 weights
+                log.info("starting from the exported weights %s", self.cfg.checkpoint.init_from)
+            return None
         # Per-rank RNG states come back only at the layout that saved them (a resharded run reseeds).
         same_world = dist_checkpointing.load_common_state_dict(str(found))["world_size"] == dist.get_world_size()
         state = ckpt.load_checkpoint(found, self._sharded_state(loading=True, with_rng=same_world))
-        chunks = self.parts.chunks
-        for index, chunk in enumerate(chunks):
-            chunk.load_state_dict(state["model" if len(chunks) == 1 else f"model{index}"])
+        ckpt.load_model_state(self.parts.chunks, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if same_world:
@@ -172,6 +180,7 @@ class Trainer:
         self.faults.skipped = state["skipped_steps"]
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
+        return found
 
     def _step_generator(self) -> torch.Generator:
         # Same noise on the tensor/context-parallel ranks of one replica, different across replicas.
@@ -186,7 +195,7 @@ class Trainer:
 
     def _train(self, stop: StopRequest) -> TrainSummary:
         cfg = self.cfg
-        self._resume()
+        self.resume()
         start_step = self.step
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -205,7 +214,7 @@ class Trainer:
                 out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
                 summary.stop_signal = stop.agreed()
                 if out_of_time or summary.stop_signal or self.step - start_step == cfg.train.stop_after:
-                    reason = ("time limit" if out_of_time else f"signal {stop.name}" if summary.stop_signal
+                    reason = ("time limit" if out_of_time else f"stop signal {stop.name}" if summary.stop_signal
                               else "train.stop_after")
                     log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
                                 cfg.train.steps, reason)
@@ -253,7 +262,7 @@ class Trainer:
         if self.band.due(self.step):
             self._check_band()
         if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
-            summary.val_loss = self._validate()
+            summary.val_loss = self.validate()
         if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
             ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
         if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
@@ -279,7 +288,7 @@ class Trainer:
             log.warning("muP band: %s", warning)
         self.band_warnings += len(warnings)
 
-    def _validate(self) -> float:
+    def validate(self) -> float:
         for chunk in self.chunks:
             chunk.eval()
         value = validation_loss_of(self.chunks, self.parts, self.cfg, self.dtype)

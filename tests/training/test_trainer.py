@@ -1,4 +1,5 @@
-"""The trainer on shards cut from real footage: the loss falls, and a resumed run is exact."""
+"""The trainer on shards cut from real footage: the loss falls, and a run resumed from its dist
+checkpoint is exact."""
 import json
 import pathlib
 
@@ -48,3 +49,18 @@ def test_training_on_cuda_in_bf16_lowers_the_loss(shard_root, tmp_path):
     summary = train(_config(shard_root, tmp_path / "cuda", 60, "optim.lr=0.002", "run.device=cuda"))
     first, last = summary.loss_drop()
     assert last < 0.8 * first, f"loss did not fall clearly on CUDA: {first:.4f} -> {last:.4f}"
+
+
+@pytest.mark.gpu
+def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
+    """The resumed run repeats the uninterrupted one with megatron dist checkpoints written from CUDA
+    (in the background) and loaded back onto it."""
+    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true")
+    straight = train(_config(shard_root, tmp_path / "straight", 8, *cuda))
+    destroy_distributed()
+    train(_config(shard_root, tmp_path / "resumed", 8, "train.stop_after=3", *cuda))
+    destroy_distributed()
+    resumed = train(_config(shard_root, tmp_path / "resumed", 8, *cuda))
+    assert resumed.start_step == 3
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
+    assert (tmp_path / "resumed" / "checkpoints" / "ckpt_0000008" / "metadata.json").exists()

@@ -41,7 +41,7 @@ def check_resumes_exactly(shard_root: pathlib.Path, tmp_path: pathlib.Path, devi
         assert rank["resumed"] == pytest.approx(rank["straight"], rel=1e-6, abs=0)
     # The logged loss is the data-parallel mean: every rank reports the same curve.
     assert results[0]["straight"] == results[1]["straight"]
-    assert pathlib.Path(tmp_path, "resumed", "checkpoints", "ckpt_0000003_rank1.pt").exists()
+    assert pathlib.Path(tmp_path, "resumed", "checkpoints", "ckpt_0000003", "metadata.json").exists()
 
 
 @pytest.mark.slow
