@@ -144,6 +144,7 @@ class Trainer:
         state["optimizer"] = self.optimizer.sharded_state_dict(
             state, is_loading=loading, metadata={"distrib_optim_sharding_type": "fully_reshardable"})
         state.update(scheduler=self.scheduler.state_dict(), step=self.step, world_size=dist.get_world_size(),
+                     distributed_optimizer=self.cfg.parallel.distributed_optimizer,
                      consumed_batches=self.step * self.cfg.parallel.microbatches, losses=self.metrics.losses,
                      skipped_steps=self.faults.skipped)
         if with_rng:
@@ -168,8 +169,13 @@ class Trainer:
                 self.optimizer.reload_model_params()  # the fp32 main copies of bf16 weights
                 log.info("starting from the exported weights %s", self.cfg.checkpoint.init_from)
             return None
+        common = dist_checkpointing.load_common_state_dict(str(found))
+        saved_distributed = common["distributed_optimizer"]
+        require(saved_distributed == self.cfg.parallel.distributed_optimizer, "parallel.distributed_optimizer",
+                f"{found} was saved with distributed_optimizer={saved_distributed}: its optimizer state loads only "
+                "so (or start a new run from its weights: mvideo export, then checkpoint.init_from)")
         # Per-rank RNG states come back only at the layout that saved them (a resharded run reseeds).
-        same_world = dist_checkpointing.load_common_state_dict(str(found))["world_size"] == dist.get_world_size()
+        same_world = common["world_size"] == dist.get_world_size()
         state = ckpt.load_checkpoint(found, self._sharded_state(loading=True, with_rng=same_world))
         ckpt.load_model_state(self.parts.chunks, state)
         self.optimizer.load_state_dict(state["optimizer"])

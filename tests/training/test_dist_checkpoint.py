@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.multiprocessing import ProcessExitedException
 
-from megatron_video.parallel.state import ParallelConfig, destroy_distributed
+from megatron_video.parallel.state import destroy_distributed
 from megatron_video.testing.distributed import run_distributed
 
 LAYOUTS = {
@@ -109,6 +109,18 @@ def _load_and_continue(shard_root: str, run_dir: str, layout: list[str]) -> dict
             "val4": summary.val_loss, "step": trainer.step}
 
 
+def _refused_then_loaded(shard_root: str, run_dir: str, layout: list[str]) -> dict:
+    """Asked to resume with the other optimizer kind, the run refuses, naming the key; then loads."""
+    from megatron_video.config.errors import ConfigError
+
+    try:
+        _train_in_layout(run_config(shard_root, run_dir, *RESHARD, "parallel.distributed_optimizer=true")).resume()
+        refused = None
+    except ConfigError as err:
+        refused = err.key
+    return {"refused": refused, **_load_and_continue(shard_root, run_dir, layout)}
+
+
 @pytest.mark.slow
 def test_a_tp2_pp2_checkpoint_loads_at_tp1_and_at_dp2(shard_root, tmp_path):
     source = run_distributed(_train_source, 4, str(shard_root), str(tmp_path / "source"))[-1]  # the last stage
@@ -124,10 +136,9 @@ def test_a_tp2_pp2_checkpoint_loads_at_tp1_and_at_dp2(shard_root, tmp_path):
     # The optimizer's moments came along: the steps after the checkpoint repeat the source run's.
     assert tp1["losses"] == pytest.approx(source["losses"], rel=1e-5)
     assert tp1["val4"] == pytest.approx(source["val4"], rel=1e-5)
-    dp2 = run_distributed(_load_and_continue, 2, str(shard_root), str(tmp_path / "dp2"),
-                          ["parallel.distributed_optimizer=true", "parallel.microbatches=1"],
-                          parallel=ParallelConfig(distributed_optimizer=True))
+    dp2 = run_distributed(_refused_then_loaded, 2, str(shard_root), str(tmp_path / "dp2"), ["parallel.microbatches=1"])
     for rank in dp2:
+        assert rank["refused"] == "parallel.distributed_optimizer"
         torch.testing.assert_close(rank["output"], tp1["output"], rtol=1e-6, atol=1e-6)
         assert rank["step"] == 4 and all(torch.isfinite(torch.tensor(rank["losses"])))
     assert (tmp_path / "dp2" / "checkpoints" / "ckpt_0000004" / "metadata.json").exists()
