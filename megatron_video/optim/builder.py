@@ -128,10 +128,10 @@ def _keep_loaded_step(leaf: DistributedOptimizer) -> None:
     set_states = leaf._set_main_param_and_optimizer_states
 
     def with_step(model_param: torch.Tensor, tensors: dict) -> None:
-        if "step" not in tensors:
-            group_index, group_order = leaf.model_param_group_index_map[model_param]
-            main_param = leaf.optimizer.param_groups[group_index]["params"][group_order]
-            tensors = {**tensors, "step": leaf.optimizer.state[main_param]["step"]}
+        group_index, group_order = leaf.model_param_group_index_map[model_param]
+        state = leaf.optimizer.state[leaf.optimizer.param_groups[group_index]["params"][group_order]]
+        if "step" in state and "step" not in tensors:
+            tensors = {**tensors, "step": state["step"]}
         set_states(model_param, tensors)
 
     leaf._set_main_param_and_optimizer_states = with_step
