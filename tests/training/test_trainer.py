@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import pytest
+import torch
 
 from megatron_video.config.loader import load_config
 from megatron_video.parallel.state import destroy_distributed
@@ -64,3 +65,7 @@ def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
     assert resumed.start_step == 3
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
     assert (tmp_path / "resumed" / "checkpoints" / "ckpt_0000008" / "metadata.json").exists()
+    # Observability on a GPU: throughput, TFLOP/s and MFU (H100/H200/... peaks), peak memory.
+    last = json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 8 and last["tflops_per_gpu"] > 0 and last["peak_memory_gib"] > 0
+    assert "mfu" in last or not any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100"))
