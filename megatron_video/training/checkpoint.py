@@ -98,7 +98,6 @@ class Checkpointer:
         self.async_strategy = _async_strategy() if async_save else None
         self.queue = (get_async_strategy(self.async_strategy)[1]["AsyncCallsQueue"]()
                       if self.async_strategy else None)
-        self.published: list[pathlib.Path] = []
 
     def _strategy(self) -> TorchDistSaveShardedStrategy | FullyParallelSaveStrategyWrapper:
         strategy = TorchDistSaveShardedStrategy("torch_dist", 1)
@@ -142,7 +141,6 @@ class Checkpointer:
                 shutil.rmtree(self.ckpt_dir / checkpoint_name(step), ignore_errors=True)
             log.info("checkpoint %s complete", final)
         dist.barrier()
-        self.published.append(final)
 
     def poll(self) -> None:
         """Publish a background save if every rank has finished it (a collective: call on all ranks)."""

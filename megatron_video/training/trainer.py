@@ -57,6 +57,7 @@ class TrainSummary:
     loss_plot: str = ""
     band_warnings: int = 0
     skipped_steps: int = 0
+    loss_spikes: int = 0
     stop_signal: bool = False  # stopped by SIGTERM/SIGUSR1: `mvideo train` exits with the requeue code
 
     def loss_drop(self) -> tuple[float, float]:
@@ -234,7 +235,7 @@ class Trainer:
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)
         summary.band_warnings = self.band_warnings
-        summary.skipped_steps = self.faults.skipped
+        summary.skipped_steps, summary.loss_spikes = self.faults.skipped, self.faults.spikes
         if self.is_main:
             summary.loss_plot = str(self.metrics.plot_losses(self.run_dir / "loss_curve.png"))
             self.band.plot(self.run_dir / "mup_band.png")
