@@ -21,19 +21,10 @@ from benchmarks.common import model_benchmark_args, time_call, write_result
 from megatron_video.model import build_model, load_preset, model_flops
 from megatron_video.model.attention_choice import MEASURED
 from megatron_video.model.config import ATTENTION_BACKENDS
+from megatron_video.model.flops import peak_tflops
 from megatron_video.model.fp8.settings import Fp8Settings
 from megatron_video.model.recompute import RECOMPUTE
 from megatron_video.parallel.state import ParallelConfig, init_distributed
-
-# Dense bf16 peak per GPU (TFLOP/s), by device name.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "B200": 2250.0, "A100": 312.0}
-
-
-def peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
 def step_options(parser) -> None:

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "encode": "VAE latents + text-encoder states of curated shards -> latent shards (data.source=latents)",
     "train": "train (or resume) a VideoDiT on curated shards",
     "plan": "per-GPU memory of a recipe's layout, and layouts that fit a GPU",
+    "export": "a checkpoint (or post-hoc EMA weights) as one safetensors file + config.json",
     "sample": "generate videos from prompts with a checkpoint",
     "serve": "HTTP API for video generation (OpenAI-style routes, job queue, metrics)",
     "eval": "validation loss of a checkpoint at fixed seeds and timesteps",

@@ -9,6 +9,7 @@ DEFAULT_RECIPE = "default"
 
 
 def run(cfg: RootConfig) -> int:
+    from megatron_video.training.preemption import REQUEUE_EXIT_CODE
     from megatron_video.training.trainer import train
 
     summary = train(cfg)  # checks its inputs (shards, splits, warmup) before building anything
@@ -17,4 +18,5 @@ def run(cfg: RootConfig) -> int:
         "trained steps %d..%d in %.1f s (%.3f s/step); loss %.4f -> %.4f; val_loss %.4f; checkpoint %s",
         summary.start_step, summary.steps, summary.wall_s, summary.s_per_step, first, last,
         summary.val_loss, summary.checkpoint)
-    return 0
+    # Stopped by a signal (preemption, time limit ahead): the checkpoint is written; ask for a requeue.
+    return REQUEUE_EXIT_CODE if summary.stop_signal else 0

@@ -18,6 +18,7 @@ from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
 from megatron_video.parallel.state import ParallelConfig
 from megatron_video.plan.config import PlanConfig
+from megatron_video.training.long_run_config import CheckpointConfig, FaultConfig
 from megatron_video.viewer.config import CatalogConfig, PreviewConfig, ViewConfig
 
 
@@ -35,6 +36,8 @@ class RootConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

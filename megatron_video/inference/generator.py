@@ -101,8 +101,9 @@ class VideoGenerator:
 
     @classmethod
     def from_config(cls, cfg: RootConfig) -> VideoGenerator:
-        """Build the model and encoders of `cfg` and load `sample.checkpoint` (a file, or a run
-        directory's latest checkpoint); parallel state must be initialised. With sample.cfg_parallel
+        """Build the model and encoders of `cfg` and load `sample.checkpoint` (a dist checkpoint, a
+        run directory's latest, an export or a weights file: checkpoint.resolve_checkpoint); parallel
+        state must be initialised. With sample.cfg_parallel
         the data-parallel group (of size 2: each rank's twin in the other half of the world) splits
         the guidance branches; tensor and context groups work inside the model."""
         from megatron_video.training import checkpoint as ckpt
@@ -113,7 +114,10 @@ class VideoGenerator:
         cfg_group = cfg_parallel_group() if cfg.sample.cfg_parallel else None
         path = ckpt.resolve_checkpoint(cfg.sample.checkpoint or cfg.run.output_dir)
         parts = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
-        load_into(parts.model, load_weights(path, device), path)
+        if ckpt.is_checkpoint(path):  # a dist checkpoint, resharded to this process's layout
+            ckpt.load_model_weights(parts.chunks, path)
+        else:
+            load_into(parts.model, load_weights(path, device), path)
         return cls(parts, device, resolve_dtype(cfg.train.precision, device), cfg.sample.decode_chunk, cfg_group,
                    checkpoint=path)
 

@@ -6,6 +6,8 @@ Training = forward + backward = 3 x forward.
 """
 from __future__ import annotations
 
+import torch
+
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.patchify import patch_grid
 
@@ -49,3 +51,15 @@ def forward_flops(cfg: VideoDiTConfig, latent_shape: tuple[int, int, int, int], 
 def model_flops(cfg: VideoDiTConfig, latent_shape: tuple[int, int, int, int], text_len: int) -> float:
     """Training FLOPs (forward + backward) for one sample of latent (C, T, H, W) and text_len tokens."""
     return 3.0 * forward_flops(cfg, latent_shape, text_len)
+
+
+# Dense bf16 peak per GPU (TFLOP/s), by device name: the denominator of MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "B200": 2250.0, "A100": 312.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak, or None (off CUDA, or a GPU not in PEAK_TFLOPS)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)

@@ -27,6 +27,7 @@ from megatron_video.model.packing import PackLayout
 from megatron_video.model.patchify import patch_grid, patchify, unpatchify
 from megatron_video.model.recompute import run_part
 from megatron_video.model.rope import video_positions
+from megatron_video.model.sharded_state import video_dit_sharded_state_dict
 from megatron_video.parallel.context_attention import ContextShard, context_parallel_groups
 from megatron_video.parallel.pipeline import pack_rows, stage_layers, unpack_rows
 
@@ -82,6 +83,10 @@ class VideoDiT(MegatronModule):
         """Tensor-parallel parameter name -> (partition dim, fused segments); see tp_layout.py."""
         return {f"blocks.{i}.{name}": spec for i, block in enumerate(self.blocks)
                 for name, spec in block.tensor_parallel_layout().items()}
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None) -> dict:
+        """For megatron's dist_checkpointing: layout-free keys (see sharded_state.py)."""
+        return video_dit_sharded_state_dict(self, prefix)
 
     def set_input_tensor(self, input_tensor: torch.Tensor | list[torch.Tensor] | None) -> None:
         """What the previous pipeline stage sent (megatron's schedules call this before forward)."""
@@ -341,4 +346,22 @@ def build_model_chunks(cfg: VideoDiTConfig, sequence_parallel: bool = False,
                     CP_COMM_TYPES["te"])
         # megatron's layers follow params_dtype; the plain torch ones follow here
         models.append(model.to(params_dtype))
+    if pp > 1:
+        share_conditioning(models)
     return models
+
+
+@torch.no_grad()
+def share_conditioning(models: list[VideoDiT]) -> None:
+    """Start every stage's copy of the conditioning equal to the first stage's: each stage drew its
+    copy at init from a different point of the RNG stream (the first stage builds its embeddings
+    before it), and the same gradients keep equal copies equal, which one layout-free checkpoint
+    entry relies on."""
+    first_rank = parallel_state.get_pipeline_model_parallel_first_rank()
+    group = parallel_state.get_pipeline_model_parallel_group()
+    shared = [[p for p in model.parameters() if getattr(p, "pipeline_parallel", False)] for model in models]
+    for param in shared[0]:
+        torch.distributed.broadcast(param.data, first_rank, group=group)
+    for params in shared[1:]:  # this rank's other chunks (interleaved schedule)
+        for param, source in zip(params, shared[0], strict=True):
+            param.copy_(source)

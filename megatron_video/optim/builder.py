@@ -121,6 +121,30 @@ def _row_geometry(leaf: MegatronOptimizer, constrained: list[torch.Tensor]) -> R
                        tensor_parallel_group=parallel_state.get_tensor_model_parallel_group())
 
 
+def _keep_loaded_step(leaf: DistributedOptimizer) -> None:
+    """Loading model-space optimizer state (megatron's fully_reshardable format) copies each saved
+    tensor onto the matching state tensor, and the inner optimizer's `step` tensor has no saved
+    counterpart there: megatron sets it from the param groups just before. Keep that one as loaded."""
+    set_states = leaf._set_main_param_and_optimizer_states
+
+    def with_step(model_param: torch.Tensor, tensors: dict) -> None:
+        group_index, group_order = leaf.model_param_group_index_map[model_param]
+        state = leaf.optimizer.state[leaf.optimizer.param_groups[group_index]["params"][group_order]]
+        if "step" in state and "step" not in tensors:
+            tensors = {**tensors, "step": state["step"]}
+        set_states(model_param, tensors)
+
+    leaf._set_main_param_and_optimizer_states = with_step
+
+
+def init_optimizer_state(optimizer: MegatronOptimizer) -> None:
+    """Give every inner optimizer its full state before a checkpoint is loaded into it (the
+    distributed optimizer reads the step from that state while building its sharded state dict)."""
+    for leaf in _leaf_optimizers(optimizer):
+        if leaf.optimizer is not None:
+            leaf.optimizer.init_state()
+
+
 def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_steps: int,
                     parallel: ParallelConfig) -> tuple[MegatronOptimizer, WarmupConstantCooldown]:
     """megatron optimizer (zero_grad, step -> (ok, grad_norm, zeros), state_dict ...) whose inner
@@ -145,4 +169,7 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_step
                                         fused=None if cfg.fused_kernels else False)
         inner.set_row_geometry(_row_geometry(leaf, constrained))
         leaf.optimizer = inner
+        leaf.init_state_fn = lambda opt, config=None: opt.init_state()  # megatron calls it to load
+        if isinstance(leaf, DistributedOptimizer):
+            _keep_loaded_step(leaf)
     return optimizer, build_scheduler(optimizer, cfg, total_steps)

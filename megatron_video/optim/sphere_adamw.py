@@ -52,6 +52,12 @@ class SphereAdamW(torch.optim.Optimizer):
         """Use `geometry` for row sums (set by the builder for sharded or TP-split matrices)."""
         self.row_geometry = geometry
 
+    def init_state(self) -> None:
+        """Create every parameter's state (step 0, zero moments): what a checkpoint loads into."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                self._state_for(param)
+
     def _state_for(self, param: torch.Tensor) -> dict:
         state = self.state[param]
         if "step" not in state:
@@ -65,7 +71,8 @@ class SphereAdamW(torch.optim.Optimizer):
     @staticmethod
     def _adam_direction(state: dict, grad: torch.Tensor, group: dict) -> torch.Tensor:
         beta1, beta2 = group["betas"]
-        state["step"] += 1
+        # A new tensor: megatron's distributed optimizer loads one step tensor shared by every param.
+        state["step"] = state["step"] + 1
         step = float(state["step"])
         exp_avg, exp_avg_sq = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1)
         exp_avg.lerp_(grad, 1 - beta1)
@@ -146,7 +153,7 @@ class SphereAdamW(torch.optim.Optimizer):
                     raise ValueError(f"the fused SphereAdamW updates parameters in place: a tensor of shape "
                                      f"{tuple(param.shape)} is not contiguous (use fused=False)")
                 state = self._state_for(param)
-                state["step"] += 1
+                state["step"] = state["step"] + 1  # a new tensor (see _adam_direction)
                 out.append((param, param.grad.contiguous(), state, group))
             return out
 

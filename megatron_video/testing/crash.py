@@ -1,7 +1,9 @@
-"""Kill a curation process the way a crash in native decoding code does (SIGSEGV), so tests can
-check that a run survives it and pins it on the input that caused it."""
+"""Kill a process the way real failures do, so tests can check what survives: a curation process
+by SIGSEGV (a crash in native decoding code), a trainer by SIGKILL in the middle of an asynchronous
+checkpoint save (an OOM kill, a node lost)."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -19,3 +21,24 @@ def segfault_on(fragment: str) -> None:
         return original(self, task)
 
     DecodeStage.process = process
+
+
+def kill_during_async_save(step: int) -> None:
+    """From now on, this rank's trainer is killed by SIGKILL from its background checkpoint writer,
+    right after that writer has written this rank's shards of the checkpoint of `step` and before
+    the save is published (the trainer is training on meanwhile)."""
+    from megatron_video.training.checkpoint import Checkpointer
+
+    original = Checkpointer.schedule
+
+    def schedule(self, request, save_step: int) -> None:
+        if save_step == step:
+            request = request._replace(async_fn=functools.partial(_write_then_kill_parent, request.async_fn))
+        original(self, request, save_step)
+
+    Checkpointer.schedule = schedule
+
+
+def _write_then_kill_parent(write, *args, **kwargs) -> None:
+    write(*args, **kwargs)
+    os.kill(os.getppid(), signal.SIGKILL)

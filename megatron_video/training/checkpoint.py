@@ -1,29 +1,221 @@
-"""Checkpoints that resume a run exactly, and weight-only snapshots for post-hoc EMA.
+"""Distributed checkpoints on megatron-core `dist_checkpointing` (torch_dist format), and the
+weight-only snapshots post-hoc EMA reads.
 
-A checkpoint holds the model, optimizer and scheduler state, the step, the RNG states and the data
-loader's epoch. It is written to a temporary name and renamed, so a run killed mid-write leaves the
-previous checkpoint intact. With several ranks, each rank writes its own file (its shard of the
-model and optimizer).
+A checkpoint is a directory `ckpt_<step>` holding every rank's shards of the model (layout-free
+keys: model/sharded_state.py), the optimizer's moments in model space (so the checkpoint reshards
+across TP x PP x DP), the scheduler, step, data position, fault counters and each rank's RNG
+states. It is written as `ckpt_<step>.partial` and renamed only after every rank has finished
+writing (the rename is atomic), so a run killed mid-save leaves an invisible partial directory and
+the previous checkpoint is the latest. With `async_save` the shards are staged in host memory and
+written by a background process while training goes on; the trainer polls the queue each step
+and the rename happens at the first step boundary after every rank's writer is done.
+
+Retention keeps the newest `keep_last` checkpoints plus every one whose step is a multiple of
+`keep_every` (a series for post-hoc EMA and evaluation).
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
+import shutil
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy, get_async_strategy
+from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_video.config import ConfigError
 
-_CKPT = re.compile(r"ckpt_(\d{7})(?:_rank\d+)?\.pt$")
+log = logging.getLogger(__name__)
+
+_COMPLETE = re.compile(r"^ckpt_(\d{7})$")
+PARTIAL = ".partial"
+EXPORT_WEIGHTS = "model.safetensors"  # `mvideo export`'s weights, beside its config.json
 
 
-def _rank_suffix() -> str:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        return f"_rank{dist.get_rank()}"
-    return ""
+def checkpoint_name(step: int) -> str:
+    return f"ckpt_{step:07d}"
+
+
+def is_checkpoint(path: pathlib.Path) -> bool:
+    """A complete dist checkpoint: a published `ckpt_<step>` directory with its metadata."""
+    return bool(_COMPLETE.match(path.name)) and (path / "metadata.json").is_file()
+
+
+def complete_checkpoints(ckpt_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The complete checkpoints in `ckpt_dir`, oldest first (partial ones are never listed)."""
+    found = [p for p in ckpt_dir.iterdir() if is_checkpoint(p)] if ckpt_dir.is_dir() else []
+    return sorted(found, key=lambda p: int(_COMPLETE.match(p.name).group(1)))
+
+
+def latest_checkpoint(ckpt_dir: pathlib.Path) -> pathlib.Path | None:
+    found = complete_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def checkpoint_step(path: pathlib.Path) -> int:
+    return int(_COMPLETE.match(path.name).group(1))
+
+
+def to_remove(steps: list[int], keep_last: int, keep_every: int) -> list[int]:
+    """The steps retention drops: all but the newest `keep_last` and multiples of `keep_every`."""
+    newest = set(sorted(steps)[-keep_last:]) if keep_last else set(steps)
+    return [s for s in steps if s not in newest and not (keep_every and s % keep_every == 0)]
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This rank's generators: CPU, the device's, and megatron's tensor-parallel tracker."""
+    states = {"cpu": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_state(states: dict[str, Any], device: torch.device) -> None:
+    # Generator states must be CPU byte tensors, whatever map_location the checkpoint was read with.
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+    get_cuda_rng_tracker().set_states({name: state.cpu() for name, state in states["tracker"].items()})
+
+
+def per_rank_object(key: str, value: Any) -> ShardedObject:
+    """One object per rank (its own generators, its loader's position), keyed by the global rank:
+    it loads back only at the world size that saved it."""
+    return ShardedObject(key, value, (dist.get_world_size(),), (dist.get_rank(),), replica_id=0)
+
+
+def sharded_rng_state(device: torch.device) -> ShardedObject:
+    return per_rank_object("rng_state", rng_state(device))
+
+
+class Checkpointer:
+    """Saves (synchronously or in the background), publishes, prunes and loads dist checkpoints."""
+
+    def __init__(self, ckpt_dir: pathlib.Path, keep_last: int = 2, keep_every: int = 0, async_save: bool = False):
+        self.ckpt_dir, self.keep_last, self.keep_every = ckpt_dir, keep_last, keep_every
+        self.async_strategy = _async_strategy() if async_save else None
+        self.queue = (get_async_strategy(self.async_strategy)[1]["AsyncCallsQueue"]()
+                      if self.async_strategy else None)
+
+    def _strategy(self) -> TorchDistSaveShardedStrategy | FullyParallelSaveStrategyWrapper:
+        strategy = TorchDistSaveShardedStrategy("torch_dist", 1)
+        dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        if dist.get_world_size(dp_group) == 1:
+            return strategy
+        # Replicated tensors are written once, the writing spread over the data-parallel ranks.
+        return FullyParallelSaveStrategyWrapper(strategy, dp_group)
+
+    def save(self, step: int, sharded_state_dict: dict) -> pathlib.Path:
+        """Start saving; returns the directory the checkpoint will have once published."""
+        self.wait()  # one save in flight at a time
+        final = self.ckpt_dir / checkpoint_name(step)
+        partial = final.with_name(final.name + PARTIAL)
+        if dist.get_rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        dist.barrier()
+        request = dist_checkpointing.save(sharded_state_dict, str(partial), self._strategy(),
+                                          async_sharded_save=self.queue is not None,
+                                          async_strategy=self.async_strategy or "mcore")
+        if self.queue is None:
+            self._publish(partial, final)
+        else:
+            request.add_finalize_fn(lambda: self._publish(partial, final))
+            self.schedule(request, step)
+        return final
+
+    def schedule(self, request, step: int) -> None:
+        """Hand the background write of `step`'s checkpoint to the async queue."""
+        self.queue.schedule_async_request(request)
+
+    def _publish(self, partial: pathlib.Path, final: pathlib.Path) -> None:
+        """Every rank has written its shards: make the checkpoint visible, then prune."""
+        if dist.get_rank() == 0:
+            if final.exists():  # a run resumed from an older checkpoint reached this step again
+                shutil.rmtree(final)
+            os.replace(partial, final)
+            steps = [checkpoint_step(p) for p in complete_checkpoints(self.ckpt_dir)]
+            for step in to_remove(steps, self.keep_last, self.keep_every):
+                shutil.rmtree(self.ckpt_dir / checkpoint_name(step), ignore_errors=True)
+            log.info("checkpoint %s complete", final)
+        dist.barrier()
+
+    def poll(self) -> None:
+        """Publish a background save if every rank has finished it (a collective: call on all ranks)."""
+        if self.queue is not None:
+            self.queue.maybe_finalize_async_calls(blocking=False)
+
+    def wait(self) -> None:
+        if self.queue is not None:
+            self.queue.maybe_finalize_async_calls(blocking=True)
+
+    def close(self) -> None:
+        self.wait()
+        if self.queue is not None:
+            self.queue.close()
+
+
+def _async_strategy() -> str:
+    """NVIDIA Resiliency Extension's async writer where installed, megatron-core's own otherwise."""
+    try:
+        import nvidia_resiliency_ext  # noqa: F401
+    except ImportError:
+        return "mcore"
+    return "nvrx"
+
+
+def model_sharded_state(chunks: list[torch.nn.Module]) -> dict:
+    """The model part of a checkpoint: `model`, or `model0`, `model1`, ... for several chunks."""
+    if len(chunks) == 1:
+        return {"model": chunks[0].sharded_state_dict()}
+    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
+
+
+def load_model_state(chunks: list[torch.nn.Module], state: dict) -> None:
+    for index, chunk in enumerate(chunks):
+        chunk.load_state_dict(state["model" if len(chunks) == 1 else f"model{index}"])
+
+
+def load_model_weights(chunks: list[torch.nn.Module], path: pathlib.Path) -> None:
+    """Only the model's weights from the dist checkpoint at `path`, at this process's layout."""
+    load_model_state(chunks, load_checkpoint(path, model_sharded_state(chunks)))
+
+
+def load_checkpoint(path: pathlib.Path, sharded_state_dict: dict) -> dict:
+    """Load `sharded_state_dict`'s entries from the checkpoint at `path` (any saving layout)."""
+    if not is_checkpoint(path):
+        raise ConfigError("train.resume", f"'{path}' is not a complete dist checkpoint")
+    return dist_checkpointing.load(sharded_state_dict, str(path))
+
+
+def resolve_checkpoint(path: str) -> pathlib.Path:
+    """What `path` names: a weights file (.pt snapshot or post-hoc EMA, .safetensors export), an
+    export directory (its model.safetensors), a dist checkpoint, or a run directory (its latest)."""
+    candidate = pathlib.Path(path)
+    if candidate.is_file():
+        return candidate
+    if (candidate / EXPORT_WEIGHTS).is_file():
+        return candidate / EXPORT_WEIGHTS
+    if is_checkpoint(candidate):
+        return candidate
+    for folder in (candidate / "checkpoints", candidate):
+        if found := latest_checkpoint(folder):
+            return found
+    raise ConfigError("sample.checkpoint", f"no complete checkpoint, export or weights file at '{path}'")
+
+
+def clear_partial(ckpt_dir: pathlib.Path) -> None:
+    """Remove what a killed run left half-written (rank 0; before any new save)."""
+    for partial in ckpt_dir.glob(f"ckpt_*{PARTIAL}") if ckpt_dir.is_dir() else ():
+        log.warning("removing the incomplete checkpoint %s", partial)
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def atomic_save(obj: Any, path: pathlib.Path) -> None:
@@ -31,51 +223,6 @@ def atomic_save(obj: Any, path: pathlib.Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def save_checkpoint(ckpt_dir: pathlib.Path, step: int, state: dict[str, Any], keep: int = 2) -> pathlib.Path:
-    path = ckpt_dir / f"ckpt_{step:07d}{_rank_suffix()}.pt"
-    atomic_save({"step": step, **state}, path)
-    for old in sorted(ckpt_dir.glob(f"ckpt_*{_rank_suffix()}.pt"))[:-keep]:
-        old.unlink()
-    return path
-
-
-def latest_checkpoint(ckpt_dir: pathlib.Path) -> pathlib.Path | None:
-    """The newest checkpoint file of this rank, or None."""
-    candidates = [p for p in ckpt_dir.glob(f"ckpt_*{_rank_suffix()}.pt") if _CKPT.search(p.name)]
-    return max(candidates, key=lambda p: int(_CKPT.search(p.name).group(1))) if candidates else None
-
-
-def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
-    """The global generators a resumed run must continue: the CPU one and, on GPU, the device's.
-    (Diffusion noise comes from per-step generators; megatron's tracker is re-seeded at start-up.)"""
-    states = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def restore_rng_states(states: dict[str, torch.Tensor], device: torch.device) -> None:
-    # Generator states must be CPU byte tensors, whatever map_location the checkpoint was read with.
-    torch.set_rng_state(states["cpu"].cpu())
-    if "cuda" in states and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
-
-
-def load_checkpoint(path: pathlib.Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def resolve_checkpoint(path: str) -> pathlib.Path:
-    """A checkpoint file as given, or the latest one of a training output dir."""
-    candidate = pathlib.Path(path)
-    if candidate.is_file():
-        return candidate
-    for folder in (candidate / "checkpoints", candidate):
-        if folder.is_dir() and (found := latest_checkpoint(folder)):
-            return found
-    raise ConfigError("sample.checkpoint", f"no checkpoint at '{path}'")
 
 
 def save_snapshot(snapshot_dir: pathlib.Path, step: int, model_state: dict[str, torch.Tensor]) -> None:

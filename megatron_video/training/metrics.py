@@ -1,18 +1,28 @@
-"""Training metrics: greppable log lines, a JSONL file, TensorBoard scalars and the loss curve."""
+"""Training metrics: greppable log lines, a JSONL file, TensorBoard scalars, Weights & Biases (when
+installed and asked for), the loss curve, and each step's throughput: samples/s, TFLOP/s per GPU and
+MFU by the model FLOPs function (model/flops.py: matmuls and attention, backward = 2x forward), and
+peak GPU memory."""
 from __future__ import annotations
 
 import json
 import logging
 import pathlib
+import time
 
 import numpy as np
+import torch
+from megatron.core import parallel_state
+
+from megatron_video.model.config import VideoDiTConfig
+from megatron_video.model.flops import model_flops, peak_tflops
 
 log = logging.getLogger("megatron_video.train")
 
 
 class MetricsLog:
-    def __init__(self, run_dir: pathlib.Path, tensorboard: bool):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: pathlib.Path, tensorboard: bool, model: VideoDiTConfig | None = None,
+                 device: torch.device | None = None, wandb_project: str = ""):
+        self.run_dir, self.model, self.device = run_dir, model, device or torch.device("cpu")
         self.losses: list[float] = []
         run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115  (open for the run; close() ends it)
@@ -21,6 +31,9 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self._wandb = _start_wandb(wandb_project, run_dir) if wandb_project else None
+        self._peak = peak_tflops(self.device)
+        self._step_started = time.perf_counter()
 
     @property
     def writer(self):
@@ -38,6 +51,32 @@ class MetricsLog:
     def scalar(self, step: int, name: str, value: float) -> None:
         if self._writer is not None:
             self._writer.add_scalar(name, value, step)
+        if self._wandb is not None:
+            self._wandb.log({name: value}, step=step)
+
+    def start_step(self) -> None:
+        self._step_started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def throughput(self, microbatches: list[dict]) -> dict[str, float]:
+        """This step's speed on this rank: time, samples/s of the whole run (all data-parallel
+        replicas), TFLOP/s per GPU, MFU (on GPUs of known peak) and peak memory (GiB, on CUDA)."""
+        step_s = time.perf_counter() - self._step_started
+        dp = parallel_state.get_data_parallel_world_size()
+        samples = sum(batch["noised"].shape[0] for batch in microbatches)
+        values = {"step_s": step_s, "samples_per_s": samples * dp / step_s}
+        if self.model is not None:
+            flops = sum(batch["noised"].shape[0] * model_flops(self.model, tuple(batch["noised"].shape[1:]),
+                                                               batch["text"].shape[1]) for batch in microbatches)
+            # One replica's FLOPs are split over its tensor x context x pipeline GPUs.
+            tflops = flops * dp / torch.distributed.get_world_size() / step_s / 1e12
+            values["tflops_per_gpu"] = tflops
+            if self._peak:
+                values["mfu"] = tflops / self._peak
+        if self.device.type == "cuda":
+            values["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return values
 
     def plot_losses(self, path: pathlib.Path) -> pathlib.Path:
         from megatron_video.plots import plt, save_figure
@@ -63,3 +102,15 @@ class MetricsLog:
         self._jsonl.close()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(project: str, run_dir: pathlib.Path):
+    """A W&B run when the wandb package is installed; otherwise a warning and None."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("train.wandb_project=%s but wandb is not installed: logging to TensorBoard/JSONL only", project)
+        return None
+    return wandb.init(project=project, dir=str(run_dir), name=run_dir.name, resume="allow")

@@ -1,7 +1,8 @@
-"""Stop training cleanly when the scheduler warns: SLURM sends SIGUSR1 ahead of a time limit or a
-preemption (`#SBATCH --signal=B:USR1@...`, forwarded to every task by slurm/train.sbatch). The
-trainer finishes its step, checkpoints and returns; the job script requeues the job, and the next
-start resumes from that checkpoint (train.resume).
+"""Stop training cleanly when the scheduler warns: SLURM sends SIGUSR1 ahead of a time limit
+(`#SBATCH --signal=B:USR1@...`, forwarded to every task by slurm/train.sbatch) and SIGTERM on a
+preemption or `scancel`. The trainer finishes its step, checkpoints and returns; `mvideo train` then
+exits with REQUEUE_EXIT_CODE, the job script requeues the job, and the next start resumes from that
+checkpoint (train.resume).
 
 Ranks receive the signal at different moments, possibly in different steps, while the checkpoint
 is a collective: every step all ranks agree (one max all-reduce of a flag) whether any of them got it.
@@ -16,7 +17,9 @@ from typing import Self
 import torch
 import torch.distributed as dist
 
-STOP_SIGNALS = (signal.SIGUSR1,)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+# EX_TEMPFAIL (sysexits.h): stopped on request with a checkpoint written, to be started again.
+REQUEUE_EXIT_CODE = 75
 
 
 class StopRequest:
@@ -38,6 +41,10 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "none"
 
     def agreed(self) -> bool:
         """True on every rank as soon as any rank has received a stop signal."""

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 import pathlib
+import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
-from megatron.core import parallel_state
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 from tqdm import tqdm
 
@@ -27,13 +29,15 @@ from megatron_video.data.loaders import loader_state, resolve_loader
 from megatron_video.data.sources import check_source, open_train_loader
 from megatron_video.model.fp8.settings import device_problem
 from megatron_video.optim.band_monitor import BandMonitor
-from megatron_video.optim.builder import build_optimizer
+from megatron_video.optim.builder import build_optimizer, init_optimizer_state
 from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.bucketed_batches import bucketed, bucketed_loader, bucketed_microbatch, check_buckets
 from megatron_video.training.build import Components, build_components, start_layout
 from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
 from megatron_video.training.evaluate import validation_loss_of
+from megatron_video.training.export import init_chunks_from
+from megatron_video.training.faults import FaultMonitor, grads_finite
 from megatron_video.training.metrics import MetricsLog
 from megatron_video.training.objective import condition_batch, make_microbatch
 from megatron_video.training.preemption import StopRequest
@@ -53,6 +57,9 @@ class TrainSummary:
     checkpoint: str = ""
     loss_plot: str = ""
     band_warnings: int = 0
+    skipped_steps: int = 0
+    loss_spikes: int = 0
+    stop_signal: bool = False  # stopped by SIGTERM/SIGUSR1: `mvideo train` exits with the requeue code
 
     def loss_drop(self) -> tuple[float, float]:
         """Mean loss of the first and of the last 10% of steps."""
@@ -117,53 +124,76 @@ class Trainer:
             self.chunks, cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
             parallel=cfg.parallel)
         self.is_main = torch.distributed.get_rank() == 0
-        self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main)
+        self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main, model=cfg.model,
+                                  device=self.device, wandb_project=cfg.train.wandb_project if self.is_main else "")
         # This rank's first stage: under pipeline parallelism each rank watches its own layers.
         self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
+        self.faults = FaultMonitor(cfg.faults)
+        self.checkpointer = ckpt.Checkpointer(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
+                                              keep_every=cfg.checkpoint.keep_every,
+                                              async_save=cfg.checkpoint.async_save)
         self.step = 0
+        self._resumed = False
         self.loader = None  # the training batches' iterator, once training starts
         self.resumed_loader_state: dict | None = None
 
     # -- state -------------------------------------------------------------------------------
+    def _sharded_state(self, loading: bool, per_rank: bool = True) -> dict:
+        """Everything a resumed run needs, as megatron dist_checkpointing's sharded state dict."""
+        if loading:
+            init_optimizer_state(self.optimizer)
+        state = ckpt.model_sharded_state(self.parts.chunks)
+        # Moments in model space (megatron's fully_reshardable format): any layout can load them.
+        state["optimizer"] = self.optimizer.sharded_state_dict(
+            state, is_loading=loading, metadata={"distrib_optim_sharding_type": "fully_reshardable"})
+        state.update(scheduler=self.scheduler.state_dict(), step=self.step, world_size=dist.get_world_size(),
+                     distributed_optimizer=self.cfg.parallel.distributed_optimizer,
+                     consumed_batches=self.step * self.cfg.parallel.microbatches, losses=self.metrics.losses,
+                     skipped_steps=self.faults.skipped)
+        if per_rank:  # each rank's generators and DALI loader position
+            state["rng"] = ckpt.sharded_rng_state(self.device)
+            state["loader"] = ckpt.per_rank_object("loader_state", loader_state(self.loader))
+        return state
+
     def _save(self) -> str:
-        return str(ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self._state()))
+        return str(self.checkpointer.save(self.step, self._sharded_state(loading=False)))
 
-    def _inner_optimizers(self) -> list:
-        return [leaf.optimizer for leaf in getattr(self.optimizer, "chained_optimizers", [self.optimizer])
-                if leaf.optimizer is not None]
-
-    def _model_state(self) -> dict | list[dict]:
-        """The model's state dict; a list of them (one per chunk) for several pipeline chunks."""
-        states = [chunk.state_dict() for chunk in self.parts.chunks]
-        return states[0] if len(states) == 1 else states
-
-    def _state(self) -> dict:
-        return {"model": self._model_state(), "optimizer": self.optimizer.state_dict(),
-                # The distributed optimizer's state_dict() leaves out the Adam moments of this rank's
-                # shard; each rank's file keeps its inner optimizers whole (same DP size to resume).
-                "inner_optimizers": [inner.state_dict() for inner in self._inner_optimizers()],
-                "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_states(self.device),
-                "loader": loader_state(self.loader),
-                "losses": self.metrics.losses}
-
-    def _resume(self) -> None:
-        found = ckpt.latest_checkpoint(self.run_dir / "checkpoints") if self.cfg.train.resume else None
+    def resume(self) -> pathlib.Path | None:
+        """Load the run's latest complete checkpoint (train.resume), whatever layout saved it; once."""
+        if self._resumed:
+            return None
+        self._resumed = True
+        ckpt_dir = self.run_dir / "checkpoints"
+        if self.is_main:
+            ckpt.clear_partial(ckpt_dir)
+        found = ckpt.latest_checkpoint(ckpt_dir) if self.cfg.train.resume else None
         if found is None:
-            return
-        state = ckpt.load_checkpoint(found, self.device)
-        states = state["model"] if isinstance(state["model"], list) else [state["model"]]
-        for chunk, chunk_state in zip(self.parts.chunks, states, strict=True):
-            chunk.load_state_dict(chunk_state)
+            if self.cfg.checkpoint.init_from:  # fine-tuning: exported weights, a fresh optimizer
+                init_chunks_from(self.parts.chunks, self.cfg.checkpoint.init_from)
+                self.optimizer.reload_model_params()  # the fp32 main copies of bf16 weights
+                log.info("starting from the exported weights %s", self.cfg.checkpoint.init_from)
+            return None
+        common = dist_checkpointing.load_common_state_dict(str(found))
+        saved_distributed = common["distributed_optimizer"]
+        require(saved_distributed == self.cfg.parallel.distributed_optimizer, "parallel.distributed_optimizer",
+                f"{found} was saved with distributed_optimizer={saved_distributed}: its optimizer state loads only "
+                "so (or start a new run from its weights: mvideo export, then checkpoint.init_from)")
+        # Per-rank RNG and loader states come back only at the layout that saved them (a resharded run
+        # reseeds, and its loader starts from the step count).
+        same_world = common["world_size"] == dist.get_world_size()
+        state = ckpt.load_checkpoint(found, self._sharded_state(loading=True, per_rank=same_world))
+        ckpt.load_model_state(self.parts.chunks, state)
         self.optimizer.load_state_dict(state["optimizer"])
-        for inner, inner_state in zip(self._inner_optimizers(), state["inner_optimizers"], strict=True):
-            inner.load_state_dict(inner_state)
         self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng_states(state["rng"], self.device)
+        if same_world:
+            ckpt.restore_rng_state(state["rng"], self.device)
+            self.resumed_loader_state = state["loader"]
         self.metrics.losses = list(state["losses"])
-        self.resumed_loader_state = state.get("loader")
+        self.faults.skipped = state["skipped_steps"]
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
+        return found
 
     def _step_generator(self) -> torch.Generator:
         # Same noise on the tensor/context-parallel ranks of one replica, different across replicas.
@@ -178,7 +208,7 @@ class Trainer:
 
     def _train(self, stop: StopRequest) -> TrainSummary:
         cfg = self.cfg
-        self._resume()
+        self.resume()
         start_step = self.step
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -193,50 +223,70 @@ class Trainer:
         for chunk in self.chunks:
             chunk.train()
         progress = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step",
-                        disable=not (cfg.run.progress and self.is_main))
-        while self.step < cfg.train.steps:
-            step_started = time.perf_counter()
-            for chunk in self.chunks:
-                chunk.zero_grad_buffer()
-            self.optimizer.zero_grad()
-            loss_value = run_microbatches(self.chunks, self.parts, self._microbatches(loader, microbatches),
-                                          self.dtype, forward_only=False)
-            _, grad_norm, _ = self.optimizer.step()
-            self.scheduler.step(1)
-            self.step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            self.metrics.record(self.step, loss=loss_value, grad_norm=float(grad_norm or 0.0),
-                                lr=self.scheduler.current_lr(), step_s=time.perf_counter() - step_started,
-                                emit=self.step % cfg.train.log_every == 0)
-            if self.band.due(self.step):
-                self._check_band()
-            if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
-                summary.val_loss = self._validate()
-            if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
-                ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
-            if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
-                summary.checkpoint = self._save()
-            out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
-            signalled = stop.agreed()
-            if out_of_time or signalled or self.step - start_step == cfg.train.stop_after:
-                reason = "time limit" if out_of_time else "stop signal" if signalled else "train.stop_after"
-                log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
-                            cfg.train.steps, reason)
-                summary.checkpoint = self._save()
-                break
-        progress.close()
+                        disable=not (cfg.run.progress and self.is_main and sys.stderr.isatty()))
+        try:
+            while self.step < cfg.train.steps:
+                saved = self._train_step(loader, microbatches, progress, summary)
+                out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
+                summary.stop_signal = stop.agreed()
+                if out_of_time or summary.stop_signal or self.step - start_step == cfg.train.stop_after:
+                    reason = ("time limit" if out_of_time else f"stop signal {stop.name}" if summary.stop_signal
+                              else "train.stop_after")
+                    log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
+                                cfg.train.steps, reason)
+                    summary.checkpoint = summary.checkpoint if saved else self._save()
+                    if out_of_time and self.step % cfg.train.val_every:  # the summary's loss is this step's
+                        summary.val_loss = self.validate()
+                    break
+        finally:
+            self.checkpointer.close()  # a background save finishes and is published before returning
+            progress.close()
+            self.metrics.close()
         summary.wall_s = time.perf_counter() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)
         summary.band_warnings = self.band_warnings
+        summary.skipped_steps, summary.loss_spikes = self.faults.skipped, self.faults.spikes
         if self.is_main:
             summary.loss_plot = str(self.metrics.plot_losses(self.run_dir / "loss_curve.png"))
             self.band.plot(self.run_dir / "mup_band.png")
             (self.run_dir / "train_summary.json").write_text(json.dumps(
                 {k: v for k, v in summary.__dict__.items() if k != "losses"}, indent=2))
-        self.metrics.close()
         return summary
+
+    def _train_step(self, loader, microbatches: int, progress, summary: TrainSummary) -> bool:
+        """One optimizer step and what follows it (logging, validation, checkpoint); True if it saved."""
+        cfg = self.cfg
+        self.metrics.start_step()
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        batches = self._microbatches(loader, microbatches)
+        loss_value = run_microbatches(self.chunks, self.parts, batches, self.dtype, forward_only=False)
+        self.step += 1
+        if grads_finite(self.chunks, loss_value, self.device):
+            _, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(1)
+            self.faults.observe(self.step, loss_value)
+        else:  # no update, and the schedule does not advance (megatron's rule for skipped steps)
+            self.faults.skip(self.step, loss_value)
+            grad_norm = float("nan")
+        self.checkpointer.poll()
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        self.metrics.record(self.step, emit=self.step % cfg.train.log_every == 0, loss=loss_value,
+                            grad_norm=float(grad_norm or 0.0), lr=self.scheduler.current_lr(),
+                            skipped_steps=self.faults.skipped, **self.metrics.throughput(batches))
+        if self.band.due(self.step):
+            self._check_band()
+        if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
+            summary.val_loss = self.validate()
+        if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
+            ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
+        if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
+            summary.checkpoint = self._save()
+            return True
+        return False
 
     def _microbatches(self, loader, count: int) -> list[dict]:
         """This step's microbatches: encoded clips, CFG text dropout, noise and timesteps."""
@@ -259,7 +309,7 @@ class Trainer:
             log.warning("muP band: %s", warning)
         self.band_warnings += len(warnings)
 
-    def _validate(self) -> float:
+    def validate(self) -> float:
         for chunk in self.chunks:
             chunk.eval()
         value = validation_loss_of(self.chunks, self.parts, self.cfg, self.dtype)

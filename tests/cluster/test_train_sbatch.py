@@ -140,10 +140,10 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_finishes(fake_slurm, sha
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, output[-4000:]
     assert "stop signal" in output and "scontrol requeue 4242" in fake_slurm.log.read_text()
-    # Both ranks stopped at the same step (one checkpoint file each), well before the last.
-    steps = {int(re.match(r"ckpt_(\d+)", path.name).group(1)) for path in (run_dir / "checkpoints").iterdir()}
-    [stopped_at] = steps
-    assert 3 <= stopped_at < 400 and len(list((run_dir / "checkpoints").iterdir())) == 2
+    # Both ranks stopped at the same step (one complete dist checkpoint), well before the last.
+    [checkpoint] = (run_dir / "checkpoints").iterdir()
+    stopped_at = int(re.fullmatch(r"ckpt_(\d+)", checkpoint.name).group(1))
+    assert 3 <= stopped_at < 400 and (checkpoint / "metadata.json").exists()
     # The requeued job: same command, SLURM counts the restart; it resumes and runs to the end.
     steps_after = [*overrides[:3], f"train.steps={stopped_at + 3}", *overrides[4:]]
     again = subprocess.run(["bash", str(SBATCH), *steps_after],

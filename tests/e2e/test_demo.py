@@ -27,7 +27,7 @@ def test_demo_produces_clips_checkpoint_plots_sample_and_report(samples_dir, tmp
     assert {"Megamind.avi", "vtest.avi", "music_video.mp4"} <= sources
     assert len(catalog) >= 20 and catalog["key"].is_unique
     assert sorted((out / "curated" / "shards").glob("shard-*.tar"))
-    assert (out / "checkpoints" / "ckpt_0000060.pt").exists()
+    assert (out / "checkpoints" / "ckpt_0000060" / "metadata.json").exists()
     for plot in ("loss_curve.png", "dataset_grid.png", "sample_strip.png"):
         assert (out / plot).stat().st_size > 10_000
 

@@ -1,8 +1,11 @@
-"""The trainer on shards cut from real footage: the loss falls, and a resumed run is exact."""
+"""The trainer on shards cut from real footage: the loss falls, and a run resumed from its dist
+checkpoint is exact."""
 import json
+import math
 import pathlib
 
 import pytest
+import torch
 
 from megatron_video.config.loader import load_config
 from megatron_video.parallel.state import destroy_distributed
@@ -48,3 +51,29 @@ def test_training_on_cuda_in_bf16_lowers_the_loss(shard_root, tmp_path):
     summary = train(_config(shard_root, tmp_path / "cuda", 60, "optim.lr=0.002", "run.device=cuda"))
     first, last = summary.loss_drop()
     assert last < 0.8 * first, f"loss did not fall clearly on CUDA: {first:.4f} -> {last:.4f}"
+
+
+@pytest.mark.gpu
+def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
+    """The resumed run repeats the uninterrupted one with megatron dist checkpoints written from CUDA
+    (in the background) and loaded back onto it."""
+    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true")
+    straight = train(_config(shard_root, tmp_path / "straight", 8, *cuda))
+    destroy_distributed()
+    train(_config(shard_root, tmp_path / "resumed", 8, "train.stop_after=3", *cuda))
+    destroy_distributed()
+    resumed = train(_config(shard_root, tmp_path / "resumed", 8, *cuda))
+    assert resumed.start_step == 3
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
+    assert (tmp_path / "resumed" / "checkpoints" / "ckpt_0000008" / "metadata.json").exists()
+    # Observability on a GPU: throughput, TFLOP/s and MFU (H100/H200/... peaks), peak memory.
+    last = json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 8 and last["tflops_per_gpu"] > 0 and last["peak_memory_gib"] > 0
+    assert "mfu" in last or not any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100"))
+
+
+def test_a_run_stopped_by_its_time_limit_reports_a_validation_loss(shard_root, tmp_path):
+    """The demo's runs end on train.time_limit_s, mostly before train.val_every: the summary still
+    carries the validation loss of the step they stopped at."""
+    summary = train(_config(shard_root, tmp_path / "run", 50, "train.time_limit_s=0.001"))
+    assert len(summary.losses) == 1 and math.isfinite(summary.val_loss) and summary.val_loss > 0

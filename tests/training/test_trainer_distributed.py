@@ -1,6 +1,7 @@
-"""The trainer on 2 ranks, data parallel with megatron's distributed optimizer (gloo on CPU, NCCL on
-2 GPUs): ranks stay in step, and a run stopped and resumed repeats an uninterrupted one (Adam moments
-included). The reference is the uninterrupted run on the same ranks and device."""
+"""The trainer on 2 GPUs (NCCL), data parallel with megatron's distributed optimizer: ranks stay in
+step, and a run stopped and resumed repeats an uninterrupted one (Adam moments included). The
+reference is the uninterrupted run on the same ranks and device. On CPU (gloo) the same, after a
+SIGKILL in the middle of an asynchronous save: tests/training/test_dist_checkpoint.py."""
 import pathlib
 
 import pytest
@@ -41,12 +42,7 @@ def check_resumes_exactly(shard_root: pathlib.Path, tmp_path: pathlib.Path, devi
         assert rank["resumed"] == pytest.approx(rank["straight"], rel=1e-6, abs=0)
     # The logged loss is the data-parallel mean: every rank reports the same curve.
     assert results[0]["straight"] == results[1]["straight"]
-    assert pathlib.Path(tmp_path, "resumed", "checkpoints", "ckpt_0000003_rank1.pt").exists()
-
-
-@pytest.mark.slow
-def test_distributed_optimizer_run_resumes_exactly(shard_root, tmp_path):
-    check_resumes_exactly(shard_root, tmp_path, "cpu")
+    assert pathlib.Path(tmp_path, "resumed", "checkpoints", "ckpt_0000003", "metadata.json").exists()
 
 
 @pytest.mark.gpu
