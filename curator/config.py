@@ -31,7 +31,8 @@ class CurateConfig:
     # of a Ray cluster, each running the local executor) or "nemo" (NeMo Curator's executors).
     executor: str = "local"
     nemo_backend: str = "ray_actor_pool"
-    # Threads of the local executor; NeMo Curator's workers.
+    # Threads of the local executor (a Ray actor's: its CPUs). With NeMo Curator, the workers a
+    # node's cores are shared among, each sizing its library threads from its share.
     workers: int = 2
     # Inputs open at once (their frames are in memory), over the whole run.
     max_in_flight: int = 8

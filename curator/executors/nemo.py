@@ -13,12 +13,14 @@ worker is never more than one task ahead of it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
@@ -160,6 +162,21 @@ def driver_host() -> str:
     return socket.gethostbyname(socket.gethostname()) if os.environ.get("RAY_ADDRESS") else "127.0.0.1"
 
 
+@contextlib.contextmanager
+def own_ray_unless_given() -> Iterator[None]:
+    """NeMo Curator's executors call `ray.init()` without an address, which joins any Ray instance
+    running on this machine (another user's, or one a crash left behind). Unless RAY_ADDRESS names
+    the cluster to join, point them at a Ray of their own ("local") while the pipeline runs."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield
+        return
+    os.environ["RAY_ADDRESS"] = "local"
+    try:
+        yield
+    finally:
+        del os.environ["RAY_ADDRESS"]
+
+
 def nemo_pipeline(cfg: CurateConfig, stages: list[Stage], inbox: TaskInbox) -> Pipeline:
     worker = CuratorStage(stages, worker_context(cfg, job_resources(stages).gpus), (inbox.address, inbox.authkey))
     return Pipeline(name="megatron-video-curate", stages=[worker])
@@ -182,7 +199,15 @@ def run_nemo(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer:
             failure.append(exc)
 
     runner = threading.Thread(target=run, name="curate-nemo-pipeline", daemon=True)
-    runner.start()
+    with own_ray_unless_given():
+        runner.start()
+        _take_until_done(runner, inbox, writer, progress)
+    if failure:
+        raise failure[0]
+
+
+def _take_until_done(runner: threading.Thread, inbox: TaskInbox, writer: ShardWriterStage,
+                     progress: RunProgress) -> None:
     try:
         # Every task a worker sends is answered only once the writer has it, so once the pipeline
         # has returned, nothing is left to take.
@@ -197,5 +222,3 @@ def run_nemo(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer:
             taken.set()
     finally:
         inbox.close()
-    if failure:
-        raise failure[0]
