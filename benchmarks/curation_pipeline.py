@@ -134,7 +134,7 @@ STOPPABLE = ("decode", "shots", "crop", "resize", "encode")  # probe feeds decod
 
 def stopped_stages(cfg, stage_name: str) -> list:
     """The pipeline's stages with `stage_name` swapped for one that rejects every task."""
-    from curator.pipeline import processing_stages
+    from curator.pipeline import build_stages
     from curator.stages.base import Stage
     from curator.tasks import SKIPPED
 
@@ -145,22 +145,23 @@ def stopped_stages(cfg, stage_name: str) -> list:
             task.reject(SKIPPED, f"benchmark stops before {stage_name}")
             return [task]
 
-    return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
+    return [StopStage() if stage.name == stage_name else stage for stage in build_stages(cfg)]
 
 
 SOURCE_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 
-def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", ray_scope: str = "job",
-                source: str = "720p", given_inputs: bool = False) -> str:
+def result_name(executor: str, stop_before: str | None, lengths: str = "uniform", source: str = "720p",
+                given_inputs: bool = False) -> str:
     """The result file's name: the table's row is the whole pipeline on the local executor over
-    synthetic 720p videos of one length, and no other run (the Ray runner, its actors of another
-    scope, a pipeline cut short, mixed lengths, 1080p sources, videos of the user's) may overwrite it."""
+    synthetic 720p videos of one length, and no other run (the Ray runner, a pipeline cut short,
+    mixed lengths, 1080p sources, videos of the user's) may overwrite it. The Ray runner's results
+    keep the name they had when its pipeline actors were one of several models."""
     if given_inputs:
         lengths, source = "uniform", "720p"  # not what made the videos: they came with --inputs
     name = "curation_pipeline" if executor == "local" else f"curation_pipeline_{executor}"
-    if executor == "ray" and ray_scope != "job":
-        name = f"{name}_{ray_scope}_actors"
+    if executor == "ray":
+        name = f"{name}_pipeline_actors"
     if lengths != "uniform":
         name = f"{name}_{lengths}_lengths"
     if source != "720p":
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if timeline is not None:
         metrics["timeline"] = timeline
     ratio = decode_seconds / timed["pipeline_seconds"] if clips or args.stop_before else 0.0
-    name = result_name(args.executor, args.stop_before, args.lengths, checked.ray_actor_scope, args.source,
+    name = result_name(args.executor, args.stop_before, args.lengths, args.source,
                        given_inputs=args.inputs is not None)
     # The local executor decodes on one GPU; Ray's actors use every visible one, the parts one each.
     gpus = {"local": 1, "ray": visible_gpus(), "parts": min(args.parts, visible_gpus())}[args.executor]

@@ -13,7 +13,6 @@ from megatron_video.config.errors import require
 EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")
 NEMO_BACKENDS = ("ray_actor_pool", "xenna", "ray_data")
-RAY_ACTOR_SCOPES = ("job", "stage", "pipeline")
 ENCODER_PRIORITIES = ("idle", "nice", "normal")
 
 
@@ -28,26 +27,21 @@ class CurateConfig:
     min_seconds: float = 3.0
     max_seconds: float = 30.0
     min_frames: int = 81
-    # Execution.
+    # Execution: "local" (threads and encoder processes in this process), "ray" (one actor per GPU
+    # of a Ray cluster, each running the local executor) or "nemo" (NeMo Curator's executors).
     executor: str = "local"
     nemo_backend: str = "ray_actor_pool"
+    # Threads of the local executor (a Ray actor's: its CPUs). With NeMo Curator, the workers a
+    # node's cores are shared among, each sizing its library threads from its share.
     workers: int = 2
+    # Inputs open at once (their frames are in memory), over the whole run.
     max_in_flight: int = 8
-    actor_threads: int = 2
-    calibration_tasks: int = 4
     # One part of the inputs, for one independent process per GPU (e.g. one SLURM task each:
     # part_index=$SLURM_PROCID part_count=$SLURM_NTASKS): part i takes every part_count-th input of
     # the sorted listing from the i-th on and writes a complete output of its own (shards, catalog,
     # ledger, resumable alone) under output/part-<i>-of-<n>; the loaders read every part's shards.
     part_index: int = 0
     part_count: int = 1
-    # What one actor runs, in the Ray runner and as one NeMo Curator stage: "job", a video's stages
-    # up to the clip fan-out or a clip's after it (frames cross actors once, as clips), "stage",
-    # one stage each, scaled one by one (a video's frames cross the object store at every stage:
-    # the Ray runner took 3.4x as long on one H200, BENCHMARKS.md), or "pipeline", every stage: in
-    # the Ray runner, one actor per GPU running the local executor's threads on batches of inputs
-    # (twice as fast as "job" on a 2 x H200 host; the cluster recipe's choice).
-    ray_actor_scope: str = "job"
     device: str = "auto"
     clips_per_shard: int = 64
     log_every_s: float = 10.0
@@ -63,11 +57,10 @@ class CurateConfig:
     vfr_tolerance: float = 0.25
     # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
     decode_chunk_frames: int = 64
-    # NVDEC decodes at once per GPU on the GPU path: the local executor runs at most this many
-    # video jobs (probe, decode, shots) at once, the Ray runner at most this many decode actor
-    # threads per GPU of the cluster. Beyond the GPU's decode engines (7 on H100/H200)
-    # more sessions only slow each other down (bare decode of 48 720p videos on an H200: 4.3 s on 4
-    # threads, 3.3 s on 6 to 12, 3.8 s on 16), and every extra thread contends for the GIL.
+    # NVDEC decodes at once per GPU on the GPU path: the local executor (also inside each Ray
+    # actor) runs at most this many video jobs (probe, decode, shots) at once. Beyond what the
+    # GPU's decode engines (7 on H100/H200) keep busy, more sessions only slow each other down
+    # (benchmarks/notes.md, "NVDEC sessions"), and every extra thread contends for the GIL.
     nvdec_sessions: int = 8
     # Codecs the NVDEC path takes (curator/video/nvdec_support.py has the other conditions); every
     # other input, and one whose NVDEC decode fails, decodes on the CPU.
@@ -93,15 +86,14 @@ class CurateConfig:
     max_crop_fraction: float = 0.4
     # Encode.
     crf: int = 23
-    # libx264's speed/size trade-off. Measured on 352x640 clips of the sample footage: "superfast"
-    # costs ~20-25% less encoder CPU (on one H200's 16 cores: 0.67-0.70 of bare decode against 0.60-0.68),
-    # but at the same crf writes 1.2-2.4x the bytes (no rc-lookahead, so no macroblock tree), and at
-    # the same bytes (crf 25-28) loses ~0.8-1.0 dB of PSNR.
+    # libx264's speed/size trade-off. Faster presets than "veryfast" save encoder CPU but drop the
+    # rc-lookahead (so the macroblock tree), which costs far more bytes at the same crf, or quality
+    # at the same bytes (benchmarks/notes.md, "x264 preset").
     preset: str = "veryfast"
     encode_threads: int = 0  # 0: the process's cores (its CPU affinity) shared among the clips encoded at once
     # libx264 encodes in a process pool: -1 = one process per thread that encodes where threads share
-    # one GIL, which PyAV holds through most of each frame (the local executor's `workers`, a Ray
-    # actor's `actor_threads`), 0 = in the worker itself.
+    # one GIL, which PyAV holds through most of each frame (the local executor's `workers`),
+    # 0 = in the worker itself.
     encode_processes: int = -1
     # The encoder processes' CPU priority against the curating process, whose threads (GIL hand-offs,
     # NVDEC calls) set the run's pace: "idle" (Linux SCHED_IDLE: they run on cores nothing else
@@ -124,11 +116,8 @@ class CurateConfig:
         require(self.nemo_backend in NEMO_BACKENDS, "nemo_backend", f"must be one of {NEMO_BACKENDS}")
         require(self.workers >= 1, "workers", "must be >= 1")
         require(self.max_in_flight >= 1, "max_in_flight", "must be >= 1")
-        require(self.actor_threads >= 1, "actor_threads", "must be >= 1")
-        require(self.calibration_tasks >= 1, "calibration_tasks", "must be >= 1")
         require(self.part_count >= 1, "part_count", "must be >= 1")
         require(0 <= self.part_index < self.part_count, "part_index", f"must be in [0, part_count={self.part_count})")
-        require(self.ray_actor_scope in RAY_ACTOR_SCOPES, "ray_actor_scope", f"must be one of {RAY_ACTOR_SCOPES}")
         require(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
         require(self.log_every_s > 0, "log_every_s", "must be > 0")

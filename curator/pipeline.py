@@ -1,7 +1,10 @@
-"""The curation pipeline as data: the ordered processing stages every executor runs."""
+"""The curation pipeline as data: the ordered processing stages every executor runs, and how the
+executors cut them into jobs.
+
+A new stage is one file under curator/stages/ and one line in PIPELINE (docs/curation_stages.md).
+"""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 from curator.config import CurateConfig
@@ -14,14 +17,25 @@ from curator.stages.probe import ProbeStage
 from curator.stages.resize import ResizeStage
 from curator.stages.shots import ShotDetectionStage
 from curator.tasks import Task
-from curator.video.backend import worker_stream
-from curator.video.frames import to_host
+
+# In the order a task goes through them. The clip-length stage fans a video out into clips: the
+# stages before it work on a whole video, those after it on one clip each.
+PIPELINE: list[type[Stage]] = [
+    ProbeStage,
+    DecodeStage,
+    ShotDetectionStage,
+    ClipLengthStage,
+    CropStage,
+    ResizeStage,
+    EncodeStage,
+]
 
 
-def processing_stages(cfg: CurateConfig) -> list[Stage]:
-    """Probe -> decode -> shots -> clip length (fans out to clips) -> crop -> resize -> encode."""
-    return [ProbeStage(cfg), DecodeStage(cfg), ShotDetectionStage(cfg), ClipLengthStage(cfg),
-            CropStage(cfg), ResizeStage(cfg), EncodeStage(cfg)]
+def build_stages(cfg: CurateConfig) -> list[Stage]:
+    """Each stage of PIPELINE as `cfg` configures it, built once for the run; a stage `cfg` turns off
+    (its `from_config` returns None) is left out."""
+    built = (stage_class.from_config(cfg) for stage_class in PIPELINE)
+    return [stage for stage in built if stage is not None]
 
 
 def run_depth_first(stages: list[Stage], task: Task) -> Iterator[Task]:
@@ -34,25 +48,12 @@ def run_depth_first(stages: list[Stage], task: Task) -> Iterator[Task]:
         yield from run_depth_first(stages[1:], out)
 
 
-def fan_out_index(stages: list[Stage]) -> int:
-    """Position of the stage that turns a video into clips; later stages work on single clips."""
-    return next(i for i, stage in enumerate(stages) if isinstance(stage, ClipLengthStage))
-
-
 def job_stages(stages: list[Stage]) -> tuple[list[Stage], list[Stage]]:
     """The executors' units of work: a video's stages up to the clip fan-out, and each clip's stages
     after it. Within a job a task's frames pass from stage to stage in memory; between jobs only
     clips travel, each with its own frames."""
-    split = fan_out_index(stages) + 1
+    split = next(i for i, stage in enumerate(stages) if isinstance(stage, ClipLengthStage)) + 1
     return stages[:split], stages[split:]
-
-
-def actor_jobs(stages: list[Stage], scope: str) -> list[list[Stage]]:
-    """What each actor of a cluster executor runs, by `curate.ray_actor_scope`: a job's stages
-    ("job"), one stage ("stage"), or all of them ("pipeline")."""
-    if scope == "pipeline":
-        return [list(stages)]
-    return [job for job in job_stages(stages) if job] if scope == "job" else [[stage] for stage in stages]
 
 
 def job_resources(stages: list[Stage]) -> Resources:
@@ -60,22 +61,3 @@ def job_resources(stages: list[Stage]) -> Resources:
     needs = [stage.resources for stage in stages]
     return Resources(cpus=max(r.cpus for r in needs), gpus=max(r.gpus for r in needs),
                      nvdec=any(r.nvdec for r in needs))
-
-
-def frames_to_host(task: Task, device: str) -> Task:
-    """`task`, its CUDA frames replaced by host arrays, copied on this thread's worker stream: for a
-    task about to leave this process through an object store (the Ray runner's, NeMo Curator's).
-
-    Pickled as they are, CUDA tensors would be copied to the host synchronously on the legacy
-    default stream, which stalls every decoder of the process, and the receiving actor would copy
-    them back to its GPU on that stream too. Host frames go through the clip stages as on the CPU
-    path. In the local executor clips keep their frames on the GPU."""
-    for holder in (task, getattr(task, "analysis", None)):
-        if not dataclasses.is_dataclass(holder):
-            continue
-        for item in dataclasses.fields(holder):
-            value = getattr(holder, item.name)
-            if getattr(value, "is_cuda", False):
-                with worker_stream(device):
-                    setattr(holder, item.name, to_host(value))
-    return task

@@ -56,15 +56,11 @@ echo "== benchmarks"
 done
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
   echo "-- benchmarks/curation_pipeline.py --executor ray"
-  # Ray (and its dependencies) only for this run, after everything else on the path.
+  # One actor per GPU running the local executor (a row of its own). Ray (and its dependencies)
+  # only for this run, after everything else on the path.
   # shellcheck disable=SC2086
   PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
     ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
-  echo "-- benchmarks/curation_pipeline.py --executor ray --set ray_actor_scope=pipeline"
-  # One actor per GPU running the local executor (a row of its own).
-  # shellcheck disable=SC2086
-  PYTHONPATH="$PYTHONPATH${ray_path:+:$ray_path}" python3 benchmarks/curation_pipeline.py --executor ray \
-    --set ray_actor_scope=pipeline ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
   echo "-- benchmarks/curation_pipeline.py --executor parts"
   # One local-executor process per GPU on its part of the inputs (the gpu_node recipe; a row of its own).
   # shellcheck disable=SC2086

@@ -1,17 +1,17 @@
 """In-process executor: one thread pool for videos, another for their clips.
 
-No Ray: a cluster runtime costs ~5 s and 1.1 GiB to start, more than a laptop demo's whole run.
+No Ray: starting a cluster runtime costs more time and memory than a laptop demo's whole run.
 Decoding, OpenCV and torch release the GIL, so threads overlap well; PyAV's libx264 encode does
 not, so the encode stage hands it to a process pool (curator/video/encode_pool.py). Stages are set
-up before the first task and closed when the run ends, even a failed one. A video's stages up
+up before the first task and torn down when the run ends, even a failed one. A video's stages up
 to the clip fan-out form one job and each clip's remaining stages another, so one long video does
 not serialise the run. The two kinds of job run on separate pools: on one shared pool a thread
-waiting for its clip's encode is a thread not decoding, and decode is the stage everything else has
-to keep up with (measured on an H200 host: 16 shared threads spent 4.3 s of their 13.4 s waiting
-for encodes). Clips get `workers` threads; videos as many, except on the NVDEC path, where
-`video_threads` stops at `nvdec_sessions`. Each pool holds at most one job more than its threads,
-and at most `max_in_flight` videos are open at once, which bounds the frames in memory. While the
-pools run, the libraries' own thread pools are capped to the cores each worker thread's share
+waiting for its clip's encode is a thread not decoding, and decode is the stage everything else
+has to keep up with (benchmarks/notes.md, "Figures behind the curator's code"). Clips get
+`workers` threads; videos as many, except on the NVDEC path, where `video_threads` stops at
+`nvdec_sessions`. Each pool holds at most one job more than its threads, and at most
+`max_in_flight` videos are open at once, which bounds the frames in memory. While the pools run,
+the libraries' own thread pools are capped to the cores each worker thread's share
 (curator/executors/thread_limits.py). The writer stays on the calling thread: it owns the ledger.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from curator.config import CurateConfig
+from curator.executors.driver import deliver
 from curator.executors.thread_limits import (
     available_cores,
     limit_this_thread,
@@ -40,17 +41,15 @@ from curator.video.backend import use_gpu
 def video_threads(cfg: CurateConfig) -> int:
     """Threads for video jobs (probe, decode, shot detection): `workers`, and on the NVDEC path at
     most `nvdec_sessions`. There, more threads than the GPU has decode engines to keep busy only
-    contend for the GIL: on an H200 (16 cores, 16 clip threads, 48 720p videos) the same run took
-    6.5 s with 8 video threads, 7.1 s with 16 of which at most 8 decoded at once, and 7.5 s with 16
-    decoding at once."""
+    contend for the GIL (benchmarks/notes.md, "Figures behind the curator's code")."""
     return min(cfg.workers, cfg.nvdec_sessions) if use_gpu(cfg.device) else cfg.workers
 
 
 def job_contexts(cfg: CurateConfig) -> tuple[WorkerContext, WorkerContext]:
     """The worker a video's stages run in (`video_threads` at once) and a clip's (`workers` at once):
     this process, whose cores all of them share."""
-    cores = available_cores()
-    return WorkerContext(cores, video_threads(cfg)), WorkerContext(cores, cfg.workers)
+    cores, device = available_cores(), "cuda" if use_gpu(cfg.device) else "cpu"
+    return WorkerContext(cores, video_threads(cfg), device), WorkerContext(cores, cfg.workers, device)
 
 
 def setup_stages(cfg: CurateConfig, stages: list[Stage]) -> None:
@@ -109,7 +108,7 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
                  started=writer.ledger.record_start, alone=alone)
     finally:
         for stage in stages:
-            stage.close()
+            stage.teardown()
 
 
 def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: ShardWriterStage,
@@ -162,13 +161,14 @@ def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: S
             for future in done:
                 source, is_video_job = running.pop(future)
                 outstanding[source] -= 1
+                ended = []
                 for task in future.result():
                     if is_video_job and isinstance(task, ClipTask) and task.ok:
-                        clips.append(task)
+                        clips.append(task)  # on to the clip pool
                     else:
-                        writer.process(task)
+                        ended.append(task)
+                deliver(ended, writer, progress)
                 if outstanding[source] <= 0 and not any(c.source == source for c in clips):
                     del outstanding[source]
                     if finished is not None:
                         finished(source)
-            progress.update(writer.inputs_finished, writer.clips_written)

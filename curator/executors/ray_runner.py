@@ -1,36 +1,21 @@
-"""The project's Ray runner: a pool of actors per job, fed by one driver loop.
+"""The project's Ray runner: one actor per GPU of the cluster (one per node without GPUs), each
+running the local executor's threads (video and clip pools, encoder processes) for the whole run
+on the batches of inputs the driver hands it: the local executor spread over a cluster, with the
+load balanced batch by batch.
 
-- Jobs: the actors run the pipeline's stages in the local executor's two jobs
-  (`pipeline.job_stages`): a video's stages up to the clip fan-out (probe, decode, shots, clip
-  length) in one actor, and each clip's stages (crop, resize, encode) in another. A video's frames
-  stay in the actor that decoded them; only clips, each with its own frames, cross to another
-  actor. With an actor pool per stage (`curate.ray_actor_scope=stage`, for scaling one stage on
-  its own), every video's frames (~250 MB a 15 s 720p video at the kept size) go through the
-  object store at every stage boundary: on one H200, 48 720p videos took 83 s that way, 24.8 s in
-  job actors, and 5.4-6.4 s with the local executor. Frames leave an actor as host arrays, copied
-  on its worker's stream (`pipeline.frames_to_host`), so the next actor's clip stages run on its
-  CPUs: as pickled CUDA tensors they were copied on the legacy default stream at both ends (one
-  H200, 48 videos: 17.2 and 18.8 s against 20.0-22.4 s).
-- Overlap: each actor runs `actor_threads` tasks at once (a threaded actor), so one worker's
-  file reads and decodes overlap its CPU or GPU work.
-- Distribution: actors are placed with the SPREAD strategy across the cluster's nodes, and the
-  driver hands each task to the least-loaded actor of its job. Between jobs a clip stays in the
-  object store: the driver routes references, and only finished or rejected tasks (without
-  their frames) reach it by value, for the writer.
-- Balance: all `workers` actors start at once, shared evenly among the jobs, so their start-up
-  overlaps the first tasks; once `calibration_tasks` tasks have left the last job (or been
-  rejected), the measured seconds of each job's stages re-share the budget (`balance_workers`):
-  actors are added where it grew and retired where it shrank (a retiring actor finishes the tasks
-  it holds first). A job that holds NVDEC sessions gets no more actors than keep them within
-  `nvdec_sessions` per GPU (`nvdec_caps`); the rest of the budget goes to the other job. Starting
-  with one actor per job and growing after calibration left one video actor to curate the
-  first videos alone while the others started: on one H200, the first 10 s of a 30 s run.
-- Backpressure: at most `max_in_flight` inputs are open at once, and an actor never holds more than
-  `actor_threads` tasks, so memory stays bounded however large the input is.
-The writer stays in the driver: it owns the ledger, and commits must be serial.
-When the run ends, or fails, the runner has its actors close their stages (encoder processes
-included) and then kills them, so no process (or CUDA context) lingers into what the driver runs
-next (`stop_actors`).
+Why this execution model alone (benchmarks/notes.md, "Ray execution models", has the figures):
+- Frames never leave the actor that decoded them. Actors per stage sent every video's frames
+  through the object store at every stage boundary, and actors per job (a video's stages, then a
+  clip's) still sent every clip's; both ran several times slower than this model and were removed.
+- One actor per GPU holds one CUDA context and one set of NVDEC sessions per GPU, as the local
+  executor does; many small actors per GPU each paid their own and decoded slower.
+- Each actor pins itself to its GPU's share of the node's cores (`pin_to_gpu_share`), so the
+  executor inside sizes its encoders and library pools for its share, not for the whole node.
+- Backpressure: `max_in_flight` is shared among the actors, each holding at most
+  BATCHES_PER_ACTOR batches, so memory stays bounded however large the input is.
+The writer stays in the driver: it owns the ledger, and commits must be serial. When the run ends,
+or fails, the runner has its actors tear their stages down (encoder processes included) and then
+kills them, so no process (or CUDA context) lingers into what the driver runs next (`stop_actors`).
 
 Several nodes: start Ray on each node and point the driver at the head through RAY_ADDRESS; with
 it set (or with Ray already initialised in the process) the runner joins that cluster instead of
@@ -38,7 +23,7 @@ starting a local one. For example, inside one SLURM allocation:
 
     ray start --head --port=6379                  # on the first node, $HEAD
     ray start --address=$HEAD:6379 --block        # on every other node, e.g. one srun task each
-    RAY_ADDRESS=$HEAD:6379 mvideo curate input=/lustre/raw output=/lustre/curated curate=gpu_node
+    RAY_ADDRESS=$HEAD:6379 mvideo curate input=/lustre/raw output=/lustre/curated curate=cluster
 
 slurm/curate.sbatch scripts these steps, and stops Ray on every node at the end. Inputs must be
 readable from every node (a shared file system or a bucket), because any node's actors may decode
@@ -48,175 +33,181 @@ actors really spread over the nodes.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any
 
-import cv2
-
 from curator.config import CurateConfig
-from curator.executors.ray_actors import ActorBody, log_actor_nodes, stop_actors
-from curator.executors.ray_pipelines import run_pipelines
-from curator.executors.thread_limits import available_cores
-from curator.pipeline import actor_jobs, frames_to_host, job_resources, run_depth_first
+from curator.executors.driver import deliver
+from curator.executors.local import SourceFeed, run_jobs, setup_stages
+from curator.executors.thread_limits import core_shares
 from curator.progress import RunProgress
-from curator.stages.base import Stage, WorkerContext
+from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
-from curator.tasks import Task, VideoTask
+from curator.tasks import Task
 
 log = logging.getLogger(__name__)
+# Batches given to an actor at once: its executor starts on the next while the last one finishes.
+BATCHES_PER_ACTOR = 2
+# How long the runner waits for its actors to tear their stages down before it kills them anyway.
+CLOSE_TIMEOUT_S = 30.0
 
 
-def balance_workers(stage_seconds: list[float], budget: int, caps: list[int | None] | None = None) -> list[int]:
-    """Workers per job (or stage) proportional to the time each takes, at least one each and at most
-    its cap (None: no cap), summing to max(budget, number of jobs) unless the caps allow fewer:
-    what a capped job cannot take goes to the others."""
-    count = len(stage_seconds)
-    budget = max(budget, count)
-    limits = [budget if cap is None else max(1, cap) for cap in caps or [None] * count]
-    budget = min(budget, sum(limits))
-    total = sum(stage_seconds)
-    if total <= 0:
-        return [1] * count
-    ideal = [budget * s / total for s in stage_seconds]
-    workers = [min(limit, max(1, int(x))) for x, limit in zip(ideal, limits, strict=True)]
-    while sum(workers) < budget:  # hand out the rest where the shortfall is largest
-        workers[max((i for i in range(count) if workers[i] < limits[i]), key=lambda i: ideal[i] - workers[i])] += 1
-    while sum(workers) > budget:  # minimums overshot: take from the best-served stage
-        workers[max((i for i in range(count) if workers[i] > 1), key=lambda i: workers[i] - ideal[i])] -= 1
-    return workers
+class _Batch:
+    """One `run` call's inputs: the tasks they ended as, and an event set once all are finished."""
+
+    def __init__(self, sources: list[str]) -> None:
+        self.left = set(sources)
+        self.tasks: list[Task] = []
+        self.done = threading.Event()
 
 
-def nvdec_caps(jobs: list[list[Stage]], cfg: CurateConfig, gpus: float) -> list[int | None]:
-    """Most actors for each job: a job holding NVDEC sessions gets as many as keep its sessions
-    (`actor_threads` per actor) within `nvdec_sessions` per GPU of the cluster; other jobs None.
-    Every actor is a process with a CUDA context of its own, and more sessions than the GPU's
-    decode engines keep busy only slow each other down."""
-    sessions = cfg.nvdec_sessions * max(1, round(gpus))
-    return [max(1, sessions // cfg.actor_threads) if job_resources(job).nvdec else None for job in jobs]
+class _Silent:
+    """The actor's progress: the driver reports the run's."""
+
+    def update(self, inputs: int, clips: int) -> None:
+        pass
 
 
-class _JobWorker(ActorBody):
-    """Ray actor body: one job's stages, set up once, called from several threads."""
+class _PipelineWorker:
+    """Ray actor body: the whole pipeline on this actor's GPU and cores, set up once, running one
+    local executor for the actor's life. `run` calls (up to BATCHES_PER_ACTOR at once: a threaded
+    actor) put their inputs into its feed and wait for those inputs alone, so the executor goes on
+    decoding the next batch while the last one's clips encode; run batch by batch, every batch
+    would end with the video threads idle behind its last encodes."""
 
-    def __init__(self, stages: list[Stage], library_threads: int, ctx: WorkerContext):
-        # An actor's share of the node's cores bounds its libraries' pools, as the local executor
-        # bounds its threads' (thread_limits.py, where uncapped pools burned 15 CPU-seconds of a 9 s
-        # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
-        # would still start a thread per core for each call, in every actor on the node.
-        cv2.setNumThreads(library_threads)
+    # The executor's writer counters, which this writer leaves to the driver's.
+    inputs_finished = clips_written = 0
+
+    def __init__(self, cfg: CurateConfig, stages: list[Stage]):
+        pin_to_gpu_share()
+        # The local executor sizes its pools, and so its stages' contexts, from `workers`.
+        self.cfg = cfg
         self.stages = stages
-        for stage in stages:
-            stage.setup(ctx)
+        setup_stages(cfg, stages)
+        self.feed = SourceFeed(closed=False)
+        self.lock = threading.Lock()
+        self.batches: dict[str, _Batch] = {}  # by input
+        self.failure: BaseException | None = None
+        self.serving = threading.Thread(target=self._serve, name="curate-pipeline", daemon=True)
+        self.serving.start()
 
-    def run(self, task: Task, forward: bool) -> list[Any]:
-        """The job's outputs. Those going on to another job (`forward`, not rejected) stay in the
-        object store and come back as references, so their frames (host arrays by then) travel from
-        this actor to the next without passing through the driver; the rest come back by value for
-        the writer, without frames. Routing whole tasks through the driver made it deserialise and re-serialise every
-        video's frames (CUDA tensors on the GPU path) at each stage: on one H200, 48 720p videos
-        took 237 s with the driver busy on one core throughout, against 5.4 s in one process."""
+    def _serve(self) -> None:
+        try:
+            run_jobs(self.cfg, self.feed, self.stages, self, _Silent(), finished=self._finished)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting `run` call, which raises it
+            with self.lock:
+                self.failure = exc
+                for batch in self.batches.values():
+                    batch.done.set()
+
+    def process(self, task: Task) -> None:
+        """The executor's writer: keep the finished task, without its frames, for its batch."""
+        task.drop_frames()
+        with self.lock:
+            self.batches[task.source].tasks.append(task)
+
+    def _finished(self, source: str) -> None:
+        with self.lock:
+            batch = self.batches.pop(source)
+            batch.left.discard(source)
+            if not batch.left:
+                batch.done.set()
+
+    def node(self) -> str:
         import ray
 
-        outputs = []
-        for out in run_depth_first(self.stages, task):
-            if forward and out.ok:
-                outputs.append(ray.put(frames_to_host(out, self.stages[0].cfg.device)))
-            else:
-                out.drop_frames()
-                outputs.append(out)
-        return outputs
-
-
-@dataclass(eq=False)
-class _Actor:
-    handle: Any
-    load: int = 0  # tasks it holds
-    retiring: bool = False  # gets no new tasks; killed once it holds none
-
-
-class _Pool:
-    """One job's actors. Resizing adds actors, or retires the least-loaded ones: a retiring actor
-    finishes what it holds and is then killed, so no task is lost or run twice."""
-
-    def __init__(self, stages: list[Stage], actor_class: Any, cpus: float, gpus: float, ctx: WorkerContext):
-        self.stages, self.actor_class, self.cpus, self.gpus, self.ctx = stages, actor_class, cpus, gpus, ctx
-        self.threads = ctx.concurrent_tasks
-        self.name = "+".join(stage.name for stage in stages)
-        self.actors: list[_Actor] = []
-
-    def resize(self, count: int) -> None:
-        active = sorted((a for a in self.actors if not a.retiring), key=lambda a: a.load)
-        for actor in active[:max(0, len(active) - count)]:
-            actor.retiring = True
-            self.release(actor)
-        for _ in range(count - len(active)):
-            self.actors.append(_Actor(self.actor_class.options(
-                num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=self.threads,
-                scheduling_strategy="SPREAD").remote(self.stages, max(1, int(self.cpus)), self.ctx)))
-
-    def free_actor(self) -> _Actor | None:
-        """The least-loaded actor taking tasks that has a free thread, or None."""
-        active = [a for a in self.actors if not a.retiring]
-        best = min(active, key=lambda a: a.load, default=None)
-        return best if best is not None and best.load < self.threads else None
+        return ray.get_runtime_context().get_node_id()
 
     def close(self) -> None:
-        """Stop every actor, busy or not (the run is over, or failed)."""
-        stop_actors([actor.handle for actor in self.actors])
-        self.actors.clear()
+        """Let the executor finish what it holds, then tear the stages down (encoder processes,
+        decoders), as the local executor does at a run's end, rather than leave them to the kill
+        that follows."""
+        self.feed.close()
+        self.serving.join()
+        for stage in self.stages:
+            stage.teardown()
 
-    def release(self, actor: _Actor) -> None:
-        """Called when `actor` has finished a task (or is retired): a retiring one that holds no more
-        tasks is stopped."""
-        if actor.retiring and actor.load == 0:
-            stop_actors([actor.handle])
-            self.actors.remove(actor)
-
-
-# Ray accounts resources in fixed point: a ten-thousandth of a CPU or GPU is the smallest share.
-_UNITS = 10_000
-
-
-def _fitting_share(bins: list[float], count: int) -> float:
-    """The largest share, at most one, at which `count` actors fit in bins of these sizes. Dividing
-    the total by the count is not enough: an actor cannot straddle bins."""
-    units = [round(size * _UNITS) for size in bins if size > 0]
-    # The number of actors that fit only drops as the share passes some units[i] // k, so the best
-    # share is one of those (or the cap of one).
-    shares = {min(size // k, _UNITS) for size in units for k in range(1, count + 1) if size // k}
-    return max(s for s in shares if sum(size // s for size in units) >= count) / _UNITS
+    def run(self, sources: list[str]) -> list[Task]:
+        batch = _Batch(sources)
+        with self.lock:
+            if self.failure is None:
+                self.batches.update(dict.fromkeys(sources, batch))
+                self.feed.put(sources)
+            else:
+                batch.done.set()
+        batch.done.wait()
+        if self.failure is not None:
+            raise self.failure
+        return batch.tasks
 
 
-def actor_cpus(node_cpus: list[float], budget: int) -> float:
-    """The largest CPU share, at most one CPU, at which `budget` actors fit on nodes with these CPU
-    counts: e.g. 7 actors of 3/7 CPU fit 2 on a 1-CPU node and 4 on a 2-CPU node, and the seventh
-    would wait forever."""
-    if not any(cpus > 0 for cpus in node_cpus):
-        raise RuntimeError("the Ray cluster has no CPUs to place job actors on")
-    return _fitting_share(node_cpus, budget)
+def gpu_core_share(cores: list[int], gpu_index: int, node_gpus: int) -> list[int]:
+    """The cores an actor on GPU `gpu_index` of a node with `node_gpus` GPUs runs on: its GPU's
+    share of `cores`, or all of them on a node with one GPU, or with fewer cores than GPUs
+    (`pipeline_slots` still gives each actor a core there, so there is no share to pin to)."""
+    if node_gpus < 2 or len(cores) < node_gpus:
+        return cores
+    return core_shares(cores, node_gpus)[gpu_index % node_gpus]
 
 
-def actor_gpus(node_gpus: list[float], actors: int, wanted: float) -> float:
-    """The GPU share each of `actors` actors gets: `wanted`, or less where that many would not fit.
-    Ray packs fractional shares within one device, so every GPU is a bin of its own: 3 actors of
-    2/3 GPU fit on no 2-GPU node, 3 of 1/2 do. An actor that cannot be placed waits forever, and so
-    would the tasks handed to it (16 actors of 0.1 GPU on one H200 hung the run)."""
-    if wanted <= 0:
-        return 0.0
-    devices = [1.0] * sum(int(gpus) for gpus in node_gpus)
-    if not devices:
-        raise RuntimeError("the pipeline's stages need a GPU and the Ray cluster has none "
-                           "(curate.device=cpu runs them on CPUs)")
-    return min(wanted, _fitting_share(devices, actors))
+def pin_to_gpu_share() -> None:
+    """Bind this actor to its GPU's share of the node's cores, as `srun --cpu-bind` binds one process
+    per GPU: Ray places actors by CPU count but does not pin them, and the executor sizes its
+    encoders' and libraries' threads from the cores it may run on, so every unpinned actor of a
+    node would size them for the whole node. No-op for an actor without a GPU."""
+    import ray
+
+    gpu_ids = ray.get_gpu_ids()
+    if len(gpu_ids) != 1:
+        return
+    node_id = ray.get_runtime_context().get_node_id()
+    node_gpus = next(int(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["NodeID"] == node_id)
+    os.sched_setaffinity(0, gpu_core_share(sorted(os.sched_getaffinity(0)), int(gpu_ids[0]), node_gpus))
 
 
-def actor_context(cfg: CurateConfig) -> WorkerContext:
-    """The worker each job actor is: `actor_threads` tasks at once, on its share of the cores, as
-    the `workers` actors share them."""
-    return WorkerContext(max(1, available_cores() // cfg.workers), cfg.actor_threads)
+def pipeline_slots(nodes: list[dict[str, float]]) -> tuple[int, float, float]:
+    """(actors, CPUs each, GPUs each): one actor per GPU, each with its GPU's share of the cores of
+    the poorest node, so that every actor fits wherever its GPU is; one per node without GPUs."""
+    gpus = [int(node.get("GPU", 0)) for node in nodes]
+    actors = gpus if any(gpus) else [1] * len(nodes)  # on each node
+    share = min(node.get("CPU", 0.0) / count for node, count in zip(nodes, actors, strict=True) if count)
+    return sum(actors), max(1.0, float(int(share))), 1.0 if any(gpus) else 0.0
+
+
+def pipeline_batches(max_in_flight: int, actors: int, inputs: int) -> tuple[int, int]:
+    """(inputs one actor holds open at most, inputs per batch): `max_in_flight` shared among the
+    actors, each share in BATCHES_PER_ACTOR batches, and batches small enough that the last ones
+    spread over every actor."""
+    share = max(1, max_in_flight // actors)
+    return share, max(1, min(share // BATCHES_PER_ACTOR, -(-inputs // (actors * BATCHES_PER_ACTOR))))
+
+
+def stop_actors(handles: list[Any]) -> None:
+    """Let every actor tear its stages down (at most CLOSE_TIMEOUT_S), then kill it: killed at once
+    rather than whenever its handle is collected, since each actor is a process (with a CUDA
+    context on the GPU path) that would otherwise linger into whatever runs next, such as the
+    next curate() call in the same driver."""
+    import ray
+
+    try:
+        ray.wait([handle.close.remote() for handle in handles], num_returns=len(handles), timeout=CLOSE_TIMEOUT_S)
+    finally:
+        for handle in handles:
+            ray.kill(handle)
+
+
+def log_actor_nodes(handles: list[Any]) -> None:
+    """Log how many of these actors each node holds. Asked once at the end, when the actors that ran
+    tasks are long up: asking at placement would stall the driver loop until every new actor had
+    finished its setup."""
+    import ray
+
+    nodes = ray.get([handle.node.remote() for handle in handles])
+    log.info("curate ray-nodes actors_per_node=%s", dict(Counter(nodes)))
 
 
 def _start_ray(cfg: CurateConfig) -> None:
@@ -237,71 +228,34 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
 
     _start_ray(cfg)
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    if cfg.ray_actor_scope == "pipeline":
-        run_pipelines(cfg, sources, stages, writer, progress, nodes)
-        return
-    jobs = actor_jobs(stages, cfg.ray_actor_scope)
-    budget = max(cfg.workers, len(jobs))
-    node_gpus = [node.get("GPU", 0.0) for node in nodes]
-    cpus_per_actor = actor_cpus([node.get("CPU", 0.0) for node in nodes], budget)
-    caps = nvdec_caps(jobs, cfg, sum(node_gpus))
-    actor_class = ray.remote(_JobWorker)
-    # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
-    needs = [job_resources(job) for job in jobs]
-    pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), actor_gpus(node_gpus, budget, need.gpus),
-                   actor_context(cfg))
-             for job, need in zip(jobs, needs, strict=True)]
-    # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
-    # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.
-    for pool, count in zip(pools, balance_workers([1.0] * len(jobs), budget, caps), strict=True):
-        pool.resize(count)
-    # Each queued item is (source, a task or a reference to one in the object store).
-    queues: list[deque[tuple[str, Any]]] = [deque() for _ in jobs]
-    running: dict[Any, tuple[int, _Actor, str]] = {}
-    outstanding: Counter[str] = Counter()
+    count, cpus, gpus = pipeline_slots(nodes)
+    share, batch = pipeline_batches(cfg.max_in_flight, count, len(sources))
+    if share < 2 * int(cpus):
+        # The local executor keeps two inputs per worker open to overlap one video's decode with
+        # another's clips; fewer leave an actor's threads waiting for the driver's next batch.
+        log.warning("curate ray-runner max_in_flight=%d leaves each of %d actors %d open inputs for %d workers: "
+                    "raise curate.max_in_flight to %d", cfg.max_in_flight, count, share, int(cpus),
+                    2 * int(cpus) * count)
+    actor_cfg = dataclasses.replace(cfg, workers=int(cpus), max_in_flight=share)
+    actor_class = ray.remote(_PipelineWorker)
+    actors = [actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
+                                  max_concurrency=BATCHES_PER_ACTOR + 1)  # + the final node() call
+              .remote(actor_cfg, stages) for _ in range(count)]
     pending = deque(sources)
-    balanced = False
-
-    delivered = 0
-    last = len(jobs) - 1
-
+    running: dict[Any, int] = {}
+    load = [0] * count
+    log.info("curate ray-runner actors=%d cpus=%.0f gpus=%.0f batch=%d", count, cpus, gpus, batch)
     try:
-        while pending or running or any(queues):
-            while pending and len(outstanding) < cfg.max_in_flight:
-                source = pending.popleft()
-                queues[0].append((source, VideoTask(source=source)))
-                outstanding[source] += 1
-            # Later stages first: finishing work frees memory and inputs before new work starts.
-            for index in reversed(range(len(jobs))):
-                pool = pools[index]
-                while queues[index] and (actor := pool.free_actor()) is not None:
-                    source, item = queues[index].popleft()
-                    actor.load += 1
-                    running[actor.handle.run.remote(item, index < last)] = (index, actor, source)
+        while pending or running:
+            for index, actor in enumerate(actors):
+                while pending and load[index] < BATCHES_PER_ACTOR:
+                    chunk = [pending.popleft() for _ in range(min(batch, len(pending)))]
+                    running[actor.run.remote(chunk)] = index
+                    load[index] += 1
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
-                index, actor, source = running.pop(ref)
-                actor.load -= 1
-                outstanding[source] -= 1
-                for out in ray.get(ref):
-                    if isinstance(out, ray.ObjectRef):
-                        queues[index + 1].append((source, out))
-                        outstanding[source] += 1
-                    else:
-                        writer.process(out)
-                        delivered += 1
-                if outstanding[source] <= 0:
-                    del outstanding[source]
-                pools[index].release(actor)
-            if not balanced and delivered >= cfg.calibration_tasks:
-                balanced = True
-                seconds = [sum(writer.metrics.wall(stage.name) for stage in job) for job in jobs]
-                targets = balance_workers(seconds, budget, caps)
-                for pool, target in zip(pools, targets, strict=True):
-                    pool.resize(target)
-                log.info("curate ray-balance workers=%s", {pool.name: t for pool, t in zip(pools, targets)})
-            progress.update(writer.inputs_finished, writer.clips_written)
-        log_actor_nodes([actor.handle for pool in pools for actor in pool.actors])
+                load[running.pop(ref)] -= 1
+                deliver(ray.get(ref), writer, progress)
+        log_actor_nodes(actors)
     finally:
-        for pool in pools:
-            pool.close()
+        stop_actors(actors)

@@ -2,11 +2,9 @@
 
 OpenCV, torch and the BLAS/OpenMP runtimes each start a thread per core for a single call. With
 `workers` threads calling them at once the machine runs `workers` times more threads than cores,
-and OpenBLAS/OpenMP threads spin-wait between calls: on a 16-core H200 host the curation run's
-library threads burned 15 CPU-seconds of a 9-second run, taken from the encoder processes and the
-decoders (measured 2026-11-22; with the pools capped at one thread: 0.3 CPU-seconds, and the
-run 8.3 s). A Ray actor is a process of its own: Ray sets its OMP_NUM_THREADS (OpenMP, BLAS,
-torch), and the Ray runner caps OpenCV's pool when the actor starts (`ray_runner._JobWorker`).
+and OpenBLAS/OpenMP threads spin-wait between calls, burning CPU time the encoder processes and
+the decoders need (benchmarks/notes.md, "Figures behind the curator's code"). A Ray actor runs
+the local executor, which applies the same caps inside it.
 """
 from __future__ import annotations
 

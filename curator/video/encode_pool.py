@@ -1,14 +1,13 @@
 """libx264 encodes in worker processes, for workers that are threads of one process (the local
-executor's, a threaded Ray actor's).
+executor's, also inside each Ray actor).
 
 PyAV holds the GIL through most of each frame's encode, so encodes on N threads of one process do
-not run N times as fast: measured on the H200 machine (32 cores), 16 concurrent one-thread encodes
-of 120 352x640 frames took 0.83 s against 0.21 s for one, a 4x speed-up for 16x the work. In
-processes they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
+not run N times as fast (benchmarks/notes.md, "Figures behind the curator's code"); in processes
+they scale with the cores. Frames cross as I420 (half the bytes of RGB), converted by the
 calling thread (on the GPU where the frames are; on the CPU through OpenCV, which releases the
 GIL), and put in a shared-memory slot that the encoder process maps (curator/video/host_slots.py):
 through the pool's own queue, every clip (40 MB at 120 x 352 x 640) would be pickled by its one
-feeder thread into one pipe, which serialised the run (measured: slower than threads). The MP4
+feeder thread into one pipe, which serialised the run (slower than threads). The MP4
 bytes come back through the queue (a few hundred kB).
 """
 from __future__ import annotations
@@ -28,11 +27,9 @@ from curator.video import pyav_io
 from curator.video.host_slots import HostSlots, read_slot
 
 # Encoder processes yield the cores to the curating process: a decode thread holding the GIL (or
-# woken to take it) that waits behind an x264 thread stalls every other thread of the run. Measured
-# on one H200 with 16 cores: niceness +10 against the driver's priority, 5.91 s against 6.42 s (48
-# videos); SCHED_IDLE against niceness +10, 0.59-0.62 of bare decode against 0.55-0.59 in three
-# alternating pairs (192 videos of mixed lengths), the decode stage's summed time 83-88 s against
-# 102-109 s. Niceness only weights the encoders' share; a niced process still keeps a core until
+# woken to take it) that waits behind an x264 thread stalls every other thread of the run (niceness
+# and SCHED_IDLE were each faster than the one before: benchmarks/notes.md, "Figures behind the
+# curator's code"). Niceness only weights the encoders' share; a niced process still keeps a core until
 # the scheduler's wake-up granularity has passed, while a SCHED_IDLE one gives it up at once.
 ENCODER_NICENESS = 10
 
@@ -92,7 +89,7 @@ class EncodePool:
         # Never forked from this process, which may hold a CUDA context and many threads: forked
         # from a fork server, a clean interpreter started once per process that has already imported
         # the encoder, so a pool costs one interpreter's imports, not one per encoder process
-        # (16 spawned interpreters took ~0.4 CPU-seconds each, at the start of every run).
+        # (each spawned interpreter would import everything again at the start of every run).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["__main__", "curator.video.encode_pool"])
         pool = ProcessPoolExecutor(self._processes, mp_context=context, initializer=lower_priority,

@@ -25,11 +25,11 @@ def frame_rate(fps: float) -> Fraction:
 def area_resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     """One (h, w, 3) uint8 frame shrunk to size=(h, w); the frame itself when `size` is None or its own.
 
-    OpenCV's INTER_AREA is vectorised only at exactly half size (0.1 ms for 640x360) and is slow
-    at other ratios (2.5 ms for 720x528 -> 640x470, more than the decode). So the frame is halved
-    while it is at least twice the target each way, and the last step, now under 2x, is bilinear:
-    its two taps still cover every source pixel, and it stays within ~44-51 dB of a true area
-    resize at 1.1-1.5x (swscale's own AREA scaler is ~41 dB from it). A last step of 2x or more
+    OpenCV's INTER_AREA is vectorised only at exactly half size and is slow at other ratios (slower
+    than the decode). So the frame is halved while it is at least twice the target each way, and
+    the last step, now under 2x, is bilinear: its two taps still cover every source pixel, and it
+    stays closer to a true area resize than swscale's own AREA scaler (benchmarks/notes.md,
+    "Figures behind the curator's code"). A last step of 2x or more
     in one direction (a large aspect change) keeps INTER_AREA.
     """
     if size is None:
@@ -88,7 +88,7 @@ def rgb_to_i420(frames: Any) -> Any:
         luma_plane = cv2.cvtColor(tall, cv2.COLOR_RGB2YUV_I420)[:n * h].reshape(n, h, w)
         # INTER_AREA at exactly half size is the 2x2 block mean; h is even, so no block spans two frames.
         half = cv2.resize(tall, (w // 2, n * h // 2), interpolation=cv2.INTER_AREA)
-        # Vectorised only as 3 channels in, 3 out (6x faster than asking for the 2 chroma channels).
+        # Vectorised only as 3 channels in, 3 out (several times faster than asking for the 2 chroma channels).
         chroma = cv2.transform(half, BT601_LIMITED)[..., 1:].reshape(n, h // 2, w // 2, 2)
         out = np.empty((n, h * 3 // 2, w), dtype=np.uint8)
     else:
@@ -129,9 +129,8 @@ def start_host_copy(batch: Any) -> Any:
     host tensor, to be read through `gather_host`; numpy frames and CPU tensors come back as numpy.
 
     A copy into pageable memory is staged through the driver and stalls the other threads' NVDEC
-    decodes: measured on an H200, a 16-thread bare decode took 3.5 s alone, 6.0 s beside one thread
-    resizing and copying batches to pinned memory in a loop, and 34 s when that thread's copies went
-    to pageable memory. The buffers come from torch's caching host allocator, so they are reused.
+    decodes many times over what a page-locked copy costs them. The buffers come from torch's
+    caching host allocator, so they are reused.
     """
     if isinstance(batch, np.ndarray):
         return batch

@@ -4,11 +4,8 @@ A clip crosses as I420 (40 MB at 120 x 352 x 640). A slot is a file in shared me
 that both processes map: the GPU copies the clip straight into it (the slot is registered with
 CUDA as page-locked memory, so the copy is a DMA that costs the CPU nothing), a CPU clip is copied
 in once, and the encoder process reads the frames where they lie. Written to a temporary file and
-read back instead, as before, a clip cost ~25 ms of system CPU (two kernel copies, and fresh pages
-in the reader; H200 machine, one process). In the whole pipeline on that machine (192 videos, 571
-clips, same inputs, 16 cores) the run's CPU time fell by ~11% (the curating process 57.7 -> 47.2
-CPU-seconds, the encoders 135.5 -> 127.2), and the wall time by 4-9% in three of five same-input
-pairs, within noise in the others (benchmarks/notes.md, tenth session).
+read back instead, a clip costs two kernel copies and fresh pages in the reader, in system CPU
+time the run needs elsewhere (benchmarks/notes.md, tenth session).
 
 Slots are kept and reused for the rest of the run: at most one per clip being encoded at once,
 each as large as the largest clip it has held. Each file is named after the process that made

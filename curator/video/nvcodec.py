@@ -41,18 +41,16 @@ class _Session:
 def _thread_decoder(source: str, gpu_id: int) -> Iterator[_Session]:
     """This thread's decoder, re-pointed at `source`, and the CUDA stream (torch's) it works on.
 
-    Creating a SimpleDecoder per video and dropping it afterwards holds the GIL for ~0.17 s per
-    video (measured on an H200: a spinning Python thread saw one gap that long per 360-frame 720p
-    decode), which stalls every other worker thread of the process; `reconfigure_decoder` reuses
+    Creating a SimpleDecoder per video and dropping it afterwards holds the GIL for a long stretch
+    per video, which stalls every other worker thread of the process; `reconfigure_decoder` reuses
     the NVDEC session for the next file, as NVIDIA's cached-decoder benchmark does. The decoder
     leaves the cache while in use (a nested decode on the same thread makes its own) and goes
     back only after a clean pass, so one that raised on a corrupt file, or reached the end of a
     stream shorter than its container said, is never reused.
 
     The decoder works on a stream of the device's highest priority: it converts every frame with
-    small kernels and copies, which otherwise queue behind the other workers' resizes (measured on
-    an H200: one thread resizing 720p batches in a loop slowed a 16-thread bare decode from 3.5 to
-    11.3 s; with the decoders on top-priority streams, 4.05 s). The decoder neither owns nor
+    small kernels and copies, which otherwise queue behind the other workers' resizes and slow every
+    decode several times over. The decoder neither owns nor
     destroys the stream, so one from torch's pool serves.
     """
     import torch
@@ -200,9 +198,9 @@ def _take_over(frames: list[Any], stream: Any, consumer: Any) -> Any:
 
     # Each surface through the decoder's own `__dlpack__` and torch's capsule converter, not
     # `torch.from_dlpack(frame)`: torch first offers DLPack 1.0 (`max_version`), which PyNvVideoCodec
-    # 2.2's binding rejects with a TypeError that pybind11 formats in full before torch retries.
-    # That took 36 us per frame with the GIL held, against 2.7 us this way (H200, 720p RGB); a
-    # py-spy --gil profile put half of bare decode's GIL time and a quarter of the pipeline's there.
+    # 2.2's binding rejects with a TypeError that pybind11 formats in full, with the GIL held,
+    # before torch retries: an order of magnitude more per frame than this way, and a large share
+    # of the decode's GIL time (benchmarks/notes.md, "Figures behind the curator's code").
     handle = stream.cuda_stream
     views = [from_dlpack(frame.__dlpack__(stream=handle)) for frame in frames]
     full = torch.empty((len(views), *views[0].shape), dtype=views[0].dtype, device=views[0].device)

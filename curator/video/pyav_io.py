@@ -42,7 +42,7 @@ def decode_chunks(source: str, chunk_frames: int, start_frame: int = 0, end_fram
             container.seek(int(frame_pts[0]), stream=stream, backward=True, any_frame=False)
         same = keep and keep_size == size
         # One reformatter for the whole pass keeps its swscale context (frame.to_ndarray(...) would
-        # build one per frame, 10-30x slower on small frames).
+        # build one per frame, many times slower on small frames).
         convert = VideoReformatter()
         chunk: list[np.ndarray] = []
         kept: list[np.ndarray] = []
@@ -78,8 +78,8 @@ def _convert(convert: VideoReformatter, frame: av.VideoFrame, size: tuple[int, i
              keep_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The frame as RGB at `size`, and with `keep` also at `keep_size` (else None).
 
-    swscale converts at the source size only: its unscaled YUV -> RGB path is 3x faster than its
-    scaling one at a quarter of the pixels. OpenCV then shrinks; the smaller output is made from
+    swscale converts at the source size only: its unscaled YUV -> RGB path is faster than its
+    scaling one even at a quarter of the pixels. OpenCV then shrinks; the smaller output is made from
     the larger when that still holds enough pixels. threads=1: swscale's default spawns a thread
     per core for every frame, and the workers already keep the cores busy.
     """

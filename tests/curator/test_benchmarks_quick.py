@@ -99,12 +99,10 @@ def test_only_the_whole_local_pipeline_writes_the_tables_row(monkeypatch):
     from benchmarks.curation_pipeline import result_name
 
     assert result_name("local", None) == "curation_pipeline"
-    assert result_name("ray", None) == "curation_pipeline_ray"
+    assert result_name("ray", None) == "curation_pipeline_ray_pipeline_actors"
     assert result_name("local", "encode") == "curation_pipeline_stop_before_encode"
-    assert result_name("ray", "shots") == "curation_pipeline_ray_stop_before_shots"
+    assert result_name("ray", "shots") == "curation_pipeline_ray_pipeline_actors_stop_before_shots"
     assert result_name("local", None, "mixed") == "curation_pipeline_mixed_lengths"
-    assert result_name("ray", None, ray_scope="pipeline") == "curation_pipeline_ray_pipeline_actors"
-    assert result_name("local", None, ray_scope="pipeline") == "curation_pipeline"  # the scope is Ray's alone
     assert result_name("local", None, source="1080p") == "curation_pipeline_1080p"
     assert result_name("local", None, "mixed", source="1080p") == "curation_pipeline_mixed_lengths_1080p"
     assert result_name("local", None, "mixed", given_inputs=True) == "curation_pipeline_given_inputs"

@@ -12,7 +12,7 @@ from megatron_video.config import ConfigError
 @pytest.mark.parametrize("field, value", [
     ("min_seconds", 0.0), ("max_seconds", 1.0), ("height", 351), ("fps", -1.0), ("executor", "spark"),
     ("device", "tpu"), ("min_frames", 10_000), ("clips_per_shard", 0), ("transnet_threshold", 1.5),
-    ("nvdec_sessions", 0), ("ray_actor_scope", "node"), ("part_count", 0), ("part_index", 1), ("part_index", -1),
+    ("nvdec_sessions", 0), ("nemo_backend", "spark"), ("part_count", 0), ("part_index", 1), ("part_index", -1),
     ("encoder_priority", "low"),
 ])
 def test_bad_values_name_their_key(field, value):
@@ -43,5 +43,5 @@ def test_every_curation_recipe_is_a_valid_config(recipe):
     import yaml
 
     cfg = CurateConfig(**yaml.safe_load(recipe.read_text()))
-    if recipe.stem == "cluster":  # the measured-fast Ray scope, with room for its actors' batches
-        assert cfg.ray_actor_scope == "pipeline" and cfg.max_in_flight >= 2 * 16 * 64
+    if recipe.stem == "cluster":  # the Ray runner, with room for its actors' batches
+        assert cfg.executor == "ray" and cfg.max_in_flight >= 2 * 16 * 64
