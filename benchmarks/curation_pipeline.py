@@ -134,7 +134,7 @@ STOPPABLE = ("decode", "shots", "crop", "resize", "encode")  # probe feeds decod
 
 def stopped_stages(cfg, stage_name: str) -> list:
     """The pipeline's stages with `stage_name` swapped for one that rejects every task."""
-    from curator.pipeline import processing_stages
+    from curator.pipeline import build_stages
     from curator.stages.base import Stage
     from curator.tasks import SKIPPED
 
@@ -145,7 +145,7 @@ def stopped_stages(cfg, stage_name: str) -> list:
             task.reject(SKIPPED, f"benchmark stops before {stage_name}")
             return [task]
 
-    return [StopStage(cfg) if stage.name == stage_name else stage for stage in processing_stages(cfg)]
+    return [StopStage() if stage.name == stage_name else stage for stage in build_stages(cfg)]
 
 
 SOURCE_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}

@@ -1,4 +1,8 @@
-"""The curation pipeline as data: the ordered processing stages every executor runs."""
+"""The curation pipeline as data: the ordered processing stages every executor runs, and how the
+executors cut them into jobs.
+
+A new stage is one file under curator/stages/ and one line in PIPELINE (docs/curation_stages.md).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -17,11 +21,24 @@ from curator.tasks import Task
 from curator.video.backend import worker_stream
 from curator.video.frames import to_host
 
+# In the order a task goes through them. The clip-length stage fans a video out into clips: the
+# stages before it work on a whole video, those after it on one clip each.
+PIPELINE: list[type[Stage]] = [
+    ProbeStage,
+    DecodeStage,
+    ShotDetectionStage,
+    ClipLengthStage,
+    CropStage,
+    ResizeStage,
+    EncodeStage,
+]
 
-def processing_stages(cfg: CurateConfig) -> list[Stage]:
-    """Probe -> decode -> shots -> clip length (fans out to clips) -> crop -> resize -> encode."""
-    return [ProbeStage(cfg), DecodeStage(cfg), ShotDetectionStage(cfg), ClipLengthStage(cfg),
-            CropStage(cfg), ResizeStage(cfg), EncodeStage(cfg)]
+
+def build_stages(cfg: CurateConfig) -> list[Stage]:
+    """Each stage of PIPELINE as `cfg` configures it, built once for the run; a stage `cfg` turns off
+    (its `from_config` returns None) is left out."""
+    built = (stage_class.from_config(cfg) for stage_class in PIPELINE)
+    return [stage for stage in built if stage is not None]
 
 
 def run_depth_first(stages: list[Stage], task: Task) -> Iterator[Task]:

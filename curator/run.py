@@ -19,7 +19,7 @@ from curator.executors.thread_limits import available_cores
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
 from curator.metrics import RunMetrics
-from curator.pipeline import processing_stages
+from curator.pipeline import build_stages
 from curator.progress import RunProgress
 from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
@@ -72,7 +72,7 @@ def _after_crashes(cfg: CurateConfig, writer: ShardWriterStage, sources: list[st
 
 def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None = None) -> CurationSummary:
     """Curate every video under cfg.input into WebDataset shards under cfg.output. `stages` replaces
-    `processing_stages(cfg)` (the pipeline benchmark's ablations swap one stage out)."""
+    `build_stages(cfg)` (the pipeline benchmark's ablations swap one stage out)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # A script without a main guard, imported again by multiprocessing to start the encoder
         # processes (the flag multiprocessing itself checks before starting processes): curating
@@ -83,17 +83,17 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
     start = time.perf_counter()
     if cfg.part_count > 1:  # this process's part writes an output of its own
         cfg = dataclasses.replace(cfg, output=str(part_dir(cfg.output, cfg.part_index, cfg.part_count)))
-    writer = ShardWriterStage(cfg)
+    writer = ShardWriterStage.from_config(cfg)
     writer.setup(WorkerContext(available_cores(), concurrent_tasks=1))  # the calling thread alone
     finished = writer.ledger.finished_sources(cfg.retry_failed)
-    listed = part_share([task.source for task in SourceStage(cfg).process(Task(source=cfg.input))],
+    listed = part_share([task.source for task in SourceStage.from_config(cfg).process(Task(source=cfg.input))],
                         cfg.part_index, cfg.part_count)
     sources = [s for s in listed if s not in finished]
     sources, alone = _after_crashes(cfg, writer, sources)
     log.info("curate start input=%s output=%s part=%d/%d inputs=%d already_finished=%d executor=%s", cfg.input,
              cfg.output, cfg.part_index, cfg.part_count, len(listed), len(listed) - len(sources), cfg.executor)
     bar = RunProgress(len(sources), cfg.log_every_s, show_bar=progress)
-    stages = processing_stages(cfg) if stages is None else stages
+    stages = build_stages(cfg) if stages is None else stages
     try:
         if cfg.executor == "local":
             from curator.executors.local import run_local
@@ -108,7 +108,7 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
 
             run_nemo(cfg, sources, stages, writer, bar)
     finally:
-        writer.close()
+        writer.teardown()
         bar.update(writer.inputs_finished, writer.clips_written)
         bar.close()
     ledger_path = str(pathlib.Path(cfg.output) / "ledger.sqlite")

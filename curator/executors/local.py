@@ -49,8 +49,8 @@ def video_threads(cfg: CurateConfig) -> int:
 def job_contexts(cfg: CurateConfig) -> tuple[WorkerContext, WorkerContext]:
     """The worker a video's stages run in (`video_threads` at once) and a clip's (`workers` at once):
     this process, whose cores all of them share."""
-    cores = available_cores()
-    return WorkerContext(cores, video_threads(cfg)), WorkerContext(cores, cfg.workers)
+    cores, device = available_cores(), "cuda" if use_gpu(cfg.device) else "cpu"
+    return WorkerContext(cores, video_threads(cfg), device), WorkerContext(cores, cfg.workers, device)
 
 
 def setup_stages(cfg: CurateConfig, stages: list[Stage]) -> None:
@@ -109,7 +109,7 @@ def run_local(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer
                  started=writer.ledger.record_start, alone=alone)
     finally:
         for stage in stages:
-            stage.close()
+            stage.teardown()
 
 
 def run_jobs(cfg: CurateConfig, feed: SourceFeed, stages: list[Stage], writer: ShardWriterStage,

@@ -64,8 +64,7 @@ class CuratorStage(ProcessingStage[CurationTask, CurationTask]):
             stage.setup(self.ctx)
 
     def process(self, task: CurationTask) -> list[CurationTask]:
-        device = self.stages[0].cfg.device
-        return [CurationTask(dataset_name=task.dataset_name, data=frames_to_host(out, device))
+        return [CurationTask(dataset_name=task.dataset_name, data=frames_to_host(out, self.ctx.device))
                 for out in run_depth_first(self.stages, task.data)]
 
 
@@ -83,9 +82,10 @@ def make_executor(backend: str) -> BaseExecutor:
     return RayActorPoolExecutor(show_progress=False)
 
 
-def worker_context(cfg: CurateConfig) -> WorkerContext:
-    """NeMo Curator's workers: single-threaded processes, `workers` of them sharing the cores."""
-    return WorkerContext(max(1, available_cores() // cfg.workers), 1)
+def worker_context(cfg: CurateConfig, gpus: float) -> WorkerContext:
+    """NeMo Curator's workers: single-threaded processes, `workers` of them sharing the cores, on a
+    GPU where the stages they run declare one."""
+    return WorkerContext(max(1, available_cores() // cfg.workers), 1, "cuda" if gpus > 0 else "cpu")
 
 
 def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
@@ -95,7 +95,9 @@ def nemo_pipeline(cfg: CurateConfig, stages: list[Stage]) -> Pipeline:
     per-stage CPU check satisfied on small hosts."""
     jobs = actor_jobs(stages, cfg.ray_actor_scope)
     share = cfg.workers / len(jobs)
-    wrapped = [CuratorStage(*job, cpus=min(job_resources(job).cpus, share), ctx=worker_context(cfg)) for job in jobs]
+    needs = [job_resources(job) for job in jobs]
+    wrapped = [CuratorStage(*job, cpus=min(need.cpus, share), ctx=worker_context(cfg, need.gpus))
+               for job, need in zip(jobs, needs, strict=True)]
     return Pipeline(name="megatron-video-curate", stages=wrapped)
 
 

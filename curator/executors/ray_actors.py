@@ -26,10 +26,10 @@ class ActorBody:
         return ray.get_runtime_context().get_node_id()
 
     def close(self) -> None:
-        """Close the stages (encoder processes, decoders), as the local executor does at a run's end,
-        rather than leave them to the kill that follows."""
+        """Tear the stages down (encoder processes, decoders), as the local executor does at a run's
+        end, rather than leave them to the kill that follows."""
         for stage in self.stages:
-            stage.close()
+            stage.teardown()
 
 
 def stop_actors(handles: list[Any]) -> None:

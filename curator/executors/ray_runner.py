@@ -107,7 +107,7 @@ class _JobWorker(ActorBody):
         # run). Ray sets OMP_NUM_THREADS from num_cpus, which covers OpenMP, BLAS and torch; OpenCV
         # would still start a thread per core for each call, in every actor on the node.
         cv2.setNumThreads(library_threads)
-        self.stages = stages
+        self.stages, self.device = stages, ctx.device
         for stage in stages:
             stage.setup(ctx)
 
@@ -123,7 +123,7 @@ class _JobWorker(ActorBody):
         outputs = []
         for out in run_depth_first(self.stages, task):
             if forward and out.ok:
-                outputs.append(ray.put(frames_to_host(out, self.stages[0].cfg.device)))
+                outputs.append(ray.put(frames_to_host(out, self.device)))
             else:
                 out.drop_frames()
                 outputs.append(out)
@@ -213,10 +213,10 @@ def actor_gpus(node_gpus: list[float], actors: int, wanted: float) -> float:
     return min(wanted, _fitting_share(devices, actors))
 
 
-def actor_context(cfg: CurateConfig) -> WorkerContext:
+def actor_context(cfg: CurateConfig, gpus: float) -> WorkerContext:
     """The worker each job actor is: `actor_threads` tasks at once, on its share of the cores, as
-    the `workers` actors share them."""
-    return WorkerContext(max(1, available_cores() // cfg.workers), cfg.actor_threads)
+    the `workers` actors share them, on the GPU Ray gave it (`gpus` > 0) or the CPU."""
+    return WorkerContext(max(1, available_cores() // cfg.workers), cfg.actor_threads, "cuda" if gpus > 0 else "cpu")
 
 
 def _start_ray(cfg: CurateConfig) -> None:
@@ -248,9 +248,9 @@ def run_ray(cfg: CurateConfig, sources: list[str], stages: list[Stage], writer: 
     actor_class = ray.remote(_JobWorker)
     # Every actor of the budget may hold a GPU share (both jobs do on the GPU path), and all must fit.
     needs = [job_resources(job) for job in jobs]
-    pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), actor_gpus(node_gpus, budget, need.gpus),
-                   actor_context(cfg))
-             for job, need in zip(jobs, needs, strict=True)]
+    gpus = [actor_gpus(node_gpus, budget, need.gpus) for need in needs]
+    pools = [_Pool(job, actor_class, min(need.cpus, cpus_per_actor), share, actor_context(cfg, share))
+             for job, need, share in zip(jobs, needs, gpus, strict=True)]
     # All actors start at once, so their start-up (an interpreter, CUDA, models) overlaps the first
     # tasks: an even split, within the NVDEC cap, until measured stage times re-balance it.
     for pool, count in zip(pools, balance_workers([1.0] * len(jobs), budget, caps), strict=True):

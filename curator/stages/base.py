@@ -1,10 +1,14 @@
-"""The stage contract shared by the in-process executor, the Ray runner and the NeMo Curator adapter.
+"""The stage contract shared by the in-process executor, the Ray runners and the NeMo Curator adapter,
+shaped as NeMo Curator's `ProcessingStage`.
 
-A stage is a small dataclass: it declares the resources one worker needs and the task fields it
-reads (`inputs`) and writes (`outputs`), loads heavy models in `setup(ctx)` (released by `close()`)
-and does its work in `process()`, which returns zero or more tasks (a video fans out into clips).
-The executor describes the worker in `setup`'s WorkerContext, so no stage asks which executor runs
-it or reads the executors' own settings. `__call__` adds what every stage needs the same way:
+A stage is a small dataclass configured by its own fields, built once from the curation config by
+its `from_config` classmethod (`curator/pipeline.py` lists the stages in order; docs/curation_stages.md
+says how to add one). It declares `resources` (what one worker needs) and the task fields it reads
+(`inputs`) and writes (`outputs`), loads heavy models in `setup(ctx)` and releases them in
+`teardown()`, and does its work in `process()`, which returns zero or more tasks (a video fans out
+into clips). The executor describes the worker in `setup`'s WorkerContext, so no stage asks which
+executor runs it, reads the run's config, or imports from `curator/executors/`.
+`__call__` adds what every stage needs the same way:
 rejected tasks pass through untouched, the stage's wall seconds and its thread's CPU seconds go
 into `task.metrics` under the stage's name (with a timeline recording, each call is also a span
 named after the stage), a stage that declares a GPU runs on its worker thread's own CUDA stream
@@ -28,7 +32,7 @@ from curator.video.backend import worker_stream
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
@@ -45,6 +49,9 @@ class WorkerContext:
     cores: int
     # Calls of the stage the worker runs at once: threads of one process, so sharing its GIL.
     concurrent_tasks: int
+    # The torch device the worker's stages run on: "cuda" where the executor gave it a GPU
+    # (the current device of its process or thread), else "cpu".
+    device: str = "cpu"
 
     @property
     def threads_per_task(self) -> int:
@@ -54,12 +61,23 @@ class WorkerContext:
 
 @dataclass
 class Stage:
-    cfg: CurateConfig
-    name = "stage"
+    """Subclasses are dataclasses whose fields are their settings (each with a default, so a stage
+    builds with no arguments in tests), and which set:
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0)
+    - `name` (class attribute): the stage's name in metrics, spans and failure reasons;
+    - `resources`: a class attribute, or set in `__post_init__` when it depends on a field;
+    - `from_config(cfg)`: the stage as `cfg` configures it, or None where `cfg` turns it off.
+    """
+
+    name = "stage"
+    resources = Resources(cpus=1.0)
+    # The config's `device` ("auto", "cpu", "cuda"): stages declaring a GPU run their calls on the
+    # worker thread's own CUDA stream when it resolves to the GPU path.
+    device: str = "cpu"
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> Stage | None:
+        raise NotImplementedError(f"{cls.__name__} does not say how the curation config builds it")
 
     def inputs(self) -> list[str]:
         return []
@@ -70,20 +88,17 @@ class Stage:
     def setup(self, ctx: WorkerContext) -> None:
         """Load models or open devices; called once per worker before the first task."""
 
-    def close(self) -> None:
-        """Release what `setup` started (processes, devices); called once when the run ends."""
+    def teardown(self) -> None:
+        """Release what `setup` started (processes, devices); called once per worker when the run ends."""
 
     def process(self, task: Task) -> list[Task]:
         raise NotImplementedError
 
     def _stream(self) -> contextlib.AbstractContextManager:
         # The thread's own stream, never the legacy default one, which slows every NVDEC decoder of
-        # the process: measured on an H200, an 8-thread bare decode took 3.04 s alone, 5.30 s beside
-        # one thread resizing, converting and copying batches on the default stream, and 3.05-3.30 s
-        # beside each of those on a stream of its own. Only stages that declare a GPU: the others
-        # need no CUDA context on their threads.
-        return worker_stream(self.cfg.device) if self.resources.gpus > 0 else contextlib.nullcontext()
-
+        # the process (benchmarks/notes.md, "CUDA streams"). Only stages that declare a GPU: the
+        # others need no CUDA context on their threads.
+        return worker_stream(self.device) if self.resources.gpus > 0 else contextlib.nullcontext()
     def __call__(self, task: Task) -> list[Task]:
         if not task.ok:
             return [task]

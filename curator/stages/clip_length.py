@@ -21,11 +21,14 @@ def output_frame_count(start_frame: int, end_frame: int, source_fps: float, fps:
     return math.floor((end_frame - start_frame) / source_fps * fps + 1e-6)
 
 
-def clip_windows(shot: tuple[int, int], source_fps: float, cfg: CurateConfig) -> list[tuple[int, int]]:
+def clip_windows(shot: tuple[int, int], source_fps: float, fps: float, min_clip_seconds: float, max_seconds: float,
+                 min_frames: int) -> list[tuple[int, int]]:
+    """Windows of `shot` (source frames) that make valid clips: min_clip_seconds..max_seconds long,
+    at least `min_frames` once re-timed to `fps`."""
     start, end = shot
     length = end - start
-    min_len = math.ceil(cfg.min_clip_seconds * source_fps - 1e-6)
-    max_len = math.floor(cfg.max_seconds * source_fps + 1e-6)
+    min_len = math.ceil(min_clip_seconds * source_fps - 1e-6)
+    max_len = math.floor(max_seconds * source_fps + 1e-6)
     if length < min_len:
         return []
     count = math.ceil(length / max_len)
@@ -37,16 +40,26 @@ def clip_windows(shot: tuple[int, int], source_fps: float, cfg: CurateConfig) ->
     bounds = [start + round(i * size) for i in range(count + 1)]
     windows = list(itertools.pairwise(bounds))
     return [(a, b) for a, b in windows
-            if output_frame_count(a, b, source_fps, cfg.fps) >= cfg.min_frames and b - a >= min_len]
+            if output_frame_count(a, b, source_fps, fps) >= min_frames and b - a >= min_len]
 
 
 @dataclass
 class ClipLengthStage(Stage):
     name = "clip_length"
+    resources = Resources(cpus=0.25)
+    fps: float = 24.0  # the output clips' frame rate
+    min_seconds: float = 3.0
+    max_seconds: float = 30.0
+    min_frames: int = 81
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ClipLengthStage:
+        return cls(fps=cfg.fps, min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_frames=cfg.min_frames)
 
     @property
-    def resources(self) -> Resources:
-        return Resources(cpus=0.25)
+    def min_clip_seconds(self) -> float:
+        """The shortest source span that yields a valid clip: both length rules at once."""
+        return max(self.min_seconds, self.min_frames / self.fps)
 
     def inputs(self) -> list[str]:
         return ["shots", "analysis"]
@@ -56,9 +69,10 @@ class ClipLengthStage(Stage):
 
     def process(self, task: VideoTask) -> list[Task]:
         fps = task.meta.fps
-        windows = [w for shot in task.shots for w in clip_windows(shot, fps, self.cfg)]
+        windows = [w for shot in task.shots
+                   for w in clip_windows(shot, fps, self.fps, self.min_clip_seconds, self.max_seconds, self.min_frames)]
         if not windows:
-            task.reject(SKIPPED, f"no shot of at least {self.cfg.min_clip_seconds:.2f} s")
+            task.reject(SKIPPED, f"no shot of at least {self.min_clip_seconds:.2f} s")
             return [task]
         kept = task.analysis.kept
         # A torch view pickles its whole storage (Ray, NeMo executors): CUDA clips get their own copy.

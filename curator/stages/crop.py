@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.tasks import SKIPPED, ClipTask, CropBox, Task
 from curator.video.frames import luma
@@ -135,10 +136,16 @@ def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: flo
 @dataclass
 class CropStage(Stage):
     name = "crop"
+    resources = Resources(cpus=0.25)
+    black_level: int = 24
+    text_band_fraction: float = 0.25
+    text_edge_density: float = 0.12
+    max_crop_fraction: float = 0.4
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=0.25)
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> CropStage:
+        return cls(black_level=cfg.black_level, text_band_fraction=cfg.text_band_fraction,
+                   text_edge_density=cfg.text_edge_density, max_crop_fraction=cfg.max_crop_fraction)
 
     def inputs(self) -> list[str]:
         return ["analysis", "source_meta"]
@@ -147,13 +154,13 @@ class CropStage(Stage):
         return ["crop"]
 
     def process(self, task: ClipTask) -> list[Task]:
-        cfg, meta = self.cfg, task.source_meta
-        box = find_crop(task.analysis, meta.height, meta.width, cfg.black_level, cfg.text_band_fraction,
-                        cfg.text_edge_density)
+        meta = task.source_meta
+        box = find_crop(task.analysis, meta.height, meta.width, self.black_level, self.text_band_fraction,
+                        self.text_edge_density)
         task.analysis = None
         kept_h = (box.bottom - box.top) / meta.height
         kept_w = (box.right - box.left) / meta.width
-        if min(kept_h, kept_w) < 1 - cfg.max_crop_fraction:
+        if min(kept_h, kept_w) < 1 - self.max_crop_fraction:
             task.reject(SKIPPED, f"crop keeps only {kept_h:.0%} x {kept_w:.0%} of the frame")
             return [task]
         task.crop = box

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
@@ -57,11 +58,21 @@ def _concat(batches: list):
 @dataclass
 class DecodeStage(Stage):
     name = "decode"
+    # The output clips' size: frames are kept at the scale the resize stage needs for them.
+    height: int = 352
+    width: int = 640
+    analysis_width: int = 160
+    chunk_frames: int = 64
+    retain_frames_max_mb: int = 2048
 
-    @property
-    def resources(self) -> Resources:
-        gpu = use_gpu(self.cfg.device)
-        return Resources(cpus=1.0, gpus=0.1 if gpu else 0.0, nvdec=gpu)
+    def __post_init__(self) -> None:
+        gpu = use_gpu(self.device)
+        self.resources = Resources(cpus=1.0, gpus=0.1 if gpu else 0.0, nvdec=gpu)
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> DecodeStage:
+        return cls(device=cfg.device, height=cfg.height, width=cfg.width, analysis_width=cfg.analysis_width,
+                   chunk_frames=cfg.decode_chunk_frames, retain_frames_max_mb=cfg.retain_frames_max_mb)
 
     def inputs(self) -> list[str]:
         return ["meta"]
@@ -101,11 +112,11 @@ class DecodeStage(Stage):
     def _decode(self, task: VideoTask, decoder: str) -> tuple[list, list, list, list, tuple[int, int] | None]:
         """One pass over the input with `decoder`: (analysis frames, thumbnails, timestamps, kept
         frames (empty when not kept), the kept frames' size) as lists of chunks."""
-        meta, cfg = task.meta, self.cfg
-        size = analysis_size(meta.height, meta.width, cfg.analysis_width)
-        keep_at = kept_size(meta.height, meta.width, cfg.height, cfg.width)
+        meta = task.meta
+        size = analysis_size(meta.height, meta.width, self.analysis_width)
+        keep_at = kept_size(meta.height, meta.width, self.height, self.width)
         keep_h, keep_w = keep_at or (meta.height, meta.width)
-        budget = cfg.retain_frames_max_mb * (1 << 20)
+        budget = self.retain_frames_max_mb * (1 << 20)
         keep = meta.num_frames * keep_h * keep_w * 3 <= budget
         small, thumbs, pts, kept = [], [], [], []
         in_flight: list[tuple] = []  # (thumbnails, analysis frames) copies not yet collected
@@ -117,7 +128,7 @@ class DecodeStage(Stage):
             small.append(gather_host(list(small_copies)))
             in_flight.clear()
 
-        for chunk in decode_range(task.source, decoder, cfg.decode_chunk_frames, size=size, keep=keep,
+        for chunk in decode_range(task.source, decoder, self.chunk_frames, size=size, keep=keep,
                                   keep_size=keep_at):
             # Thumbnails from the analysis frames where they are (on the GPU: before the host
             # copy). The host copies are only queued: this thread goes on decoding while they run,

@@ -8,12 +8,13 @@ and takes the stream, PyAV otherwise (the reason goes to the ledger).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
 
 from curator import storage
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.tasks import FAILED, SKIPPED, Task, VideoMeta, VideoTask
 from curator.video.backend import choose_decoder
@@ -44,10 +45,24 @@ def is_variable_frame_rate(intervals: np.ndarray, tolerance: float) -> bool:
 @dataclass
 class ProbeStage(Stage):
     name = "probe"
+    resources = Resources(cpus=0.5)
+    # The output clips' size, and the shortest source span that yields one.
+    height: int = 352
+    width: int = 640
+    min_clip_seconds: float = 3.0
+    min_input_side: int = 64
+    max_upscale: float = 2.0
+    allowed_codecs: list[str] = field(default_factory=list)  # empty: every codec FFmpeg decodes
+    reject_variable_frame_rate: bool = True
+    vfr_tolerance: float = 0.25
+    nvdec_codecs: list[str] = field(default_factory=lambda: ["h264", "hevc", "vp9"])
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=0.5)
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ProbeStage:
+        return cls(device=cfg.device, height=cfg.height, width=cfg.width, min_clip_seconds=cfg.min_clip_seconds,
+                   min_input_side=cfg.min_input_side, max_upscale=cfg.max_upscale,
+                   allowed_codecs=list(cfg.allowed_codecs), reject_variable_frame_rate=cfg.reject_variable_frame_rate,
+                   vfr_tolerance=cfg.vfr_tolerance, nvdec_codecs=list(cfg.nvdec_codecs))
 
     def inputs(self) -> list[str]:
         return ["source"]
@@ -56,7 +71,6 @@ class ProbeStage(Stage):
         return ["meta"]
 
     def process(self, task: VideoTask) -> list[Task]:
-        cfg = self.cfg
         if storage.size(task.source) == 0:
             task.reject(SKIPPED, "zero-byte file")
             return [task]
@@ -82,30 +96,30 @@ class ProbeStage(Stage):
                              num_frames=stream.frames or round(duration * fps),
                              duration_s=duration, has_audio=bool(container.streams.audio))
             task.meta = meta
-            if cfg.allowed_codecs and codec not in cfg.allowed_codecs:
+            if self.allowed_codecs and codec not in self.allowed_codecs:
                 task.reject(SKIPPED, f"unsupported codec {codec}")
                 return [task]
             if fps <= 0:
                 task.reject(FAILED, "corrupt: no frame rate")
                 return [task]
-            if min(meta.width, meta.height) < cfg.min_input_side:
-                task.reject(SKIPPED, f"tiny: {meta.width}x{meta.height} < {cfg.min_input_side} px")
+            if min(meta.width, meta.height) < self.min_input_side:
+                task.reject(SKIPPED, f"tiny: {meta.width}x{meta.height} < {self.min_input_side} px")
                 return [task]
-            upscale = max(cfg.height / meta.height, cfg.width / meta.width)
-            if upscale > cfg.max_upscale:
+            upscale = max(self.height / meta.height, self.width / meta.width)
+            if upscale > self.max_upscale:
                 task.reject(SKIPPED, f"low resolution: {meta.width}x{meta.height} would be upscaled {upscale:.1f}x "
-                                     f"to {cfg.width}x{cfg.height} (curate.max_upscale={cfg.max_upscale:g})")
+                                     f"to {self.width}x{self.height} (curate.max_upscale={self.max_upscale:g})")
                 return [task]
-            meta.decoder, refusal = choose_decoder(cfg.device, task.source, codec, stream.codec_context.pix_fmt,
+            meta.decoder, refusal = choose_decoder(self.device, task.source, codec, stream.codec_context.pix_fmt,
                                                    meta.width, meta.height, container.format.name,
-                                                   cfg.nvdec_codecs)
+                                                   self.nvdec_codecs)
             if refusal:
                 meta.notes.append(f"decoded on the CPU: {refusal}")
             meta.variable_frame_rate = is_variable_frame_rate(_frame_intervals(container, stream),
-                                                              cfg.vfr_tolerance)
-            if meta.variable_frame_rate and cfg.reject_variable_frame_rate:
+                                                              self.vfr_tolerance)
+            if meta.variable_frame_rate and self.reject_variable_frame_rate:
                 task.reject(SKIPPED, "variable frame rate")
                 return [task]
-        if 0 < meta.duration_s < cfg.min_clip_seconds:
-            task.reject(SKIPPED, f"too short: {meta.duration_s:.2f} s < {cfg.min_clip_seconds:.2f} s")
+        if 0 < meta.duration_s < self.min_clip_seconds:
+            task.reject(SKIPPED, f"too short: {meta.duration_s:.2f} s < {self.min_clip_seconds:.2f} s")
         return [task]

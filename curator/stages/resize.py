@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.stages.clip_length import output_frame_count
 from curator.tasks import FAILED, ClipTask, CropBox, Task
@@ -51,10 +52,19 @@ def decode_size(source_h: int, source_w: int, box: CropBox, height: int, width: 
 @dataclass
 class ResizeStage(Stage):
     name = "resize"
+    # The output clips' size and frame rate.
+    height: int = 352
+    width: int = 640
+    fps: float = 24.0
+    chunk_frames: int = 64  # frames per chunk when a clip's range is decoded again
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+    def __post_init__(self) -> None:
+        self.resources = Resources(cpus=1.0, gpus=0.1 if use_gpu(self.device) else 0.0)
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ResizeStage:
+        return cls(device=cfg.device, height=cfg.height, width=cfg.width, fps=cfg.fps,
+                   chunk_frames=cfg.decode_chunk_frames)
 
     def inputs(self) -> list[str]:
         return ["crop", "start_frame", "end_frame"]
@@ -63,10 +73,10 @@ class ResizeStage(Stage):
         return ["frames", "num_frames"]
 
     def process(self, task: ClipTask) -> list[Task]:
-        cfg, meta = self.cfg, task.source_meta
-        picks = source_indices(task.start_frame, task.end_frame, task.source_fps, cfg.fps)
-        box = aspect_box(task.crop, cfg.height, cfg.width)
-        scale, size = decode_size(meta.height, meta.width, box, cfg.height, cfg.width)
+        meta = task.source_meta
+        picks = source_indices(task.start_frame, task.end_frame, task.source_fps, self.fps)
+        box = aspect_box(task.crop, self.height, self.width)
+        scale, size = decode_size(meta.height, meta.width, box, self.height, self.width)
         sy, sx = size[0] / meta.height, size[1] / meta.width
         top, bottom = int(box.top * sy), max(int(box.top * sy) + 1, round(box.bottom * sy))
         left, right = int(box.left * sx), max(int(box.left * sx) + 1, round(box.right * sx))
@@ -81,18 +91,18 @@ class ResizeStage(Stage):
                 rows = torch.as_tensor(rows, device=frames.device)
             batch = frames[rows][:, top:bottom, left:right]
             # Left on the GPU: the encode stage converts to I420 there before the host copy.
-            task.frames = resize_batch(batch, (cfg.height, cfg.width), keep_device=True)
+            task.frames = resize_batch(batch, (self.height, self.width), keep_device=True)
             task.num_frames = len(picks)
             return [task]
         del frames
         unique = np.unique(picks)
-        out = np.empty((len(picks), cfg.height, cfg.width, 3), dtype=np.uint8)
+        out = np.empty((len(picks), self.height, self.width, 3), dtype=np.uint8)
         filled = np.zeros(len(picks), dtype=bool)
-        for chunk in decode_range(task.source, task.source_meta.decoder, cfg.decode_chunk_frames, task.start_frame,
+        for chunk in decode_range(task.source, task.source_meta.decoder, self.chunk_frames, task.start_frame,
                                   task.end_frame, size=size if scale < 1 else None, indices=unique,
                                   frame_pts=task.frame_pts):
             indices = chunk.indices
-            resized = resize_batch(chunk.frames[:, top:bottom, left:right], (cfg.height, cfg.width))
+            resized = resize_batch(chunk.frames[:, top:bottom, left:right], (self.height, self.width))
             # Every output frame showing one of these source frames (repeats when upsampling fps).
             slots = np.searchsorted(indices, picks)
             hit = (slots < len(indices)) & (indices[np.minimum(slots, len(indices) - 1)] == picks)

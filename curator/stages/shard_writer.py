@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator.config import CurateConfig
 from curator.ledger import ClipRow, InputRecord, Ledger, final_status
 from curator.metrics import RunMetrics
 from curator.stages.base import Resources, Stage, WorkerContext
@@ -31,13 +32,13 @@ log = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
 
 
-def clip_metadata(clip: ClipTask, shard: str, cfg: Any) -> dict[str, Any]:
+def clip_metadata(clip: ClipTask, shard: str, fps: float, height: int, width: int) -> dict[str, Any]:
     meta = clip.source_meta
     return {
         "key": clip.key, "shard": shard, "source": clip.source,
         "start_frame": clip.start_frame, "end_frame": clip.end_frame,
-        "start_s": round(clip.start_s, 6), "duration_s": round(clip.num_frames / cfg.fps, 6),
-        "num_frames": clip.num_frames, "fps": cfg.fps, "height": cfg.height, "width": cfg.width,
+        "start_s": round(clip.start_s, 6), "duration_s": round(clip.num_frames / fps, 6),
+        "num_frames": clip.num_frames, "fps": fps, "height": height, "width": width,
         "source_fps": clip.source_fps, "source_duration_s": round(clip.duration_s, 6),
         "source_codec": meta.codec, "source_height": meta.height, "source_width": meta.width,
         "crop": clip.crop.as_list(),
@@ -61,22 +62,31 @@ class _SourceProgress:
 @dataclass
 class ShardWriterStage(Stage):
     name = "shard_writer"
-    ledger: Ledger | None = None
-    shard_paths: list[str] = field(default_factory=list)
-    metrics: RunMetrics = field(default_factory=RunMetrics)
-    clips_written: int = 0
-    inputs_finished: int = 0
+    resources = Resources(cpus=0.5)
+    output: str = ""  # a local directory
+    clips_per_shard: int = 64
+    # The clips' size and frame rate, for the catalog rows.
+    fps: float = 24.0
+    height: int = 352
+    width: int = 640
+    # What the writer has done so far, for the run's summary and progress.
+    ledger: Ledger | None = field(default=None, init=False)
+    shard_paths: list[str] = field(default_factory=list, init=False)
+    metrics: RunMetrics = field(default_factory=RunMetrics, init=False)
+    clips_written: int = field(default=0, init=False)
+    inputs_finished: int = field(default=0, init=False)
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=0.5)
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ShardWriterStage:
+        return cls(output=cfg.output, clips_per_shard=cfg.clips_per_shard, fps=cfg.fps, height=cfg.height,
+                   width=cfg.width)
 
     def inputs(self) -> list[str]:
         return ["mp4", "key", "status"]
 
     @property
     def output_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.cfg.output)
+        return pathlib.Path(self.output)
 
     def setup(self, ctx: WorkerContext) -> None:
         if self.ledger is not None:
@@ -119,7 +129,7 @@ class ShardWriterStage(Stage):
         elif task.key not in self._committed_keys:
             self._buffer.append(task)
             progress.buffered += 1
-        if len(self._buffer) >= self.cfg.clips_per_shard:
+        if len(self._buffer) >= self.clips_per_shard:
             self.commit()
         elif progress.resolved == progress.expected and progress.buffered == 0:
             self._record([self._finished_record(task.source)])
@@ -142,7 +152,7 @@ class ShardWriterStage(Stage):
         name = f"shard-{self._next_index:06d}.tar"
         tar_path = self.output_dir / "shards" / name
         parquet_path = self.output_dir / "catalog" / name.replace(".tar", ".parquet")
-        rows = [clip_metadata(clip, name, self.cfg) for clip in self._buffer]
+        rows = [clip_metadata(clip, name, self.fps, self.height, self.width) for clip in self._buffer]
         self._write_tar(tar_path.with_name(name + TMP_SUFFIX), self._buffer, rows)
         pq.write_table(pa.Table.from_pylist(rows), str(parquet_path) + TMP_SUFFIX)
         clips = [ClipRow(c.key, c.source, name, c.start_frame, c.end_frame) for c in self._buffer]
@@ -179,7 +189,7 @@ class ShardWriterStage(Stage):
             f.flush()
             os.fsync(f.fileno())
 
-    def close(self) -> None:
+    def teardown(self) -> None:
         """Commit the last partial shard and record inputs still open, then close the ledger."""
         self.commit()
         leftover = [self._finished_record(s) for s in list(self._progress)]

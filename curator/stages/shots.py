@@ -21,6 +21,7 @@ import numpy as np
 from scenedetect.common import FrameTimecode
 from scenedetect.detectors import ContentDetector
 
+from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import Task, VideoTask
 from curator.video.backend import use_gpu
@@ -139,10 +140,22 @@ def shots_from_cuts(cuts: list[int], num_frames: int) -> list[tuple[int, int]]:
 @dataclass
 class ShotDetectionStage(Stage):
     name = "shots"
+    content_threshold: float = 27.0
+    min_shot_frames: int = 8
+    second_pass: bool = True
+    second_pass_long_shot_seconds: float = 10.0
+    second_pass_low_confidence: float = 0.5
+    transnet_threshold: float = 0.5
 
-    @property
-    def resources(self) -> Resources:
-        return Resources(cpus=1.0, gpus=0.1 if use_gpu(self.cfg.device) else 0.0)
+    def __post_init__(self) -> None:
+        self.resources = Resources(cpus=1.0, gpus=0.1 if use_gpu(self.device) else 0.0)
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> ShotDetectionStage:
+        return cls(device=cfg.device, content_threshold=cfg.content_threshold, min_shot_frames=cfg.min_shot_frames,
+                   second_pass=cfg.second_pass, second_pass_long_shot_seconds=cfg.second_pass_long_shot_seconds,
+                   second_pass_low_confidence=cfg.second_pass_low_confidence,
+                   transnet_threshold=cfg.transnet_threshold)
 
     def inputs(self) -> list[str]:
         return ["analysis"]
@@ -151,29 +164,29 @@ class ShotDetectionStage(Stage):
         return ["shots", "first_pass_cuts"]
 
     def _device(self) -> str:
-        return "cuda" if use_gpu(self.cfg.device) else "cpu"
+        return "cuda" if use_gpu(self.device) else "cpu"
 
     def setup(self, ctx: WorkerContext) -> None:
-        if self.cfg.second_pass:
+        if self.second_pass:
             # In the background: the first videos decode while the weights load.
             threading.Thread(target=transnet_model, args=(self._device(),), name="transnet-load", daemon=True).start()
 
-    def second_pass(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
+    def second_pass_cuts(self, thumbs: np.ndarray, segments: list[tuple[int, int]]) -> list[int]:
         model = transnet_model(self._device())
         found: list[int] = []
         for a, b in segments:
-            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.cfg.transnet_threshold)]
+            found += [a + c for c in transnet_cuts(model, thumbs[a:b], self.transnet_threshold)]
         return found
 
     def process(self, task: VideoTask) -> list[Task]:
-        cfg, fps = self.cfg, task.meta.fps
+        fps = task.meta.fps
         small, thumbs = task.analysis.small, task.analysis.thumbs
-        cuts, scores = content_cuts(small, fps, cfg.content_threshold, cfg.min_shot_frames)
+        cuts, scores = content_cuts(small, fps, self.content_threshold, self.min_shot_frames)
         task.first_pass_cuts = list(cuts)
-        if cfg.second_pass:
-            segments = candidate_segments(len(small), cuts, scores, fps, cfg.content_threshold,
-                                          cfg.second_pass_long_shot_seconds, cfg.second_pass_low_confidence,
-                                          cfg.min_shot_frames)
-            cuts = merge_cuts(cuts, self.second_pass(thumbs, segments), cfg.min_shot_frames)
+        if self.second_pass:
+            segments = candidate_segments(len(small), cuts, scores, fps, self.content_threshold,
+                                          self.second_pass_long_shot_seconds, self.second_pass_low_confidence,
+                                          self.min_shot_frames)
+            cuts = merge_cuts(cuts, self.second_pass_cuts(thumbs, segments), self.min_shot_frames)
         task.shots = shots_from_cuts(cuts, len(small))
         return [task]

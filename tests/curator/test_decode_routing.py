@@ -24,7 +24,7 @@ def zoo(format_zoo, tmp_path_factory):
 
 
 def probed(source: str, cfg: CurateConfig) -> VideoTask:
-    (task,) = ProbeStage(cfg).process(VideoTask(source=source))
+    (task,) = ProbeStage.from_config(cfg).process(VideoTask(source=source))
     return task
 
 
@@ -49,7 +49,7 @@ def test_the_probe_routes_each_input_to_the_decoder_that_takes_it(zoo, monkeypat
 def test_an_nvdec_failure_mid_video_decodes_the_input_on_the_cpu(zoo, monkeypatch):
     folder, _ = zoo
     cfg = CurateConfig(input=str(folder), device="cpu", height=64, width=112, min_seconds=1.0, min_frames=8)
-    reference = DecodeStage(cfg).process(probed(str(folder / "h264.mp4"), cfg))[0]
+    reference = DecodeStage.from_config(cfg).process(probed(str(folder / "h264.mp4"), cfg))[0]
 
     def failing_nvdec(source, chunk_frames, *args, **kwargs):
         from curator.video import pyav_io
@@ -60,7 +60,7 @@ def test_an_nvdec_failure_mid_video_decodes_the_input_on_the_cpu(zoo, monkeypatc
     monkeypatch.setattr(nvcodec, "decode_chunks", failing_nvdec)
     task = probed(str(folder / "h264.mp4"), cfg)
     task.meta.decoder = "nvdec"
-    (task,) = DecodeStage(cfg).process(task)
+    (task,) = DecodeStage.from_config(cfg).process(task)
     assert task.ok and task.meta.decoder == "pyav"
     assert task.meta.notes == ["decoded on the CPU: NVDEC failed (cuvidCreateVideoParser returned error 300)"]
     assert task.meta.num_frames == reference.meta.num_frames == 30

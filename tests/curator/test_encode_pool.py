@@ -70,13 +70,12 @@ def test_encoder_processes_run_at_the_configured_cpu_priority(priority):
 
 
 def test_the_encode_stage_gives_its_pool_the_configured_priority(tmp_path):
-    stage = EncodeStage(CurateConfig(input=str(tmp_path), output=str(tmp_path / "out"), device="cpu", workers=2,
-                                     encoder_priority="nice"))
+    stage = EncodeStage(device="cpu", encoder_priority="nice")
     stage.setup(WorkerContext(cores=2, concurrent_tasks=2))
     try:
         assert stage.pool._pool.submit(_scheduling).result()[1] == min(19, os.nice(0) + ENCODER_NICENESS)
     finally:
-        stage.close()
+        stage.teardown()
 
 
 def test_a_pool_whose_processes_died_starts_again_and_the_clip_is_encoded(tmp_path):
@@ -142,10 +141,10 @@ def _clip_context(executor: str, cfg: CurateConfig) -> WorkerContext:
     if executor == "local":
         return local.job_contexts(cfg)[1]
     if executor == "ray":
-        return ray_runner.actor_context(cfg)
+        return ray_runner.actor_context(cfg, gpus=0.0)
     from curator.executors.nemo import worker_context
 
-    return worker_context(cfg)
+    return worker_context(cfg, gpus=0.0)
 
 
 @pytest.mark.parametrize(("executor", "threads", "processes"), [
@@ -156,18 +155,18 @@ def _clip_context(executor: str, cfg: CurateConfig) -> WorkerContext:
 ])
 def test_encoder_processes_default_to_the_threads_that_share_one_gil(executor, threads, processes):
     cfg = CurateConfig(executor=executor, device="cpu", **threads)
-    assert EncodeStage(cfg).processes(_clip_context(executor, cfg)) == processes
+    assert EncodeStage.from_config(cfg).processes_for(_clip_context(executor, cfg)) == processes
     cfg = CurateConfig(executor=executor, device="cpu", encode_processes=2, **threads)
-    assert EncodeStage(cfg).processes(_clip_context(executor, cfg)) == 2
+    assert EncodeStage.from_config(cfg).processes_for(_clip_context(executor, cfg)) == 2
 
 
 def test_x264_threads_share_the_cores_among_the_clips_encoded_at_once(monkeypatch):
     for executor in (local, ray_runner):
         monkeypatch.setattr(executor, "available_cores", lambda: 32)
     cfg = CurateConfig(executor="local", workers=8, device="cpu")
-    assert EncodeStage(cfg).threads(_clip_context("local", cfg)) == 4
+    assert EncodeStage.from_config(cfg).x264_threads_for(_clip_context("local", cfg)) == 4
     # 2 actors of 8 threads each encode 16 clips at once.
     cfg = CurateConfig(executor="ray", workers=2, actor_threads=8, device="cpu")
-    assert EncodeStage(cfg).threads(_clip_context("ray", cfg)) == 2
+    assert EncodeStage.from_config(cfg).x264_threads_for(_clip_context("ray", cfg)) == 2
     cfg = CurateConfig(executor="ray", workers=2, encode_threads=3, device="cpu")
-    assert EncodeStage(cfg).threads(_clip_context("ray", cfg)) == 3
+    assert EncodeStage.from_config(cfg).x264_threads_for(_clip_context("ray", cfg)) == 3

@@ -49,12 +49,10 @@ def test_nvdec_jobs_are_capped_by_the_sessions_per_gpu():
     from curator.stages.base import Resources, Stage
 
     class Decoding(Stage):
-        @property
-        def resources(self):
-            return Resources(gpus=0.1, nvdec=True)
+        resources = Resources(gpus=0.1, nvdec=True)
 
     cfg = CurateConfig(nvdec_sessions=8, actor_threads=2)
-    jobs = [[ProbeStage(cfg), Decoding(cfg)], [ProbeStage(cfg)]]  # a job holding NVDEC, one that does not
+    jobs = [[ProbeStage(), Decoding()], [ProbeStage()]]  # a job holding NVDEC, one that does not
     assert nvdec_caps(jobs, cfg, gpus=1.0) == [4, None]
     assert nvdec_caps(jobs, cfg, gpus=4.0) == [16, None]
     assert nvdec_caps(jobs, CurateConfig(nvdec_sessions=1, actor_threads=2), gpus=0.0) == [1, None]
@@ -103,7 +101,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    worker = _JobWorker([Analyse(CurateConfig())], library_threads=cv2.getNumThreads(), ctx=WorkerContext(1, 1))
+    worker = _JobWorker([Analyse()], library_threads=cv2.getNumThreads(), ctx=WorkerContext(1, 1))
     [ref] = worker.run(VideoTask(source="a.mp4"), forward=True)
     assert isinstance(ref, ray.ObjectRef) and ray.get(ref).analysis.small.shape == (4, 8, 8, 3)
     [finished] = worker.run(VideoTask(source="a.mp4"), forward=False)
@@ -115,7 +113,7 @@ def test_job_actors_hand_on_references_and_return_finished_tasks_without_frames(
 def test_job_actors_cap_opencvs_pool_at_their_cpu_share(monkeypatch):
     calls = []
     monkeypatch.setattr(cv2, "setNumThreads", calls.append)
-    _JobWorker([ProbeStage(CurateConfig())], library_threads=1, ctx=WorkerContext(1, 1))
+    _JobWorker([ProbeStage()], library_threads=1, ctx=WorkerContext(1, 1))
     assert calls == [1]
 
 
@@ -145,7 +143,7 @@ def test_pools_retire_the_least_loaded_actors_once_they_hold_no_tasks(monkeypatc
             cls.made += 1
             return Handle(f"actor{cls.made}")
 
-    pool = _Pool([ProbeStage(CurateConfig())], Actors, cpus=1.0, gpus=0.0, ctx=WorkerContext(2, concurrent_tasks=2))
+    pool = _Pool([ProbeStage()], Actors, cpus=1.0, gpus=0.0, ctx=WorkerContext(2, concurrent_tasks=2))
     pool.resize(3)
     busy, holding_one, _idle = pool.actors
     busy.load, holding_one.load = 2, 1
@@ -255,14 +253,14 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     sources = [str(two_videos / "Megamind.avi"), str(two_videos / "cup.mp4"), str(tmp_path / "empty.mp4")]
     cfg = CurateConfig(device="cpu")
-    one_stage = CuratorStage(ProbeStage(cfg), cpus=0.5, ctx=WorkerContext(1, 1))
+    one_stage = CuratorStage(ProbeStage.from_config(cfg), cpus=0.5, ctx=WorkerContext(1, 1))
     pipeline = Pipeline(name="probe-only", stages=[one_stage])
     results = pipeline.run(executor=RayActorPoolExecutor(show_progress=False),
                            initial_tasks=[CurationTask(dataset_name="t", data=VideoTask(source=s)) for s in sources])
     by_source = {r.data.source: r.data for r in results}
     assert set(by_source) == set(sources)
     for source in sources:
-        [direct] = ProbeStage(cfg)(VideoTask(source=source))
+        [direct] = ProbeStage.from_config(cfg)(VideoTask(source=source))
         assert (by_source[source].status, by_source[source].reason) == (direct.status, direct.reason)
         assert by_source[source].meta == direct.meta
     assert by_source[sources[0]].meta.width == 720 and by_source[sources[2]].reason == "zero-byte file"
@@ -275,10 +273,10 @@ def test_nemo_curator_executor_runs_a_curator_stage(two_videos, tmp_path):
 ])
 def test_nemo_curator_stages_group_the_pipeline_as_the_ray_runner_does(scope, names):
     from curator.executors.nemo import nemo_pipeline
-    from curator.pipeline import processing_stages
+    from curator.pipeline import build_stages
 
     cfg = CurateConfig(device="cpu", workers=4, ray_actor_scope=scope)
-    pipeline = nemo_pipeline(cfg, processing_stages(cfg))
+    pipeline = nemo_pipeline(cfg, build_stages(cfg))
     assert [stage.name for stage in pipeline.stages] == names
     assert all(stage.resources.cpus <= 4 / len(names) for stage in pipeline.stages)
 
@@ -364,7 +362,7 @@ def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_vide
 
     from curator.errors import RunFault
     from curator.executors.ray_pipelines import _PipelineWorker
-    from curator.pipeline import processing_stages
+    from curator.pipeline import build_stages
     from curator.stages.base import Stage
 
     closed = []
@@ -375,19 +373,19 @@ def test_a_pipeline_actor_hands_a_run_fault_to_every_batch(make_config, two_vide
         def process(self, task):
             raise RunFault("encoder processes cannot start")
 
-        def close(self):
+        def teardown(self):
             closed.append(self.name)
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=1, include_dashboard=False)
     cfg = make_config(two_videos, tmp_path / "out")
-    worker = _PipelineWorker(cfg, [Broken(cfg), *processing_stages(cfg)[1:]])
+    worker = _PipelineWorker(cfg, [Broken(), *build_stages(cfg)[1:]])
     sources = sorted(str(p) for p in two_videos.iterdir())
     with pytest.raises(RunFault, match="cannot start"):
         worker.run(sources[:1])
     with pytest.raises(RunFault, match="cannot start"):
         worker.run(sources[1:])
-    worker.close()  # what the runner asks before it kills the actor: the stages are closed
+    worker.close()  # what the runner asks before it kills the actor: the stages are torn down
     assert closed == ["probe"]
 
 

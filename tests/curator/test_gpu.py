@@ -180,7 +180,7 @@ def test_second_pass_runs_on_the_workers_stream(monkeypatch):
     monkeypatch.setattr(shots, "transnet_model", lambda device: None)
     monkeypatch.setattr(shots, "transnet_cuts", cuts)
     monkeypatch.setattr(shots, "candidate_segments", lambda *args: [(0, 20), (20, 40)])
-    stage = shots.ShotDetectionStage(CurateConfig(device="cuda", second_pass=True))
+    stage = shots.ShotDetectionStage.from_config(CurateConfig(device="cuda", second_pass=True))
     frames = np.zeros((40, 27, 48, 3), dtype=np.uint8)
     task = VideoTask(source="clip.mp4", meta=VideoMeta(fps=24.0, num_frames=40),
                      analysis=FrameAnalysis(small=frames, thumbs=frames))

@@ -49,7 +49,7 @@ def test_run_jobs_takes_inputs_put_into_its_feed_while_it_runs(make_config, tmp_
     """A Ray pipeline actor keeps one executor running and puts each batch into its feed: inputs put
     while it runs are curated by the same run, each reported finished once, and the run ends only
     when the feed is closed and everything is done."""
-    from curator.pipeline import processing_stages
+    from curator.pipeline import build_stages
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -58,7 +58,7 @@ def test_run_jobs_takes_inputs_put_into_its_feed_while_it_runs(make_config, tmp_
         write_test_video(inputs / f"v{i}.mp4", 96, 128, shots=1, frames_per_shot=60, seed=i)
         sources.append(str(inputs / f"v{i}.mp4"))
     cfg = make_config(inputs, tmp_path / "out", workers=2)
-    stages = processing_stages(cfg)
+    stages = build_stages(cfg)
 
     class Collect:
         inputs_finished = clips_written = 0
@@ -92,7 +92,7 @@ def test_run_jobs_takes_inputs_put_into_its_feed_while_it_runs(make_config, tmp_
         assert not runner.is_alive()
     finally:
         for stage in stages:
-            stage.close()
+            stage.teardown()
     assert sorted(finished) == sources  # each once
     assert {task.source for task in writer.tasks} == set(sources)
     assert all(task.ok for task in writer.tasks) and len(writer.tasks) == 3  # one clip each

@@ -27,7 +27,7 @@ class _Broken(Stage):
 
 
 def test_a_stage_adds_its_time_and_a_fan_out_shares_it_exactly(tmp_path):
-    outs = _FanOut(cfg=None)(Task("a.mp4"))
+    outs = _FanOut()(Task("a.mp4"))
     assert len(outs) == 4 and all(set(t.metrics.stages) == {"fan_out"} for t in outs)
     total = RunMetrics()
     for task in outs:
@@ -35,7 +35,7 @@ def test_a_stage_adds_its_time_and_a_fan_out_shares_it_exactly(tmp_path):
     shares = {t.metrics.wall("fan_out") for t in outs}
     assert len(shares) == 1 and total.wall("fan_out") == pytest.approx(4 * shares.pop())
     assert total.wall("fan_out") >= 0.02
-    [failed] = _Broken(cfg=None)(Task("b.mp4"))
+    [failed] = _Broken()(Task("b.mp4"))
     assert failed.status == "failed" and "broken" in failed.metrics.stages  # a failing call is timed too
     assert total.wall("never_ran") == 0.0
 

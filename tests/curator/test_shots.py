@@ -14,7 +14,7 @@ MUSIC_SEGMENT = 500  # 20 s of the music video: TransNetV2 on every frame of it 
 
 def decoded(path, cfg):
     task = VideoTask(source=str(path))
-    for stage in (ProbeStage(cfg), DecodeStage(cfg)):
+    for stage in (ProbeStage.from_config(cfg), DecodeStage.from_config(cfg)):
         [task] = stage(task)
     assert task.ok, task.reason
     return task
@@ -30,7 +30,7 @@ def transnet():
 def test_megamind_cuts_within_two_frames(footage):
     cfg = CurateConfig(device="cpu")
     task = decoded(footage / "Megamind.avi", cfg)
-    stage = shots.ShotDetectionStage(cfg)
+    stage = shots.ShotDetectionStage.from_config(cfg)
     [task] = stage(task)
     cuts = [start for start, _ in task.shots[1:]]
     assert len(cuts) == len(MEGAMIND_CUTS), cuts
@@ -56,11 +56,11 @@ def test_second_pass_recovers_cuts_the_first_pass_misses(footage, transnet):
     assert len(reference) >= 10
 
     first, scores = shots.content_cuts(small, task.meta.fps, cfg.content_threshold, cfg.min_shot_frames)
-    stage = shots.ShotDetectionStage(cfg)
+    stage = shots.ShotDetectionStage.from_config(cfg)
     segments = shots.candidate_segments(len(small), first, scores, task.meta.fps, cfg.content_threshold,
                                         cfg.second_pass_long_shot_seconds, cfg.second_pass_low_confidence,
                                         cfg.min_shot_frames)
-    both = shots.merge_cuts(first, stage.second_pass(thumbs, segments), cfg.min_shot_frames)
+    both = shots.merge_cuts(first, stage.second_pass_cuts(thumbs, segments), cfg.min_shot_frames)
 
     first_recall, two_stage_recall = recall(first, reference), recall(both, reference)
     print(f"recall vs TransNetV2-on-every-frame: PySceneDetect {first_recall:.2f}, two-stage {two_stage_recall:.2f}, "

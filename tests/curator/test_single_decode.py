@@ -21,11 +21,11 @@ from curator.video import pyav_io
 
 def clips_of(path, cfg):
     task = shots.VideoTask(source=str(path))
-    for stage in (ProbeStage(cfg), DecodeStage(cfg), shots.ShotDetectionStage(cfg)):
+    for stage in (ProbeStage.from_config(cfg), DecodeStage.from_config(cfg), shots.ShotDetectionStage.from_config(cfg)):
         [task] = stage(task)
     assert task.ok, task.reason
     kept = task.analysis.kept
-    return task, kept, ClipLengthStage(cfg)(task)
+    return task, kept, ClipLengthStage.from_config(cfg)(task)
 
 
 def test_kept_frames_match_a_range_decode(footage):
@@ -36,11 +36,11 @@ def test_kept_frames_match_a_range_decode(footage):
     assert video.analysis.kept is None  # handed to the clips
     assert len(clips) >= 2
     for clip in clips:
-        [clip] = CropStage(cfg)(clip)
+        [clip] = CropStage.from_config(cfg)(clip)
         assert clip.ok and clip.source_frames is not None
         again = dataclasses.replace(clip, source_frames=None, metrics=RunMetrics())
-        [fast] = ResizeStage(cfg)(clip)
-        [slow] = ResizeStage(cfg)(again)
+        [fast] = ResizeStage.from_config(cfg)(clip)
+        [slow] = ResizeStage.from_config(cfg)(again)
         assert fast.ok and slow.ok and fast.frames.shape == slow.frames.shape == (fast.num_frames, 64, 112, 3)
         assert np.abs(fast.frames.astype(np.int16) - slow.frames.astype(np.int16)).max() <= 1, clip.key
 
@@ -52,7 +52,7 @@ def test_a_crop_needing_more_detail_decodes_its_range_again(footage):
     clip = clips[0]
     meta = clip.source_meta
     clip.crop = CropBox(meta.height // 4, meta.height * 3 // 4, meta.width // 4, meta.width * 3 // 4)
-    [out] = ResizeStage(cfg)(clip)
+    [out] = ResizeStage.from_config(cfg)(clip)
     assert out.ok and out.frames.shape[1:] == (64, 112, 3)
 
 
@@ -61,8 +61,8 @@ def test_retain_budget_zero_falls_back_to_range_decode(footage):
                        min_frames=24, second_pass=False, retain_frames_max_mb=0)
     _, kept, clips = clips_of(footage / "cup.mp4", cfg)
     assert kept is None and all(c.source_frames is None for c in clips)
-    [clip] = CropStage(cfg)(clips[0])
-    [clip] = ResizeStage(cfg)(clip)
+    [clip] = CropStage.from_config(cfg)(clips[0])
+    [clip] = ResizeStage.from_config(cfg)(clip)
     assert clip.ok and clip.frames.shape[1:] == (64, 112, 3)
 
 
@@ -81,10 +81,11 @@ def test_analysis_frames_collected_every_chunk_match_one_collection(footage, mon
     from curator.stages import decode
 
     cfg = CurateConfig(device="cpu", decode_chunk_frames=16)
-    [probed] = ProbeStage(cfg)(shots.VideoTask(source=str(footage / "Megamind.avi")))
+    [probed] = ProbeStage.from_config(cfg)(shots.VideoTask(source=str(footage / "Megamind.avi")))
 
     def analysis():
-        [task] = DecodeStage(cfg)(shots.VideoTask(source=probed.source, meta=dataclasses.replace(probed.meta)))
+        task = shots.VideoTask(source=probed.source, meta=dataclasses.replace(probed.meta))
+        [task] = DecodeStage.from_config(cfg)(task)
         assert task.ok, task.reason
         return task.analysis
 
@@ -98,7 +99,7 @@ def test_analysis_frames_collected_every_chunk_match_one_collection(footage, mon
 def test_batched_content_scores_are_pyscenedetects(footage):
     cfg = CurateConfig(device="cpu")
     task = shots.VideoTask(source=str(footage / "Megamind.avi"))
-    for stage in (ProbeStage(cfg), DecodeStage(cfg)):
+    for stage in (ProbeStage.from_config(cfg), DecodeStage.from_config(cfg)):
         [task] = stage(task)
     frames = task.analysis.small[80:130]
     detector = ContentDetector(threshold=27.0, min_scene_len=8)

@@ -2,7 +2,6 @@
 (`RunFault`) through, so the run stops with the input unfinished for the rerun."""
 import pytest
 
-from curator.config import CurateConfig
 from curator.errors import RunFault
 from curator.stages.base import Stage
 from curator.tasks import FAILED, Task
@@ -17,12 +16,12 @@ class Raising(Stage):
 
 
 def test_an_inputs_error_marks_it_failed_and_the_run_goes_on():
-    [out] = Raising(CurateConfig())(Task(source="a.mp4"))
+    [out] = Raising()(Task(source="a.mp4"))
     assert out.status == FAILED and out.reason == "raising: ValueError: unreadable frame"
 
 
 def test_a_run_fault_stops_the_run():
-    stage = Raising(CurateConfig())
+    stage = Raising()
     stage.error = RunFault("encoder processes died")
     task = Task(source="a.mp4")
     with pytest.raises(RunFault):

@@ -26,16 +26,14 @@ def _stage_on(gpus: float, seen: list) -> Stage:
     class Probe(Stage):
         name = "probe_stream"
 
-        @property
-        def resources(self) -> base.Resources:
-            return base.Resources(gpus=gpus)
+        resources = base.Resources(gpus=gpus)
 
         def process(self, task):
             seen.append(list(entered))
             return [task]
 
     entered: list = []
-    return Probe(CurateConfig(device="cuda")), entered
+    return Probe(device="cuda"), entered
 
 
 @pytest.mark.parametrize("gpus, expected", [(0.1, ["cuda"]), (0.0, [])])
@@ -60,10 +58,10 @@ def test_every_stage_with_gpu_work_declares_the_gpu(monkeypatch, module, cls):
     # The GPU path without a GPU: libx264 still encodes, but the frames reach it on the device.
     monkeypatch.setattr(module, "use_gpu", lambda device: True)
     monkeypatch.setattr(module, "use_nvenc", lambda device: False, raising=False)
-    assert getattr(module, cls)(CurateConfig(device="cuda")).resources.gpus > 0
+    assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus > 0
 
 
 @pytest.mark.parametrize("module, cls", [(clip_length, "ClipLengthStage"), (crop, "CropStage"),
                                          (shard_writer, "ShardWriterStage")])
 def test_cpu_stages_declare_no_gpu(module, cls):
-    assert getattr(module, cls)(CurateConfig(device="cuda")).resources.gpus == 0
+    assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus == 0
