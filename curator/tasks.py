@@ -111,9 +111,12 @@ class ClipTask(Task):
     source_frames: Any = None
     source_frames_size: tuple[int, int] | None = None
     crop: CropBox | None = None
+    # Text lines the crop stage read (per OCR frame, curator/filters/ocr.py TextBox, source pixels).
+    text_lines: list = field(default_factory=list)
     frames: np.ndarray | None = None
     mp4: bytes = b""
     num_frames: int = 0
+    # Filter scores by catalog column (curator/stages/filter_*.py); the shard writer stores them.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def drop_frames(self) -> None:

@@ -92,6 +92,7 @@ class DoverScorer:
             raise ValueError(f"{path} has {len(inputs)} inputs; DOVER's export has two (aesthetic, technical views)")
         named = [next((a for n, a in inputs.items() if key in n.lower()), None) for key in ("aes", "tech")]
         self.aesthetic, self.technical = named if all(named) else list(inputs.values())
+        self.frames_read = max(_shape(self.aesthetic)[2], _shape(self.technical)[2])
 
     def score(self, frames: np.ndarray) -> dict[str, float]:
         """{"aesthetic_score", "technical_score"} in [0, 1] of a clip's RGB uint8 frames [T, H, W, 3]."""

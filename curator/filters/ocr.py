@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 OCR_WIDTH = 640
+TEXT_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ def text_coverage(boxes: list[TextBox], top: int, bottom: int, left: int, right:
     return float(covered.mean())
 
 
-def edge_text_rows(boxes: list[TextBox], height: int, band_fraction: float) -> tuple[int, int]:
-    """Rows to drop at the top and at the bottom of a `height`-row frame so that no text line lying
-    within the edge bands (`band_fraction` of the height) remains."""
-    band = band_fraction * height
-    top = max((b.bottom for b in boxes if b.bottom <= band), default=0)
-    bottom = max((height - b.top for b in boxes if b.top >= height - band), default=0)
-    return top, bottom
+def edge_text_rows(boxes: list[TextBox], top: int, bottom: int, band_fraction: float) -> tuple[int, int]:
+    """The picture rows [top, bottom) narrowed so that no text line lying within its edge bands
+    (`band_fraction` of its height from the top or the bottom) remains, TEXT_MARGIN rows beyond
+    each line (glyph outlines and shadows reach past the detected box)."""
+    band = band_fraction * (bottom - top)
+    new_top = max((b.bottom + TEXT_MARGIN for b in boxes if b.top >= top and b.bottom <= top + band), default=top)
+    new_bottom = min((b.top - TEXT_MARGIN for b in boxes if b.bottom <= bottom and b.top >= bottom - band),
+                     default=bottom)
+    return new_top, new_bottom

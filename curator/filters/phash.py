@@ -27,7 +27,10 @@ def phash(frame: np.ndarray) -> int:
 
 
 def clip_hashes(frames: np.ndarray) -> list[int]:
-    """pHashes of the frames at HASHED_POSITIONS of the clip."""
+    """pHashes of the frames at HASHED_POSITIONS of the clip (or of exactly those frames, when
+    `frames` holds one per position)."""
+    if len(frames) == len(HASHED_POSITIONS):
+        return [phash(f) for f in frames]
     return [phash(frames[min(len(frames) - 1, int(p * len(frames)))]) for p in HASHED_POSITIONS]
 
 

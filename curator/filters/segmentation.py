@@ -60,10 +60,10 @@ class BiRefNetSegmenter:
 
 def split_flow_scores(flows: np.ndarray, masks: np.ndarray, fps: float, level: float = 0.5) -> dict[str, float]:
     """Motion scores of the foreground (`masks` over `level`) and of the background, keyed
-    foreground_* and background_*; masks [P, H, W] of each pair's first frame at any size."""
+    foreground_motion_* and background_motion_*; masks [P, H, W] of each pair's first frame at any size."""
     h, w = flows.shape[1:3]
     fg = np.stack([cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > level for m in masks])
     scores = {}
     for side, mask in (("foreground", fg), ("background", ~fg)):
-        scores.update({f"{side}_{k}": v for k, v in flow_scores(flows, fps, mask).items()})
+        scores.update({f"{side}_motion_{k}": v for k, v in flow_scores(flows, fps, mask).items()})
     return scores

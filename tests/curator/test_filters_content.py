@@ -46,10 +46,10 @@ def test_text_read_and_cropped_from_the_edge_band(footage, megamind):
     boxes = text_boxes(frame, min_score=0.6)
     assert len(boxes) == 2 and "technical details" in boxes[0].text
     assert all(top - 4 <= b.top and b.bottom <= top + text.shape[0] + 4 for b in boxes)
-    drop_top, drop_bottom = edge_text_rows(boxes, 528, band_fraction=0.25)
-    assert drop_top == 0 and 528 - drop_bottom <= top + 4
+    kept_top, kept_bottom = edge_text_rows(boxes, 0, 528, band_fraction=0.25)
+    assert kept_top == 0 and kept_bottom <= top + 4
     assert 0.02 < text_coverage(boxes, 0, 528, 0, 720) < 0.06
-    assert text_coverage(boxes, 0, 528 - drop_bottom, 0, 720) == 0.0
+    assert text_coverage(boxes, kept_top, kept_bottom, 0, 720) == 0.0
     assert text_boxes(megamind[50], min_score=0.6) == []
 
 

@@ -75,8 +75,8 @@ def test_foreground_moves_while_the_background_stays(photo):
     for p, s in enumerate(starts):  # the patch's true place in each pair's first frame
         masks[p, 60:120, 40 + 4 * s:120 + 4 * s] = 1.0
     split = split_flow_scores(flows, masks, fps=24.0)
-    assert split["foreground_magnitude"] > 10 * split["background_magnitude"]
-    assert split["foreground_consistency"] > 0.9
+    assert split["foreground_motion_magnitude"] > 10 * split["background_motion_magnitude"]
+    assert split["foreground_motion_consistency"] > 0.9
 
 
 def test_pairs_spread_over_the_clip():

@@ -11,7 +11,6 @@ from curator.filters.stillness import changed_pixels, sample_stride, still_runs,
 # Megamind's shots (hard cuts at 99, 155 and 201; ENVIRONMENT.md).
 SHOTS = [(0, 99), (99, 155), (155, 201), (201, 270)]
 MIN_COLOURFULNESS, MIN_HUE_SPREAD = 10.0, 8.0  # FilterConfig's defaults
-STILL_PIXELS, JUMP_PIXELS = 0.005, 0.3
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +50,21 @@ def test_a_frozen_segment_is_found_and_scored(megamind):
     shot = megamind[99:155]
     frozen = np.concatenate([shot[:31], np.repeat(shot[31:32], 48, axis=0), shot[32:]])
     stride = sample_stride(24.0)
-    runs = still_runs(changed_pixels(frozen[::stride]), STILL_PIXELS, min_frames=4)
+    runs = still_runs(changed_pixels(frozen[::stride]), min_frames=4)
     assert len(runs) == 1
     start, end = (x * stride for x in runs[0])
     assert 31 - stride <= start <= 31 + stride and 31 + 48 - stride <= end <= 31 + 48 + stride
-    moving = stillness_scores(shot, 24.0, STILL_PIXELS, JUMP_PIXELS)
-    held = stillness_scores(frozen, 24.0, STILL_PIXELS, JUMP_PIXELS)
+    moving = stillness_scores(shot, 24.0)
+    held = stillness_scores(frozen, 24.0)
     assert moving["still_fraction"] == 0.0 and abs(held["still_fraction"] - 48 / len(frozen)) < 0.1
 
 
 def test_a_slideshow_is_still_between_jumps(megamind):
     """Four stills (one from each shot), each held 2 s: still except at the three slide changes."""
     slides = np.concatenate([np.repeat(megamind[a + 10:a + 11], 48, axis=0) for a, _ in SHOTS])
-    scores = stillness_scores(slides, 24.0, STILL_PIXELS, JUMP_PIXELS)
+    scores = stillness_scores(slides, 24.0)
     assert scores["jumps"] == 3 and scores["still_fraction"] > 0.9
-    assert stillness_scores(megamind[99:155], 24.0, STILL_PIXELS, JUMP_PIXELS)["jumps"] == 0
+    assert stillness_scores(megamind[99:155], 24.0)["jumps"] == 0
 
 
 def test_near_duplicate_clips_are_found_and_distinct_shots_kept(megamind):
