@@ -52,7 +52,7 @@ class FilterConfig:
     # removes those in the edge bands, and a clip whose remaining text covers more than
     # max_text_coverage of the picture is rejected.
     ocr_frames: int = 2
-    ocr_min_score: float = 0.6
+    ocr_min_score: float = 0.8
     max_text_coverage: float = 0.05
     # Aesthetics: DOVER's ONNX export from a local file ("" = none: the scores stay null, no clip
     # is judged on them); both scores in [0, 1].

@@ -1,9 +1,10 @@
 """Burned-in text with RapidOCR (PaddleOCR's detection and recognition models in ONNX, shipped inside
 the `rapidocr-onnxruntime` wheel: nothing to download).
 
-`text_boxes` returns the text lines of a frame whose recognition confidence reaches `min_score`:
-detection alone also fires on text-like texture (foliage, brickwork), so a line only counts when
-the recogniser reads it. Two users:
+`text_boxes` returns the text lines of a frame whose recognition confidence reaches `min_score` and
+that read as at least MIN_CHARACTERS characters: detection alone also fires on text-like texture
+(foliage, brickwork, hair), and the recogniser now and then reads one such blob as a lone glyph
+with middling confidence, so a line only counts when it is read as text. Two users:
 - the crop stage (curator/stages/crop.py) cuts rows holding text within the top or bottom edge band
   (captions, tickers, channel names), from boxes found on a few frames of the clip;
 - the text filter scores text_coverage, the fraction of the kept picture that text lines cover on
@@ -22,6 +23,7 @@ import numpy as np
 
 OCR_WIDTH = 640
 TEXT_MARGIN = 2
+MIN_CHARACTERS = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def text_boxes(frame: np.ndarray, min_score: float, threads: int = 1) -> list[Te
     found, _ = engine(threads)(image, use_cls=False)
     boxes = []
     for corners, text, score in found or []:
-        if float(score) < min_score:
+        if float(score) < min_score or len(str(text).replace(" ", "")) < MIN_CHARACTERS:
             continue
         points = np.asarray(corners, dtype=np.float64) / scale
         boxes.append(TextBox(top=int(np.floor(points[:, 1].min())), bottom=int(np.ceil(points[:, 1].max())),

@@ -75,7 +75,7 @@ class CropStage(Stage):
     text_band_fraction: float = 0.25
     max_crop_fraction: float = 0.4
     ocr_frames: int = 2  # 0: no OCR (bars only; no text lines for the text filter)
-    ocr_min_score: float = 0.6
+    ocr_min_score: float = 0.8
     chunk_frames: int = 64
 
     def __post_init__(self) -> None:
