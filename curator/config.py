@@ -60,7 +60,10 @@ class CurateConfig:
     # would be upscaled 4x to 352x640 (blur, not data).
     max_upscale: float = 2.0
     allowed_codecs: list[str] = field(default_factory=list)
-    reject_variable_frame_rate: bool = True
+    # Variable-frame-rate inputs (most phone and web video) are re-timed to `fps` by their frame
+    # timestamps (curator/video/retime.py); true rejects them instead. An input is variable when
+    # over 5% of its frame intervals stray from their median by more than `vfr_tolerance` of it.
+    reject_variable_frame_rate: bool = False
     vfr_tolerance: float = 0.25
     # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
     decode_chunk_frames: int = 64

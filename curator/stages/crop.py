@@ -107,8 +107,9 @@ class CropStage(Stage):
         else:  # not kept, or kept too small to read: decode these few frames again at OCR width
             width = min(OCR_WIDTH, meta.width)
             size = (max(2, round(meta.height * width / meta.width / 2) * 2), width)
-            wanted = task.start_frame + rows
-            chunks = decode_range(task.source, meta.decoder, self.chunk_frames, task.start_frame, int(wanted[-1]) + 1,
+            wanted, start, _ = task.source_frames_for(task.start_frame + rows)
+            wanted = np.unique(wanted)
+            chunks = decode_range(task.source, meta.decoder, self.chunk_frames, start, int(wanted[-1]) + 1,
                                   size=size, indices=wanted, frame_pts=task.frame_pts)
             frames = np.concatenate([chunk.frames if isinstance(chunk.frames, np.ndarray) else
                                      small_frames(chunk.frames, width) for chunk in chunks])
