@@ -24,7 +24,8 @@ MOTION_CLASSES = ("good", "bad", "neutral")
 @dataclass
 class FilterConfig:
     # The filters that run (each a stage of its own); [] curates without any. "aesthetic" also
-    # needs `aesthetic_model`: without one it is left out and its scores are null.
+    # needs `aesthetic_model`: without one it is left out and its scores are null. Without "text"
+    # no OCR runs, and the crop stage removes black bars only.
     run: list[str] = field(default_factory=lambda: list(FILTERS))
     # Colour: monochrome below this colourfulness (Hasler-Suesstrunk; greyscale 0, "not colourful"
     # under 15), tinted below this hue spread (circular std of hue, degrees).
