@@ -135,6 +135,18 @@ def _key_value(item: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+def nested(overrides: dict) -> dict:
+    """Dotted keys (`filters.ocr_frames`) as nested mappings, as the config's sections take them."""
+    out: dict = {}
+    for key, value in overrides.items():
+        *sections, leaf = key.split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    return out
+
+
 STOPPABLE = ("decode", "shots", "crop", "resize", "encode")  # probe feeds decode; clip_length fans out
 
 
@@ -246,7 +258,8 @@ def compare_filters(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
     metrics = {"videos": videos, "executor": args.executor, "workers": args.workers, "repeats": repeats,
                "clips": on["clips"], "seconds": on["seconds"], "seconds_all": on["seconds_all"],
                "clips_per_s": round(on["clips"] / on["seconds"], 3), "stage_seconds": on["stage_seconds"],
-               "clips_rejected_by_reason": on["clips_rejected_by_reason"], "cores": available_cores()}
+               "clips_rejected_by_reason": on["clips_rejected_by_reason"], "cores": available_cores(),
+               "filters": run_rules.get("filters", {})}
     baseline = {"clips": off["clips"], "seconds": off["seconds"], "seconds_all": off["seconds_all"],
                 "clips_per_s": round(off["clips"] / off["seconds"], 3), "stage_seconds": off["stage_seconds"]}
     ratio = off["seconds"] / on["seconds"] if on["clips"] == off["clips"] and on["clips"] else 0.0
@@ -295,8 +308,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "the config's)")
     parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6 or "
-                        "decode_chunk_frames=128 (YAML values; repeatable)")
+                        help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6, "
+                        "decode_chunk_frames=128 or filters.ocr_frames=1 (YAML values; repeatable)")
     parser.add_argument("--lengths", choices=("uniform", "mixed"), default="uniform",
                         help="every video 3 shots long, or 2, 3 and 4 in turn (same frames in all; see "
                         "the module docstring)")
@@ -351,7 +364,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     overrides = dict(_key_value(item) for item in args.set)
     run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
                  "executor": "local" if args.executor == "parts" else args.executor,
-                 "encode_processes": args.encode_processes, **clip_rules, **overrides}
+                 "encode_processes": args.encode_processes, **clip_rules}
+    for key, value in nested(overrides).items():  # a section's keys join the rules' own (--quick's filters)
+        run_rules[key] = {**run_rules.get(key, {}), **value} if isinstance(value, dict) else value
     if args.preset:
         run_rules["preset"] = args.preset
     checked = CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
