@@ -63,3 +63,16 @@ def test_filters_judge_clips_and_a_rerun_rejudges_without_decoding(inputs, tmp_p
                                 "sepia": (True, ""), "static": (True, "")}
     assert second.clips_rejected_by_reason == {"near-duplicate": 1}
     assert len(load_catalog(output, "filter_pass")) == 3  # what the training loader's data.filter selects
+
+
+def test_filter_settings_come_from_overrides_and_bad_ones_name_their_key():
+    from megatron_video.config import ConfigError
+    from megatron_video.config.loader import load_config
+
+    cfg = load_config("curate", ["curate.filters.max_still_fraction=0.3", "curate.filters.run=[colour,motion]"])
+    assert cfg.curate.filters.max_still_fraction == 0.3 and cfg.curate.filters.run == ["colour", "motion"]
+    for override, key in (("curate.filters.min_uniformity=2", "curate.filters.min_uniformity"),
+                          ("curate.filters.run=[colour,sharpness]", "curate.filters.run")):
+        with pytest.raises(ConfigError) as err:
+            load_config("curate", [override])
+        assert err.value.key == key
