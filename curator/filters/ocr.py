@@ -53,8 +53,12 @@ def _engine_class():
 def engine(threads: int = 1):
     """This thread's RapidOCR (an ONNX Runtime session per thread, `threads` intra-op threads)."""
     if getattr(_local, "threads", None) != threads:
-        _local.engine = _engine_class()(intra_op_num_threads=threads, inter_op_num_threads=1)
-        _local.threads = threads
+        ocr = _engine_class()(intra_op_num_threads=threads, inter_op_num_threads=1)
+        # RapidOCR's default ("min", 736) scales every image UP until its short side is 736 px: a
+        # 640 x 352 frame was read at 1338 x 736, four times the pixels. "max" reads frames of up
+        # to 960 px at their own size (rounded to multiples of 32), which OCR_WIDTH keeps them under.
+        ocr.text_det.limit_type = "max"
+        _local.engine, _local.threads = ocr, threads
     return _local.engine
 
 
