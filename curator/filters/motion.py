@@ -34,7 +34,8 @@ GOOD, BAD, NEUTRAL = "good", "bad", "neutral"
 
 
 def flow_frames(frames: np.ndarray, width: int = FLOW_WIDTH) -> np.ndarray:
-    """uint8 [T, H, W, 3] RGB -> uint8 [T, h, width] greyscale for the flow."""
+    """uint8 [T, H, W, 3] RGB -> uint8 [T, h, width] greyscale for the flow (never scaled up)."""
+    width = min(width, frames.shape[2])
     h = max(8, round(frames.shape[1] * width / frames.shape[2]))
     return np.stack([cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (width, h),
                                 interpolation=cv2.INTER_AREA) for f in frames])
