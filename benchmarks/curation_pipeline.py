@@ -47,6 +47,12 @@ the whole pipeline to see what each stage adds.
 `--inputs DIR` times the videos in DIR instead (`curation_pipeline_given_inputs.json`): your own
 footage, or one set of videos for several runs to compare.
 
+`--compare-filters` times the pipeline with its filters (curator/filters: colour, stillness,
+perceptual hashes, optical flow, faces, OCR, and DOVER where `filters.aesthetic_model` names one)
+against the same pipeline with none (`filters.run=[]`), alternating the two on the same inputs,
+into `curation_pipeline_filters.json`: ratio = filter-less seconds / filtered seconds = clips/s
+with filters / clips/s without (target >= 0.8; both write every clip, the filters only score).
+
 `--lengths mixed` makes the videos 2, 3 and 4 shots long in turn instead of 3 each (the same frames
 in all, `curation_pipeline_mixed_lengths.json`): with one length, the decoding threads run in step
 (a `--timeline` shows their NVDEC calls swing between ~2 and ~8 under way), which real footage of
@@ -127,6 +133,18 @@ def _key_value(item: str) -> tuple[str, object]:
     if not sep or not key:
         raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
     return key, yaml.safe_load(value)
+
+
+def nested(overrides: dict) -> dict:
+    """Dotted keys (`filters.ocr_frames`) as nested mappings, as the config's sections take them."""
+    out: dict = {}
+    for key, value in overrides.items():
+        *sections, leaf = key.split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    return out
 
 
 STOPPABLE = ("decode", "shots", "crop", "resize", "encode")  # probe feeds decode; clip_length fans out
@@ -213,6 +231,42 @@ def time_in_process(args: argparse.Namespace, run_rules: dict, inputs: pathlib.P
             "timeline": timeline}
 
 
+def time_filters(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
+                 repeats: int) -> dict:
+    """`--compare-filters`: the pipeline with the run's filters and with none, alternately on the
+    same inputs, each warm, `repeats` times; medians of each side."""
+    from curator.config import CurateConfig
+    from curator.run import curate
+
+    warm_up(run_rules, input_videos(inputs, run_rules)[0], tmp)
+    sides = {"filters": run_rules, "no_filters": {**run_rules, "filters": {**run_rules.get("filters", {}), "run": []}}}
+    runs: dict[str, list] = {side: [] for side in sides}
+    for r in range(repeats):
+        for side, rules in sides.items():
+            runs[side].append(curate(CurateConfig(input=str(inputs), output=str(tmp / f"{side}{r}"), **rules),
+                                     progress=False))
+    median = {side: sorted(found, key=lambda run: run.wall_seconds)[repeats // 2] for side, found in runs.items()}
+    return {side: {"clips": run.clips_written, "seconds": round(run.wall_seconds, 3),
+                   "seconds_all": [x.wall_seconds for x in runs[side]], "stage_seconds": run.metrics.seconds(),
+                   "clips_rejected_by_reason": run.clips_rejected_by_reason}
+            for side, run in median.items()}
+
+
+def compare_filters(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
+                    repeats: int, videos: int) -> pathlib.Path:
+    timed = time_filters(args, run_rules, inputs, tmp, repeats)
+    on, off = timed["filters"], timed["no_filters"]
+    metrics = {"videos": videos, "executor": args.executor, "workers": args.workers, "repeats": repeats,
+               "clips": on["clips"], "seconds": on["seconds"], "seconds_all": on["seconds_all"],
+               "clips_per_s": round(on["clips"] / on["seconds"], 3), "stage_seconds": on["stage_seconds"],
+               "clips_rejected_by_reason": on["clips_rejected_by_reason"], "cores": available_cores(),
+               "filters": run_rules.get("filters", {})}
+    baseline = {"clips": off["clips"], "seconds": off["seconds"], "seconds_all": off["seconds_all"],
+                "clips_per_s": round(off["clips"] / off["seconds"], 3), "stage_seconds": off["stage_seconds"]}
+    ratio = off["seconds"] / on["seconds"] if on["clips"] == off["clips"] and on["clips"] else 0.0
+    return write_result("curation_pipeline_filters", metrics, baseline, ratio, target=0.8, results_dir=args.results_dir)
+
+
 def time_parts(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path, tmp: pathlib.Path,
                repeats: int) -> dict:
     """`--executor parts`: every part's pipeline at once, then every part's bare decode at once
@@ -255,8 +309,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "the config's)")
     parser.add_argument("--encode-processes", type=int, default=-1, help="curate.encode_processes (-1: automatic)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6 or "
-                        "decode_chunk_frames=128 (YAML values; repeatable)")
+                        help="any other curate config key for the pipeline runs, e.g. nvdec_sessions=6, "
+                        "decode_chunk_frames=128 or filters.ocr_frames=1 (YAML values; repeatable)")
     parser.add_argument("--lengths", choices=("uniform", "mixed"), default="uniform",
                         help="every video 3 shots long, or 2, 3 and 4 in turn (same frames in all; see "
                         "the module docstring)")
@@ -271,8 +325,13 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         "(see the module docstring)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side, medians compared "
                         "(default: 3 with --quick, else 1)")
+    parser.add_argument("--compare-filters", action="store_true", help="the pipeline with its filters against "
+                        "the same pipeline without (see the module docstring)")
     parser.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
+    if args.compare_filters and (args.executor == "parts" or args.stop_before or args.timeline):
+        parser.error("--compare-filters times whole runs in this process: not with --executor parts, "
+                     "--stop-before or --timeline")
     if args.parts is None:
         args.parts = max(1, visible_gpus()) if args.executor == "parts" else 1
     if args.parts > 1 and args.executor != "parts":
@@ -298,7 +357,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     if args.quick:
         videos, (height, width), seconds_per_shot = 2, (180, 320), 2.5
         clip_rules = {"height": 64, "width": 112, "fps": 12.0, "min_seconds": 2.0, "max_seconds": 10.0,
-                      "min_frames": 24}
+                      "min_frames": 24, "filters": {"ocr_frames": 1}}
     else:
         videos, seconds_per_shot = args.videos or 3 * args.workers * args.parts, 5.0
         height, width = SOURCE_SIZES[args.source]
@@ -306,7 +365,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     overrides = dict(_key_value(item) for item in args.set)
     run_rules = {"workers": args.workers, "max_in_flight": 2 * args.workers,
                  "executor": "local" if args.executor == "parts" else args.executor,
-                 "encode_processes": args.encode_processes, **clip_rules, **overrides}
+                 "encode_processes": args.encode_processes, **clip_rules}
+    for key, value in nested(overrides).items():  # a section's keys join the rules' own (--quick's filters)
+        run_rules[key] = {**run_rules.get(key, {}), **value} if isinstance(value, dict) else value
     if args.preset:
         run_rules["preset"] = args.preset
     checked = CurateConfig(**run_rules)  # a bad key or value fails here, naming it, before any input is written
@@ -326,6 +387,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             # first runs after writing 192 videos were the slowest of their call, on either code).
             os.sync()
         repeats = args.repeats or (3 if args.quick else 1)
+        if args.compare_filters:
+            return compare_filters(args, run_rules, inputs, pathlib.Path(tmp), repeats, videos)
         if args.executor == "parts":
             timed = time_parts(args, run_rules, inputs, pathlib.Path(tmp), repeats)
         else:

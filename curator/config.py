@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curator.filters.config import FilterConfig
 from curator.video.nvdec_support import MAX_SIZE as NVDEC_MAX_SIZE
-from megatron_video.config.errors import require
+from megatron_video.config.errors import ConfigError, require
 
 EXECUTORS = ("local", "ray", "nemo")
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,7 +54,10 @@ class CurateConfig:
     # would be upscaled 4x to 352x640 (blur, not data).
     max_upscale: float = 2.0
     allowed_codecs: list[str] = field(default_factory=list)
-    reject_variable_frame_rate: bool = True
+    # Variable-frame-rate inputs (most phone and web video) are re-timed to `fps` by their frame
+    # timestamps (curator/video/retime.py); true rejects them instead. An input is variable when
+    # over 5% of its frame intervals stray from their median by more than `vfr_tolerance` of it.
+    reject_variable_frame_rate: bool = False
     vfr_tolerance: float = 0.25
     # Decode: frames travel in chunks; shot detection and crop analysis work on small copies.
     decode_chunk_frames: int = 64
@@ -79,10 +83,10 @@ class CurateConfig:
     second_pass_long_shot_seconds: float = 10.0
     second_pass_low_confidence: float = 0.5
     transnet_threshold: float = 0.5
-    # Crop: black bars (luma below this on every frame) and static text bands along the edges.
+    # Crop: black bars (luma below this on every frame) and burned-in text lines (read by OCR on
+    # `filters.ocr_frames` frames) within `text_band_fraction` of the top or bottom edge.
     black_level: int = 24
     text_band_fraction: float = 0.25
-    text_edge_density: float = 0.12
     max_crop_fraction: float = 0.4
     # Encode.
     crf: int = 23
@@ -102,8 +106,15 @@ class CurateConfig:
     # On a node shared with other busy jobs, "idle" encoders get only the cores those leave idle.
     encoder_priority: str = "idle"
     retry_failed: bool = False
+    # Clip filters (curator/filters): scores in the catalog, thresholds applied from them.
+    filters: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.filters, dict):  # built from a plain mapping (a recipe read as YAML)
+            try:
+                self.filters = FilterConfig(**self.filters)
+            except TypeError as err:
+                raise ConfigError("filters", str(err)) from None
         require(self.height > 0 and self.height % 2 == 0, "height", "must be a positive even number")
         require(self.width > 0 and self.width % 2 == 0, "width", "must be a positive even number")
         require(self.fps > 0, "fps", "must be > 0")
@@ -139,7 +150,6 @@ class CurateConfig:
         require(0 < self.transnet_threshold < 1, "transnet_threshold", "must be in (0, 1)")
         require(0 <= self.black_level < 255, "black_level", "must be in [0, 255)")
         require(0 < self.text_band_fraction <= 0.5, "text_band_fraction", "must be in (0, 0.5]")
-        require(0 < self.text_edge_density < 1, "text_edge_density", "must be in (0, 1)")
         require(0 < self.max_crop_fraction < 1, "max_crop_fraction", "must be in (0, 1)")
         require(0 <= self.crf <= 51, "crf", "must be in [0, 51]")
         require(self.encode_threads >= 0, "encode_threads", "must be >= 0")

@@ -13,6 +13,13 @@ from curator.stages.clip_length import ClipLengthStage
 from curator.stages.crop import CropStage
 from curator.stages.decode import DecodeStage
 from curator.stages.encode import EncodeStage
+from curator.stages.filter_aesthetic import AestheticFilterStage
+from curator.stages.filter_colour import ColourFilterStage
+from curator.stages.filter_duplicates import DuplicateHashStage
+from curator.stages.filter_faces import FaceFilterStage
+from curator.stages.filter_motion import MotionFilterStage
+from curator.stages.filter_stillness import StillnessFilterStage
+from curator.stages.filter_text import TextFilterStage
 from curator.stages.probe import ProbeStage
 from curator.stages.resize import ResizeStage
 from curator.stages.shots import ShotDetectionStage
@@ -26,7 +33,16 @@ PIPELINE: list[type[Stage]] = [
     ShotDetectionStage,
     ClipLengthStage,
     CropStage,
+    TextFilterStage,
     ResizeStage,
+    # The filters score every clip; none rejects one: the thresholds are applied to the stored
+    # scores after the run (curator/filters/verdict.py), so changing one never decodes again.
+    ColourFilterStage,
+    StillnessFilterStage,
+    DuplicateHashStage,
+    MotionFilterStage,
+    FaceFilterStage,
+    AestheticFilterStage,
     EncodeStage,
 ]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from curator import storage
 from curator.config import CurateConfig
 from curator.executors.thread_limits import available_cores
+from curator.filters.verdict import apply_filters
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
 from curator.metrics import RunMetrics
@@ -36,6 +37,9 @@ class CurationSummary:
     # Inputs failed or skipped, by the kind of reason ("tiny", "low resolution", "crashed", ...).
     not_curated_by_reason: dict[str, int] = field(default_factory=dict)
     clips_written: int = 0
+    # Clips of the output the filters reject (curator/filters/verdict.py), by reason; they stay in
+    # the shards, and feature set filter_verdict marks them (filter_pass false).
+    clips_rejected_by_reason: dict[str, int] = field(default_factory=dict)
     shard_paths: list[str] = field(default_factory=list)
     catalog_path: str = ""
     ledger_path: str = ""
@@ -111,16 +115,21 @@ def curate(cfg: CurateConfig, progress: bool = True, stages: list[Stage] | None 
         writer.teardown()
         bar.update(writer.inputs_finished, writer.clips_written)
         bar.close()
+    verdict_start, verdict_cpu = time.perf_counter(), time.thread_time()
+    rejected = apply_filters(cfg.output, cfg.filters)  # every clip of the output, with today's thresholds
+    writer.metrics.add_stage("filter_verdict", time.perf_counter() - verdict_start, time.thread_time() - verdict_cpu)
     ledger_path = str(pathlib.Path(cfg.output) / "ledger.sqlite")
     ledger = Ledger(ledger_path)
     counts, reasons = ledger.status_counts(), ledger.reason_counts()
     ledger.close()
     summary = CurationSummary(
         inputs_by_status=counts, not_curated_by_reason=reasons, clips_written=writer.clips_written,
+        clips_rejected_by_reason=rejected,
         shard_paths=writer.shard_paths,
         catalog_path=str(pathlib.Path(cfg.output) / "catalog"), ledger_path=ledger_path,
         metrics=writer.metrics,
         wall_seconds=round(time.perf_counter() - start, 3), inputs_skipped_as_finished=len(listed) - len(sources))
-    log.info("curate done inputs=%s not_curated=%s clips=%d shards=%d wall_s=%.1f stage_s=%s", counts, reasons,
-             summary.clips_written, len(summary.shard_paths), summary.wall_seconds, summary.metrics.seconds())
+    log.info("curate done inputs=%s not_curated=%s clips=%d filtered=%s shards=%d wall_s=%.1f stage_s=%s", counts,
+             reasons, summary.clips_written, rejected, len(summary.shard_paths), summary.wall_seconds,
+             summary.metrics.seconds())
     return summary

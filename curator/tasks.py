@@ -28,6 +28,7 @@ class VideoMeta:
     width: int = 0
     height: int = 0
     variable_frame_rate: bool = False
+    time_base: float = 0.0  # seconds per timestamp unit of the video stream
     has_audio: bool = False
     # "nvdec" or "pyav": chosen per input by the probe, "pyav" after an NVDEC failure.
     decoder: str = ""
@@ -42,6 +43,9 @@ class FrameAnalysis:
 
     `small` holds every frame at analysis width (RGB); `thumbs` the 48x27 frames TransNetV2 reads;
     `pts` each frame's timestamp (PyAV decode), so later passes can seek to a frame exactly.
+    `source_index` maps each frame to the source frame it shows: None when they are the source's own
+    frames, else the decode pass re-timed a variable-frame-rate video to the output fps (every
+    later stage then sees a constant-rate video; a re-decode reads source frames through the map).
     `kept` holds every frame at `kept_size` (None: source resolution), the size the resize stage
     would decode an uncropped clip at (numpy, or CUDA tensors on the GPU path), so clips are cut
     from this one decode instead of decoding their ranges again; None when the video is too long
@@ -52,6 +56,7 @@ class FrameAnalysis:
     pts: np.ndarray | None = None
     kept: Any = None
     kept_size: tuple[int, int] | None = None
+    source_index: np.ndarray | None = None
 
 
 @dataclass
@@ -107,17 +112,29 @@ class ClipTask(Task):
     source_meta: VideoMeta | None = None
     analysis: np.ndarray | None = None
     frame_pts: np.ndarray | None = None
+    # The source frame each of [start_frame, end_frame) shows (a re-timed VFR video), else None.
+    source_index: np.ndarray | None = None
     # Frames [start_frame, end_frame) from the video's single decode, at `source_frames_size`.
     source_frames: Any = None
     source_frames_size: tuple[int, int] | None = None
     crop: CropBox | None = None
+    # Text lines the crop stage read (per OCR frame, curator/filters/ocr.py TextBox, source pixels).
+    text_lines: list = field(default_factory=list)
     frames: np.ndarray | None = None
     mp4: bytes = b""
     num_frames: int = 0
+    # Filter scores by catalog column (curator/stages/filter_*.py); the shard writer stores them.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def drop_frames(self) -> None:
         self.analysis = self.source_frames = self.frames = None
+
+    def source_frames_for(self, frames: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """(source frame numbers of these frames of the clip, source range [start, end) holding
+        them): the frames themselves, or for a re-timed VFR video those `source_index` names."""
+        if self.source_index is None:
+            return frames, self.start_frame, self.end_frame
+        return self.source_index[frames - self.start_frame], int(self.source_index[0]), int(self.source_index[-1]) + 1
 
     @property
     def start_s(self) -> float:

@@ -77,12 +77,13 @@ class ClipLengthStage(Stage):
         kept = task.analysis.kept
         # A torch view pickles its whole storage (Ray, NeMo executors): CUDA clips get their own copy.
         own = (lambda x: x) if kept is None or isinstance(kept, np.ndarray) else (lambda x: x.clone())
-        clips = []
-        for index, (start, end) in enumerate(windows):
-            clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=index,
+        clips, index = [], task.analysis.source_index
+        for number, (start, end) in enumerate(windows):
+            clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=number,
                             clips_in_source=len(windows), start_frame=start, end_frame=end, source_fps=fps,
                             source_meta=task.meta, analysis=task.analysis.small[start:end],
                             frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end],
+                            source_index=None if index is None else index[start:end],
                             source_frames=None if kept is None else own(kept[start:end]),
                             source_frames_size=task.analysis.kept_size)
             clips.append(clip)

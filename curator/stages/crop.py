@@ -1,12 +1,14 @@
-"""Crop stage: find black bars and static text bands along the edges of each clip.
+"""Crop stage: find black bars and burned-in text bands along the edges of each clip.
 
-Both are measured on the analysis frames the decode pass kept, so no extra decode is needed.
-Black bars: edge rows/columns whose brightest pixel stays below `black_level` in every frame.
-Text bands (burned-in captions, tickers, channel names): rows within `text_band_fraction` of the
-top or bottom edge that are dense in strong horizontal edges and stay still while the picture
-around them moves, or, scrolling text, slide sideways as one piece apart from the picture. The box
-is mapped back to source pixels, shrunk inward by one analysis pixel so no dark seam survives the
-scaling.
+Black bars: edge rows/columns whose brightest pixel stays below `black_level` in every analysis
+frame of the clip (the decode pass kept them, so no extra decode is needed). Text bands (captions,
+tickers, channel names): text lines RapidOCR reads (curator/filters/ocr.py) on `ocr_frames` frames
+spread over the clip, lying within `text_band_fraction` of the picture's top or bottom edge; the
+crop drops the rows down to (up from) the innermost of them. OCR reads the frames the decode pass
+kept when they are at least OCR_MIN_WIDTH wide, else decodes those few frames again at OCR width.
+Every line read is kept on the task (`text_lines`) for the text filter, which scores what remains
+inside the crop. The bar box is mapped back to source pixels, shrunk inward by one analysis pixel
+so no dark seam survives the scaling.
 """
 from __future__ import annotations
 
@@ -16,21 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from curator.config import CurateConfig
-from curator.stages.base import Resources, Stage
+from curator.filters.frames import small_frames, spread
+from curator.filters.ocr import OCR_WIDTH, TextBox, edge_text_rows, text_boxes
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import SKIPPED, ClipTask, CropBox, Task
+from curator.video.backend import decode_range
 from curator.video.frames import luma
 
-TEXT_GRADIENT = 40.0
-RELATIVE_STILLNESS = 0.25
-# Scrolling text is found by comparing frames a lag of SCROLL_LAGS apart, shifted sideways by up to
-# MAX_SHIFT analysis pixels: at 160 px wide a ticker moving 1-8 source px/frame (720 wide) moves
-# 0.2-1.8 px per frame, so a single lag would see some speeds as sub-pixel and others as too far.
-SCROLL_LAGS = (1, 2, 4, 8)
-MAX_SHIFT = 4
-SCROLL_PAIRS = 32  # frame pairs sampled per lag: the verdict needs a few seconds, not every frame
-PICTURE_ROW_STEP = 4
-# Glyph tops and outlines are sparser than the text's core rows: take a little more than detected.
-TEXT_MARGIN_ROWS = 3
+OCR_MIN_WIDTH = 320
 
 
 def _edge_run(flags: np.ndarray) -> int:
@@ -47,83 +42,12 @@ def black_bars(gray: np.ndarray, black_level: float) -> tuple[int, int, int, int
     return (_edge_run(dark_rows), _edge_run(dark_rows[::-1]), _edge_run(dark_cols), _edge_run(dark_cols[::-1]))
 
 
-def shifted_change(gray: np.ndarray, lag: int) -> np.ndarray:
-    """(2 * MAX_SHIFT + 1, rows): mean absolute change of each row between frames `lag` apart, after
-    shifting the later frame sideways by -MAX_SHIFT..MAX_SHIFT pixels (index MAX_SHIFT: no shift).
-    At most SCROLL_PAIRS evenly spaced frame pairs are compared."""
-    starts = np.unique(np.linspace(0, len(gray) - lag - 1, min(SCROLL_PAIRS, len(gray) - lag)).astype(int))
-    before, after = gray[starts], gray[starts + lag]
-    width = gray.shape[2]
-    change = np.empty((2 * MAX_SHIFT + 1, gray.shape[1]), dtype=np.float32)
-    for i, shift in enumerate(range(-MAX_SHIFT, MAX_SHIFT + 1)):
-        # after[x + shift] against before[x]: content that moved `shift` pixels to the right matches.
-        lo, hi = max(0, -shift), width - max(0, shift)
-        change[i] = np.abs(after[:, :, lo + shift:hi + shift] - before[:, :, lo:hi]).mean(axis=(0, 2))
-    return change
-
-
-def scrolling_rows(gray: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each of `rows`: slides sideways as one rigid piece, at its own speed, through the whole
-    clip. At some lag of SCROLL_LAGS, shifting the later frame by a whole number of pixels (not
-    zero, and not the picture's own shift, which a camera pan gives every row) leaves under
-    RELATIVE_STILLNESS of the change there was without the shift. Frame pairs are sampled over the
-    whole clip, so something crossing the frame once (a car, a walker) changes its rows unshifted
-    in most pairs and does not qualify; non-rigid motion never shifts back into place. The
-    picture's shift is the median over every PICTURE_ROW_STEP-th row."""
-    picture_rows = np.arange(0, gray.shape[1], PICTURE_ROW_STEP)
-    scrolling = np.zeros(len(rows), dtype=bool)
-    for lag in SCROLL_LAGS:
-        if len(gray) <= lag:
-            break
-        change = shifted_change(gray[:, np.concatenate([rows, picture_rows])], lag)
-        best = change.argmin(axis=0) - MAX_SHIFT
-        picture_shift = np.median(best[len(rows):])
-        change, best = change[:, :len(rows)], best[:len(rows)]
-        rigid = change.min(axis=0) < RELATIVE_STILLNESS * change[MAX_SHIFT]
-        scrolling |= rigid & (best != 0) & (best != picture_shift)
-    return scrolling
-
-
-def text_rows(gray: np.ndarray, edge_density: float) -> np.ndarray:
-    """Per row: dense in strong horizontal gradients, and either far more still than the picture
-    around it or scrolling sideways on its own (`scrolling_rows`).
-
-    Stillness is relative to the clip's median row, so a static camera's buildings (which barely
-    change, but neither does the rest of the frame) are not mistaken for an overlay.
-    """
-    if len(gray) < 2:
-        return np.zeros(gray.shape[1], dtype=bool)
-    gradient = np.abs(np.diff(gray, axis=2)) > TEXT_GRADIENT
-    dense = gradient.mean(axis=(0, 2)) > edge_density
-    change = np.abs(np.diff(gray, axis=0)).mean(axis=(0, 2))
-    text = dense & (change < RELATIVE_STILLNESS * np.median(change))
-    moving = np.flatnonzero(dense & ~text)  # only dense rows can be text: the costly test runs on them alone
-    if len(moving):
-        text[moving] = scrolling_rows(gray, moving)
-    return text
-
-
-def text_bands(gray: np.ndarray, band_fraction: float, edge_density: float) -> tuple[int, int]:
-    """Rows to drop at the top and bottom so that no text row of the edge bands remains."""
-    rows = text_rows(gray, edge_density)
-    band = max(1, int(len(rows) * band_fraction))
-    top_hits = np.flatnonzero(rows[:band])
-    bottom_hits = np.flatnonzero(rows[::-1][:band])
-    return (int(top_hits[-1]) + 1 + TEXT_MARGIN_ROWS if len(top_hits) else 0,
-            int(bottom_hits[-1]) + 1 + TEXT_MARGIN_ROWS if len(bottom_hits) else 0)
-
-
-def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: float, band_fraction: float,
-              edge_density: float) -> CropBox:
-    """The content box of a clip in source pixels, from its analysis frames."""
+def bar_box(frames: np.ndarray, source_h: int, source_w: int, black_level: float) -> CropBox:
+    """The box inside the black bars of a clip, in source pixels, from its analysis frames."""
     # Every frame, not a sample: a bar is only a bar if no frame ever lights it.
     gray = luma(frames)
     h, w = gray.shape[1:]
     top, bottom, left, right = black_bars(gray, black_level)
-    inner = gray[:, top:h - bottom, left:w - right]
-    if inner.size:
-        text_top, text_bottom = text_bands(inner, band_fraction, edge_density)
-        top, bottom = top + text_top, bottom + text_bottom
     sy, sx = source_h / h, source_w / w
 
     def inward(n: int, scale: float) -> int:
@@ -133,30 +57,78 @@ def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: flo
                    left=inward(left, sx), right=source_w - inward(right, sx))
 
 
+def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: float, band_fraction: float,
+              text_lines: list[list[TextBox]]) -> CropBox:
+    """The content box of a clip in source pixels: inside its black bars (from its analysis
+    frames) and past the text lines (in source pixels, per OCR frame) in its edge bands."""
+    box = bar_box(frames, source_h, source_w, black_level)
+    lines = [line for frame_lines in text_lines for line in frame_lines]
+    top, bottom = edge_text_rows(lines, box.top, box.bottom, band_fraction)
+    return CropBox(top=top, bottom=max(top + 1, bottom), left=box.left, right=box.right)
+
+
 @dataclass
 class CropStage(Stage):
     name = "crop"
-    resources = Resources(cpus=0.25)
+    resources = Resources(cpus=1.0)  # OCR's ONNX Runtime sessions
     black_level: int = 24
     text_band_fraction: float = 0.25
-    text_edge_density: float = 0.12
     max_crop_fraction: float = 0.4
+    ocr_frames: int = 2  # 0: no OCR (bars only; no text lines for the text filter)
+    ocr_min_score: float = 0.8
+    chunk_frames: int = 64
+
+    def __post_init__(self) -> None:
+        self._threads = 1
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> CropStage:
+        reads_text = "text" in cfg.filters.run
         return cls(black_level=cfg.black_level, text_band_fraction=cfg.text_band_fraction,
-                   text_edge_density=cfg.text_edge_density, max_crop_fraction=cfg.max_crop_fraction)
+                   max_crop_fraction=cfg.max_crop_fraction, ocr_frames=cfg.filters.ocr_frames if reads_text else 0,
+                   ocr_min_score=cfg.filters.ocr_min_score, chunk_frames=cfg.decode_chunk_frames)
 
     def inputs(self) -> list[str]:
-        return ["analysis", "source_meta"]
+        return ["analysis", "source_meta", "source_frames"]
 
     def outputs(self) -> list[str]:
-        return ["crop"]
+        return ["crop", "text_lines"]
+
+    def setup(self, ctx: WorkerContext) -> None:
+        self._threads = ctx.threads_per_task
+
+    def ocr_frames_of(self, task: ClipTask) -> tuple[np.ndarray, float]:
+        """(RGB frames spread over the clip for OCR, their scale against the source)."""
+        meta, count = task.source_meta, task.end_frame - task.start_frame
+        rows = spread(self.ocr_frames, count)
+        kept = task.source_frames
+        if kept is not None and len(kept) == count and kept.shape[2] >= min(OCR_MIN_WIDTH, meta.width):
+            frames = small_frames(kept, OCR_WIDTH, rows)
+        else:  # not kept, or kept too small to read: decode these few frames again at OCR width
+            width = min(OCR_WIDTH, meta.width)
+            size = (max(2, round(meta.height * width / meta.width / 2) * 2), width)
+            wanted, start, _ = task.source_frames_for(task.start_frame + rows)
+            wanted = np.unique(wanted)
+            chunks = decode_range(task.source, meta.decoder, self.chunk_frames, start, int(wanted[-1]) + 1,
+                                  size=size, indices=wanted, frame_pts=task.frame_pts)
+            frames = np.concatenate([chunk.frames if isinstance(chunk.frames, np.ndarray) else
+                                     small_frames(chunk.frames, width) for chunk in chunks])
+        return frames, frames.shape[2] / meta.width
+
+    def read_text(self, task: ClipTask) -> list[list[TextBox]]:
+        """Per OCR frame, its text lines in source pixels."""
+        if self.ocr_frames == 0:
+            return []
+        frames, scale = self.ocr_frames_of(task)
+        return [[TextBox(round(b.top / scale), round(b.bottom / scale), round(b.left / scale), round(b.right / scale),
+                         b.text, b.score) for b in text_boxes(frame, self.ocr_min_score, self._threads)]
+                for frame in frames]
 
     def process(self, task: ClipTask) -> list[Task]:
         meta = task.source_meta
+        task.text_lines = self.read_text(task)
         box = find_crop(task.analysis, meta.height, meta.width, self.black_level, self.text_band_fraction,
-                        self.text_edge_density)
+                        task.text_lines)
         task.analysis = None
         kept_h = (box.bottom - box.top) / meta.height
         kept_w = (box.right - box.left) / meta.width

@@ -21,6 +21,7 @@ from curator.stages.resize import aspect_box, decode_size
 from curator.tasks import FAILED, CropBox, FrameAnalysis, Task, VideoTask
 from curator.video.backend import NVDEC, PYAV, decode_range, use_gpu
 from curator.video.frames import gather_host, resize_batch, start_host_copy
+from curator.video.retime import retime_indices
 
 log = logging.getLogger(__name__)
 THUMB_SIZE = (27, 48)
@@ -64,6 +65,7 @@ class DecodeStage(Stage):
     analysis_width: int = 160
     chunk_frames: int = 64
     retain_frames_max_mb: int = 2048
+    fps: float = 24.0  # the output's: variable-frame-rate videos are re-timed to it
 
     def __post_init__(self) -> None:
         gpu = use_gpu(self.device)
@@ -72,7 +74,7 @@ class DecodeStage(Stage):
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> DecodeStage:
         return cls(device=cfg.device, height=cfg.height, width=cfg.width, analysis_width=cfg.analysis_width,
-                   chunk_frames=cfg.decode_chunk_frames, retain_frames_max_mb=cfg.retain_frames_max_mb)
+                   chunk_frames=cfg.decode_chunk_frames, retain_frames_max_mb=cfg.retain_frames_max_mb, fps=cfg.fps)
 
     def inputs(self) -> list[str]:
         return ["meta"]
@@ -107,7 +109,22 @@ class DecodeStage(Stage):
         task.analysis = FrameAnalysis(small=_concat(small), thumbs=_concat(thumbs),
                                       pts=np.concatenate(pts) if pts else None,
                                       kept=_concat(kept) if kept else None, kept_size=keep_at)
+        if meta.variable_frame_rate:
+            self._retime(task)
         return [task]
+
+    def _retime(self, task: VideoTask) -> None:
+        """Re-time a variable-frame-rate video to the output fps by its timestamps
+        (curator/video/retime.py): every later stage sees a constant-rate video whose frame i shows
+        source frame `analysis.source_index[i]`."""
+        meta, analysis = task.meta, task.analysis
+        index = retime_indices(analysis.pts, meta.time_base, self.fps)
+        gather = index if analysis.kept is None or isinstance(analysis.kept, np.ndarray) else _on(index, analysis.kept)
+        analysis.small, analysis.thumbs = analysis.small[index], analysis.thumbs[index]
+        analysis.kept = None if analysis.kept is None else analysis.kept[gather]
+        analysis.pts, analysis.source_index = None, index
+        meta.notes.append(f"variable frame rate: {meta.num_frames} frames re-timed to {len(index)} at {self.fps:g} fps")
+        meta.fps, meta.num_frames, meta.duration_s = self.fps, len(index), len(index) / self.fps
 
     def _decode(self, task: VideoTask, decoder: str) -> tuple[list, list, list, list, tuple[int, int] | None]:
         """One pass over the input with `decoder`: (analysis frames, thumbnails, timestamps, kept
@@ -147,6 +164,12 @@ class DecodeStage(Stage):
         if in_flight:
             collect()
         return small, thumbs, pts, kept, keep_at
+
+
+def _on(index: np.ndarray, frames):
+    import torch
+
+    return torch.as_tensor(index, device=frames.device)
 
 
 def _first_line(exc: BaseException) -> str:

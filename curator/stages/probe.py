@@ -1,7 +1,8 @@
 """Probe stage: read container metadata and reject inputs that cannot yield clips, with the reason.
 
 Rejected here, cheaply and before any full decode: zero-byte and unreadable files, audio-only
-files, codecs without a decoder (or outside `allowed_codecs`), variable frame rate, frames smaller
+files, codecs without a decoder (or outside `allowed_codecs`), variable frame rate (only with
+`reject_variable_frame_rate`; otherwise the decode stage re-times it by timestamps), frames smaller
 than `min_input_side` or needing more than `max_upscale` to fill the output, and videos shorter
 than the shortest valid clip. It also chooses the input's decoder: NVDEC where the GPU path runs
 and takes the stream, PyAV otherwise (the reason goes to the ledger).
@@ -17,7 +18,7 @@ from curator import storage
 from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.tasks import FAILED, SKIPPED, Task, VideoMeta, VideoTask
-from curator.video.backend import choose_decoder
+from curator.video.backend import PYAV, choose_decoder
 
 VFR_SAMPLE_PACKETS = 300
 
@@ -53,7 +54,7 @@ class ProbeStage(Stage):
     min_input_side: int = 64
     max_upscale: float = 2.0
     allowed_codecs: list[str] = field(default_factory=list)  # empty: every codec FFmpeg decodes
-    reject_variable_frame_rate: bool = True
+    reject_variable_frame_rate: bool = False
     vfr_tolerance: float = 0.25
     nvdec_codecs: list[str] = field(default_factory=lambda: ["h264", "hevc", "vp9"])
 
@@ -120,6 +121,11 @@ class ProbeStage(Stage):
             if meta.variable_frame_rate and self.reject_variable_frame_rate:
                 task.reject(SKIPPED, "variable frame rate")
                 return [task]
+            meta.time_base = float(stream.time_base)
+            if meta.variable_frame_rate and meta.decoder != PYAV:
+                # Re-timing reads each frame's timestamp, which the PyAV pass records.
+                meta.decoder = PYAV
+                meta.notes.append("decoded on the CPU: variable frame rate, re-timed by timestamps")
         if 0 < meta.duration_s < self.min_clip_seconds:
             task.reject(SKIPPED, f"too short: {meta.duration_s:.2f} s < {self.min_clip_seconds:.2f} s")
         return [task]

@@ -95,17 +95,18 @@ class ResizeStage(Stage):
             task.num_frames = len(picks)
             return [task]
         del frames
-        unique = np.unique(picks)
+        wanted, start, end = task.source_frames_for(picks)
+        unique = np.unique(wanted)
         out = np.empty((len(picks), self.height, self.width, 3), dtype=np.uint8)
         filled = np.zeros(len(picks), dtype=bool)
-        for chunk in decode_range(task.source, task.source_meta.decoder, self.chunk_frames, task.start_frame,
-                                  task.end_frame, size=size if scale < 1 else None, indices=unique,
+        for chunk in decode_range(task.source, task.source_meta.decoder, self.chunk_frames, start,
+                                  end, size=size if scale < 1 else None, indices=unique,
                                   frame_pts=task.frame_pts):
             indices = chunk.indices
             resized = resize_batch(chunk.frames[:, top:bottom, left:right], (self.height, self.width))
             # Every output frame showing one of these source frames (repeats when upsampling fps).
-            slots = np.searchsorted(indices, picks)
-            hit = (slots < len(indices)) & (indices[np.minimum(slots, len(indices) - 1)] == picks)
+            slots = np.searchsorted(indices, wanted)
+            hit = (slots < len(indices)) & (indices[np.minimum(slots, len(indices) - 1)] == wanted)
             out[hit] = resized[slots[hit]]
             filled |= hit
         if not filled.all():

@@ -2,7 +2,8 @@
 catalog file per shard, and records every input's outcome in the ledger.
 
 Layout (the trainer reads it): {output}/shards/shard-NNNNNN.tar holding <key>.mp4 and <key>.json,
-{output}/catalog/shard-NNNNNN.parquet with one row per clip, {output}/ledger.sqlite. Both files
+{output}/catalog/shard-NNNNNN.parquet with one row per clip, the clips' filter scores (ClipTask.extra)
+as {output}/catalog/features/filter_scores/shard-NNNNNN.parquet, {output}/ledger.sqlite. The files
 are written under temporary names and renamed inside the ledger transaction that records them
 (see Ledger.commit_shard); files the ledger does not know are leftovers of a crash and are deleted
 when a writer opens the output.
@@ -18,6 +19,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -30,6 +32,7 @@ from curator.tasks import ClipTask, Task, VideoMeta
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
+SCORES_FEATURE_SET = "filter_scores"
 
 
 def clip_metadata(clip: ClipTask, shard: str, fps: float, height: int, width: int) -> dict[str, Any]:
@@ -103,11 +106,19 @@ class ShardWriterStage(Stage):
         self._buffer: list[ClipTask] = []
         self._progress: dict[str, _SourceProgress] = {}
 
+    @property
+    def scores_dir(self) -> pathlib.Path:
+        """The filter scores, a catalog feature set written one file per shard with the shard."""
+        return self.output_dir / "catalog" / "features" / SCORES_FEATURE_SET
+
     def _remove_orphans(self, known: set[str]) -> None:
-        """Delete temporaries and shards/catalog files a crash left outside the ledger."""
+        """Delete temporaries and shards/catalog/score files a crash left outside the ledger."""
         stems = {n.removesuffix(".tar") for n in known}
-        for sub, suffix in (("shards", ".tar"), ("catalog", ".parquet")):
-            for path in (self.output_dir / sub).iterdir():
+        for folder, suffix in ((self.output_dir / "shards", ".tar"), (self.output_dir / "catalog", ".parquet"),
+                               (self.scores_dir, ".parquet")):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
                 if path.is_dir():  # catalog/features/ and catalog/versions/ (megatron_video/data/catalog.py)
                     continue
                 if path.name.endswith(TMP_SUFFIX) or path.name.removesuffix(suffix) not in stems:
@@ -155,6 +166,11 @@ class ShardWriterStage(Stage):
         rows = [clip_metadata(clip, name, self.fps, self.height, self.width) for clip in self._buffer]
         self._write_tar(tar_path.with_name(name + TMP_SUFFIX), self._buffer, rows)
         pq.write_table(pa.Table.from_pylist(rows), str(parquet_path) + TMP_SUFFIX)
+        scores_path = self.scores_dir / name.replace(".tar", ".parquet")
+        scores = [{"key": clip.key, **clip.extra} for clip in self._buffer if clip.extra]
+        if scores:
+            scores_path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(scores).to_parquet(str(scores_path) + TMP_SUFFIX, index=False)
         clips = [ClipRow(c.key, c.source, name, c.start_frame, c.end_frame) for c in self._buffer]
         for clip in self._buffer:
             progress = self._progress[clip.source]
@@ -165,6 +181,8 @@ class ShardWriterStage(Stage):
         def publish() -> None:
             os.replace(str(tar_path) + TMP_SUFFIX, tar_path)
             os.replace(str(parquet_path) + TMP_SUFFIX, parquet_path)
+            if scores:
+                os.replace(str(scores_path) + TMP_SUFFIX, scores_path)
 
         self.ledger.commit_shard(name, clips, finished, publish)
         self._committed_keys.update(c.key for c in clips)

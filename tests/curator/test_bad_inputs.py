@@ -88,7 +88,9 @@ def bad_dir(footage, tmp_path_factory):
 
 
 def test_every_bad_input_is_recorded_with_its_reason(bad_dir, make_config, tmp_path):
-    summary = curate(make_config(bad_dir, tmp_path / "out", max_upscale=1.2), progress=False)
+    # Variable frame rate is re-timed by default (tests/curator/test_vfr.py); here the option that rejects it.
+    summary = curate(make_config(bad_dir, tmp_path / "out", max_upscale=1.2, reject_variable_frame_rate=True),
+                     progress=False)
     rows = {row["source"].rsplit("/", 1)[-1]: row for row in Ledger(summary.ledger_path).inputs()}
     assert set(rows) == set(EXPECTED) | {"good.mp4"}
     for name, (status, column, text) in EXPECTED.items():

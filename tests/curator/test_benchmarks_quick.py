@@ -56,6 +56,23 @@ def test_curation_benchmark_stops_before_a_stage_and_names_the_result_after_it(t
     assert 0 < result["ratio"] < 10
 
 
+def test_curation_benchmark_compares_filters_on_and_off(tmp_path):
+    """`--compare-filters`: the same inputs with the filters and without, into a result of its own
+    whose ratio is filter-less seconds over filtered seconds, every filter's time recorded; a dotted
+    `--set` key reaches the filters' section."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curation_pipeline.py"), "--quick",
+                          "--compare-filters", "--repeats", "1", "--set", "filters.max_faces=3",
+                          "--results-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "curation_pipeline_filters.json").read_text())
+    assert result["target"] == 0.8 and 0 < result["ratio"] < 10
+    assert result["metrics"]["clips"] == result["baseline"]["clips"] == 6
+    assert {"colour", "stillness", "duplicates", "motion", "faces", "text"} <= set(result["metrics"]["stage_seconds"])
+    assert "motion" not in result["baseline"]["stage_seconds"]
+    assert result["metrics"]["filters"] == {"ocr_frames": 1, "max_faces": 3}  # --quick's, then --set's
+
+
 def test_host_gpus_counts_the_gpus_hidden_from_this_process(tmp_path, monkeypatch):
     """A benchmark run on one GPU of a two-GPU host (the other hidden by CUDA_VISIBLE_DEVICES) says
     so in its device label: nvidia-smi lists every GPU of the host."""

@@ -23,6 +23,10 @@ def curated(demo_run, tmp_path):
     return root
 
 
+# The curation's own feature sets: the filters' scores and verdict (curator/filters/verdict.py).
+FILTER_SETS = ["filter_scores", "filter_verdict"]
+
+
 def _score(key: str) -> float:
     """A stand-in aesthetic score: fixed per key, spread over [0, 1)."""
     # md5, not the validation split's sha1: a score that predicted the split would hide it.
@@ -84,7 +88,7 @@ def test_joins_that_would_be_wrong_are_refused(curated):
     for name, frame, message in refusals:
         with pytest.raises(ConfigError, match=message):
             add_feature_set(curated, name, frame)
-    assert list(feature_set_files(curated)) == ["aesthetic"]
+    assert list(feature_set_files(curated)) == ["aesthetic", *FILTER_SETS]
     # A producer that wrote a colliding file directly is caught when the catalog is read.
     frame = pd.DataFrame({"key": keys, "duration_s": 1.0})
     frame.to_parquet(curated / "catalog" / "features" / "rogue.parquet")
@@ -97,7 +101,7 @@ def test_a_dataset_version_is_what_a_recipe_names(curated, caplog):
     add_feature_set(curated, "aesthetic", pd.DataFrame({"key": catalog["key"],
                                                         "aesthetic_score": [_score(k) for k in catalog["key"]]}))
     version = save_version(curated, "long", "duration_s >= 4", None, "clips of 4 s or more")
-    assert load_version(curated, "long").features == ["aesthetic"]
+    assert load_version(curated, "long").features == ["aesthetic", *FILTER_SETS]
     long_keys = sorted(catalog.loc[catalog["duration_s"] >= 4, "key"])
     assert version.clips == len(long_keys) and 0 < len(long_keys) < len(catalog)
     assert sorted(_loader_keys(curated, version="long")) == long_keys
@@ -142,7 +146,7 @@ def test_a_curation_rerun_keeps_the_feature_sets(curated, footage, make_config):
     add_feature_set(curated, "aesthetic", pd.DataFrame({"key": keys, "aesthetic_score": 0.5}))
     summary = curate(make_config(footage, curated), progress=False)
     assert summary.clips_written == 0
-    assert list(feature_set_files(curated)) == ["aesthetic"]
+    assert list(feature_set_files(curated)) == ["aesthetic", *FILTER_SETS]
     assert len(load_catalog(curated, "aesthetic_score == 0.5")) == len(keys)
 
 

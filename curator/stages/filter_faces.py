@@ -1,0 +1,38 @@
+"""Face filter stage: the number of faces in a clip (curator/filters/faces.py)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from curator.config import CurateConfig
+from curator.filters.faces import FACE_WIDTH, detector, face_count
+from curator.filters.frames import small_frames, spread
+from curator.stages.base import Resources, Stage
+from curator.tasks import ClipTask, Task
+
+
+@dataclass
+class FaceFilterStage(Stage):
+    name = "faces"
+    resources = Resources(cpus=0.5)
+    frames_read: int = 3
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()  # one cascade per worker thread
+
+    @classmethod
+    def from_config(cls, cfg: CurateConfig) -> FaceFilterStage | None:
+        return cls(frames_read=cfg.filters.face_frames) if cfg.filters.runs("faces") else None
+
+    def inputs(self) -> list[str]:
+        return ["frames"]
+
+    def outputs(self) -> list[str]:
+        return ["extra"]
+
+    def process(self, task: ClipTask) -> list[Task]:
+        if not hasattr(self._local, "cascade"):
+            self._local.cascade = detector()
+        frames = small_frames(task.frames, FACE_WIDTH, spread(self.frames_read, task.num_frames))
+        task.extra["faces"] = face_count(self._local.cascade, frames)
+        return [task]
