@@ -73,7 +73,8 @@ class _RopeQK(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dq, dk):
         (angles,) = ctx.saved_tensors
-        dq, dk = _launch(dq, dk, angles, -1)
+        # Attention's backward may hand gradients of any layout (the math backend's dk is a transpose).
+        dq, dk = _launch(dq.contiguous(), dk.contiguous(), angles, -1)
         return dq, dk, None
 
 

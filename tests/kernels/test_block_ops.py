@@ -115,6 +115,21 @@ def test_rope_qk_on_strided_heads(seed, poisoned_outputs):
     _check(rope_qk, ref.rope_qk, [q, k, angles], seed, atol=2e-5, constants=(2,))
 
 
+def test_rope_qk_backward_takes_gradients_of_any_layout(seed):
+    """Attention's backward can hand rope gradients whose last dimension is not contiguous (the math
+    backend's matmul gradient of k is a transpose): the kernel's backward must accept them."""
+    from kernels.rope import rope_qk
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(2, 3, 7, 10, generator=gen, requires_grad=True) for _ in range(2))
+    angles = torch.rand(7, 5, generator=gen) * 50
+    grads = [torch.randn(2, 3, 10, 7, generator=gen).transpose(-1, -2) for _ in range(2)]  # stride(-1) = 7
+    fused = torch.autograd.grad(rope_qk(q, k, angles), (q, k), grads)
+    reference = torch.autograd.grad(ref.rope_qk(q, k, angles), (q, k), grads)
+    for got, want in zip(fused, reference, strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
 def test_value_mix_on_strided_heads(seed, poisoned_outputs):
     from kernels.value_mix import value_mix
 
