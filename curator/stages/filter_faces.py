@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from curator.config import CurateConfig
 from curator.filters.faces import FACE_WIDTH, detector, face_count
 from curator.filters.frames import small_frames, spread
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import ClipTask, Task
 
 
@@ -17,8 +17,10 @@ class FaceFilterStage(Stage):
     resources = Resources(cpus=0.5)
     frames_read: int = 3
 
-    def __post_init__(self) -> None:
-        self._local = threading.local()  # one cascade per worker thread
+    def setup(self, ctx: WorkerContext) -> None:
+        # One cascade per worker thread; made here, not at construction, because stages travel to Ray
+        # actors pickled and a thread-local does not pickle.
+        self._local = threading.local()
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> FaceFilterStage | None:

@@ -124,11 +124,13 @@ def test_nemo_curator_runs_the_curation_stages_together_in_each_worker():
 
     cfg = CurateConfig(device="cpu", workers=4)
     inbox = TaskInbox("127.0.0.1")
+    stages = build_stages(cfg)
     try:
-        [stage] = nemo_pipeline(cfg, build_stages(cfg), inbox).stages
+        [stage] = nemo_pipeline(cfg, stages, inbox).stages
     finally:
         inbox.close()
-    assert stage.name == "probe+decode+shots+clip_length+crop+resize+encode"
+    assert stage.name == "+".join(s.name for s in stages)
+    assert stage.name.startswith("probe+decode+shots+clip_length+crop+") and stage.name.endswith("+encode")
     assert (stage.resources.cpus, stage.resources.gpus) == (1.0, 0.0)
     # Single-threaded workers, `workers` of them sharing the cores.
     assert stage.ctx == WorkerContext(max(1, available_cores() // 4), concurrent_tasks=1, device="cpu")
