@@ -139,9 +139,11 @@ def test_the_packages_have_no_import_cycle():
     assert not found, "\n".join(describe(component, graph, modules) for component in found)
 
 
-# The passes over a finished curated output (captions, balancing, dedup) read clips and write feature
-# sets through the library's catalog, the one way feature sets are written and read.
-POST_CURATION = ("curator.balance.", "curator.captions.", "curator.dedup.", "curator.shard_clips")
+# The passes over a finished curated output (captions, balancing, dedup, and the filter verdicts judged
+# from the stored scores at the end of every run) read clips and write feature sets through the
+# library's catalog, the one way feature sets are written and read.
+POST_CURATION = ("curator.balance.", "curator.captions.", "curator.dedup.", "curator.shard_clips",
+                 "curator.filters.verdict")
 CATALOG = ("megatron_video.data", "megatron_video.data.catalog", "megatron_video.data.decode")
 
 
