@@ -28,7 +28,11 @@ def attention_flops(cfg: VideoDiTConfig, grid: tuple[int, int, int], text_len: i
 
 def forward_flops(cfg: VideoDiTConfig, latent_shape: tuple[int, int, int, int], text_len: int) -> float:
     _, t, hgt, wid = latent_shape
-    grid = patch_grid((t, hgt, wid), cfg.patch)
+    return grid_forward_flops(cfg, patch_grid((t, hgt, wid), cfg.patch), text_len)
+
+
+def grid_forward_flops(cfg: VideoDiTConfig, grid: tuple[int, int, int], text_len: int) -> float:
+    """Forward FLOPs of one sample whose video tokens form `grid` (frames, rows, columns)."""
     n = grid[0] * grid[1] * grid[2]
     s = text_len + n
     h, m = cfg.hidden, cfg.mlp_hidden
@@ -51,6 +55,15 @@ def forward_flops(cfg: VideoDiTConfig, latent_shape: tuple[int, int, int, int], 
 def model_flops(cfg: VideoDiTConfig, latent_shape: tuple[int, int, int, int], text_len: int) -> float:
     """Training FLOPs (forward + backward) for one sample of latent (C, T, H, W) and text_len tokens."""
     return 3.0 * forward_flops(cfg, latent_shape, text_len)
+
+
+def batch_model_flops(cfg: VideoDiTConfig, noised: torch.Tensor, text_len: int, pack=None) -> float:
+    """Training FLOPs of one microbatch: noised latents [B, C, T, H, W] with text_len text tokens, or a
+    packed row (`pack`, a model.packing.PackLayout), each of whose samples attends only to itself
+    (its padding does no useful work)."""
+    if pack is None:
+        return noised.shape[0] * model_flops(cfg, tuple(noised.shape[1:]), text_len)
+    return sum(3.0 * grid_forward_flops(cfg, s.grid, s.text_len) for s in pack.segments)
 
 
 # Dense bf16 peak per GPU (TFLOP/s), by device name: the denominator of MFU.

@@ -14,7 +14,7 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_video.model.config import VideoDiTConfig
-from megatron_video.model.flops import model_flops, peak_tflops
+from megatron_video.model.flops import batch_model_flops, peak_tflops
 
 log = logging.getLogger("megatron_video.train")
 
@@ -64,11 +64,12 @@ class MetricsLog:
         replicas), TFLOP/s per GPU, MFU (on GPUs of known peak) and peak memory (GiB, on CUDA)."""
         step_s = time.perf_counter() - self._step_started
         dp = parallel_state.get_data_parallel_world_size()
-        samples = sum(batch["noised"].shape[0] for batch in microbatches)
+        samples = sum(len(batch["pack"].segments) if "pack" in batch else batch["noised"].shape[0]
+                      for batch in microbatches)
         values = {"step_s": step_s, "samples_per_s": samples * dp / step_s}
         if self.model is not None:
-            flops = sum(batch["noised"].shape[0] * model_flops(self.model, tuple(batch["noised"].shape[1:]),
-                                                               batch["text"].shape[1]) for batch in microbatches)
+            flops = sum(batch_model_flops(self.model, batch["noised"], batch["text"].shape[1], batch.get("pack"))
+                        for batch in microbatches)
             # One replica's FLOPs are split over its tensor x context x pipeline GPUs.
             tflops = flops * dp / torch.distributed.get_world_size() / step_s / 1e12
             values["tflops_per_gpu"] = tflops

@@ -34,6 +34,20 @@ def test_flops_match_flop_counter_on_the_real_model(megatron_single, variant):
 PRESETS = {"30m": 30e6, "100m": 100e6, "1b": 1e9, "7b": 7e9, "22b": 22e9}
 
 
+def test_a_packed_row_counts_the_flops_of_its_samples_each_alone():
+    from megatron_video.model.flops import batch_model_flops
+    from megatron_video.model.packing import PackLayout, Segment
+    from megatron_video.model.patchify import patch_grid
+
+    cfg = load_preset("demo")
+    shapes, text_len = [(12, 1, 8, 14), (12, 4, 8, 14), (12, 8, 4, 6)], 8  # an image and two clips
+    segments = [Segment(text_len, patch_grid(shape[1:], cfg.patch)) for shape in shapes]
+    pack = PackLayout.of(segments, length=sum(s.length for s in segments) + 10)  # padding does no work
+    packed = batch_model_flops(cfg, torch.zeros(1, pack.length, 1), text_len, pack)
+    assert packed == pytest.approx(sum(model_flops(cfg, shape, text_len) for shape in shapes), rel=1e-12)
+    assert packed < model_flops(cfg, (12, 13, 8, 14), text_len)  # below one sample of all the frames
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_parameter_counts_match_their_names(megatron_single, name):
     with torch.device("meta"):  # no memory: 22B parameters only as shapes
