@@ -245,6 +245,11 @@ def time_filters(args: argparse.Namespace, run_rules: dict, inputs: pathlib.Path
         for side, rules in sides.items():
             runs[side].append(curate(CurateConfig(input=str(inputs), output=str(tmp / f"{side}{r}"), **rules),
                                      progress=False))
+    # A side that lost inputs the other curated times less work: its ratio would mean nothing.
+    lost = {side: [run.not_curated_by_reason for run in found] for side, found in runs.items()}
+    if any(reasons != lost["no_filters"][0] for found in lost.values() for reasons in found):
+        raise SystemExit(f"--compare-filters: the sides did not curate the same inputs (inputs not curated, "
+                         f"by reason, run by run: {lost}); the ledgers in their outputs say why")
     median = {side: sorted(found, key=lambda run: run.wall_seconds)[repeats // 2] for side, found in runs.items()}
     return {side: {"clips": run.clips_written, "seconds": round(run.wall_seconds, 3),
                    "seconds_all": [x.wall_seconds for x in runs[side]], "stage_seconds": run.metrics.seconds(),

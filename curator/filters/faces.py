@@ -10,6 +10,7 @@ removed the cascades: the project pins opencv-python-headless 4.x (requirements/
 from __future__ import annotations
 
 import functools
+import pathlib
 
 import cv2
 import numpy as np
@@ -23,7 +24,17 @@ CASCADE = "haarcascade_frontalface_default.xml"
 
 @functools.cache
 def _cascade_file() -> str:
-    return str(cv2.data.haarcascades) + CASCADE
+    data = getattr(cv2, "data", None)
+    return str(data.haarcascades) + CASCADE if data is not None else ""
+
+
+def missing_cascade() -> str | None:
+    """Why this OpenCV cannot count faces, or None when it can (checked before a run starts)."""
+    if not hasattr(cv2, "CascadeClassifier"):
+        return f"OpenCV {cv2.__version__} has no CascadeClassifier (OpenCV 5 removed the Haar cascades)"
+    if not pathlib.Path(_cascade_file()).is_file():
+        return f"OpenCV {cv2.__version__} ships no {CASCADE}"
+    return None
 
 
 def detector() -> cv2.CascadeClassifier:

@@ -5,10 +5,11 @@ import threading
 from dataclasses import dataclass
 
 from curator.config import CurateConfig
-from curator.filters.faces import FACE_WIDTH, detector, face_count
+from curator.filters.faces import FACE_WIDTH, detector, face_count, missing_cascade
 from curator.filters.frames import small_frames, spread
 from curator.stages.base import Resources, Stage, WorkerContext
 from curator.tasks import ClipTask, Task
+from megatron_video.config.errors import require
 
 
 @dataclass
@@ -24,7 +25,12 @@ class FaceFilterStage(Stage):
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> FaceFilterStage | None:
-        return cls(frames_read=cfg.filters.face_frames) if cfg.filters.runs("faces") else None
+        if not cfg.filters.runs("faces"):
+            return None
+        problem = missing_cascade()
+        require(problem is None, "curate.filters.run",
+                f"{problem}: install opencv-python-headless<5 (requirements/constraints.txt) or leave 'faces' out")
+        return cls(frames_read=cfg.filters.face_frames)
 
     def inputs(self) -> list[str]:
         return ["frames"]

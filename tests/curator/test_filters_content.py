@@ -5,10 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
+from curator.config import CurateConfig
 from curator.filters.aesthetic import MEAN, STD, DoverScorer
 from curator.filters.config import FilterConfig
 from curator.filters.faces import detector, face_count, faces
 from curator.filters.ocr import edge_text_rows, text_boxes, text_coverage
+from curator.stages.filter_faces import FaceFilterStage
 from megatron_video.config import ConfigError
 
 SHOTS = ((20, 99), (99, 155), (155, 201), (201, 270))  # after the fade-in; cuts at 99, 155, 201
@@ -92,3 +94,14 @@ def test_absent_models_are_skipped_and_missing_ones_refused(tmp_path):
     with pytest.raises(ConfigError, match="filters.aesthetic_model"):
         FilterConfig(aesthetic_model=str(tmp_path / "dover.onnx"))
     assert FilterConfig(aesthetic_model=str(tiny_dover(tmp_path / "dover.onnx"))).runs("aesthetic")
+
+
+def test_an_opencv_without_haar_cascades_is_refused_before_any_work(monkeypatch):
+    """OpenCV 5 removed the cascades: the face filter's stage refuses at build time, naming the key
+    that leaves it out, instead of failing every clip of the run."""
+    assert FaceFilterStage.from_config(CurateConfig()) is not None
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(ConfigError, match="curate.filters.run.*OpenCV .* has no CascadeClassifier"):
+        FaceFilterStage.from_config(CurateConfig())
+    no_faces = CurateConfig(filters=FilterConfig(run=["colour"]))
+    assert FaceFilterStage.from_config(no_faces) is None
