@@ -65,3 +65,8 @@ def write_tiny_umt5(path, words: int = 512) -> str:
     config = UMT5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
     UMT5EncoderModel(config).save_pretrained(path)
     return str(path)
+
+
+def tiny_umt5_overrides(path) -> tuple[str, ...]:
+    """Config overrides that train with `write_tiny_umt5(path)` as the text encoder."""
+    return "encoders.text=t5", "model.text_dim=32", f"encoders.text_path={write_tiny_umt5(path)}"

@@ -15,6 +15,7 @@ from megatron_video.data.latent_encoding import encode_latents
 from megatron_video.data.latent_shards import LatentStore, read_sample
 from megatron_video.data.sources import check_source
 from megatron_video.parallel.state import destroy_distributed
+from megatron_video.testing.tiny import tiny_umt5_overrides
 from megatron_video.training.trainer import train
 
 
@@ -132,11 +133,12 @@ def test_encode_and_training_honour_the_catalog_selection(shard_root, tmp_path):
 
 @pytest.mark.gpu
 def test_latents_encoded_on_cuda_train_to_the_loss_of_inline_encoding_on_cuda(shard_root, tmp_path):
-    cuda = "run.device=cuda"
-    encode_latents(_config(shard_root, tmp_path / "encode", f"encode.output={tmp_path / 'latents'}", cuda))
-    inline = train(_config(shard_root, tmp_path / "inline", cuda))
+    # A tiny UMT5 as text encoder: the GPU machine has transformers, not MiniLM's wheel.
+    cuda = ("run.device=cuda", *tiny_umt5_overrides(tmp_path / "umt5"))
+    encode_latents(_config(shard_root, tmp_path / "encode", f"encode.output={tmp_path / 'latents'}", *cuda))
+    inline = train(_config(shard_root, tmp_path / "inline", *cuda))
     destroy_distributed()
-    latent = train(_config(shard_root, tmp_path / "latent", cuda, "data.source=latents",
+    latent = train(_config(shard_root, tmp_path / "latent", *cuda, "data.source=latents",
                            f"data.latents={tmp_path / 'latents'}"))
     # bf16 autocast on the GPU: the same inputs, but kernels need not be bit-reproducible.
     assert latent.losses == pytest.approx(inline.losses, rel=1e-3)

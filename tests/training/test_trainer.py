@@ -9,7 +9,7 @@ import torch
 
 from megatron_video.config.loader import load_config
 from megatron_video.parallel.state import destroy_distributed
-from megatron_video.testing.tiny import write_tiny_umt5
+from megatron_video.testing.tiny import tiny_umt5_overrides
 from megatron_video.training.trainer import train
 
 
@@ -47,15 +47,11 @@ def test_a_resumed_run_repeats_an_uninterrupted_one_exactly(shard_root, tmp_path
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
 
 
-def _tiny_umt5(tmp_path: pathlib.Path) -> tuple[str, ...]:
-    """A tiny UMT5 as text encoder: the GPU machine has transformers, not MiniLM's wheel."""
-    return "encoders.text=t5", "model.text_dim=32", f"encoders.text_path={write_tiny_umt5(tmp_path / 'umt5')}"
-
-
+# The GPU tests encode text with a tiny UMT5: the GPU machine has transformers, not MiniLM's wheel.
 @pytest.mark.gpu
 def test_training_on_cuda_in_bf16_lowers_the_loss(shard_root, tmp_path):
     summary = train(_config(shard_root, tmp_path / "cuda", 60, "optim.lr=0.002", "run.device=cuda",
-                            *_tiny_umt5(tmp_path)))
+                            *tiny_umt5_overrides(tmp_path / "umt5")))
     first, last = summary.loss_drop()
     assert last < 0.8 * first, f"loss did not fall clearly on CUDA: {first:.4f} -> {last:.4f}"
 
@@ -64,7 +60,8 @@ def test_training_on_cuda_in_bf16_lowers_the_loss(shard_root, tmp_path):
 def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
     """The resumed run repeats the uninterrupted one with megatron dist checkpoints written from CUDA
     (in the background) and loaded back onto it."""
-    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true", *_tiny_umt5(tmp_path))
+    cuda = ("run.device=cuda", "model.attention_backend=math", "checkpoint.async_save=true",
+            *tiny_umt5_overrides(tmp_path / "umt5"))
     straight = train(_config(shard_root, tmp_path / "straight", 8, *cuda))
     destroy_distributed()
     train(_config(shard_root, tmp_path / "resumed", 8, "train.stop_after=3", *cuda))
