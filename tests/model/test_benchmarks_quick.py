@@ -13,6 +13,9 @@ def test_quick_run_writes_result(load_benchmark, megatron_single, tmp_path, name
     if name == "dit_step":  # a CPU has no bf16 peak to compare with: MFU (the ratio) is reported as 0
         assert record["metrics"]["tflops"] > 0 and record["metrics"]["video_tokens"] == 4 * 4 * 7
         assert record["ratio"] == record["metrics"]["mfu"] == 0.0
+        # the counter saw attention too (counted on the math kernel: backward 2x, as the formula)
+        assert record["metrics"]["flop_counter"]["flops_per_step"] == pytest.approx(
+            record["metrics"]["flops_per_step"], rel=1e-2)
     else:
         assert record["metrics"]["parallel_s"] > 0 and record["baseline"]["sequential_s"] > 0
         assert record["ratio"] == pytest.approx(record["baseline"]["sequential_s"] / record["metrics"]["parallel_s"],
