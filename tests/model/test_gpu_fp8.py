@@ -103,4 +103,4 @@ def test_flash_attention_4_matches_sdpa_on_the_model_layout_and_joins_the_measur
     q, k, v = (t.reshape(s, b, heads, d).permute(1, 2, 0, 3) for t in proj.detach().chunk(3, dim=-1))
     chooser.choose(q, k, v, None)
     (timings,) = chooser.timings.values()
-    assert "fa4" in timings and not chooser.rejected, chooser.rejected
+    assert "fa4" in timings, chooser.rejected
