@@ -192,11 +192,14 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             point["ratio"] = round(best_rate[0] / best_rate[1], 4)
         points.append(point)
     top = points[-1]
-    metrics = {"preset": preset, "dtype": str(dtype), "counter": "torch.utils.flop_counter.FlopCounterMode",
+    ours, peer = top["ours"], top["peer"]
+    metrics = {"tflops": ours["variants"][ours["best"]]["tflops"] if ours["best"] else None, "best": ours["best"],
+               "preset": preset, "dtype": str(dtype), "counter": "torch.utils.flop_counter.FlopCounterMode",
                "attention_counted_on": COUNTING_BACKEND[device.type], "video_tokens": top["video_tokens"],
-               "text_tokens": top["text_tokens"], "ours": top["ours"], "sweep": points[:-1]}
+               "text_tokens": top["text_tokens"], "ours": ours, "sweep": points[:-1]}
     baseline = {"peer": "diffusers WanTransformer3DModel, Wan 2.1 1.3B config, random init"
-                if not args.quick else "diffusers WanTransformer3DModel, tiny config", **top["peer"]}
+                if not args.quick else "diffusers WanTransformer3DModel, tiny config",
+                "tflops": peer["variants"][peer["best"]]["tflops"] if peer["best"] else None, **peer}
     return write_result("peer_dit", metrics=metrics, baseline=baseline, ratio=top["ratio"] or 0.0, target=1.3,
                         results_dir=args.results_dir)
 
