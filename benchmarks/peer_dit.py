@@ -17,7 +17,8 @@ through diffusers' `flash_4_hub` backend, its kernel given from the locally inst
 A variant that fails records its error. ratio = our best counted TFLOP/s / the peer's best (target
 1.3, issue 22), at the headline latent; the same run repeats at a shorter latent (8K video tokens),
 eager only. `--no-compile` leaves the compiled variants out (compiling both models takes minutes).
-On CUDA each model's fastest eager step is also split into attention, GEMM and other kernel time.
+On CUDA, after every timing, each model's eager step at the headline (the peer on its fastest eager
+backend) is split into attention, GEMM and other kernel time (`gpu_s`).
 `--quick`: the demo model and a tiny Wan on the CPU, float32, to check the script end to end.
 """
 from __future__ import annotations
@@ -125,13 +126,11 @@ def measure_ours(preset, latent, dtype, device, repeats, sync, compiled: bool) -
     if compiled:
         rows["compiled"] = timed(step, repeats, sync, warmup=2)
     flops = counted_flops(step, attention_backend_of(model, COUNTING_BACKEND[device.type]))
-    result = {"variants": rows, "best": add_rates(rows, flops), "flops_per_step": flops,
-              "text_tokens": cfg.max_text_len, "attention_choice": attention_choices()}
-    if device.type == "cuda":  # last: once used, the profiler slows op dispatch
-        result["eager_gpu_s"] = _gpu_time_split(functools.partial(step, eager=True))
+    best = add_rates(rows, flops)
     del step, model
     gc.collect()
-    return result
+    return {"variants": rows, "best": best, "flops_per_step": flops, "text_tokens": cfg.max_text_len,
+            "attention_choice": attention_choices()}
 
 
 def measure_peer(config, latent, text_len, dtype, device, repeats, sync, compiled: bool) -> dict:
@@ -155,13 +154,27 @@ def measure_peer(config, latent, text_len, dtype, device, repeats, sync, compile
         step.state["forward"] = torch.compile(model)
         rows[f"compiled_{best_eager}"] = timed(step, repeats, sync, warmup=2)
         best = add_rates(rows, flops)
-    result = {"variants": rows, "best": best, "flops_per_step": flops}
-    if device.type == "cuda" and best_eager is not None:
-        set_peer_attention(model, best_eager)
-        result["eager_gpu_s"] = _gpu_time_split(functools.partial(step, eager=True))
     del step, model
     gc.collect()
-    return result
+    return {"variants": rows, "best": best, "best_eager": best_eager, "flops_per_step": flops}
+
+
+def eager_gpu_split(step) -> dict[str, float]:
+    """Kernel seconds of one eager step (after one to warm it) by attention / gemm / other."""
+    step(eager=True)
+    return _gpu_time_split(functools.partial(step, eager=True))
+
+
+def gpu_splits(preset, wan, latent, text_len, dtype, device, peer_backend: str) -> dict[str, dict]:
+    """Each model's eager step at `latent` split by kernel kind, the peer on `peer_backend`. Run after
+    every timing: once used, the profiler slows op dispatch."""
+    step, model, _ = training_step(preset, latent, dtype, device, FP8_OFF)
+    splits = {"ours": eager_gpu_split(step)}
+    del step, model
+    step, model = peer_step(wan, latent, text_len, dtype, device)
+    set_peer_attention(model, peer_backend)
+    splits["peer"] = eager_gpu_split(step)
+    return splits
 
 
 def compile_option(parser) -> None:
@@ -193,10 +206,13 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         points.append(point)
     top = points[-1]
     ours, peer = top["ours"], top["peer"]
+    if device.type == "cuda" and peer["best_eager"]:
+        top["gpu_s"] = gpu_splits(preset, wan, headline, ours["text_tokens"], dtype, device, peer["best_eager"])
     metrics = {"tflops": ours["variants"][ours["best"]]["tflops"] if ours["best"] else None, "best": ours["best"],
                "preset": preset, "dtype": str(dtype), "counter": "torch.utils.flop_counter.FlopCounterMode",
                "attention_counted_on": COUNTING_BACKEND[device.type], "video_tokens": top["video_tokens"],
-               "text_tokens": top["text_tokens"], "ours": ours, "sweep": points[:-1]}
+               "text_tokens": top["text_tokens"], "ours": ours, "gpu_s": top.get("gpu_s"),
+               "sweep": points[:-1]}
     baseline = {"peer": "diffusers WanTransformer3DModel, Wan 2.1 1.3B config, random init"
                 if not args.quick else "diffusers WanTransformer3DModel, tiny config",
                 "tflops": peer["variants"][peer["best"]]["tflops"] if peer["best"] else None, **peer}
