@@ -26,6 +26,10 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
   annotated-doc==0.0.7 typing-inspection==0.4.5 uvicorn==0.54.0 h11==0.16.0 click==8.5.1 anyio==4.16.0 \
   sniffio==1.3.1 idna==3.20 prometheus-client==0.26.0 2>&1 | grep -v "^WARNING" || true
+# The peer model of benchmarks/peer_dit.py (diffusers' Wan transformer; the machine has huggingface_hub,
+# safetensors, regex, requests).
+python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
+  diffusers==0.42.1 importlib_metadata==10.2.0 zipp==4.1.2 2>&1 | grep -v "^WARNING" || true
 # antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
 python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
 # Ray with its dependencies, in a folder of their own: gpu_check.sh installs them into a site of

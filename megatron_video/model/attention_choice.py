@@ -37,6 +37,7 @@ def _sdpa(backend: SDPBackend) -> Kernel:
     return attend
 
 
+@torch.compiler.disable  # CuTe DSL host code: dynamo cannot trace it
 def flash_attention_4(q, k, v, key_mask):
     """FlashAttention-4 (CuTe DSL) on q, k, v [B, H, S, D]; it takes [B, S, H, D] views."""
     if key_mask is not None:
@@ -73,8 +74,10 @@ def candidates(device: torch.device, dtype: torch.dtype, masked: bool) -> list[s
 
 def gpu_candidates(capability: tuple[int, int], dtype: torch.dtype, masked: bool, fa4_installed: bool) -> list[str]:
     names = ["cudnn", "flash", "efficient"]
-    # FlashAttention-4 is built for Hopper and Blackwell, in 16-bit types, without arbitrary masks.
-    if fa4_installed and not masked and dtype in (torch.bfloat16, torch.float16) and capability[0] >= 9:
+    # FlashAttention-4 in 16-bit types without arbitrary masks, offered on Hopper and Blackwell: its
+    # interface dispatches FlashAttentionForwardSm90 / BackwardSm90 on 9.x and the Sm100 kernels on
+    # 10.x-11.x (it also carries Sm80 and Sm120 paths, unmeasured here, so not offered).
+    if fa4_installed and not masked and dtype in (torch.bfloat16, torch.float16) and 9 <= capability[0] <= 11:
         names.append("fa4")
     return names
 
@@ -114,7 +117,9 @@ class BackendChooser:
         self.timer = timer
         self.table: dict[ChoiceKey, str] = dict(table or {})
         self.timings: dict[ChoiceKey, dict[str, float]] = {}
+        self.rejected: dict[ChoiceKey, dict[str, str]] = {}  # candidate -> the error it raised
 
+    @torch.compiler.disable  # timing runs kernels and CUDA events: under torch.compile, eagerly
     def choose(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> str:
         key = choice_key(q, k, key_mask)
         if key not in self.table:
@@ -128,6 +133,7 @@ class BackendChooser:
                     try:
                         times[name] = self.timer(name, q.detach(), k.detach(), v.detach(), key_mask, key[-1])
                     except Exception as err:  # noqa: BLE001  (a kernel refusing these inputs: not a candidate)
+                        self.rejected.setdefault(key, {})[name] = f"{type(err).__name__}: {err}"[:300]
                         log.debug("attention kernel %s rejected %s: %s", name, key, err)
             finite = {name: t for name, t in times.items() if math.isfinite(t)}
             if not finite:

@@ -4,6 +4,10 @@
 `fused` is set and the first argument is a CUDA tensor, and the PyTorch reference of
 kernels/reference.py otherwise (the CPU path). The kernel modules are imported on first use: Triton
 reads TRITON_INTERPRET when a kernel is defined, and the CPU tests set it before they import them.
+
+Under `torch.compile` the Triton path is left out of the graph (`torch.compiler.disable`): dynamo would
+otherwise trace into the kernels' autograd Functions and inductor recompile their source, which it
+rejects; the graph breaks around each call, and what lies between (GEMMs, reshapes) still compiles.
 """
 from __future__ import annotations
 
@@ -20,5 +24,10 @@ KERNEL_MODULES = {"adaln_modulate": "kernels.adaln", "rope_qk": "kernels.rope", 
 
 def call(name: str, fused: bool, first: torch.Tensor, *args):
     if fused and first.is_cuda:
-        return getattr(importlib.import_module(KERNEL_MODULES[name]), name)(first, *args)
+        return _fused(name, first, *args)
     return getattr(reference, name)(first, *args)
+
+
+@torch.compiler.disable
+def _fused(name: str, first: torch.Tensor, *args):
+    return getattr(importlib.import_module(KERNEL_MODULES[name]), name)(first, *args)

@@ -63,7 +63,8 @@ def test_a_table_fixes_the_choice_without_timing():
 def test_flash_attention_4_is_a_candidate_only_where_it_can_run():
     assert gpu_candidates((9, 0), torch.bfloat16, masked=False, fa4_installed=True)[-1] == "fa4"
     refused = [((9, 0), torch.bfloat16, True, True), ((8, 0), torch.bfloat16, False, True),
-               ((9, 0), torch.float32, False, True), ((10, 0), torch.bfloat16, False, False)]
+               ((9, 0), torch.float32, False, True), ((10, 0), torch.bfloat16, False, False),
+               ((12, 0), torch.bfloat16, False, True)]
     for capability, dtype, masked, installed in refused:
         assert gpu_candidates(capability, dtype, masked, installed) == ["cudnn", "flash", "efficient"]
 

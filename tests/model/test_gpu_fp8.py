@@ -74,3 +74,33 @@ def test_measured_attention_choice_runs_and_agrees(masked):
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask[:, None, None, :])
     for kernel in timings:  # every kernel that ran for the choice computes the same attention
         assert relative_error(KERNELS[kernel](q, k, v, key_mask), reference) < 1e-2, kernel
+
+
+def test_flash_attention_4_matches_sdpa_on_the_model_layout_and_joins_the_measured_choice():
+    """Forward and gradients of FlashAttention-4 against fp32 attention, on q, k, v as the block
+    makes them ([B, H, S, D] views of [S, B, H * D] projections), before any benchmark trusts it."""
+    from megatron_video.model.attention_choice import KERNELS, BackendChooser, candidates, flash_attention_4_available
+
+    if not flash_attention_4_available():
+        pytest.skip("flash-attn-4 is not installed (wheels: flash-attn-4, nvidia-cutlass-dsl, ...)")
+    assert candidates(torch.device("cuda"), torch.bfloat16, masked=False)[-1] == "fa4"
+    s, b, heads, d = 2304, 1, 12, 128
+    g = torch.Generator(device="cuda").manual_seed(0)
+    proj = torch.randn(s, b, 3 * heads * d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+    grad_out = torch.randn(b, heads, s, d, device="cuda", dtype=torch.bfloat16, generator=g)
+
+    def attention(kernel):
+        q, k, v = (t.reshape(s, b, heads, d).permute(1, 2, 0, 3) for t in proj.chunk(3, dim=-1))
+        out = kernel(q, k, v)
+        (dproj,) = torch.autograd.grad(out, proj, grad_out.to(out.dtype))
+        return out, dproj
+
+    out, dproj = attention(lambda q, k, v: KERNELS["fa4"](q, k, v, None))
+    ref, dref = attention(lambda q, k, v: F.scaled_dot_product_attention(q.float(), k.float(), v.float()))
+    assert relative_error(out, ref) < 1e-2
+    assert relative_error(dproj, dref) < 2e-2
+    chooser = BackendChooser()
+    q, k, v = (t.reshape(s, b, heads, d).permute(1, 2, 0, 3) for t in proj.detach().chunk(3, dim=-1))
+    chooser.choose(q, k, v, None)
+    (timings,) = chooser.timings.values()
+    assert "fa4" in timings, chooser.rejected
