@@ -116,7 +116,7 @@ class TrainConfig:
     tensorboard: bool = True
     wandb_project: str = ""  # log to this Weights & Biases project too (needs the wandb package)
     fp8: str = "off"  # off | native (torch._scaled_mm, no TE needed) | te (Transformer Engine's recipes)
-    fp8_scaling: str = "auto"  # native: tensor | row; te: delayed | current | mxfp8; auto: the first listed
+    fp8_scaling: str = "auto"  # native: tensor | row | delayed; te: delayed | current | mxfp8; auto: the first listed
     recompute: str = "none"  # none | attention | mlp | block: activations recomputed in backward
 
     def __post_init__(self) -> None:
