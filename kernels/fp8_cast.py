@@ -22,7 +22,8 @@ import triton.language as tl
 
 from kernels.rounding import fp8_bits
 
-BLOCK_ROWS, BLOCK_COLS = 64, 64
+BLOCK_ROWS, BLOCK_COLS = 128, 128  # 32 KB of bf16 a program: few amax atomics, full-line transposed stores
+NUM_WARPS = 8
 # (exponent bias, mantissa bits, largest finite value's bits) of each FP8 format.
 FORMATS = {torch.float8_e4m3fn: (7, 3, 0x7E), torch.float8_e5m2: (15, 2, 0x7B)}
 TENSOR, ROWS, DELAYED = 0, 1, 2
@@ -132,7 +133,8 @@ def _amax_into(x: torch.Tensor, tensor_amax: torch.Tensor, row_amax: torch.Tenso
     col_amax = col_amax if cols else tensor_amax
     grid = (triton.cdiv(n_rows, BLOCK_ROWS), triton.cdiv(n_cols, BLOCK_COLS))
     _amax_kernel[grid](x, tensor_amax, row_amax, col_amax, n_rows, n_cols, x.stride(0), x.stride(1),
-                       TENSOR_AMAX=tensor, ROW_AMAX=rows, COL_AMAX=cols, BR=BLOCK_ROWS, BC=BLOCK_COLS)
+                       TENSOR_AMAX=tensor, ROW_AMAX=rows, COL_AMAX=cols, BR=BLOCK_ROWS, BC=BLOCK_COLS,
+                       num_warps=NUM_WARPS)
 
 
 def _cast(x, dtype, scaling, row_amax, col_amax, history, slot, row_major, transposed, pad_to):
@@ -151,7 +153,8 @@ def _cast(x, dtype, scaling, row_amax, col_amax, history, slot, row_major, trans
                        history if history is not None else row_amax, n_rows, n_cols, padded, x.stride(0),
                        x.stride(1), slot, history_len, SCALING=scaling, WRITE=row_major, WRITE_T=transposed,
                        BIAS=bias, MANTISSA=mantissa, MAX_BITS=max_bits,
-                       HISTORY_BLOCK=triton.next_power_of_2(history_len), BR=BLOCK_ROWS, BC=BLOCK_COLS)
+                       HISTORY_BLOCK=triton.next_power_of_2(history_len), BR=BLOCK_ROWS, BC=BLOCK_COLS,
+                       num_warps=NUM_WARPS)
     pairs = []
     if row_major:
         pairs.append((out, inverse.view(-1, 1) if per_row else inverse.view(())))

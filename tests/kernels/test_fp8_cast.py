@@ -112,3 +112,30 @@ def test_delayed_scales_use_the_history_and_record_this_call(seed):
         assert torch.equal(_bits(data), _bits(expected)), f"call {call}, seed {seed}"
         assert torch.equal(_bits(data_t), _bits(expected.t().contiguous()))
         assert history[call % 4].view(torch.float32) == amaxes[-1] and history[(call + 1) % 4] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(8704, 1536), (8704, 16896), (4100, 7680)])
+def test_compiled_kernels_match_the_reference_on_cuda(shape):
+    """Compiled, the kernels still give the reference's bits (the interpreter checks only the
+    algorithm): the 1B preset's GEMM operands at 8K tokens and an unaligned token count."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16, generator=gen) * 3
+    x[::97, ::31] *= 1e3
+    for dtype in FORMATS:
+        (data, inverse), (data_t, inverse_t) = tensor_scales(x, dtype, row_major=True, transposed=True, pad_to=16)
+        want = quantize(x, dtype, rowwise=False)
+        padded = -(-shape[0] // 16) * 16
+        assert inverse.item() == inverse_t.item() == want.inverse_scale.item()
+        assert torch.equal(_bits(data), _bits(want.data))
+        assert torch.equal(_bits(data_t)[:, :shape[0]], _bits(want.data.t())) and not _bits(data_t)[:, shape[0]:].any()
+        assert data_t.shape == (shape[1], padded)
+        (data, inverse), (data_t, inverse_t) = row_scales(x, dtype, row_major=True, transposed=True, pad_to=16)
+        rows, columns = quantize(x, dtype, rowwise=True), quantize(x.t(), dtype, rowwise=True)
+        assert torch.equal(_bits(data), _bits(rows.data)) and torch.equal(inverse, rows.inverse_scale)
+        assert torch.equal(_bits(data_t)[:, :shape[0]], _bits(columns.data))
+        assert torch.equal(inverse_t, columns.inverse_scale)
+    history = torch.zeros(4, dtype=torch.int32, device="cuda")
+    (data, inverse), _ = delayed_scales(x, E4M3, history, 0, row_major=True, transposed=True)
+    assert torch.equal(_bits(data), _bits(quantize(x, E4M3, rowwise=False).data))
+    assert history[0].view(torch.float32) == x.float().abs().max()

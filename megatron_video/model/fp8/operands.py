@@ -56,17 +56,25 @@ def use_kernels(x: torch.Tensor) -> bool:
     return x.is_cuda
 
 
-def _pair(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[Quantized, Quantized]:
-    """(x [rows, cols], x^T [cols, rows padded]) in FP8, both from one pass where kernels run."""
-    if use_kernels(x):
-        from kernels.fp8_cast import row_scales, tensor_scales
+def kernel_pair(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[Quantized, Quantized]:
+    """(x [rows, cols], x^T [cols, rows padded]) in FP8 with current scaling, both layouts written
+    by one pass of the Triton kernels after their amax pass."""
+    from kernels.fp8_cast import row_scales, tensor_scales
 
-        quantize_both = row_scales if rowwise else tensor_scales
-        return tuple(Quantized(*q) for q in quantize_both(x, dtype, True, True, GEMM_ALIGNMENT))
+    quantize_both = row_scales if rowwise else tensor_scales
+    return tuple(Quantized(*q) for q in quantize_both(x, dtype, True, True, GEMM_ALIGNMENT))
+
+
+def reference_pair(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[Quantized, Quantized]:
+    """kernel_pair's result in eager PyTorch."""
     if rowwise:
         return quantize(x, dtype, True), pad_columns(quantize(x.t(), dtype, True))
     q = quantize(x, dtype, False)
     return q, pad_columns(transpose(q))
+
+
+def _pair(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[Quantized, Quantized]:
+    return (kernel_pair if use_kernels(x) else reference_pair)(x, dtype, rowwise)
 
 
 class AmaxHistory:
