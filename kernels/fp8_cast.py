@@ -179,15 +179,16 @@ def row_scales(x: torch.Tensor, dtype: torch.dtype, row_major: bool, transposed:
     return _cast(x, dtype, ROWS, row_amax, col_amax, None, 0, row_major, transposed, pad_to)
 
 
-def delayed_scales(x: torch.Tensor, dtype: torch.dtype, history: torch.Tensor, slot: int, row_major: bool,
+def delayed_scales(x: torch.Tensor, dtype: torch.dtype, history: torch.Tensor, call: int, row_major: bool,
                    transposed: bool, pad_to: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """As tensor_scales in one pass, the scale from `history` (int32 amax bits, at least 3 slots,
-    zeros at first): the max over all slots but `slot` and the next; this call's amax is gathered
-    into history[slot] (zero until then) and the next slot is zeroed for the next call. While the
-    history holds nothing yet (the first call), x's amax is taken first, into the slot before."""
+    zeros before call 0) for the call-th call: slot = call mod slots gathers this call's amax (it
+    is zero until then), the next slot is zeroed for the next call, and the scale is the max over
+    the other slots. On call 0, when the history holds nothing yet, x's amax is taken first, into
+    the last slot."""
     if history.numel() < 3 or history.dtype != torch.int32:
         raise ValueError("an amax history needs at least 3 int32 slots")
-    if slot == 0:
+    if call == 0:
         _amax_into(x, history[-1:])
-    return _cast(x, dtype, DELAYED, history, history, history, slot % history.numel(), row_major, transposed,
+    return _cast(x, dtype, DELAYED, history, history, history, call % history.numel(), row_major, transposed,
                  pad_to)

@@ -95,11 +95,11 @@ def test_row_scales_scale_each_output_row(seed, dtype, poisoned_outputs):
 
 def test_delayed_scales_use_the_history_and_record_this_call(seed):
     """Calls 0..5 over a 4-slot history: call 0 scales by its own amax; call k by the max amax of
-    the calls still in the window (the last two: slots k-2 and k-1 of a 4-slot ring), and each
-    call's amax lands in its slot."""
+    the calls still in the window (the last two: slots k-2 and k-1 of a 4-slot ring), also when the
+    ring wraps, and each call's amax lands in its slot."""
     gen = torch.Generator().manual_seed(seed)
     history = torch.zeros(4, dtype=torch.int32)
-    magnitudes = [3.0, 0.01, 50.0, 0.2, 0.3, 7.0]
+    magnitudes = [3.0, 0.01, 50.0, 0.2, 900.0, 7.0]  # call 4 reuses slot 0: no amax of its own
     amaxes = []
     for call, magnitude in enumerate(magnitudes):
         x = (torch.randn(33, 17, generator=gen) * magnitude).to(torch.bfloat16)

@@ -88,17 +88,18 @@ class AmaxHistory:
     def pair(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[Quantized, Quantized]:
         if self.bits is None or self.bits.device != x.device:
             self.bits, self.calls = torch.zeros(HISTORY_SLOTS, dtype=torch.int32, device=x.device), 0
-        slot = self.calls % HISTORY_SLOTS
-        self.calls += 1
+        call, self.calls = self.calls, self.calls + 1
         if use_kernels(x):
             from kernels.fp8_cast import delayed_scales
 
-            return tuple(Quantized(*q) for q in delayed_scales(x, dtype, self.bits, slot, True, True, GEMM_ALIGNMENT))
-        return self._reference_pair(x, dtype, slot)
+            return tuple(Quantized(*q) for q in delayed_scales(x, dtype, self.bits, call, True, True, GEMM_ALIGNMENT))
+        return self._reference_pair(x, dtype, call)
 
-    def _reference_pair(self, x: torch.Tensor, dtype: torch.dtype, slot: int) -> tuple[Quantized, Quantized]:
+    def _reference_pair(self, x: torch.Tensor, dtype: torch.dtype, call: int) -> tuple[Quantized, Quantized]:
+        """delayed_scales of kernels/fp8_cast.py in eager PyTorch."""
         amax = x.abs().amax().float().view(torch.int32)
-        if slot == 0:
+        slot = call % HISTORY_SLOTS
+        if call == 0:
             self.bits[-1] = torch.maximum(self.bits[-1], amax)
         past = torch.ones(HISTORY_SLOTS, dtype=torch.bool, device=x.device)
         past[[slot, (slot + 1) % HISTORY_SLOTS]] = False
