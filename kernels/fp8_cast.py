@@ -34,8 +34,8 @@ def _scale_exponent(amax_bits, BIAS: tl.constexpr, MANTISSA: tl.constexpr, MAX_B
     """e with 2^e the largest power of two keeping amax * 2^e within the format (0 where amax is
     0, at most 126): amax = m 2^E and largest = M 2^F give e = F - E, less one where m > M."""
     bits = tl.maximum(amax_bits, 0x00800000)  # amax below fp32's smallest normal counts as it
-    largest_exponent: tl.constexpr = (MAX_BITS >> MANTISSA) - BIAS
-    largest_mantissa: tl.constexpr = (MAX_BITS & ((1 << MANTISSA) - 1)) << (23 - MANTISSA)
+    largest_exponent = (MAX_BITS >> MANTISSA) - BIAS
+    largest_mantissa = (MAX_BITS & ((1 << MANTISSA) - 1)) << (23 - MANTISSA)
     e = largest_exponent - ((bits >> 23) - 127) - ((bits & 0x7FFFFF) > largest_mantissa).to(tl.int32)
     return tl.where(amax_bits == 0, 0, tl.minimum(e, 126))
 

@@ -27,7 +27,7 @@ def fp8_bits(x, BIAS: tl.constexpr, MANTISSA: tl.constexpr, MAX_BITS: tl.constex
     sign = (bits >> 24) & 0x80
     mag = bits & 0x7FFFFFFF
     # Normal results: round fp32's mantissa to MANTISSA bits (ties to even), then rebias the exponent.
-    shift: tl.constexpr = 23 - MANTISSA
+    shift = 23 - MANTISSA
     rounded = (mag + ((1 << (shift - 1)) - 1) + ((mag >> shift) & 1)) >> shift
     normal = rounded - ((127 - BIAS) << MANTISSA)
     # Subnormal results: |x| in units of the smallest subnormal, rounded to an integer (ties to even)

@@ -137,6 +137,8 @@ class TrainConfig:
         if self.fp8 != "off":
             choices = ("auto", *FP8_SCALINGS[self.fp8])
             require(self.fp8_scaling in choices, "fp8_scaling", f"must be one of {choices} with fp8={self.fp8}")
+        else:  # a scaling asked for without FP8 would silently train in bf16
+            require(self.fp8_scaling == "auto", "fp8_scaling", "needs train.fp8=native or te (fp8 is off)")
         if self.fp8 == "te":
             problem = transformer_engine_import_error()
             require(problem is None, "fp8", f"te needs Transformer Engine, which does not import here ({problem}); "

@@ -145,6 +145,8 @@ def test_fp8_config_keys_are_checked_before_any_work():
         == Fp8Settings("native", "delayed")
     with pytest.raises(ConfigError, match="train.fp8_scaling"):
         load_config("demo", ["train.fp8=native", "train.fp8_scaling=current"])  # TE's name, not native's
+    with pytest.raises(ConfigError, match="train.fp8_scaling"):
+        load_config("demo", ["train.fp8_scaling=delayed"])  # FP8 is off
     try:
         import transformer_engine.pytorch  # noqa: F401
     except ImportError:
