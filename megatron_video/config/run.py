@@ -116,7 +116,7 @@ class TrainConfig:
     tensorboard: bool = True
     wandb_project: str = ""  # log to this Weights & Biases project too (needs the wandb package)
     fp8: str = "off"  # off | native (torch._scaled_mm, no TE needed) | te (Transformer Engine's recipes)
-    fp8_scaling: str = "auto"  # native: tensor | row; te: delayed | current | mxfp8; auto: the first listed
+    fp8_scaling: str = "auto"  # native: tensor | row | delayed; te: delayed | current | mxfp8; auto: the first listed
     recompute: str = "none"  # none | attention | mlp | block: activations recomputed in backward
 
     def __post_init__(self) -> None:
@@ -137,6 +137,8 @@ class TrainConfig:
         if self.fp8 != "off":
             choices = ("auto", *FP8_SCALINGS[self.fp8])
             require(self.fp8_scaling in choices, "fp8_scaling", f"must be one of {choices} with fp8={self.fp8}")
+        else:  # a scaling asked for without FP8 would silently train in bf16
+            require(self.fp8_scaling == "auto", "fp8_scaling", "needs train.fp8=native or te (fp8 is off)")
         if self.fp8 == "te":
             problem = transformer_engine_import_error()
             require(problem is None, "fp8", f"te needs Transformer Engine, which does not import here ({problem}); "

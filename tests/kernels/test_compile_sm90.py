@@ -50,6 +50,17 @@ CASES = [
                            "heads": "i32", "seq": "i32", "half": "i32",
                            **{f"{t}_s{d}": "i64" for t in "qk" for d in "bhs"}},
        {"SIGN": sign, "ROWS": 32, "BLOCK": 64, "DTYPE": BF16}) for sign in (1, -1)],
+    *[("fp8_cast", "_amax_kernel", {"x": "*bf16", "tensor_amax": "*i32", "row_amax": "*i32", "col_amax": "*i32",
+                                    "rows": "i32", "cols": "i32", "stride_r": "i64", "stride_c": "i64"},
+       {"TENSOR_AMAX": tensor, "ROW_AMAX": not tensor, "COL_AMAX": not tensor, "BR": 128, "BC": 128})
+      for tensor in (True, False)],
+    *[("fp8_cast", "_cast_kernel", {"x": "*bf16", "out": "*u8", "out_t": "*u8", "row_amax": "*i32", "col_amax": "*i32",
+                                    "inverse": "*fp32", "inverse_t": "*fp32", "history": "*i32", "rows": "i32",
+                                    "cols": "i32", "padded_rows": "i32", "stride_r": "i64", "stride_c": "i64",
+                                    "slot": "i32", "history_len": "i32"},
+       {"SCALING": scaling, "WRITE": True, "WRITE_T": True, "BIAS": bias, "MANTISSA": mantissa,
+        "MAX_BITS": max_bits, "HISTORY_BLOCK": 16, "BR": 128, "BC": 128})
+      for scaling in (0, 1, 2) for bias, mantissa, max_bits in ((7, 3, 0x7E), (15, 2, 0x7B))],
 ]
 
 SCRIPT = """

@@ -14,6 +14,7 @@ import torch
 from megatron_video.config.errors import ConfigError
 from megatron_video.model import VideoDiTConfig, build_model
 from megatron_video.model.fp8.linear import Fp8ColumnParallelLinear, Fp8RowParallelLinear, fp8_linear
+from megatron_video.model.fp8.operands import LinearOperands
 from megatron_video.model.fp8.scaling import E4M3, E5M2, dequantize, quantize
 from megatron_video.model.fp8.settings import Fp8Settings
 
@@ -77,7 +78,7 @@ def test_fp8_linear_matches_the_simulation_and_float32(scaling):
     x = torch.randn(3, 21, 64, generator=g).requires_grad_()
     w = (torch.randn(96, 64, generator=g) / 8).requires_grad_()
     probe = torch.randn(3, 21, 96, generator=g)
-    y = fp8_linear(x, w, scaling)
+    y = fp8_linear(x, w, LinearOperands(scaling))
     dx, dw = torch.autograd.grad(y, (x, w), probe)
     rowwise = scaling == "row"
     x2, p2 = x.detach().reshape(-1, 64), probe.reshape(-1, 96)
@@ -91,7 +92,7 @@ def test_fp8_linear_matches_the_simulation_and_float32(scaling):
     assert relative_error(dx, probe @ w.detach()) < GRADIENT_TOLERANCE
     assert relative_error(dw, p2.t() @ x2) < GRADIENT_TOLERANCE
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fp8_linear(x, w, scaling).dtype == torch.bfloat16
+        assert fp8_linear(x, w, LinearOperands(scaling)).dtype == torch.bfloat16
 
 
 def test_one_outlier_token_costs_row_scaling_nothing():
@@ -101,8 +102,8 @@ def test_one_outlier_token_costs_row_scaling_nothing():
     x[0] *= 1e6
     w = torch.randn(48, 64, generator=g) / 8
     exact = x[1:] @ w.t()
-    tensor_error = relative_error(fp8_linear(x, w, "tensor")[1:], exact)
-    row_error = relative_error(fp8_linear(x, w, "row")[1:], exact)
+    tensor_error = relative_error(fp8_linear(x, w, LinearOperands("tensor"))[1:], exact)
+    row_error = relative_error(fp8_linear(x, w, LinearOperands("row"))[1:], exact)
     assert row_error < FORWARD_TOLERANCE < tensor_error
 
 
@@ -113,11 +114,11 @@ def test_native_fp8_model_builds_fp8_layers_and_tracks_the_float32_model(megatro
     inputs = tiny_inputs(cfg)
     probe = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(3))
     (reference(*inputs) * probe).sum().backward()
-    for scaling in ("tensor", "row"):
+    for scaling in ("tensor", "row", "delayed"):
         model = build_model(cfg, fp8=Fp8Settings("native", scaling))
         assert isinstance(model.blocks[0].w_in, Fp8ColumnParallelLinear)
         assert isinstance(model.blocks[0].w_out, Fp8RowParallelLinear)
-        assert model.blocks[0].w_in.fp8_scaling == scaling
+        assert model.blocks[0].w_in.fp8_operands.scaling == scaling
         model.load_state_dict(reference.state_dict())  # the same parameters: checkpoints interchange
         out = model(*inputs)
         (out * probe).sum().backward()
@@ -140,8 +141,12 @@ def test_fp8_config_keys_are_checked_before_any_work():
     assert load_config("demo", ["train.fp8=native", "train.fp8_scaling=row"]).train.fp8_settings() \
         == Fp8Settings("native", "row")
     assert load_config("demo", ["train.fp8=off"]).train.fp8 == "off"  # YAML 1.1 would read a bool
+    assert load_config("demo", ["train.fp8=native", "train.fp8_scaling=delayed"]).train.fp8_settings() \
+        == Fp8Settings("native", "delayed")
     with pytest.raises(ConfigError, match="train.fp8_scaling"):
-        load_config("demo", ["train.fp8=native", "train.fp8_scaling=delayed"])
+        load_config("demo", ["train.fp8=native", "train.fp8_scaling=current"])  # TE's name, not native's
+    with pytest.raises(ConfigError, match="train.fp8_scaling"):
+        load_config("demo", ["train.fp8_scaling=delayed"])  # FP8 is off
     try:
         import transformer_engine.pytorch  # noqa: F401
     except ImportError:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from megatron_video.model import VideoDiTConfig, build_model
 from megatron_video.model.fp8.linear import fp8_linear
+from megatron_video.model.fp8.operands import LinearOperands
 from megatron_video.model.fp8.settings import Fp8Settings
 
 pytestmark = pytest.mark.gpu
@@ -18,14 +19,14 @@ def relative_error(actual, expected):
     return float((actual.float() - expected.float()).norm() / expected.float().norm())
 
 
-@pytest.mark.parametrize("scaling", ["tensor", "row"])
+@pytest.mark.parametrize("scaling", ["tensor", "row", "delayed"])
 @pytest.mark.parametrize("tokens", [4096, 4100])  # 4100: the weight gradient pads the token dimension
 def test_fp8_linear_on_cuda_tracks_bf16(scaling, tokens):
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(tokens, 1536, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
     w = (torch.randn(4608, 1536, device="cuda", generator=g) / 1536 ** 0.5).requires_grad_()
     probe = torch.randn(tokens, 4608, device="cuda", dtype=torch.bfloat16, generator=g)
-    y = fp8_linear(x, w, scaling)
+    y = fp8_linear(x, w, LinearOperands(scaling))
     dx, dw = torch.autograd.grad(y, (x, w), probe)
     assert y.dtype == dx.dtype == torch.bfloat16 and dw.dtype == torch.float32
     y_ref = x @ w.bfloat16().t()
@@ -46,7 +47,7 @@ def test_native_fp8_model_step_on_cuda_tracks_bf16():
     inputs = (torch.randn(2, 16, 4, 16, 16, generator=g).cuda().bfloat16(), torch.rand(2, generator=g).cuda(),
               torch.randn(2, 8, 64, generator=g).cuda().bfloat16(), torch.ones(2, 8, dtype=torch.bool).cuda())
     reference(*inputs).float().square().mean().backward()
-    for scaling in ("tensor", "row"):
+    for scaling in ("tensor", "row", "delayed"):
         model = build_model(cfg, params_dtype=torch.bfloat16, fp8=Fp8Settings("native", scaling)).cuda()
         model.load_state_dict(reference.state_dict())
         out = model(*inputs)

@@ -30,11 +30,24 @@ class Quantized(NamedTuple):
 
 
 def power_of_two_scale(amax: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The largest power of two s with amax * s <= the format's largest value (1 where amax is 0)."""
+    """The largest power of two s with amax * s <= the format's largest value (at most 2^126; 1
+    where amax is 0). Read off the bits: amax = m 2^E and largest = M 2^F give s = 2^(F - E), halved
+    where m > M; exact, where a rounded log2 of a quotient could pick a scale a binade too large.
+    kernels/fp8_cast.py computes the same scales on the GPU."""
+    bits = amax.float().clamp(min=torch.finfo(torch.float32).tiny).view(torch.int32)
+    largest = torch.tensor(torch.finfo(dtype).max, dtype=torch.float32).view(torch.int32).item()
+    exponent = (largest >> 23) - (bits >> 23) - ((bits & 0x7FFFFF) > (largest & 0x7FFFFF)).int()
+    scale = ((exponent.clamp(max=126) + 127) << 23).view(torch.float32)
+    return torch.where(amax.float() == 0, torch.ones_like(scale), scale)
+
+
+def scaled_cast(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x * scale saturated to the format's range and cast (rounding to nearest even), contiguous."""
     largest = torch.finfo(dtype).max
-    amax = amax.float()
-    exponent = torch.floor(torch.log2(largest / amax.clamp(min=torch.finfo(torch.float32).tiny)))
-    return torch.where(amax > 0, torch.exp2(exponent.clamp(max=126)), torch.ones_like(amax))
+    # A power-of-two scale multiplies exactly in bf16 (fp32's exponent range), so bf16 inputs skip
+    # an fp32 copy; fp16's narrower range would overflow.
+    work = x if x.dtype in (torch.float32, torch.bfloat16) else x.float()
+    return (work * scale.to(work.dtype)).clamp(-largest, largest).to(dtype).contiguous()
 
 
 def quantize(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> Quantized:
@@ -45,12 +58,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> Quantized:
     """
     amax = x.abs().amax(dim=-1, keepdim=True) if rowwise else x.abs().amax()
     scale = power_of_two_scale(amax, dtype)
-    largest = torch.finfo(dtype).max
-    # A power-of-two scale multiplies exactly in bf16 (fp32's exponent range), so bf16 inputs skip
-    # an fp32 copy; fp16's narrower range would overflow.
-    work = x if x.dtype in (torch.float32, torch.bfloat16) else x.float()
-    data = (work * scale.to(work.dtype)).clamp(-largest, largest).to(dtype).contiguous()
-    return Quantized(data, scale.reciprocal())
+    return Quantized(scaled_cast(x, scale, dtype), scale.reciprocal())
 
 
 def dequantize(q: Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODES = ("off", "native", "te")
-# "auto" resolves to the first entry. TE's "current" is its per-tensor current scaling
+# "auto" resolves to the first entry. Native "delayed" is per-tensor scaling from an amax history
+# (model/fp8/operands.py). TE's "current" is its per-tensor current scaling
 # (megatron's fp8_recipe="tensorwise"); mxfp8 needs Blackwell.
-SCALINGS = {"native": ("tensor", "row"), "te": ("delayed", "current", "mxfp8")}
+SCALINGS = {"native": ("tensor", "row", "delayed"), "te": ("delayed", "current", "mxfp8")}
 
 
 @dataclass(frozen=True)
