@@ -146,6 +146,10 @@ class SphereAdamW(torch.optim.Optimizer):
 
             self._fused_step = FusedSphereStep()
 
+        # Parameters that shared a step tensor share the next one, a new tensor (see _adam_direction):
+        # one addition a step rather than one per parameter. Old tensors are kept so ids stay unique.
+        stepped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
         def prepared(items):
             out = []
             for param, group in items:
@@ -153,7 +157,10 @@ class SphereAdamW(torch.optim.Optimizer):
                     raise ValueError(f"the fused SphereAdamW updates parameters in place: a tensor of shape "
                                      f"{tuple(param.shape)} is not contiguous (use fused=False)")
                 state = self._state_for(param)
-                state["step"] = state["step"] + 1  # a new tensor (see _adam_direction)
+                old = state["step"]
+                if id(old) not in stepped:
+                    stepped[id(old)] = old, old + 1
+                state["step"] = stepped[id(old)][1]
                 out.append((param, param.grad.contiguous(), state, group))
             return out
 
