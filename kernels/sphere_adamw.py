@@ -47,7 +47,7 @@ VECTOR = 4  # elements per vector access of an aligned work item
 ALIGNMENT = VECTOR * 4  # bytes an aligned work item's arrays start on (VECTOR fp32 elements)
 ELEMENTS_PER_THREAD = 8  # of each array: sets num_warps
 MAX_WARPS = 32
-MAX_REGISTERS = 64  # per thread: four programs of 8 warps per SM (65536 registers)
+MAX_REGISTERS = 64  # per thread of the vector variants: four programs of 8 warps per SM (65536 registers)
 
 # Columns of the per-tensor scalar table.
 LR, BETA1, BETA2, EPS, BIAS1, BIAS2_SQRT, DECAY = range(7)
@@ -257,7 +257,9 @@ class _Launch:
         self.grid = (triton.cdiv(table.shape[0], items_per_program),)
         tile = items_per_program * block
         warps = min(MAX_WARPS, max(1, tile // (32 * ELEMENTS_PER_THREAD)))
-        self.constants = {**constants, "BLOCK": block, "num_warps": warps, "maxnreg": MAX_REGISTERS}
+        # Scalar accesses take a 64-bit address per element: more registers than the budget.
+        registers = {"maxnreg": MAX_REGISTERS} if constants["VECTOR"] > 1 else {}
+        self.constants = {**constants, "BLOCK": block, "num_warps": warps, **registers}
 
 
 def _plan(sphere: list, adamw: list, geometry, aligned: list[bool], device: torch.device) -> list[_Launch]:
