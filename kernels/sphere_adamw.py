@@ -225,10 +225,10 @@ class FusedSphereStep:
         device = items[0][0].device if items else geometry.device
         pointers = [(p.data_ptr(), g.data_ptr(), s["exp_avg"].data_ptr(), s["exp_avg_sq"].data_ptr())
                     for p, g, s, _ in items]
-        key = (id(geometry), len(sphere), tuple((id(p), p.numel(), p.dtype, g.dtype, not (a | b | c | d) % ALIGNMENT)
-                                                for (p, g, _, _), (a, b, c, d) in zip(items, pointers)))
+        aligned = [not (w | g | m | v) % ALIGNMENT for w, g, m, v in pointers]
+        key = (id(geometry), len(sphere), tuple((id(p), p.numel(), p.dtype, g.dtype) for p, g, _, _ in items), aligned)
         if key != self._key:
-            self._launches = _plan(sphere, adamw, geometry, [aligned for *_, aligned in key[2]], device)
+            self._launches = _plan(sphere, adamw, geometry, aligned, device)
             self._key = key
         if pointers != self._pointers:
             self._addresses = _upload(pointers or [(0, 0, 0, 0)], torch.int64, device)
