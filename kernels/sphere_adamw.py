@@ -220,6 +220,11 @@ class FusedSphereStep:
         self._pointers: list | None = None
         self._addresses: torch.Tensor | None = None
 
+    @property
+    def launches(self) -> list[_Launch]:
+        """The launches of the last step in the order they ran (the benchmark times each one)."""
+        return sorted(self._launches, key=lambda launch: launch.phase)
+
     def step(self, sphere: list, adamw: list, geometry) -> None:
         items = sphere + adamw
         device = items[0][0].device if items else geometry.device
@@ -260,6 +265,11 @@ class _Launch:
         # Scalar accesses take a 64-bit address per element: more registers than the budget.
         registers = {"maxnreg": MAX_REGISTERS} if constants["VECTOR"] > 1 else {}
         self.constants = {**constants, "BLOCK": block, "num_warps": warps, **registers}
+
+    @property
+    def elements(self) -> int:
+        """How many parameter elements the launch's items span (reads the table back: for reports)."""
+        return int(self.table[:, 2].sum())
 
 
 def _plan(sphere: list, adamw: list, geometry, aligned: list[bool], device: torch.device) -> list[_Launch]:
