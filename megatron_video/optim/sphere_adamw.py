@@ -146,9 +146,10 @@ class SphereAdamW(torch.optim.Optimizer):
 
             self._fused_step = FusedSphereStep()
 
-        # Parameters that shared a step tensor share the next one, a new tensor (see _adam_direction):
-        # one addition a step rather than one per parameter. Old tensors are kept so ids stay unique.
-        stepped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Parameters at the same step share the next step's tensor, a new one (see _adam_direction):
+        # from the second step on, one new tensor a step rather than an addition per parameter.
+        stepped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of an old step -> (it, new)
+        by_value: dict[float, torch.Tensor] = {}
 
         def prepared(items):
             out = []
@@ -158,8 +159,11 @@ class SphereAdamW(torch.optim.Optimizer):
                                      f"{tuple(param.shape)} is not contiguous (use fused=False)")
                 state = self._state_for(param)
                 old = state["step"]
-                if id(old) not in stepped:
-                    stepped[id(old)] = old, old + 1
+                if id(old) not in stepped:  # the old tensor is kept: ids stay unique during the step
+                    value = float(old)
+                    if value not in by_value:
+                        by_value[value] = old.new_tensor(value + 1)
+                    stepped[id(old)] = old, by_value[value]
                 state["step"] = stepped[id(old)][1]
                 out.append((param, param.grad.contiguous(), state, group))
             return out
