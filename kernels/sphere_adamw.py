@@ -299,9 +299,10 @@ def _plan(sphere: list, adamw: list, geometry, aligned: list[bool], device: torc
                                                              torch.zeros_like(first)], dim=1), index)
     launches = []
     for (path, block, w_dtype, g_dtype, vector), tables in groups.items():
-        table = torch.cat(tables).to(device)
+        table = torch.cat(tables)
         if not table.shape[0]:
             continue
+        table = table.to(device)
         dtypes = {"W_DTYPE": w_dtype, "G_DTYPE": g_dtype, "VECTOR": vector}
         if path == "rows":
             rows = max(1, ROW_TILE // block)
