@@ -122,7 +122,7 @@ def launch_times(opt, steps: int = 5) -> list[dict]:
     rows = []
     for index, launch in enumerate(launches):
         seconds = sum(e.time_range.elapsed_us() for e in kernels[index::len(launches)]) / steps / 1e6
-        constants = {k: str(v) for k, v in launch.constants.items()}
+        constants = {k: v if isinstance(v, int) else str(v) for k, v in launch.constants.items()}  # dtypes by name
         rows.append({"kernel": launch.kernel.fn.__name__, **constants, "elements": launch.elements,
                      "seconds": round(seconds, 7),
                      "bandwidth_TBps": round(BYTES_PER_PARAM * launch.elements / seconds / 1e12, 4)})
