@@ -111,7 +111,8 @@ def launch_times(opt, steps: int = 5) -> list[dict]:
     the elements it updates and the bandwidth at the fp32 28 bytes per parameter element."""
     launches = opt._fused_step.launches
     names = {launch.kernel.fn.__name__ for launch in launches}
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
         for _ in range(steps):
             opt.step()
         torch.cuda.synchronize()
