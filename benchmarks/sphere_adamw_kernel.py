@@ -11,9 +11,15 @@ else plain AdamW. Three implementations in one run, each from the same state:
 and, for scale, torch.optim.AdamW(fused=True) without the sphere constraint.
 
 Bandwidth counts 28 bytes per parameter (read weight, gradient and both moments, write weight and
-both moments), the least any implementation must move; `copy_bandwidth` is a measured
-device-to-device copy (read + write) of a 1 GiB buffer. Targets (issue 21): fused >= 0.8 of copy
-bandwidth, >= 3x the foreach step; ratio = foreach time / fused time.
+both moments), the least any implementation must move (`bytes_per_param`); `copy_bandwidth` is a
+measured device-to-device copy (read + write) of a 1 GiB buffer. Targets (issue 21): fused >= 0.8
+of copy bandwidth, >= 3x the foreach step; ratio = foreach time / fused time.
+
+Each time is a median over steps bracketed by device synchronisations, so it includes the host's
+work before the first launch. Two diagnostics of the fused step ride along on a GPU:
+`fused_back_to_back_s`, the mean over steps run without a synchronisation between them (host work
+overlapping the previous step's kernels), and `fused_launches`, each launch's kernel time from
+torch.profiler with the elements its work items span and the bandwidth that makes.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import argparse
 import os
 import pathlib
 import sys
+import time
 
 import torch
 
@@ -89,6 +96,40 @@ class ForeachSphereAdamW:
         torch._foreach_div_(weights, [w.norm(dim=1, keepdim=True) for w in weights])
 
 
+def back_to_back(fn, repeats: int, sync) -> float:
+    """Mean seconds of fn() over `repeats` calls with one synchronisation at each end."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def launch_times(opt, steps: int = 5) -> list[dict]:
+    """Kernel time of each launch of the fused step (torch.profiler, mean over `steps` steps), with
+    the elements it updates and the bandwidth at the fp32 28 bytes per parameter element."""
+    launches = opt._fused_step.launches
+    names = {launch.kernel.fn.__name__ for launch in launches}
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            opt.step()
+        torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.events() if e.name in names and e.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
+    if len(kernels) != steps * len(launches):
+        return [{"error": f"the profiler saw {len(kernels)} kernels for {steps} steps of {len(launches)} launches"}]
+    rows = []
+    for index, launch in enumerate(launches):
+        seconds = sum(e.time_range.elapsed_us() for e in kernels[index::len(launches)]) / steps / 1e6
+        constants = {k: v if isinstance(v, int) else str(v) for k, v in launch.constants.items()}  # dtypes by name
+        rows.append({"kernel": launch.kernel.fn.__name__, **constants, "elements": launch.elements,
+                     "seconds": round(seconds, 7),
+                     "bandwidth_TBps": round(BYTES_PER_PARAM * launch.elements / seconds / 1e12, 4)})
+    return rows
+
+
 def copy_bandwidth(device: torch.device, nbytes: int, sync) -> float:
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
@@ -118,7 +159,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         return SphereAdamW([{"params": sphere, "sphere": True}, {"params": free, "sphere": False}],
                            fused=fused, **hyper)
 
-    seconds, results = {}, {}
+    seconds, results, diagnostics = {}, {}, {}
     for name in ("fused", "reference", "foreach", "torch_adamw_fused"):
         sphere, free = make_tensors(shapes, device)
         if name == "foreach":
@@ -133,6 +174,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         if name != "torch_adamw_fused":
             results[name] = [p.detach().clone() for p in sphere + free]
         seconds[name] = time_call(opt.step, repeats=repeats, warmup=0 if args.quick else 1, sync=sync)
+        if name == "fused" and device.type == "cuda":
+            diagnostics = {"fused_back_to_back_s": round(back_to_back(opt.step, repeats, sync), 6),
+                           "fused_launches": launch_times(opt)}
         del opt, sphere, free
     params = sum(torch.Size(shape).numel() for shape, _ in shapes)
     sphere_params = sum(torch.Size(shape).numel() for shape, constrained in shapes if constrained)
@@ -146,7 +190,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "copy_bandwidth_TBps": round(copy / 1e12, 4), "bandwidth_fraction": round(achieved / copy, 4),
                "speedup_vs_foreach": round(seconds["foreach"] / seconds["fused"], 3),
                "speedup_vs_reference": round(seconds["reference"] / seconds["fused"], 3),
-               "max_abs_diff_vs_reference": agreement}
+               "max_abs_diff_vs_reference": agreement, "bytes_per_param": BYTES_PER_PARAM, **diagnostics}
     baseline = {"reference_s": round(seconds["reference"], 6), "foreach_s": round(seconds["foreach"], 6)}
     if "torch_adamw_fused" in seconds:
         baseline["torch_adamw_fused_s"] = round(seconds["torch_adamw_fused"], 6)

@@ -146,6 +146,11 @@ class SphereAdamW(torch.optim.Optimizer):
 
             self._fused_step = FusedSphereStep()
 
+        # Parameters at the same step share the next step's tensor, a new one (see _adam_direction):
+        # from the second step on, one new tensor a step rather than an addition per parameter.
+        stepped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of an old step -> (it, new)
+        by_value: dict[float, torch.Tensor] = {}
+
         def prepared(items):
             out = []
             for param, group in items:
@@ -153,7 +158,13 @@ class SphereAdamW(torch.optim.Optimizer):
                     raise ValueError(f"the fused SphereAdamW updates parameters in place: a tensor of shape "
                                      f"{tuple(param.shape)} is not contiguous (use fused=False)")
                 state = self._state_for(param)
-                state["step"] = state["step"] + 1  # a new tensor (see _adam_direction)
+                old = state["step"]
+                if id(old) not in stepped:  # the old tensor is kept: ids stay unique during the step
+                    value = float(old)
+                    if value not in by_value:
+                        by_value[value] = old.new_tensor(value + 1)
+                    stepped[id(old)] = old, by_value[value]
+                state["step"] = stepped[id(old)][1]
                 out.append((param, param.grad.contiguous(), state, group))
             return out
 

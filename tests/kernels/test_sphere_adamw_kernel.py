@@ -165,11 +165,13 @@ def _float64_steps(start, grads):
 @pytest.mark.gpu
 def test_fused_step_matches_float64_on_gpu_at_1b_row_shapes(seed):
     """Rows of the 1B preset (w_in 1536, w_out 7680) and 16K rows (looped), fp32 and bf16 params,
-    10 steps: the fused step and the PyTorch one against the float64 equations."""
+    rows and a tensor of odd lengths (the scalar-access variants), 10 steps: the fused step and the
+    PyTorch one against the float64 equations."""
     gen = torch.Generator().manual_seed(seed)
-    start = [(_unit_rows(torch.randn(s, generator=gen)).cuda(), True) for s in [(512, 1536), (64, 7680), (8, 16384)]]
+    start = [(_unit_rows(torch.randn(s, generator=gen)).cuda(), True)
+             for s in [(512, 1536), (64, 7680), (8, 16384), (7, 1531)]]
     start += [(torch.randn(1536, 1536, generator=gen).cuda(), False), (torch.randn(1536, generator=gen).cuda(), False),
-              (start[0][0].bfloat16(), True)]
+              (torch.randn(1537, generator=gen).cuda(), False), (start[0][0].bfloat16(), True)]
     grad_gen = torch.Generator().manual_seed(seed + 1)
     grads = [[torch.randn(p.shape, generator=grad_gen) * (1 + 5 * (t % 3)) for p, _ in start] for t in range(10)]
     expected = _float64_steps(start, grads)
@@ -186,3 +188,43 @@ def test_fused_step_matches_float64_on_gpu_at_1b_row_shapes(seed):
             tol = 1e-5 if p.dtype == torch.float32 else 2e-2  # bf16 params round every step
             err = (p.detach().double() - want).abs().max().item()
             assert err < tol, f"seed {seed}: fused={fused} {tuple(p.shape)} {p.dtype} differs by {err}"
+
+
+def test_vector_launches_hold_only_aligned_items_and_every_item_once():
+    """The hints of a VECTOR launch are promises: its items start on a multiple of VECTOR, span a
+    multiple of it, and belong to tensors whose four arrays are ALIGNMENT-aligned (a view one
+    element into its storage is not). Every row, segment and chunk is in exactly one launch."""
+    import kernels.sphere_adamw as fused
+    from megatron_video.optim.rows import RowGeometry, RowSlice
+
+    def item(param):
+        return param, torch.zeros_like(param), {"exp_avg": torch.zeros_like(param),
+                                                "exp_avg_sq": torch.zeros_like(param)}, {}
+
+    odd_view = torch.zeros(4 * 64 + 1)[1:].view(4, 64)
+    shard = torch.zeros(3 * 48 - 6)  # a shard starting 6 elements into a matrix of rows of 48
+    sphere = [item(torch.zeros(3, 64)), item(torch.zeros(2, 7)), item(odd_view), item(shard)]
+    adamw = [item(torch.zeros(4097)), item(torch.zeros(5))]
+    slices = {id(t): RowSlice(t.shape[-1], 0, slot) for t, slot in [(sphere[0][0], 0), (sphere[1][0], 3),
+                                                                   (odd_view, 5)]}
+    slices[id(shard)] = RowSlice(48, 6, 9)
+    geometry = RowGeometry(slices, 12, 0, torch.device("cpu"))
+    items = sphere + adamw
+    aligned = [not (p.data_ptr() | g.data_ptr() | s["exp_avg"].data_ptr() | s["exp_avg_sq"].data_ptr())
+               % fused.ALIGNMENT for p, g, s, _ in items]
+    assert aligned == [True, True, False, True, True, True]
+    launches = fused._plan(sphere, adamw, geometry, aligned, torch.device("cpu"))
+    covered = [0] * len(items)
+    for launch in launches:
+        table = launch.table
+        if launch.constants["VECTOR"] > 1:
+            assert all(aligned[t] for t in table[:, 0].tolist())
+            assert (table[:, 1] % fused.VECTOR == 0).all() and (table[:, 2] % fused.VECTOR == 0).all()
+        if launch.constants.get("PHASE", fused.PHASE_DOT) in (fused.PHASE_ALL, fused.PHASE_DOT):
+            for tensor, length in table[:, [0, 2]].tolist():  # one count per item: the first launch of its path
+                covered[tensor] += length
+    assert covered == [p.numel() for p, *_ in items]
+    vector_kinds = {(launch.kernel.fn.__name__, launch.constants["VECTOR"]) for launch in launches}
+    assert ("_sphere_rows_kernel", 1) in vector_kinds and ("_sphere_rows_kernel", fused.VECTOR) in vector_kinds
+    assert ("_adamw_kernel", 1) in vector_kinds and ("_adamw_kernel", fused.VECTOR) in vector_kinds
+    assert {launch.constants.get("PHASE") for launch in launches} >= {fused.PHASE_DOT, fused.PHASE_WRITE}
