@@ -64,7 +64,8 @@ def small_reductions(monkeypatch):
     import kernels.adaln
     import kernels.gated_residual
 
-    monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 2)
+    monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 3)
+    monkeypatch.setattr(kernels.adaln, "SUB_ROWS", 2)
     monkeypatch.setattr(kernels.gated_residual, "ROWS_PER_REDUCTION", 3)
     monkeypatch.setattr(kernels.gated_residual, "SUB_ROWS", 2)
 
@@ -89,6 +90,17 @@ def test_adaln_modulate(seed, poisoned_outputs, small_reductions):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(5, 2, 24, generator=gen) * 3 + 1
     shift, scale, _ = _modulation(gen, 2, 24, 3)
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [x, shift, scale], seed, atol=2e-5)
+
+
+def test_adaln_modulate_per_row(seed, poisoned_outputs):
+    """A packed row's modulation: one vector per token, the block passing [1, S, H] (batch = tokens)."""
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 7, 24, generator=gen) * 3 + 1
+    shift, scale, _ = (m.transpose(0, 1) for m in torch.randn(7, 1, 72, generator=gen).chunk(3, dim=-1))
     _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
            [x, shift, scale], seed, atol=2e-5)
 
