@@ -159,6 +159,22 @@ def test_rope_qk_backward_takes_gradients_of_any_layout(seed):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
 
 
+def test_rope_qk_gradients_keep_each_inputs_layout(seed, poisoned_outputs):
+    """dq and dk come out dense in q's and k's dimension order (here two different ones), so that
+    heads split out of a projection flow back into it without a copy."""
+    from kernels.rope import rope_qk
+
+    gen = torch.Generator().manual_seed(seed)
+    q = _heads(_projection(gen, 7, 2, [30, 30])[0], 3).requires_grad_()  # [B, heads, S, d] of a projection
+    k = torch.randn(2, 3, 7, 10, generator=gen, requires_grad=True)  # contiguous
+    angles = torch.rand(7, 5, generator=gen) * 50
+    grads = [torch.randn(2, 3, 7, 10, generator=gen) for _ in range(2)]
+    dq, dk = torch.autograd.grad(rope_qk(q, k, angles), (q, k), grads)
+    assert dq.stride() == (30, 10, 60, 1) and dk.stride() == k.stride()
+    for got, want in zip((dq, dk), torch.autograd.grad(ref.rope_qk(q, k, angles), (q, k), grads), strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("tiles", ["default", "small"])
 def test_value_mix_on_strided_heads(seed, poisoned_outputs, tiles, request):
     from kernels.value_mix import value_mix

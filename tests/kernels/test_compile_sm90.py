@@ -48,7 +48,7 @@ CASES = [
        {"HEAD_DIM": 128, "BACKWARD": backward, "ROWS": 4, "DTYPE": BF16}) for backward in (False, True)],
     *[("rope", "_kernel", {"q": "*bf16", "k": "*bf16", "angles": "*fp32", "q_out": "*bf16", "k_out": "*bf16",
                            "heads": "i32", "seq": "i32", "half": "i32",
-                           **{f"{t}_s{d}": "i64" for t in "qk" for d in "bhs"}},
+                           **{f"{t}_s{d}": "i64" for t in ("q", "k", "qo", "ko") for d in "bhs"}},
        {"SIGN": sign, "ROWS": 32, "BLOCK": 64, "DTYPE": BF16}) for sign in (1, -1)],
 ]
 
