@@ -2,9 +2,9 @@
 
 x [S, B, H] (rows r = s * B + b), shift and scale [1, B, H] (any row stride: they are chunks of the
 modulation output). The forward reads x once and writes y, keeping each row's mean and 1/std; the
-backward recomputes the normalised row from them and writes dx, while each program sums
-dy * xhat and dy over its rows of one sample for the scale and shift gradients (per-program partial
-sums, added up by torch). Reference: kernels/reference.py adaln_modulate.
+backward recomputes the normalised rows from them and writes dx, a few rows per step, while each
+program sums dy * xhat and dy over its rows of one sample for the scale and shift gradients
+(per-program partial sums, added up by torch). Reference: kernels/reference.py adaln_modulate.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import triton.language as tl
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
-ROWS_PER_REDUCTION = 16  # rows of one sample a backward program walks (partial-sum granularity)
+ROWS_PER_REDUCTION = 64  # rows of one sample a backward program walks (partial-sum granularity)
+SUB_ROWS = 4  # of those, rows per step
 
 
 @triton.jit
@@ -40,33 +41,39 @@ def _forward(x, shift, scale, y, mean_out, rstd_out, n_rows, batch, hidden, mod_
 
 @triton.jit
 def _backward(dy, x, scale, mean_in, rstd_in, dx, dscale_part, dshift_part, seq, batch, hidden, mod_stride,
-              ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
-    """Program (tile of ROWS sequence positions, sample b): dx for those rows, and the partial
-    sums of dy * xhat and dy into dscale_part / dshift_part [tiles, B, H]."""
+              ROWS: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+    """Program (tile of ROWS sequence positions, sample b): dx for those rows, SUB rows at a time
+    (each row's two reductions side by side, SUB rows of loads in flight), and the partial sums of
+    dy * xhat and dy into dscale_part / dshift_part [tiles, B, H]."""
     tile = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     cmask = cols < hidden
     sc = 1.0 + tl.load(scale + b * mod_stride + cols, mask=cmask, other=0.0).to(tl.float32)
-    acc_scale = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_shift = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(ROWS):
-        s = tile * ROWS + i
-        if s < seq:
-            row = s * batch + b
-            g = tl.load(dy + row * hidden + cols, mask=cmask, other=0.0).to(tl.float32)
-            xv = tl.load(x + row * hidden + cols, mask=cmask, other=0.0).to(tl.float32)
-            rstd = tl.load(rstd_in + row)
-            xhat = tl.where(cmask, (xv - tl.load(mean_in + row)) * rstd, 0.0)
-            dxhat = g * sc
-            c1 = tl.sum(dxhat * xhat, axis=0) / hidden
-            c2 = tl.sum(dxhat, axis=0) / hidden
-            tl.store(dx + row * hidden + cols, cast_rtne((dxhat - xhat * c1 - c2) * rstd, DTYPE), mask=cmask)
-            acc_scale += g * xhat
-            acc_shift += g
+    acc_scale = tl.zeros([SUB, BLOCK], dtype=tl.float32)
+    acc_shift = tl.zeros([SUB, BLOCK], dtype=tl.float32)
+    for start in range(0, ROWS, SUB):
+        within = start + tl.arange(0, SUB)
+        pos = tile * ROWS + within
+        valid = (pos < seq) & (within < ROWS)
+        row = pos * batch + b
+        mask = valid[:, None] & cmask[None, :]
+        offsets = row[:, None] * hidden + cols[None, :]
+        g = tl.load(dy + offsets, mask=mask, other=0.0).to(tl.float32)
+        xv = tl.load(x + offsets, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(mean_in + row, mask=valid, other=0.0)
+        rstd = tl.load(rstd_in + row, mask=valid, other=0.0)
+        xhat = tl.where(mask, (xv - mean[:, None]) * rstd[:, None], 0.0)
+        dxhat = g * sc[None, :]
+        c1 = tl.sum(dxhat * xhat, axis=1) / hidden
+        c2 = tl.sum(dxhat, axis=1) / hidden
+        tl.store(dx + offsets, cast_rtne((dxhat - xhat * c1[:, None] - c2[:, None]) * rstd[:, None], DTYPE),
+                 mask=mask)
+        acc_scale += g * xhat
+        acc_shift += g
     part = (tile * batch + b) * hidden + cols
-    tl.store(dscale_part + part, acc_scale, mask=cmask)
-    tl.store(dshift_part + part, acc_shift, mask=cmask)
+    tl.store(dscale_part + part, tl.sum(acc_scale, axis=0), mask=cmask)
+    tl.store(dshift_part + part, tl.sum(acc_shift, axis=0), mask=cmask)
 
 
 class _AdaLNModulate(torch.autograd.Function):
@@ -95,12 +102,13 @@ class _AdaLNModulate(torch.autograd.Function):
         seq, batch, hidden = x.shape
         block = triton.next_power_of_2(hidden)
         tiles = triton.cdiv(seq, ROWS_PER_REDUCTION)
+        sub = min(SUB_ROWS, triton.next_power_of_2(min(ROWS_PER_REDUCTION, seq)))  # per-row modulation: seq 1
         dx = torch.empty_like(x)
         dscale = torch.empty(tiles, batch, hidden, dtype=torch.float32, device=x.device)
         dshift = torch.empty_like(dscale)
         _backward[(tiles, batch)](dy.contiguous(), x, scale, mean, rstd, dx, dscale, dshift, seq, batch, hidden,
-                                  ctx.mod_stride, ROWS=ROWS_PER_REDUCTION, BLOCK=block,
-                                  DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, block // 256)))
+                                  ctx.mod_stride, ROWS=ROWS_PER_REDUCTION, SUB=sub, BLOCK=block,
+                                  DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, sub * block // 1024)))
         return dx, dshift.sum(0, keepdim=True).to(ctx.shift_dtype), dscale.sum(0, keepdim=True).to(scale.dtype), None
 
 

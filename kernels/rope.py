@@ -5,7 +5,8 @@ angles [S, d/2] are the layer's float32 band angles. Each program computes cos a
 of positions in registers, once for all heads, and rotates that tile of every head of q and k
 (eager PyTorch materialises them, rounds them to the activation dtype, and runs six elementwise
 kernels and a concatenation per tensor). The backward is the inverse rotation of the gradients.
-Outputs are contiguous [B, heads, S, d]. Reference: kernels/reference.py rope_rotate (once for q, once for k).
+Outputs are contiguous [B, heads, S, d]; the gradients of q and k come out dense in q's and k's
+own dimension order. Reference: kernels/reference.py rope_rotate (once for q, once for k).
 """
 from __future__ import annotations
 
@@ -18,20 +19,20 @@ from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
 
 @triton.jit
-def _rotate_tile(x, out, angles_cos, angles_sin, b, h, pos, valid, half_cols, cmask, heads, seq, half,
-                 stride_b, stride_h, stride_s, SIGN: tl.constexpr, DTYPE: tl.constexpr):
+def _rotate_tile(x, out, angles_cos, angles_sin, b, h, pos, valid, half_cols, cmask, half, stride_b, stride_h,
+                 stride_s, out_b, out_h, out_s, SIGN: tl.constexpr, DTYPE: tl.constexpr):
     src = x + b * stride_b + h * stride_h + pos[:, None] * stride_s + half_cols[None, :]
     mask = valid[:, None] & cmask[None, :]
     x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(src + half, mask=mask, other=0.0).to(tl.float32)
-    dst = out + ((b * heads + h) * seq + pos[:, None]) * (2 * half) + half_cols[None, :]
+    dst = out + b * out_b + h * out_h + pos[:, None] * out_s + half_cols[None, :]
     tl.store(dst, cast_rtne(x1 * angles_cos - SIGN * x2 * angles_sin, DTYPE), mask=mask)
     tl.store(dst + half, cast_rtne(SIGN * x1 * angles_sin + x2 * angles_cos, DTYPE), mask=mask)
 
 
 @triton.jit
-def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb, k_sh, k_ss,
-            SIGN: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb, k_sh, k_ss, qo_sb, qo_sh, qo_ss,
+            ko_sb, ko_sh, ko_ss, SIGN: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
     """Program (sample b, tile of ROWS positions): cos and sin once, then every head of q and k."""
     b = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1).to(tl.int64) * ROWS + tl.arange(0, ROWS)
@@ -42,25 +43,23 @@ def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb
                     other=0.0)
     cos, sin = tl.cos(theta), tl.sin(theta)
     for h in range(heads):
-        _rotate_tile(q, q_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, q_sb, q_sh, q_ss,
-                     SIGN, DTYPE)
-        _rotate_tile(k, k_out, cos, sin, b, h, pos, valid, half_cols, cmask, heads, seq, half, k_sb, k_sh, k_ss,
-                     SIGN, DTYPE)
+        _rotate_tile(q, q_out, cos, sin, b, h, pos, valid, half_cols, cmask, half, q_sb, q_sh, q_ss, qo_sb, qo_sh,
+                     qo_ss, SIGN, DTYPE)
+        _rotate_tile(k, k_out, cos, sin, b, h, pos, valid, half_cols, cmask, half, k_sb, k_sh, k_ss, ko_sb, ko_sh,
+                     ko_ss, SIGN, DTYPE)
 
 
-def _launch(q, k, angles, sign: int):
+def _launch(q, k, angles, sign: int, q_out: torch.Tensor, k_out: torch.Tensor):
     batch, heads, seq, dim = q.shape
     if q.stride(-1) != 1 or k.stride(-1) != 1 or dim % 2:
         raise ValueError("q and k need an even head_dim with unit stride")
     half = dim // 2
     angles = angles.float().contiguous()
-    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     block = triton.next_power_of_2(half)
     rows = rows_per_program(2 * block)
     _kernel[(batch, triton.cdiv(seq, rows))](
-        q, k, angles, q_out, k_out, heads, seq, half, *q.stride()[:3], *k.stride()[:3], SIGN=sign, ROWS=rows,
-        BLOCK=block, DTYPE=TORCH_TO_TRITON[q.dtype], num_warps=4)
+        q, k, angles, q_out, k_out, heads, seq, half, *q.stride()[:3], *k.stride()[:3], *q_out.stride()[:3],
+        *k_out.stride()[:3], SIGN=sign, ROWS=rows, BLOCK=block, DTYPE=TORCH_TO_TRITON[q.dtype], num_warps=4)
     return q_out, k_out
 
 
@@ -68,13 +67,18 @@ class _RopeQK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, angles):
         ctx.save_for_backward(angles)
-        return _launch(q, k, angles, 1)
+        # The gradients go back in q's and k's own dimension order, dense (torch.empty_like's layout):
+        # heads split out of a projection then need no copy to flow back into it.
+        ctx.layouts = [torch.empty_like(t, device="meta") for t in (q, k)]
+        return _launch(q, k, angles, 1, torch.empty(q.shape, dtype=q.dtype, device=q.device),
+                       torch.empty(k.shape, dtype=k.dtype, device=k.device))
 
     @staticmethod
     def backward(ctx, dq, dk):
         (angles,) = ctx.saved_tensors
+        outs = [torch.empty_like(layout, dtype=dq.dtype, device=dq.device) for layout in ctx.layouts]
         # Attention's backward may hand gradients of any layout (the math backend's dk is a transpose).
-        dq, dk = _launch(dq.contiguous(), dk.contiguous(), angles, -1)
+        dq, dk = _launch(dq.contiguous(), dk.contiguous(), angles, -1, *outs)
         return dq, dk, None
 
 

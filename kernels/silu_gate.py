@@ -13,19 +13,26 @@ import triton
 import triton.language as tl
 
 from kernels.rounding import cast_rtne
-from kernels.tiles import TORCH_TO_TRITON
+from kernels.tiles import TORCH_TO_TRITON, autotune
 
-BLOCK_C = 1024
-ROWS = 4
+# Tile shapes (rows x columns, warps) for a memory-bound elementwise pass: 8 to 32 elements of each
+# tensor per thread, in 16-byte vectors.
+CONFIGS = [triton.Config({"ROWS": rows, "BLOCK": block}, num_warps=warps)
+           for rows, block, warps in ((2, 1024, 4), (1, 1024, 4), (1, 2048, 8), (4, 1024, 4), (8, 1024, 8))]
 
 
+@autotune(CONFIGS, key=["cols_n", "BACKWARD"])
 @triton.jit
 def _kernel(g, u, dm, out, dg, n_rows, cols_n, g_stride, u_stride, dm_stride, out_stride, BACKWARD: tl.constexpr,
-            ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+            DTYPE: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
     """Forward: out = silu(g) * u. Backward: out = du = dm * silu(g), dg = dm * u * silu'(g).
-    out has row stride out_stride (a slice of a wider buffer in the forward); dg is dense."""
-    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    out has row stride out_stride (a slice of a wider buffer in the forward); dg is dense.
+    A one-dimensional grid with the column blocks of a row tile adjacent: programs running at once
+    stream whole rows, as a flat copy would."""
+    col_blocks = tl.cdiv(cols_n, BLOCK)
+    pid = tl.program_id(0)
+    row = (pid // col_blocks).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = (pid % col_blocks) * BLOCK + tl.arange(0, BLOCK)
     mask = (row < n_rows)[:, None] & (cols < cols_n)[None, :]
     gv = tl.load(g + row[:, None] * g_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     uv = tl.load(u + row[:, None] * u_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -62,10 +69,9 @@ def _launch(g, u, dm=None, out=None):
     if out2.stride(-1) != 1 or out2.data_ptr() != out.data_ptr():
         raise ValueError("the output must be a view with unit column stride whose leading dims collapse")
     dg = torch.empty(g.shape, dtype=g.dtype, device=g.device) if dm is not None else out
-    block = min(BLOCK_C, triton.next_power_of_2(cols))
-    _kernel[(triton.cdiv(rows, ROWS), triton.cdiv(cols, block))](
+    _kernel[lambda meta: (triton.cdiv(rows, meta["ROWS"]) * triton.cdiv(cols, meta["BLOCK"]),)](
         g2, u2, dm2, out2, dg, rows, cols, g_stride, u_stride, dm_stride, out2.stride(0), BACKWARD=dm is not None,
-        ROWS=ROWS, BLOCK=block, DTYPE=TORCH_TO_TRITON[g.dtype], num_warps=4)
+        DTYPE=TORCH_TO_TRITON[g.dtype])
     return out, dg
 
 

@@ -18,3 +18,14 @@ def test_quick_run_writes_result(load_benchmark, tmp_path, name):
         assert set(metrics["ops"]) == {"adaln_modulate", "rope_qk", "silu_gate", "concat_silu_gate",
                                        "gated_residual", "value_mix"}
         assert all(row["fused_fwd_bwd_ms"] > 0 and row["eager_fwd_bwd_ms"] > 0 for row in metrics["ops"].values())
+        assert metrics["copy_TBps"] > 0
+        # The least bytes each op moves, at the quick sizes (37 tokens, hidden 48, 4 heads, MLP 80, fp32).
+        hidden, mlp = 37 * 48 * 4, 37 * 80 * 4
+        silu = metrics["ops"]["silu_gate"]
+        assert (silu["min_bytes_fwd"], silu["min_bytes_fwd_bwd"]) == (3 * mlp, 8 * mlp)  # g, u -> m; dm, g, u -> dg, du
+        concat = metrics["ops"]["concat_silu_gate"]  # + a read and written; its gradient a view of the output's
+        assert (concat["min_bytes_fwd"], concat["min_bytes_fwd_bwd"]) == (2 * hidden + 3 * mlp, 2 * hidden + 8 * mlp)
+        residual = metrics["ops"]["gated_residual"]  # x, gate, y -> out; dout, gate, y -> dy, dgate (dx is dout)
+        assert residual["min_bytes_fwd_bwd"] == (3 * hidden + 48 * 4) + (3 * hidden + 2 * 48 * 4)
+        assert all(row["fused_grad_rel_err_vs_eager"] < 1e-5 and "fused_fwd_bwd_copy_fraction" in row
+                   for row in metrics["ops"].values())

@@ -64,9 +64,24 @@ def small_reductions(monkeypatch):
     import kernels.adaln
     import kernels.gated_residual
 
-    monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 2)
+    monkeypatch.setattr(kernels.adaln, "ROWS_PER_REDUCTION", 3)
+    monkeypatch.setattr(kernels.adaln, "SUB_ROWS", 2)
     monkeypatch.setattr(kernels.gated_residual, "ROWS_PER_REDUCTION", 3)
     monkeypatch.setattr(kernels.gated_residual, "SUB_ROWS", 2)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of a few rows and columns for the autotuned kernels (interpreted, only their first
+    config runs), so that small odd shapes span several row tiles and column blocks."""
+    import triton
+
+    import kernels.silu_gate
+    import kernels.value_mix
+
+    monkeypatch.setattr(kernels.silu_gate._kernel, "configs", [triton.Config({"ROWS": 2, "BLOCK": 8})])
+    monkeypatch.setattr(kernels.value_mix._kernel, "configs", [triton.Config({"BLOCK": 8})])
+    monkeypatch.setattr(kernels.value_mix, "ROWS", 2)
 
 
 def test_adaln_modulate(seed, poisoned_outputs, small_reductions):
@@ -75,6 +90,17 @@ def test_adaln_modulate(seed, poisoned_outputs, small_reductions):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(5, 2, 24, generator=gen) * 3 + 1
     shift, scale, _ = _modulation(gen, 2, 24, 3)
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [x, shift, scale], seed, atol=2e-5)
+
+
+def test_adaln_modulate_per_row(seed, poisoned_outputs):
+    """A packed row's modulation: one vector per token, the block passing [1, S, H] (batch = tokens)."""
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 7, 24, generator=gen) * 3 + 1
+    shift, scale, _ = (m.transpose(0, 1) for m in torch.randn(7, 1, 72, generator=gen).chunk(3, dim=-1))
     _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
            [x, shift, scale], seed, atol=2e-5)
 
@@ -89,7 +115,10 @@ def test_gated_residual(seed, poisoned_outputs, small_reductions):
            [x, gate, y], seed, atol=1e-5)
 
 
-def test_silu_gate_on_strided_slices(seed, poisoned_outputs):
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_silu_gate_on_strided_slices(seed, poisoned_outputs, tiles, request):
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
     from kernels.silu_gate import silu_gate
 
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +127,7 @@ def test_silu_gate_on_strided_slices(seed, poisoned_outputs):
     _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-5)  # the strided slices themselves
 
 
-def test_concat_silu_gate_writes_into_its_half(seed, poisoned_outputs):
+def test_concat_silu_gate_writes_into_its_half(seed, poisoned_outputs, small_tiles):
     from kernels.silu_gate import concat_silu_gate
 
     gen = torch.Generator().manual_seed(seed)
@@ -130,13 +159,52 @@ def test_rope_qk_backward_takes_gradients_of_any_layout(seed):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
 
 
-def test_value_mix_on_strided_heads(seed, poisoned_outputs):
+def test_rope_qk_gradients_keep_each_inputs_layout(seed, poisoned_outputs):
+    """dq and dk come out dense in q's and k's dimension order (here two different ones), so that
+    heads split out of a projection flow back into it without a copy."""
+    from kernels.rope import rope_qk
+
+    gen = torch.Generator().manual_seed(seed)
+    q = _heads(_projection(gen, 7, 2, [30, 30])[0], 3).requires_grad_()  # [B, heads, S, d] of a projection
+    k = torch.randn(2, 3, 7, 10, generator=gen, requires_grad=True)  # contiguous
+    angles = torch.rand(7, 5, generator=gen) * 50
+    grads = [torch.randn(2, 3, 7, 10, generator=gen) for _ in range(2)]
+    dq, dk = torch.autograd.grad(rope_qk(q, k, angles), (q, k), grads)
+    assert dq.stride() == (30, 10, 60, 1) and dk.stride() == k.stride()
+    for got, want in zip((dq, dk), torch.autograd.grad(ref.rope_qk(q, k, angles), (q, k), grads), strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_value_mix_on_strided_heads(seed, poisoned_outputs, tiles, request):
+    from kernels.value_mix import value_mix
+
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
+    gen = torch.Generator().manual_seed(seed)
+    v, v_first = (_heads(t, 3) for t in _projection(gen, 9, 2, [15, 15]))  # head_dim 5
+    lambdas = torch.rand(2, generator=gen)
+    _check(value_mix, ref.value_mix, [v, v_first, lambdas], seed, atol=2e-5)
+
+
+def test_value_mix_keeps_each_tensors_layout(seed, small_tiles):
+    """v' and dv come out dense in v's dimension order, dv_first in v_first's (here a different
+    one), whatever the layout of the gradient attention hands back."""
     from kernels.value_mix import value_mix
 
     gen = torch.Generator().manual_seed(seed)
-    v, v_first = (_heads(t, 2) for t in _projection(gen, 9, 2, [12, 12]))
+    v = _heads(_projection(gen, 7, 2, [12, 12])[1], 3).requires_grad_()  # [B, heads, S, d] of a projection
+    v_first = torch.randn(2, 3, 7, 4, generator=gen, requires_grad=True)  # contiguous [B, heads, S, d]
     lambdas = torch.rand(2, generator=gen)
-    _check(value_mix, ref.value_mix, [v, v_first, lambdas], seed, atol=2e-5)
+    dout = torch.randn(7, 3, 2, 4, generator=gen).permute(2, 1, 0, 3)  # yet another dimension order
+    out = value_mix(v, v_first, lambdas)
+    dv, dvf = torch.autograd.grad(out, (v, v_first), dout)
+    assert out.stride() == dv.stride() == torch.empty_like(v).stride() == (12, 4, 24, 1)
+    assert dvf.stride() == v_first.stride()
+    want = ref.value_mix(v, v_first, lambdas)
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-5)
+    for got, expected in zip((dv, dvf), torch.autograd.grad(want, (v, v_first), dout), strict=True):
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
 
 
 # The 1B preset at 32K video tokens: hidden 1536, 12 heads of 128, gated MLP 6144.

@@ -1,9 +1,10 @@
 """Every kernel compiles to an sm_90 (H100/H200) cubin with the installed Triton, without a GPU.
 
 The CPU tests run the kernels interpreted, which skips Triton's compiler (types, layouts, register
-allocation, ptxas); this compiles each kernel in each variant the code launches, in a subprocess
-where TRITON_INTERPRET is unset. The fused SphereAdamW step is compiled launch by launch as its
-planner makes them (sm90_sphere_adamw.py), with its register and vector-access checks.
+allocation, ptxas); this compiles each kernel in each variant the code launches (every config of
+an autotuned one), in a subprocess where TRITON_INTERPRET is unset. The fused SphereAdamW step is
+compiled launch by launch as its planner makes them (sm90_sphere_adamw.py), with its register and
+vector-access checks.
 """
 import os
 import pathlib
@@ -23,7 +24,7 @@ CASES = [
     ("adaln", "_backward", {"dy": "*bf16", "x": "*bf16", "scale": "*bf16", "mean_in": "*fp32", "rstd_in": "*fp32",
                             "dx": "*bf16", "dscale_part": "*fp32", "dshift_part": "*fp32", "seq": "i32",
                             "batch": "i32", "hidden": "i32", "mod_stride": "i32"},
-     {"ROWS": 16, "BLOCK": 2048, "DTYPE": BF16}),
+     {"ROWS": 64, "SUB": 4, "BLOCK": 2048, "DTYPE": BF16}),
     ("gated_residual", "_forward", {"x": "*bf16", "gate": "*bf16", "y": "*bf16", "out": "*bf16", "n_rows": "i32",
                                     "batch": "i32", "hidden": "i32", "gate_stride": "i32", "offset": "fp32"},
      {"ROWS": 4, "BLOCK": 1024, "DTYPE": BF16}),
@@ -34,14 +35,14 @@ CASES = [
     *[("silu_gate", "_kernel", {"g": "*bf16", "u": "*bf16", "dm": "*bf16", "out": "*bf16", "dg": "*bf16",
                                 "n_rows": "i32", "cols_n": "i32", "g_stride": "i32", "u_stride": "i32",
                                 "dm_stride": "i32", "out_stride": "i32"},
-       {"BACKWARD": backward, "ROWS": 4, "BLOCK": 1024, "DTYPE": BF16}) for backward in (False, True)],
+       {"BACKWARD": backward, "DTYPE": BF16}) for backward in (False, True)],
     *[("value_mix", "_kernel", {"v": "*bf16", "vf": "*bf16", "lambdas": "*bf16", "dout": "*bf16", "out": "*bf16",
-                                "dvf": "*bf16", "partial": "*fp32", "heads": "i32", "seq": "i32", "dim": "i32",
-                                **{f"{t}_s{d}": "i64" for t in "vf" for d in "bhs"}},
-       {"BACKWARD": backward, "ROWS": 32, "BLOCK": 128, "DTYPE": BF16}) for backward in (False, True)],
+                                "dvf": "*bf16", "partial": "*fp32", "n_rows": "i32", "batch": "i32", "cols": "i32",
+                                **{f"{t}_s{d}": "i64" for t in "vfdog" for d in "bhs"}},
+       {"HEAD_DIM": 128, "BACKWARD": backward, "ROWS": 4, "DTYPE": BF16}) for backward in (False, True)],
     *[("rope", "_kernel", {"q": "*bf16", "k": "*bf16", "angles": "*fp32", "q_out": "*bf16", "k_out": "*bf16",
                            "heads": "i32", "seq": "i32", "half": "i32",
-                           **{f"{t}_s{d}": "i64" for t in "qk" for d in "bhs"}},
+                           **{f"{t}_s{d}": "i64" for t in ("q", "k", "qo", "ko") for d in "bhs"}},
        {"SIGN": sign, "ROWS": 32, "BLOCK": 64, "DTYPE": BF16}) for sign in (1, -1)],
     *[("fp8_cast", "_amax_kernel", {"x": "*bf16", "tensor_amax": "*i32", "row_amax": "*i32", "col_amax": "*i32",
                                     "rows": "i32", "cols": "i32", "stride_r": "i64", "stride_c": "i64"},
@@ -62,17 +63,22 @@ import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
 
 failures = []
 for module, name, types, constants in CASES:
     fn = getattr(importlib.import_module("kernels." + module), name)
+    configs = getattr(fn, "configs", [triton.Config({}, num_warps=8)])  # an autotuned kernel: each of its configs
+    while not isinstance(fn, JITFunction):
+        fn = fn.fn
     constants = {k: eval(v) if isinstance(v, str) else v for k, v in constants.items()}
     signature = {p: types.get(p, "constexpr") for p in inspect.signature(fn.fn).parameters}
-    try:
-        triton.compile(ASTSource(fn, signature=signature, constexprs=constants), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 8})
-    except Exception as err:
-        failures.append(f"{module}.{name} {constants}: {type(err).__name__}: {err}")
+    for config in configs:
+        try:
+            triton.compile(ASTSource(fn, signature=signature, constexprs={**constants, **config.kwargs}),
+                           target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+        except Exception as err:
+            failures.append(f"{module}.{name} {constants} {config}: {type(err).__name__}: {err}")
 print("\\n".join(failures))
 sys.exit(1 if failures else 0)
 """
