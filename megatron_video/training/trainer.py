@@ -83,8 +83,6 @@ def check_inputs(cfg: RootConfig) -> None:
     layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
     if bucketed(cfg):
         check_buckets(cfg, layout.context_mode, resolve_device(cfg.run.device).type)
-    require(layout.pipeline == 1 or not cfg.train.snapshot_every, "train.snapshot_every",
-            "post-hoc EMA snapshots hold the whole model: not built under pipeline parallelism (set 0)")
 
 
 def _sequence_tokens(cfg: RootConfig) -> int | None:
@@ -281,8 +279,6 @@ class Trainer:
             self._check_band()
         if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
             summary.val_loss = self.validate()
-        if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
-            ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
         if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
             summary.checkpoint = self._save()
             return True
