@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -123,7 +123,8 @@ class Trainer:
             parallel=cfg.parallel)
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main, model=cfg.model,
-                                  device=self.device, wandb_project=cfg.train.wandb_project if self.is_main else "")
+                                  device=self.device, wandb_project=cfg.train.wandb_project if self.is_main else "",
+                                  wandb_config=asdict(cfg))
         # This rank's first stage: under pipeline parallelism each rank watches its own layers.
         self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
