@@ -103,3 +103,10 @@ def test_ema_over_a_pp2_checkpoint_series_matches_a_float64_average_and_exports(
     assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
     info = json.loads((export_dir / "config.json").read_text())
     assert info["ema_gamma"] == pytest.approx(gamma) and info["step"] == 5
+
+
+def test_ema_without_a_checkpoint_series_is_refused_naming_the_key(tmp_path, capsys):
+    from megatron_video.cli.main import main
+
+    assert main(["ema", "recipe=demo", f"run.output_dir={tmp_path}"]) == 2
+    assert "ema.checkpoint_dir" in capsys.readouterr().err

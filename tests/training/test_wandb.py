@@ -1,6 +1,7 @@
 """Weights & Biases for real, offline (`WANDB_MODE=offline`: wandb writes the run under <run>/wandb):
 the steps' metrics, the validation loss and the run config are in the run's .wandb log, read back
-with wandb's own reader (`wandb leet inspect --json`), and a resumed run logs to the same W&B run."""
+with wandb's own reader (`wandb leet inspect --json`), and a resumed run logs to the same W&B run.
+TensorBoard's event files, read back with its own reader, hold the same values."""
 import json
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def test_a_run_logs_its_metrics_to_wandb_offline_and_resumes_the_same_wandb_run(
     def config(*extra: str):
         return load_config("demo", [
             f"run.output_dir={run_dir}", f"data.shards={shard_root}", "train.steps=3", "optim.warmup_steps=1",
-            "train.val_every=1000", "train.checkpoint_every=2", "train.val_batches=1", "train.tensorboard=false",
+            "train.val_every=1000", "train.checkpoint_every=2", "train.val_batches=1", "train.tensorboard=true",
             "data.num_workers=0", "data.val_fraction=0.25", "data.frames=4", "data.batch_size=2",
             "run.progress=false", "run.device=cpu", "train.wandb_project=mvideo-test", *extra])
 
@@ -60,4 +61,12 @@ def test_a_run_logs_its_metrics_to_wandb_offline_and_resumes_the_same_wandb_run(
         for key in ("loss", "grad_norm", "lr", "skipped_steps", "step_s", "samples_per_s", "tflops_per_gpu"):
             assert logged[f"train/{key}"] == pytest.approx(line[key], rel=1e-12), key
     assert history[3]["val/loss"] == pytest.approx(resumed.val_loss, rel=1e-12)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    for tag in ("train/loss", "train/lr", "train/samples_per_s", "val/loss"):
+        # TensorBoard stores float32 scalars.
+        assert {e.step: e.value for e in events.Scalars(tag)} == pytest.approx(
+            {step: logged[tag] for step, logged in history.items() if tag in logged}, rel=1e-6), tag
     assert [r["exit"].get("exit_code", 0) for r in first + second if r["type"] == "exit"] == [0, 0]
