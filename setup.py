@@ -37,6 +37,7 @@ extras = {
         "megatron-core==0.19.2; python_version>='3.12'",
         "triton",
         "tensorboard",
+        "wandb",  # train.wandb_project (tests/training/test_wandb.py runs it offline)
         "safetensors",
         "transformers",
         "diffusers",

@@ -1,10 +1,14 @@
-"""`mvideo ema [recipe=NAME] key=value ...`: post-hoc EMA over a run's snapshots.
+"""`mvideo ema [recipe=NAME] key=value ...`: post-hoc EMA over a run's series of dist checkpoints.
 
-Sweeps the power-profile exponent (ema.gammas) over the step_*.pt snapshots, scores each average
-by validation loss, and writes the best as a checkpoint plus the sweep as CSV and PNG.
+Reads the complete checkpoints the run kept (checkpoint.keep_every makes the series; any TP x PP x
+DP layout saved them) into one process, one at a time; sweeps the power-profile exponent
+(ema.gammas), scores each average by validation loss, and writes the best as ema_best.pt (the
+weights `mvideo export checkpoint.export_weights=...` and `mvideo sample` take) plus the sweep as
+CSV and PNG.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 
@@ -17,26 +21,48 @@ log = logging.getLogger("mvideo")
 
 
 def run(cfg) -> int:
-    from megatron_video.optim.ema import sweep, write_sweep
-    from megatron_video.training.evaluate import validation_loss
+    from megatron_video.inference.generator import load_into
+    from megatron_video.model.sharded_state import EXTRA_STATE
+    from megatron_video.optim.ema import Snapshot, sweep, write_sweep
+    from megatron_video.parallel.state import ParallelConfig
+    from megatron_video.training import checkpoint as ckpt
+    from megatron_video.training.build import build_components, start_layout
+    from megatron_video.training.environment import resolve_device, resolve_dtype
+    from megatron_video.training.evaluate import validation_loss_of
 
     run_dir = pathlib.Path(cfg.run.output_dir)
-    snapshot_dir = pathlib.Path(cfg.ema.checkpoint_dir or run_dir / "snapshots")
-    paths = sorted(snapshot_dir.glob("step_*.pt"))
-    if not paths:
-        raise ConfigError("ema.checkpoint_dir", f"no step_*.pt snapshots in {snapshot_dir} "
-                                                "(train with train.snapshot_every > 0)")
-    points, best_state = sweep(paths, cfg.ema.gammas, lambda state: validation_loss(cfg, state))
+    series = ckpt.complete_checkpoints(pathlib.Path(cfg.ema.checkpoint_dir or run_dir / "checkpoints"))
+    if not series:
+        raise ConfigError("ema.checkpoint_dir", f"no complete dist checkpoints in {cfg.ema.checkpoint_dir or run_dir}"
+                                                " (train with checkpoint.keep_every > 0 to keep a series)")
+    cfg = dataclasses.replace(cfg, parallel=ParallelConfig())  # one process holds the whole model
+    device = resolve_device(cfg.run.device)
+    start_layout(cfg, device)
+    parts = build_components(cfg, device, run_dir)
+    model = parts.model
+
+    def reader(path: pathlib.Path):
+        def read() -> dict[str, torch.Tensor]:
+            ckpt.load_model_weights([model], path)  # resharded from the saving layout
+            return {name: value for name, value in model.state_dict().items() if not name.endswith(EXTRA_STATE)}
+        return read
+
+    def score(state: dict[str, torch.Tensor]) -> float:
+        load_into(model, state, series[-1])
+        model.eval()
+        return validation_loss_of([model], parts, cfg, resolve_dtype(cfg.train.precision, device))
+
+    snapshots = [Snapshot(ckpt.checkpoint_step(path), reader(path)) for path in series]
+    points, best_state = sweep(snapshots, cfg.ema.gammas, score)
     out_dir = pathlib.Path(cfg.ema.output or run_dir / "ema")
     table, plot = write_sweep(points, out_dir)
     best = min(points, key=lambda p: p.val_loss)
-    last_step = int(paths[-1].stem.split("_")[1])
-    # Marked with its exponent: placed among snapshots it counts as an EMA snapshot, not a raw one.
     checkpoint = out_dir / "ema_best.pt"
-    torch.save({"step": last_step, "model": best_state, "ema_gamma": best.gamma, "sigma_rel": best.sigma_rel},
-               checkpoint)
+    torch.save({"step": snapshots[-1].step, "model": best_state, "ema_gamma": best.gamma,
+                "sigma_rel": best.sigma_rel, "series": [p.name for p in series]}, checkpoint)
     for p in points:
         log.info("ema gamma=%g sigma_rel=%.4f val_loss=%.5f", p.gamma, p.sigma_rel, p.val_loss)
-    log.info("best gamma=%g (sigma_rel %.4f, val_loss %.5f) from %d snapshots -> %s; sweep %s, %s",
-             best.gamma, best.sigma_rel, best.val_loss, len(paths), checkpoint, table, plot)
+    log.info("best gamma=%g (sigma_rel %.4f, val_loss %.5f) from %d checkpoints (steps %s) -> %s; sweep %s, %s",
+             best.gamma, best.sigma_rel, best.val_loss, len(series), [s.step for s in snapshots], checkpoint,
+             table, plot)
     return 0

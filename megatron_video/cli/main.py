@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "sample": "generate videos from prompts with a checkpoint",
     "serve": "HTTP API for video generation (OpenAI-style routes, job queue, metrics)",
     "eval": "validation loss of a checkpoint at fixed seeds and timesteps",
-    "ema": "post-hoc EMA: sweep the exponent over saved snapshots, keep the best",
+    "ema": "post-hoc EMA: sweep the exponent over the kept checkpoint series, keep the best",
     "hpo": "HEBO search over layer-wise learning-rate multipliers with short runs",
     "coord_check": "muP coordinate check: activation/update scales across widths",
     "catalog": "list, add and describe catalog feature sets; save named dataset versions",

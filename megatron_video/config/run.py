@@ -107,7 +107,6 @@ class TrainConfig:
     val_every: int = 100
     val_batches: int = 4
     checkpoint_every: int = 100
-    snapshot_every: int = 0  # 0 = off; else keep step_*.pt snapshots for post-hoc EMA
     resume: bool = True
     cfg_dropout: float = 0.1  # drop the text for classifier-free guidance
     timestep_shift: float = 1.0  # flow-matching resolution shift (>1 for more tokens)
@@ -124,7 +123,6 @@ class TrainConfig:
         require(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         for key in ("log_every", "val_every", "checkpoint_every", "val_batches"):
             require(getattr(self, key) >= 1, key, "must be >= 1")
-        require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
         require(self.stop_after >= 0, "stop_after", "must be >= 0")
         require(0.0 <= self.cfg_dropout < 1.0, "cfg_dropout", "must be in [0, 1)")
         require(self.time_limit_s >= 0, "time_limit_s", "must be >= 0")

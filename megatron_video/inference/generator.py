@@ -44,8 +44,8 @@ class GenerationRequest:
 
 
 def load_weights(path: pathlib.Path, device: torch.device) -> dict[str, torch.Tensor]:
-    """Model weights from a training checkpoint or snapshot (.pt with a "model" entry: post-hoc EMA
-    writes the same format) or an exported safetensors file."""
+    """Model weights from a .pt with a "model" entry (what post-hoc EMA writes) or an exported
+    safetensors file."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

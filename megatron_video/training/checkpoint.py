@@ -1,5 +1,4 @@
-"""Distributed checkpoints on megatron-core `dist_checkpointing` (torch_dist format), and the
-weight-only snapshots post-hoc EMA reads.
+"""Distributed checkpoints on megatron-core `dist_checkpointing` (torch_dist format).
 
 A checkpoint is a directory `ckpt_<step>` holding every rank's shards of the model (layout-free
 keys: model/sharded_state.py), the optimizer's moments in model space (so the checkpoint reshards
@@ -11,7 +10,7 @@ written by a background process while training goes on; the trainer polls the qu
 and the rename happens at the first step boundary after every rank's writer is done.
 
 Retention keeps the newest `keep_last` checkpoints plus every one whose step is a multiple of
-`keep_every` (a series for post-hoc EMA and evaluation).
+`keep_every` (the series `mvideo ema` averages, and evaluation's).
 """
 from __future__ import annotations
 
@@ -196,7 +195,7 @@ def load_checkpoint(path: pathlib.Path, sharded_state_dict: dict) -> dict:
 
 
 def resolve_checkpoint(path: str) -> pathlib.Path:
-    """What `path` names: a weights file (.pt snapshot or post-hoc EMA, .safetensors export), an
+    """What `path` names: a weights file (post-hoc EMA's .pt, .safetensors export), an
     export directory (its model.safetensors), a dist checkpoint, or a run directory (its latest)."""
     candidate = pathlib.Path(path)
     if candidate.is_file():
@@ -217,14 +216,3 @@ def clear_partial(ckpt_dir: pathlib.Path) -> None:
         log.warning("removing the incomplete checkpoint %s", partial)
         shutil.rmtree(partial, ignore_errors=True)
 
-
-def atomic_save(obj: Any, path: pathlib.Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def save_snapshot(snapshot_dir: pathlib.Path, step: int, model_state: dict[str, torch.Tensor]) -> None:
-    """Weights only, in the format `mvideo ema` reads: {"step", "model"} in step_XXXXXXX.pt."""
-    atomic_save({"step": step, "model": model_state}, snapshot_dir / f"step_{step:07d}.pt")

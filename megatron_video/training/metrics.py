@@ -1,12 +1,16 @@
 """Training metrics: greppable log lines, a JSONL file, TensorBoard scalars, Weights & Biases (when
 installed and asked for), the loss curve, and each step's throughput: samples/s, TFLOP/s per GPU and
 MFU by the model FLOPs function (model/flops.py: matmuls and attention, backward = 2x forward), and
-peak GPU memory."""
+peak GPU memory.
+
+The W&B run's id is kept in the run directory, so a resumed (requeued) run logs to the same W&B
+run; `WANDB_MODE=offline` writes it under <run>/wandb for `wandb sync` later."""
 from __future__ import annotations
 
 import json
 import logging
 import pathlib
+import secrets
 import time
 
 import numpy as np
@@ -21,7 +25,7 @@ log = logging.getLogger("megatron_video.train")
 
 class MetricsLog:
     def __init__(self, run_dir: pathlib.Path, tensorboard: bool, model: VideoDiTConfig | None = None,
-                 device: torch.device | None = None, wandb_project: str = ""):
+                 device: torch.device | None = None, wandb_project: str = "", wandb_config: dict | None = None):
         self.run_dir, self.model, self.device = run_dir, model, device or torch.device("cpu")
         self.losses: list[float] = []
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -31,7 +35,7 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(run_dir / "tensorboard"))
-        self._wandb = _start_wandb(wandb_project, run_dir) if wandb_project else None
+        self._wandb = _start_wandb(wandb_project, run_dir, wandb_config or {}) if wandb_project else None
         self._peak = peak_tflops(self.device)
         self._step_started = time.perf_counter()
 
@@ -42,17 +46,20 @@ class MetricsLog:
     def record(self, step: int, emit: bool, **values: float) -> None:
         self.losses.append(values["loss"])
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        for name, value in values.items():
-            self.scalar(step, f"train/{name}", value)
+        self._scalars(step, {f"train/{name}": value for name, value in values.items()})
         if emit:
             self._jsonl.flush()
             log.info("step=%d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     def scalar(self, step: int, name: str, value: float) -> None:
+        self._scalars(step, {name: value})
+
+    def _scalars(self, step: int, values: dict[str, float]) -> None:
         if self._writer is not None:
-            self._writer.add_scalar(name, value, step)
+            for name, value in values.items():
+                self._writer.add_scalar(name, value, step)
         if self._wandb is not None:
-            self._wandb.log({name: value}, step=step)
+            self._wandb.log(values, step=step)
 
     def start_step(self) -> None:
         self._step_started = time.perf_counter()
@@ -107,11 +114,19 @@ class MetricsLog:
             self._wandb.finish()
 
 
-def _start_wandb(project: str, run_dir: pathlib.Path):
-    """A W&B run when the wandb package is installed; otherwise a warning and None."""
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def _start_wandb(project: str, run_dir: pathlib.Path, config: dict):
+    """A W&B run when the wandb package is installed (`pip install .[train]`); otherwise a warning
+    and None. The first start of a run directory draws the id; later starts resume that W&B run."""
     try:
         import wandb
     except ImportError:
         log.warning("train.wandb_project=%s but wandb is not installed: logging to TensorBoard/JSONL only", project)
         return None
-    return wandb.init(project=project, dir=str(run_dir), name=run_dir.name, resume="allow")
+    id_file = run_dir / WANDB_ID_FILE
+    if not id_file.exists():
+        id_file.write_text(secrets.token_hex(6))
+    return wandb.init(project=project, dir=str(run_dir), name=run_dir.name, id=id_file.read_text().strip(),
+                      resume="allow", config=config)

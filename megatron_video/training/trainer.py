@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -83,8 +83,6 @@ def check_inputs(cfg: RootConfig) -> None:
     layout = validate_layout(cfg.parallel, cfg.model, int(os.environ.get("WORLD_SIZE", "1")), _sequence_tokens(cfg))
     if bucketed(cfg):
         check_buckets(cfg, layout.context_mode, resolve_device(cfg.run.device).type)
-    require(layout.pipeline == 1 or not cfg.train.snapshot_every, "train.snapshot_every",
-            "post-hoc EMA snapshots hold the whole model: not built under pipeline parallelism (set 0)")
 
 
 def _sequence_tokens(cfg: RootConfig) -> int | None:
@@ -125,7 +123,8 @@ class Trainer:
             parallel=cfg.parallel)
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main, model=cfg.model,
-                                  device=self.device, wandb_project=cfg.train.wandb_project if self.is_main else "")
+                                  device=self.device, wandb_project=cfg.train.wandb_project if self.is_main else "",
+                                  wandb_config=asdict(cfg))
         # This rank's first stage: under pipeline parallelism each rank watches its own layers.
         self.band = BandMonitor(self.parts.chunks[0], cfg.optim, writer=self.metrics.writer)
         self.band_warnings = 0
@@ -281,8 +280,6 @@ class Trainer:
             self._check_band()
         if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
             summary.val_loss = self.validate()
-        if cfg.train.snapshot_every and self.step % cfg.train.snapshot_every == 0 and self.is_main:
-            ckpt.save_snapshot(self.run_dir / "snapshots", self.step, self.parts.model.state_dict())
         if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
             summary.checkpoint = self._save()
             return True

@@ -1,5 +1,5 @@
-"""Helpers for tests/optim: synthetic snapshot series in the trainer's format, and a tiny
-column->row parallel megatron network trained through build_optimizer exactly as the trainer does:
+"""Helpers for tests/optim: a tiny column->row parallel megatron network trained through
+build_optimizer exactly as the trainer does:
 
     model = DistributedDataParallel(transformer_config, DistributedDataParallelConfig(
         grad_reduce_in_fp32=True, overlap_grad_reduce=False,
@@ -17,22 +17,6 @@ import pytest
 import torch
 
 from megatron_video.parallel.state import ParallelConfig
-
-
-@pytest.fixture
-def write_snapshots(tmp_path):
-    """write_snapshots({step: {"w": tensor, ...}}, extra={step: {"ema_gamma": g}}) -> paths."""
-
-    def write(models: dict, extra: dict | None = None) -> list:
-        paths = []
-        for step, model in models.items():
-            path = tmp_path / f"step_{step:07d}.pt"
-            torch.save({"step": step, "model": model, **(extra or {}).get(step, {})}, path)
-            paths.append(path)
-        return paths
-
-    return write
-
 
 STEPS = 12
 # Row lengths 30, 12, 20 so that the distributed optimizer's 64-aligned shards cut rows.

@@ -1,30 +1,13 @@
-"""The ema, hpo and coord_check subcommands' run(cfg), with the trainer's functions stubbed."""
+"""The hpo and coord_check subcommands' run(cfg), with the trainer's functions stubbed (`mvideo ema`
+runs for real in tests/training/test_posthoc_ema.py)."""
 import math
 from types import SimpleNamespace
 
-import torch
-
 from megatron_video.cli import coord_check as coord_check_cli
-from megatron_video.cli import ema as ema_cli
 from megatron_video.cli import hpo as hpo_cli
 from megatron_video.optim.config import OptimConfig
 from megatron_video.optim.coord_check import CoordCheckConfig
-from megatron_video.optim.ema import EmaConfig
 from megatron_video.optim.hpo import HpoConfig
-
-
-def test_ema_writes_the_best_average_and_the_sweep(tmp_path, monkeypatch, write_snapshots):
-    from megatron_video.training import evaluate
-
-    write_snapshots({s: {"w": torch.tensor([float(s)])} for s in range(10, 101, 10)})
-    # Validation prefers an average near 80: a long-ish EMA, neither the last weights nor uniform.
-    monkeypatch.setattr(evaluate, "validation_loss", lambda cfg, state: abs(state["w"].item() - 80.0))
-    cfg = SimpleNamespace(run=SimpleNamespace(output_dir=str(tmp_path)),
-                          ema=EmaConfig(checkpoint_dir=str(tmp_path), gammas=[0.0, 4.0, 30.0]))
-    assert ema_cli.run(cfg) == 0
-    best = torch.load(tmp_path / "ema" / "ema_best.pt", weights_only=False)
-    assert best["ema_gamma"] == 4.0 and best["step"] == 100  # gamma 4 averages to 87.9
-    assert (tmp_path / "ema" / "sweep.png").exists() and (tmp_path / "ema" / "sweep.csv").exists()
 
 
 def test_hpo_runs_short_trainings_with_the_suggested_multipliers(tmp_path, monkeypatch):
