@@ -10,6 +10,7 @@ estimate of the clean clip given the caption (the flow's x0 prediction at t = 1)
 of that caption's clips: it is in the sweep as the reference a sharper sampler has to beat.
 
     python benchmarks/demo_fidelity.py outputs/demo [--settings 1,0,euler 10,1,euler 30,3,euler]
+        [--overrides data.frames=4 ...]   (the overrides the run was trained with)
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def setting_of(text: str) -> tuple[int, float, str]:
     return int(steps), float(guidance), solver
 
 
-def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int) -> dict[str, dict]:
+def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int, shards: str,
+          overrides: list[str]) -> dict[str, dict]:
     cfg = load_config("demo", [f"run.output_dir={run_dir}", f"sample.checkpoint={run_dir}",
-                               f"data.shards={pathlib.Path(run_dir) / 'curated'}"])
+                               f"data.shards={shards or pathlib.Path(run_dir) / 'curated'}", *overrides])
     generator = start_sampling(cfg)
     windows = training_windows(cfg.data, cfg.run.seed)
     captions = sorted({caption for caption, _ in windows})
@@ -65,11 +67,13 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", type=setting_of,
                         default=[(1, 0.0, "euler"), (10, 1.0, "euler"), (30, 3.0, "euler"), (30, 1.0, "ab2")])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--shards", default="", help="the curated output trained on (default: RUN_DIR/curated)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="key=value overrides the run was trained with")
     args = parser.parse_args()
-    demo = load_config("demo").sample
+    demo = load_config("demo", args.overrides).sample
     baseline_setting = (demo.steps, demo.guidance, demo.solver)
     settings = list(dict.fromkeys([baseline_setting, *args.settings]))
-    results = sweep(args.run_dir, settings, args.seeds)
+    results = sweep(args.run_dir, settings, args.seeds, args.shards, args.overrides)
     baseline_key = f"{demo.steps}_steps_g{demo.guidance:g}_{demo.solver}"
     best = max(results, key=lambda key: results[key]["margin_db"])
     write_result("demo_fidelity", {"settings": results, "best": best}, {baseline_key: results[baseline_key]},

@@ -28,6 +28,9 @@ class CurateConfig:
     min_seconds: float = 3.0
     max_seconds: float = 30.0
     min_frames: int = 81
+    # 0 = every clip; else only each video's first this many clips, so that one long video cut into many
+    # shots does not make up most of a small dataset (the CPU demo's captions name their source video)
+    max_clips_per_source: int = 0
     # Execution: "local" (threads and encoder processes in this process), "ray" (one actor per GPU
     # of a Ray cluster, each running the local executor) or "nemo" (NeMo Curator's executors).
     executor: str = "local"
@@ -121,6 +124,7 @@ class CurateConfig:
         require(self.min_seconds > 0, "min_seconds", "must be > 0")
         require(self.max_seconds >= self.min_seconds, "max_seconds", "must be >= min_seconds")
         require(self.min_frames >= 1, "min_frames", "must be >= 1")
+        require(self.max_clips_per_source >= 0, "max_clips_per_source", "must be >= 0")
         require(self.min_frames <= self.max_seconds * self.fps, "min_frames",
                 "must fit in max_seconds at fps")
         require(self.executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}")

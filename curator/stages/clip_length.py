@@ -51,10 +51,12 @@ class ClipLengthStage(Stage):
     min_seconds: float = 3.0
     max_seconds: float = 30.0
     min_frames: int = 81
+    max_clips: int = 0  # 0 = all
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> ClipLengthStage:
-        return cls(fps=cfg.fps, min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_frames=cfg.min_frames)
+        return cls(fps=cfg.fps, min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_frames=cfg.min_frames,
+                   max_clips=cfg.max_clips_per_source)
 
     @property
     def min_clip_seconds(self) -> float:
@@ -71,6 +73,7 @@ class ClipLengthStage(Stage):
         fps = task.meta.fps
         windows = [w for shot in task.shots
                    for w in clip_windows(shot, fps, self.fps, self.min_clip_seconds, self.max_seconds, self.min_frames)]
+        windows = windows[:self.max_clips or None]  # shots come in time order
         if not windows:
             task.reject(SKIPPED, f"no shot of at least {self.min_clip_seconds:.2f} s")
             return [task]

@@ -16,8 +16,8 @@ log = logging.getLogger("mvideo.demo")
 def run(cfg: RootConfig) -> int:
     from curator.run import curate
     from megatron_video.data.catalog import load_catalog
-    from megatron_video.demo.fidelity import sample_fidelity
-    from megatron_video.demo.grid import dataset_grid, video_strip
+    from megatron_video.demo.fidelity import sample_fidelity, training_windows
+    from megatron_video.demo.grid import dataset_grid, fidelity_strip, video_strip
     from megatron_video.demo.report import write_report
     from megatron_video.inference.sample import sample_videos
     from megatron_video.training.environment import resolve_device
@@ -43,11 +43,15 @@ def run(cfg: RootConfig) -> int:
     started = time.perf_counter()
     samples = sample_videos(cfg)
     video_strip(samples[0], out_dir / "sample_strip.png")
-    timings[f"sample ({len(samples)} video, {cfg.sample.steps} steps)"] = time.perf_counter() - started
+    timings[f"sample ({len(samples)} videos, {cfg.sample.steps} steps)"] = time.perf_counter() - started
 
-    fidelity = sample_fidelity(samples[0], cfg.sample.prompts[0], cfg.data, seed=cfg.run.seed)
+    started = time.perf_counter()
+    windows = training_windows(cfg.data, seed=cfg.run.seed)
+    fidelity = [sample_fidelity(path, prompt, windows) for path, prompt in zip(samples, cfg.sample.prompts)]
+    fidelity_strip(fidelity, out_dir / "fidelity_strip.png")
+    timings["fidelity (PSNR against the training clips)"] = time.perf_counter() - started
     report = write_report(out_dir, timings, curation, training, samples, len(catalog), per_source,
-                          resolve_device(cfg.run.device), fidelity.lines())
+                          resolve_device(cfg.run.device), fidelity)
     first, last = training.loss_drop()
     log.info("demo done in %.0f s: loss %.4f -> %.4f; report %s", sum(timings.values()), first, last, report)
     print(report.read_text())

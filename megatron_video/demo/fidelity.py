@@ -1,8 +1,9 @@
-"""Does the demo's sample show the footage it learned? PSNR of the sampled clip against the training
+"""Does the demo's sample show the footage it learned? PSNR of each sampled clip against the training
 windows of its own caption and against those of every other caption.
 
-A model that learned its data puts the sample closer to its own caption's clips than to the others'
-(a higher best PSNR); one that learned nothing scores the same against both.
+A model that learned its data puts a sample closer to its own caption's clips than to the others'
+(a positive margin: own mean PSNR minus the others' mean PSNR); one that learned nothing, or only
+the footage's overall mean, scores the same against both or closer to the larger sources.
 """
 from __future__ import annotations
 
@@ -34,15 +35,23 @@ class Fidelity:
     caption: str
     own: list[float]  # PSNR against each training window of the sample's caption
     others: list[float]  # against each window of any other caption
+    frames: np.ndarray  # the sample [T, H, W, 3] uint8
+    closest_own: np.ndarray | None  # the own window it is closest to, for a side-by-side strip
 
-    def lines(self) -> list[str]:
-        def summary(values: list[float]) -> str:
-            return (f"best {max(values):.2f} dB, mean {np.mean(values):.2f} dB over {len(values)} clips"
-                    if values else "no clips")
+    @property
+    def margin(self) -> float:
+        """Own mean PSNR minus the others' mean PSNR, in dB (nan without both)."""
+        return float(np.mean(self.own) - np.mean(self.others)) if self.own and self.others else math.nan
 
-        return [f"PSNR of the sample (prompt '{self.caption}') against the training clips:",
-                "", f"- its own caption's clips: {summary(self.own)}",
-                f"- other captions' clips: {summary(self.others)}"]
+
+def fidelity_table(results: list[Fidelity]) -> list[str]:
+    """Markdown: per prompt, best and mean PSNR against its own caption's clips and the others', and the margin."""
+    def cell(values: list[float]) -> str:
+        return f"{max(values):.2f} / {np.mean(values):.2f} ({len(values)})" if values else "no clips"
+
+    return ["| prompt | own clips: best / mean dB (clips) | other captions' clips | margin dB |",
+            "| --- | ---: | ---: | ---: |",
+            *[f"| {r.caption} | {cell(r.own)} | {cell(r.others)} | {r.margin:+.2f} |" for r in results]]
 
 
 def training_windows(data: DataConfig, seed: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -53,15 +62,21 @@ def training_windows(data: DataConfig, seed: int = 0) -> list[tuple[str, np.ndar
 
 def frames_fidelity(frames: np.ndarray, caption: str, windows: list[tuple[str, np.ndarray]]) -> Fidelity:
     """PSNR of `frames` against each window of the same size, cropped to the frames they share."""
-    own, others = [], []
+    own, others, closest = [], [], None
     for window_caption, video in windows:
         length = min(len(video), len(frames))
         if video.shape[1:] != frames.shape[1:]:
             continue
-        (own if window_caption == caption else others).append(psnr(frames[:length], video[:length]))
-    return Fidelity(caption, own, others)
+        score = psnr(frames[:length], video[:length])
+        if window_caption == caption:
+            if not own or score > max(own):
+                closest = video[:length]
+            own.append(score)
+        else:
+            others.append(score)
+    return Fidelity(caption, own, others, frames, closest)
 
 
-def sample_fidelity(sample: pathlib.Path, caption: str, data: DataConfig, seed: int = 0) -> Fidelity:
-    """Compare the mp4 `sample` with one window of every training clip."""
-    return frames_fidelity(read_frames(sample), caption, training_windows(data, seed))
+def sample_fidelity(sample: pathlib.Path, caption: str, windows: list[tuple[str, np.ndarray]]) -> Fidelity:
+    """Compare the mp4 `sample` with the training windows (`training_windows`)."""
+    return frames_fidelity(read_frames(sample), caption, windows)

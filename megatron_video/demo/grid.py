@@ -38,3 +38,22 @@ def video_strip(mp4: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
     strip = np.concatenate(list(frames), axis=1).repeat(4, axis=0).repeat(4, axis=1)
     plt.imsave(path, strip)
     return path
+
+
+def fidelity_strip(results: list, path: pathlib.Path) -> pathlib.Path:
+    """Per prompt, its sample's frames above the own training window it is closest to (a
+    demo.fidelity.Fidelity each), drawn without smoothing."""
+    from megatron_video.plots import plt, save_figure
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.6 * len(results)), squeeze=False)
+    for ax, result in zip(axes[:, 0], results):
+        rows = [np.concatenate(list(result.frames), axis=1)]
+        if result.closest_own is not None:
+            rows.append(np.concatenate(list(result.closest_own), axis=1))
+        width = max(row.shape[1] for row in rows)
+        ax.imshow(np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0),
+                  interpolation="nearest")
+        ax.set_title(f"'{result.caption}': sample (top), closest own clip (bottom), margin {result.margin:+.2f} dB",
+                     fontsize=7)
+        ax.axis("off")
+    return save_figure(fig, path, dpi=120)

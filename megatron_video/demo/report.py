@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 
+from megatron_video.demo.fidelity import Fidelity, fidelity_table
+
 
 def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any, training: Any,
                  samples: list[pathlib.Path], catalog_rows: int, per_source: dict[str, int],
-                 device: torch.device, fidelity: list[str] | None = None) -> pathlib.Path:
+                 device: torch.device, fidelity: list[Fidelity]) -> pathlib.Path:
     first, last = training.loss_drop()
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
@@ -56,7 +58,16 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         "![sample](sample_strip.png)",
         "",
-        *([*fidelity, ""] if fidelity else []),
+        "## Does each sample show its own footage?",
+        "",
+        ("Each prompt's sample against one window of every training clip (as the loader cuts them): PSNR "
+         "against the clips of its own caption and against those of the other captions. The margin is the "
+         "own mean minus the others' mean; positive means the sample is closer to its own footage."),
+        "",
+        *fidelity_table(fidelity),
+        "",
+        "![samples above their closest own training clip](fidelity_strip.png)",
+        "",
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSummary:
-    steps: int
+    steps: int  # the step reached: train.steps, or fewer when a time limit or signal stopped the run
     start_step: int
     losses: list[float] = field(default_factory=list)
     val_loss: float = float("nan")
@@ -241,6 +241,7 @@ class Trainer:
             self.checkpointer.close()  # a background save finishes and is published before returning
             progress.close()
             self.metrics.close()
+        summary.steps = self.step
         summary.wall_s = time.perf_counter() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)

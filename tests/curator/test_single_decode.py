@@ -110,3 +110,18 @@ def test_batched_content_scores_are_pyscenedetects(footage):
         value = detector.stats_manager.get_metrics(FrameTimecode(i, fps=24.0), [ContentDetector.FRAME_SCORE_KEY])[0]
         reference.append(value or 0.0)
     np.testing.assert_allclose(shots.content_scores(frames), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_max_clips_per_source_keeps_each_videos_first_clips(footage):
+    cfg = CurateConfig(device="cpu", height=64, width=112, fps=12.0, min_seconds=2.0, max_seconds=10.0,
+                       min_frames=24, second_pass=False)
+    task = shots.VideoTask(source=str(footage / "Megamind.avi"))
+    for stage in (ProbeStage.from_config(cfg), DecodeStage.from_config(cfg), shots.ShotDetectionStage.from_config(cfg)):
+        [task] = stage(task)
+    capped_task = dataclasses.replace(task, analysis=dataclasses.replace(task.analysis))
+    every = ClipLengthStage.from_config(cfg)(task)
+    first = ClipLengthStage.from_config(dataclasses.replace(cfg, max_clips_per_source=2))(capped_task)
+    assert len(every) > 2
+    assert [(c.key, c.start_frame, c.end_frame) for c in first] == [(c.key, c.start_frame, c.end_frame)
+                                                                    for c in every[:2]]
+    assert [c.clips_in_source for c in first] == [2, 2] and every[0].clips_in_source == len(every)

@@ -78,6 +78,7 @@ def test_a_dist_checkpoint_saves_and_loads_on_cuda(shard_root, tmp_path):
 
 def test_a_run_stopped_by_its_time_limit_reports_a_validation_loss(shard_root, tmp_path):
     """The demo's runs end on train.time_limit_s, mostly before train.val_every: the summary still
-    carries the validation loss of the step they stopped at."""
+    carries the validation loss of the step they stopped at, and that step as the steps reached."""
     summary = train(_config(shard_root, tmp_path / "run", 50, "train.time_limit_s=0.001"))
     assert len(summary.losses) == 1 and math.isfinite(summary.val_loss) and summary.val_loss > 0
+    assert summary.steps == 1 and summary.start_step == 0
