@@ -18,6 +18,8 @@ as torch calls on the clip's GPU (curator/filters/onnx_torch.py); on the CPU, ON
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 import pathlib
 import threading
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ OCR_WIDTH = 640
 DET_WIDTH = 512
 TEXT_MARGIN = 2
 MIN_CHARACTERS = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,17 @@ def _torch_detector(device: str):
 
     root = pathlib.Path(rapidocr_onnxruntime.__file__).parent
     return TorchGraph(str(root / read_yaml(str(root / "config.yaml"))["Det"]["model_path"]), device)
+
+
+def detector_device(device: str) -> str:
+    """Where text detection runs for a worker on `device`: its GPU where torch can run the detector
+    there (reading the model's graph needs the `onnx` package), else the CPU (ONNX Runtime)."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    if importlib.util.find_spec("onnx") is None:
+        log.warning("curate ocr-on-cpu reason=the onnx package is missing: text detection cannot run on the GPU")
+        return "cpu"
+    return device
 
 
 def engine(threads: int = 1):

@@ -19,10 +19,10 @@ import numpy as np
 
 from curator.config import CurateConfig
 from curator.filters.frames import small_frames, spread
-from curator.filters.ocr import OCR_WIDTH, TextBox, edge_text_rows, read_text
-from curator.stages.base import Resources, Stage, WorkerContext
+from curator.filters.ocr import OCR_WIDTH, TextBox, detector_device, edge_text_rows, read_text
+from curator.stages.base import Stage, WorkerContext, frame_reader_resources
 from curator.tasks import SKIPPED, ClipTask, CropBox, Task
-from curator.video.backend import decode_range, use_gpu
+from curator.video.backend import decode_range
 from curator.video.frames import luma
 
 OCR_MIN_WIDTH = 320
@@ -80,7 +80,7 @@ class CropStage(Stage):
     def __post_init__(self) -> None:
         # OCR: ONNX Runtime's sessions on the CPU; on the GPU path its detector runs on the GPU, and
         # the kept frames it reads are CUDA tensors.
-        self.resources = Resources(cpus=1.0, gpus=0.1 if use_gpu(self.device) else 0.0)
+        self.resources = frame_reader_resources(1.0, self.device)
         self._threads, self._ocr_device = 1, "cpu"
 
     @classmethod
@@ -97,7 +97,7 @@ class CropStage(Stage):
         return ["crop", "text_lines"]
 
     def setup(self, ctx: WorkerContext) -> None:
-        self._threads, self._ocr_device = ctx.threads_per_task, ctx.device
+        self._threads, self._ocr_device = ctx.threads_per_task, detector_device(ctx.device)
 
     def ocr_frames_of(self, task: ClipTask) -> tuple[np.ndarray, float]:
         """(RGB frames spread over the clip for OCR, their scale against the source)."""
