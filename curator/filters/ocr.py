@@ -17,6 +17,7 @@ as torch calls on the clip's GPU (curator/filters/onnx_torch.py); on the CPU, ON
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -49,7 +50,10 @@ class TextBox:
         return max(0, self.bottom - self.top) * max(0, self.right - self.left)
 
 
-_local = threading.local()
+# Engines not in use, by intra-op threads: kept across worker threads and runs, since an executor's
+# pool threads live for one run and loading RapidOCR's three sessions costs more than a clip's OCR.
+_idle: dict[int, list] = {}
+_idle_lock = threading.Lock()
 
 
 @functools.cache
@@ -82,12 +86,20 @@ def detector_device(device: str) -> str:
     return device
 
 
+@contextlib.contextmanager
 def engine(threads: int = 1):
-    """This thread's RapidOCR: its detection and recognition models, each an ONNX Runtime session
-    with `threads` intra-op threads (one per worker thread, made on its first frame)."""
-    if getattr(_local, "threads", None) != threads:
-        _local.engine, _local.threads = _engine_class()(intra_op_num_threads=threads, inter_op_num_threads=1), threads
-    return _local.engine
+    """A RapidOCR for the caller alone (its detection and recognition models, each an ONNX Runtime
+    session with `threads` intra-op threads): an idle one, else a new one, idle again afterwards."""
+    with _idle_lock:
+        idle = _idle.setdefault(threads, [])
+        ocr = idle.pop() if idle else None
+    if ocr is None:
+        ocr = _engine_class()(intra_op_num_threads=threads, inter_op_num_threads=1)
+    try:
+        yield ocr
+    finally:
+        with _idle_lock:
+            _idle[threads].append(ocr)
 
 
 def detection_input(frames: np.ndarray) -> np.ndarray:
@@ -108,8 +120,9 @@ def text_probability(bgr: np.ndarray, threads: int = 1, device: str = "cpu") -> 
 
         x = torch.from_numpy(bgr).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         return _torch_detector(device)(x).float().cpu().numpy()
-    x = (bgr.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
-    return engine(threads).text_det.infer(np.ascontiguousarray(x))[0]
+    x = np.ascontiguousarray((bgr.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2))
+    with engine(threads) as ocr:
+        return ocr.text_det.infer(x)[0]
 
 
 def read_text(frames: np.ndarray, min_score: float, threads: int = 1, device: str = "cpu") -> list[list[TextBox]]:
@@ -122,28 +135,30 @@ def read_text(frames: np.ndarray, min_score: float, threads: int = 1, device: st
     if scale < 1:
         size = (OCR_WIDTH, round(frames.shape[1] * scale))
         frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-    ocr = engine(threads)
     probability = text_probability(detection_input(frames), threads, device)
-    shape = frames.shape[1:3]
-    lines = []
-    for frame, prob in zip(frames, probability):
-        boxes, _ = ocr.text_det.postprocess_op(prob[None], shape)
-        boxes = ocr.text_det.filter_tag_det_res(boxes, shape)
-        if not len(boxes):
-            lines.append([])
+    with engine(threads) as ocr:
+        return [_read_lines(ocr, frame, prob, min_score, scale) for frame, prob in zip(frames, probability)]
+
+
+def _read_lines(ocr, frame: np.ndarray, prob: np.ndarray, min_score: float, scale: float) -> list[TextBox]:
+    """The lines of one frame whose detection map is `prob`, read, in the pixels of the frame
+    `frame` was scaled from by `scale`."""
+    shape = frame.shape[:2]
+    boxes, _ = ocr.text_det.postprocess_op(prob[None], shape)
+    boxes = ocr.text_det.filter_tag_det_res(boxes, shape)
+    if not len(boxes):
+        return []
+    bgr = np.ascontiguousarray(frame[..., ::-1])
+    read, _ = ocr.text_rec(ocr.get_crop_img_list(bgr, list(boxes.astype(np.float32))))
+    found = []
+    for corners, (text, score, *_) in zip(boxes, read):
+        if float(score) < min_score or len(str(text).replace(" ", "")) < MIN_CHARACTERS:
             continue
-        bgr = np.ascontiguousarray(frame[..., ::-1])
-        read, _ = ocr.text_rec(ocr.get_crop_img_list(bgr, list(boxes.astype(np.float32))))
-        found = []
-        for corners, (text, score, *_) in zip(boxes, read):
-            if float(score) < min_score or len(str(text).replace(" ", "")) < MIN_CHARACTERS:
-                continue
-            points = np.asarray(corners, dtype=np.float64) / scale
-            found.append(TextBox(top=int(np.floor(points[:, 1].min())), bottom=int(np.ceil(points[:, 1].max())),
-                                 left=int(np.floor(points[:, 0].min())), right=int(np.ceil(points[:, 0].max())),
-                                 text=str(text), score=float(score)))
-        lines.append(sorted(found, key=lambda b: (b.top, b.left)))
-    return lines
+        points = np.asarray(corners, dtype=np.float64) / scale
+        found.append(TextBox(top=int(np.floor(points[:, 1].min())), bottom=int(np.ceil(points[:, 1].max())),
+                             left=int(np.floor(points[:, 0].min())), right=int(np.ceil(points[:, 0].max())),
+                             text=str(text), score=float(score)))
+    return sorted(found, key=lambda b: (b.top, b.left))
 
 
 def text_boxes(frame: np.ndarray, min_score: float, threads: int = 1) -> list[TextBox]:
