@@ -15,8 +15,8 @@ import pathlib
 import cv2
 import numpy as np
 
-FACE_WIDTH = 640
-MIN_FACE_FRACTION = 0.04
+FACE_WIDTH = 480
+MIN_FACE_FRACTION = 0.05  # the cascade's 24-pixel window at FACE_WIDTH
 SAME_FACE_OVERLAP = 0.3
 MIN_CONTRAST = 8.0  # luma standard deviation
 CASCADE = "haarcascade_frontalface_default.xml"

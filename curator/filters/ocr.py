@@ -9,12 +9,19 @@ with middling confidence, so a line only counts when it is read as text. Two use
   (captions, tickers, channel names), from boxes found on a few frames of the clip;
 - the text filter scores text_coverage, the fraction of the kept picture that text lines cover on
   the frame with the most text, after the crop.
-Frames are read at OCR_WIDTH pixels wide at most: captions stay legible and the detector's cost
-(which grows with the pixel count) stays bounded.
+Detection (DBNet) runs on all of a clip's OCR frames at once at DET_WIDTH pixels wide, where
+captions and book-sized lines are still found; recognition (CRNN) reads only the lines found, cut
+from the frames at OCR_WIDTH, where their glyphs stay legible. Detection is most of the cost on
+footage without text, and its cost grows with the pixel count. On the GPU path the detector runs
+as torch calls on the clip's GPU (curator/filters/onnx_torch.py); on the CPU, ONNX Runtime runs it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
+import logging
+import pathlib
 import threading
 from dataclasses import dataclass
 
@@ -22,8 +29,11 @@ import cv2
 import numpy as np
 
 OCR_WIDTH = 640
+DET_WIDTH = 512
 TEXT_MARGIN = 2
 MIN_CHARACTERS = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,10 @@ class TextBox:
         return max(0, self.bottom - self.top) * max(0, self.right - self.left)
 
 
-_local = threading.local()
+# Engines not in use, by intra-op threads: kept across worker threads and runs, since an executor's
+# pool threads live for one run and loading RapidOCR's three sessions costs more than a clip's OCR.
+_idle: dict[int, list] = {}
+_idle_lock = threading.Lock()
 
 
 @functools.cache
@@ -50,34 +63,107 @@ def _engine_class():
     return RapidOCR
 
 
+@functools.cache
+def _torch_detector(device: str):
+    """The detection network as torch calls on `device`, one per device (stateless: threads share it)."""
+    import rapidocr_onnxruntime
+    from rapidocr_onnxruntime.utils import read_yaml
+
+    from curator.filters.onnx_torch import TorchGraph
+
+    root = pathlib.Path(rapidocr_onnxruntime.__file__).parent
+    return TorchGraph(str(root / read_yaml(str(root / "config.yaml"))["Det"]["model_path"]), device)
+
+
+def detector_device(device: str) -> str:
+    """Where text detection runs for a worker on `device`: its GPU where torch can run the detector
+    there (reading the model's graph needs the `onnx` package), else the CPU (ONNX Runtime)."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    if importlib.util.find_spec("onnx") is None:
+        log.warning("curate ocr-on-cpu reason=the onnx package is missing: text detection cannot run on the GPU")
+        return "cpu"
+    return device
+
+
+@contextlib.contextmanager
 def engine(threads: int = 1):
-    """This thread's RapidOCR (an ONNX Runtime session per thread, `threads` intra-op threads)."""
-    if getattr(_local, "threads", None) != threads:
+    """A RapidOCR for the caller alone (its detection and recognition models, each an ONNX Runtime
+    session with `threads` intra-op threads): an idle one, else a new one, idle again afterwards."""
+    with _idle_lock:
+        idle = _idle.setdefault(threads, [])
+        ocr = idle.pop() if idle else None
+    if ocr is None:
         ocr = _engine_class()(intra_op_num_threads=threads, inter_op_num_threads=1)
-        # RapidOCR's default ("min", 736) scales every image UP until its short side is 736 px: a
-        # 640 x 352 frame was read at 1338 x 736, four times the pixels. "max" reads frames of up
-        # to 960 px at their own size (rounded to multiples of 32), which OCR_WIDTH keeps them under.
-        ocr.text_det.limit_type = "max"
-        _local.engine, _local.threads = ocr, threads
-    return _local.engine
+    try:
+        yield ocr
+    finally:
+        with _idle_lock:
+            _idle[threads].append(ocr)
 
 
-def text_boxes(frame: np.ndarray, min_score: float, threads: int = 1) -> list[TextBox]:
-    """Text lines of an RGB uint8 frame read with at least `min_score` confidence, in its pixels."""
-    scale = min(1.0, OCR_WIDTH / frame.shape[1])
-    image = np.ascontiguousarray(frame[..., ::-1])  # RapidOCR reads OpenCV's BGR
+def detection_input(frames: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, 3] BGR: frames [N, h, w, 3] RGB scaled to at most DET_WIDTH wide, both sides
+    multiples of 32 (the detector's strides)."""
+    h, w = frames.shape[1:3]
+    width = max(32, min(DET_WIDTH, w) // 32 * 32)
+    height = max(32, round(h * width / w / 32) * 32)
+    return np.stack([cv2.resize(np.ascontiguousarray(f[..., ::-1]), (width, height), interpolation=cv2.INTER_AREA)
+                     for f in frames])
+
+
+def text_probability(bgr: np.ndarray, threads: int = 1, device: str = "cpu") -> np.ndarray:
+    """float32 [N, 1, H, W]: DBNet's per-pixel text probability of uint8 BGR frames [N, H, W, 3],
+    batched: by torch on `device` where it is a GPU, else by ONNX Runtime on the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        x = torch.from_numpy(bgr).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return _torch_detector(device)(x).float().cpu().numpy()
+    x = np.ascontiguousarray((bgr.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2))
+    with engine(threads) as ocr:
+        return ocr.text_det.infer(x)[0]
+
+
+def read_text(frames: np.ndarray, min_score: float, threads: int = 1, device: str = "cpu") -> list[list[TextBox]]:
+    """Per frame of uint8 [N, h, w, 3] RGB, its text lines read with at least `min_score` confidence,
+    in its pixels, top to bottom: detection on all frames at once at DET_WIDTH, recognition only
+    of the lines it found, cut from the frame at OCR_WIDTH."""
+    if not len(frames):
+        return []
+    scale = min(1.0, OCR_WIDTH / frames.shape[2])
     if scale < 1:
-        image = cv2.resize(image, (OCR_WIDTH, round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    found, _ = engine(threads)(image, use_cls=False)
-    boxes = []
-    for corners, text, score in found or []:
+        size = (OCR_WIDTH, round(frames.shape[1] * scale))
+        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    probability = text_probability(detection_input(frames), threads, device)
+    with engine(threads) as ocr:
+        return [_read_lines(ocr, frame, prob, min_score, scale) for frame, prob in zip(frames, probability)]
+
+
+def _read_lines(ocr, frame: np.ndarray, prob: np.ndarray, min_score: float, scale: float) -> list[TextBox]:
+    """The lines of one frame whose detection map is `prob`, read, in the pixels of the frame
+    `frame` was scaled from by `scale`."""
+    shape = frame.shape[:2]
+    boxes, _ = ocr.text_det.postprocess_op(prob[None], shape)
+    boxes = ocr.text_det.filter_tag_det_res(boxes, shape)
+    if not len(boxes):
+        return []
+    bgr = np.ascontiguousarray(frame[..., ::-1])
+    read, _ = ocr.text_rec(ocr.get_crop_img_list(bgr, list(boxes.astype(np.float32))))
+    found = []
+    for corners, (text, score, *_) in zip(boxes, read):
         if float(score) < min_score or len(str(text).replace(" ", "")) < MIN_CHARACTERS:
             continue
         points = np.asarray(corners, dtype=np.float64) / scale
-        boxes.append(TextBox(top=int(np.floor(points[:, 1].min())), bottom=int(np.ceil(points[:, 1].max())),
+        found.append(TextBox(top=int(np.floor(points[:, 1].min())), bottom=int(np.ceil(points[:, 1].max())),
                              left=int(np.floor(points[:, 0].min())), right=int(np.ceil(points[:, 0].max())),
                              text=str(text), score=float(score)))
-    return boxes
+    return sorted(found, key=lambda b: (b.top, b.left))
+
+
+def text_boxes(frame: np.ndarray, min_score: float, threads: int = 1) -> list[TextBox]:
+    """Text lines of one RGB uint8 frame read with at least `min_score` confidence, in its pixels."""
+    return read_text(frame[None], min_score, threads)[0]
 
 
 def text_coverage(boxes: list[TextBox], top: int, bottom: int, left: int, right: int) -> float:

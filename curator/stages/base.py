@@ -27,7 +27,7 @@ from curator.config import CurateConfig
 from curator.errors import RunFault
 from curator.tasks import FAILED, Task
 from curator.tracing import span
-from curator.video.backend import worker_stream
+from curator.video.backend import use_gpu, worker_stream
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ class Resources:
     # Each task in flight holds an NVDEC session: executors keep the sessions per GPU within
     # `curate.nvdec_sessions`, past which decodes only slow each other down.
     nvdec: bool = False
+
+
+def frame_reader_resources(cpus: float, device: str) -> Resources:
+    """What a stage reading a clip's frames declares. On the GPU path those frames are CUDA tensors,
+    downscaled there before they leave the device: a share of the GPU, which also puts the stage's
+    calls on the worker thread's own CUDA stream (`Stage._stream`)."""
+    return Resources(cpus=cpus, gpus=0.1 if use_gpu(device) else 0.0)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import numpy as np
 
 from curator.config import CurateConfig
 from curator.filters.frames import small_frames, spread
-from curator.filters.ocr import OCR_WIDTH, TextBox, edge_text_rows, text_boxes
-from curator.stages.base import Resources, Stage, WorkerContext
+from curator.filters.ocr import OCR_WIDTH, TextBox, detector_device, edge_text_rows, read_text
+from curator.stages.base import Stage, WorkerContext, frame_reader_resources
 from curator.tasks import SKIPPED, ClipTask, CropBox, Task
 from curator.video.backend import decode_range
 from curator.video.frames import luma
@@ -70,7 +70,6 @@ def find_crop(frames: np.ndarray, source_h: int, source_w: int, black_level: flo
 @dataclass
 class CropStage(Stage):
     name = "crop"
-    resources = Resources(cpus=1.0)  # OCR's ONNX Runtime sessions
     black_level: int = 24
     text_band_fraction: float = 0.25
     max_crop_fraction: float = 0.4
@@ -79,14 +78,17 @@ class CropStage(Stage):
     chunk_frames: int = 64
 
     def __post_init__(self) -> None:
-        self._threads = 1
+        # OCR: ONNX Runtime's sessions on the CPU; on the GPU path its detector runs on the GPU, and
+        # the kept frames it reads are CUDA tensors.
+        self.resources = frame_reader_resources(1.0, self.device)
+        self._threads, self._ocr_device = 1, "cpu"
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> CropStage:
         reads_text = "text" in cfg.filters.run
         return cls(black_level=cfg.black_level, text_band_fraction=cfg.text_band_fraction,
                    max_crop_fraction=cfg.max_crop_fraction, ocr_frames=cfg.filters.ocr_frames if reads_text else 0,
-                   ocr_min_score=cfg.filters.ocr_min_score, chunk_frames=cfg.decode_chunk_frames)
+                   ocr_min_score=cfg.filters.ocr_min_score, chunk_frames=cfg.decode_chunk_frames, device=cfg.device)
 
     def inputs(self) -> list[str]:
         return ["analysis", "source_meta", "source_frames"]
@@ -95,7 +97,7 @@ class CropStage(Stage):
         return ["crop", "text_lines"]
 
     def setup(self, ctx: WorkerContext) -> None:
-        self._threads = ctx.threads_per_task
+        self._threads, self._ocr_device = ctx.threads_per_task, detector_device(ctx.device)
 
     def ocr_frames_of(self, task: ClipTask) -> tuple[np.ndarray, float]:
         """(RGB frames spread over the clip for OCR, their scale against the source)."""
@@ -121,8 +123,8 @@ class CropStage(Stage):
             return []
         frames, scale = self.ocr_frames_of(task)
         return [[TextBox(round(b.top / scale), round(b.bottom / scale), round(b.left / scale), round(b.right / scale),
-                         b.text, b.score) for b in text_boxes(frame, self.ocr_min_score, self._threads)]
-                for frame in frames]
+                         b.text, b.score) for b in lines]
+                for lines in read_text(frames, self.ocr_min_score, self._threads, self._ocr_device)]
 
     def process(self, task: ClipTask) -> list[Task]:
         meta = task.source_meta

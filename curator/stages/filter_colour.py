@@ -6,20 +6,22 @@ from dataclasses import dataclass
 from curator.config import CurateConfig
 from curator.filters.colour import colour_scores
 from curator.filters.frames import small_frames, spread
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Stage, frame_reader_resources
 from curator.tasks import ClipTask, Task
 
 
 @dataclass
 class ColourFilterStage(Stage):
     name = "colour"
-    resources = Resources(cpus=0.25)
     frames_read: int = 16
     width: int = 160
 
+    def __post_init__(self) -> None:
+        self.resources = frame_reader_resources(0.25, self.device)
+
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> ColourFilterStage | None:
-        return cls() if cfg.filters.runs("colour") else None
+        return cls(device=cfg.device) if cfg.filters.runs("colour") else None
 
     def inputs(self) -> list[str]:
         return ["frames"]

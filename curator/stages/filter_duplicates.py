@@ -10,7 +10,7 @@ import numpy as np
 from curator.config import CurateConfig
 from curator.filters.frames import small_frames
 from curator.filters.phash import HASHED_POSITIONS, clip_hashes
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Stage, frame_reader_resources
 from curator.tasks import ClipTask, Task
 
 HASH_COLUMNS = [f"phash_{i}" for i in range(len(HASHED_POSITIONS))]
@@ -19,11 +19,13 @@ HASH_COLUMNS = [f"phash_{i}" for i in range(len(HASHED_POSITIONS))]
 @dataclass
 class DuplicateHashStage(Stage):
     name = "duplicates"
-    resources = Resources(cpus=0.25)
+
+    def __post_init__(self) -> None:
+        self.resources = frame_reader_resources(0.25, self.device)
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> DuplicateHashStage | None:
-        return cls() if cfg.filters.runs("duplicates") else None
+        return cls(device=cfg.device) if cfg.filters.runs("duplicates") else None
 
     def inputs(self) -> list[str]:
         return ["frames"]

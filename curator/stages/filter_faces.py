@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from curator.config import CurateConfig
 from curator.filters.faces import FACE_WIDTH, detector, face_count, missing_cascade
 from curator.filters.frames import small_frames, spread
-from curator.stages.base import Resources, Stage, WorkerContext
+from curator.stages.base import Stage, WorkerContext, frame_reader_resources
 from curator.tasks import ClipTask, Task
 from megatron_video.config.errors import require
 
@@ -15,8 +15,10 @@ from megatron_video.config.errors import require
 @dataclass
 class FaceFilterStage(Stage):
     name = "faces"
-    resources = Resources(cpus=0.5)
     frames_read: int = 3
+
+    def __post_init__(self) -> None:
+        self.resources = frame_reader_resources(0.5, self.device)
 
     def setup(self, ctx: WorkerContext) -> None:
         # One cascade per worker thread; made here, not at construction, because stages travel to Ray
@@ -30,7 +32,7 @@ class FaceFilterStage(Stage):
         problem = missing_cascade()
         require(problem is None, "curate.filters.run",
                 f"{problem}: install opencv-python-headless<5 (requirements/constraints.txt) or leave 'faces' out")
-        return cls(frames_read=cfg.filters.face_frames)
+        return cls(device=cfg.device, frames_read=cfg.filters.face_frames)
 
     def inputs(self) -> list[str]:
         return ["frames"]

@@ -10,7 +10,7 @@ from curator.config import CurateConfig
 from curator.filters.frames import small_frames
 from curator.filters.motion import FLOW_WIDTH, farneback, flow_frames, flow_scores, pair_starts
 from curator.filters.segmentation import BiRefNetSegmenter, split_flow_scores
-from curator.stages.base import Resources, Stage, WorkerContext
+from curator.stages.base import Resources, Stage, WorkerContext, frame_reader_resources
 from curator.tasks import ClipTask, Task
 from curator.video.backend import use_gpu
 
@@ -22,8 +22,9 @@ class MotionFilterStage(Stage):
     segmentation_model: str = ""
 
     def __post_init__(self) -> None:
-        gpu = bool(self.segmentation_model) and use_gpu(self.device)
-        self.resources = Resources(cpus=1.0, gpus=0.25 if gpu else 0.0)
+        segmenting = bool(self.segmentation_model) and use_gpu(self.device)
+        # BiRefNet on the GPU needs more of it than downscaling the frames does.
+        self.resources = (Resources(cpus=1.0, gpus=0.25) if segmenting else frame_reader_resources(1.0, self.device))
         self._segmenter = None
 
     @classmethod

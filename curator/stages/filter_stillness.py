@@ -8,19 +8,21 @@ import numpy as np
 from curator.config import CurateConfig
 from curator.filters.frames import small_frames
 from curator.filters.stillness import THUMB_WIDTH, sample_stride, stillness_scores
-from curator.stages.base import Resources, Stage
+from curator.stages.base import Stage, frame_reader_resources
 from curator.tasks import ClipTask, Task
 
 
 @dataclass
 class StillnessFilterStage(Stage):
     name = "stillness"
-    resources = Resources(cpus=0.25)
     fps: float = 24.0  # the clip frames' rate (the output's)
+
+    def __post_init__(self) -> None:
+        self.resources = frame_reader_resources(0.25, self.device)
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> StillnessFilterStage | None:
-        return cls(fps=cfg.fps) if cfg.filters.runs("stillness") else None
+        return cls(device=cfg.device, fps=cfg.fps) if cfg.filters.runs("stillness") else None
 
     def inputs(self) -> list[str]:
         return ["frames"]

@@ -105,3 +105,18 @@ def test_an_opencv_without_haar_cascades_is_refused_before_any_work(monkeypatch)
         FaceFilterStage.from_config(CurateConfig())
     no_faces = CurateConfig(filters=FilterConfig(run=["colour"]))
     assert FaceFilterStage.from_config(no_faces) is None
+
+
+def test_text_detector_as_torch_calls_matches_onnx_runtime(footage):
+    """The GPU path's detector (the wheel's DBNet graph as torch calls) gives ONNX Runtime's
+    probabilities, here on the CPU, on a real frame with text."""
+    import torch
+
+    from curator.filters.ocr import _torch_detector, detection_input, text_probability
+
+    text = cv2.cvtColor(cv2.imread(str(footage / "imageTextN.png")), cv2.COLOR_BGR2RGB)
+    bgr = detection_input(text[None, :128, :256])
+    reference = text_probability(bgr)
+    x = torch.from_numpy(bgr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    assert np.abs(_torch_detector("cpu")(x).numpy() - reference).max() < 1e-4
+    assert reference.max() > 0.9  # text found: the comparison is not of two empty maps

@@ -33,3 +33,23 @@ def test_filters_score_cuda_frames_as_numpy_frames(footage):
     assert gpu["still_fraction"] == cpu["still_fraction"]
     hashes = np.array([[cpu[f"phash_{i}"], gpu[f"phash_{i}"]] for i in range(3)], dtype=np.int64).view(np.uint64)
     assert all((int(a) ^ int(b)).bit_count() <= 6 for a, b in hashes)
+
+
+@pytest.mark.gpu
+def test_text_detected_on_the_gpu_reads_as_on_the_cpu(footage):
+    """OCR with its detector as torch calls on the GPU reads the lines ONNX Runtime's CPU path reads
+    (imageTextN.png composited near the bottom of a Megamind frame, and the frame without it)."""
+    import cv2
+
+    from curator.filters.ocr import read_text
+
+    with av.open(str(footage / "Megamind.avi")) as container:
+        frame = next(f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i == 50)
+    text = cv2.cvtColor(cv2.imread(str(footage / "imageTextN.png")), cv2.COLOR_BGR2RGB)[15:52]
+    with_text = frame.copy()
+    with_text[481:481 + text.shape[0], 80:80 + text.shape[1]] = text
+    frames = np.stack([with_text, frame])
+    cpu, gpu = read_text(frames, 0.8), read_text(frames, 0.8, device="cuda")
+    assert [len(lines) for lines in gpu] == [len(lines) for lines in cpu] == [2, 0]
+    for a, b in zip(cpu[0], gpu[0]):
+        assert a.text == b.text and abs(a.top - b.top) <= 2 and abs(a.bottom - b.bottom) <= 2

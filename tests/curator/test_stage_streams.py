@@ -11,6 +11,11 @@ from curator.stages import (
     crop,
     decode,
     encode,
+    filter_colour,
+    filter_duplicates,
+    filter_faces,
+    filter_motion,
+    filter_stillness,
     resize,
     shard_writer,
     shots,
@@ -61,7 +66,19 @@ def test_every_stage_with_gpu_work_declares_the_gpu(monkeypatch, module, cls):
     assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus > 0
 
 
-@pytest.mark.parametrize("module, cls", [(clip_length, "ClipLengthStage"), (crop, "CropStage"),
-                                         (shard_writer, "ShardWriterStage")])
+@pytest.mark.parametrize("module, cls", [(crop, "CropStage"), (filter_colour, "ColourFilterStage"),
+                                         (filter_stillness, "StillnessFilterStage"),
+                                         (filter_duplicates, "DuplicateHashStage"),
+                                         (filter_motion, "MotionFilterStage"), (filter_faces, "FaceFilterStage")])
+def test_stages_reading_clip_frames_declare_the_gpu(monkeypatch, module, cls):
+    """On the GPU path a clip's frames are CUDA tensors each of these downscales there: off the
+    legacy default stream, which stalls every decoder of the process."""
+    monkeypatch.setattr(base, "use_gpu", lambda device: True)
+    assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus > 0
+    monkeypatch.setattr(base, "use_gpu", lambda device: False)
+    assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus == 0
+
+
+@pytest.mark.parametrize("module, cls", [(clip_length, "ClipLengthStage"), (shard_writer, "ShardWriterStage")])
 def test_cpu_stages_declare_no_gpu(module, cls):
     assert getattr(module, cls).from_config(CurateConfig(device="cuda")).resources.gpus == 0
