@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.config.schema import RootConfig
-from megatron_video.data.dataset import ClipDataset, data_parallel_position
+from megatron_video.data.dataset import ClipDataset, collate, data_parallel_position
 from megatron_video.data.selection import ClipSelection, select_clips
 
 log = logging.getLogger(__name__)
@@ -182,14 +182,9 @@ class LatentClipDataset(ClipDataset):
         return read_sample(sample)
 
 
-def collate(samples: list[dict]) -> dict:
-    """Tensors stacked, everything else (captions, keys) as lists."""
-    return {name: torch.stack([s[name] for s in samples]) if isinstance(samples[0][name], torch.Tensor)
-            else [s[name] for s in samples] for name in samples[0]}
-
-
 def build_latent_loader(cfg: RootConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0) -> DataLoader:
-    """Batches {"latents" [B, C, T', H', W'], "text" [B, L, D], "mask" [B, L], "caption", "key"}."""
+    """Batches {"latents" [B, C, T', H', W'], "text" [B, L, D], "mask" [B, L], "caption", "key",
+    "skipped"}."""
     dataset = LatentClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.data.num_workers if split == "train" else 0
     return DataLoader(dataset, batch_size=cfg.data.batch_size, collate_fn=collate, num_workers=workers,
