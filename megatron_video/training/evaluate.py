@@ -39,7 +39,8 @@ def validation_loss(cfg: RootConfig, state_dict: dict[str, torch.Tensor]) -> flo
     device = resolve_device(cfg.run.device)
     if id(cfg) not in _components_by_config:
         start_layout(cfg, device)
-        _components_by_config[id(cfg)] = build_components(cfg, device, pathlib.Path(cfg.run.output_dir))
+        _components_by_config[id(cfg)] = build_components(cfg, device, pathlib.Path(cfg.run.output_dir),
+                                                          encode_inline=cfg.data.source != "latents")
     parts = _components_by_config[id(cfg)]
     parts.model.load_state_dict(state_dict)
     parts.model.eval()

@@ -119,7 +119,8 @@ class Trainer:
             raise ConfigError("train.fp8", fp8_problem)
         start_layout(cfg, self.device)
         seed_everything(cfg.run.seed)
-        self.parts: Components = build_components(cfg, self.device, self.run_dir)
+        self.parts: Components = build_components(cfg, self.device, self.run_dir,
+                                                  encode_inline=cfg.data.source != "latents")
         self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
         configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
         self.optimizer, self.scheduler = build_optimizer(
