@@ -5,8 +5,9 @@ from keys alone (data/buckets.py BatchPlan: deterministic, resumable, dealt by d
 and each clip is then read by key from its shard (ShardMembers: one seek, no tar scan), cut to its
 bucket's duration and centre-cropped to its bucket's aspect ratio before the resize. A batch of
 one bucket comes stacked ({"video": [B, 3, F, H, W]}, the contract of data/dataset.py's loader);
-a packed row as a list of differently shaped videos. A clip that fails to decode is logged and
-left out of its batch (the plan, and so the resumed order, never depends on decoding).
+a packed row as a list of differently shaped videos. A clip that fails to decode is logged, left
+out of its batch and counted in it (`SKIPPED`): the plan, and so the resumed order, never depends on
+decoding.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.buckets import BatchPlan, Bucket, assign_bucket, bucket_batches, parse_buckets
 from megatron_video.data.catalog import SHARD_PATH, has_catalog, is_validation_key
-from megatron_video.data.dataset import caption_of, data_parallel_position
+from megatron_video.data.dataset import SKIPPED, caption_of, data_parallel_position
 from megatron_video.data.decode import decode_window, to_model_video
 from megatron_video.data.packing import token_packs
 from megatron_video.data.selection import catalog_captions, selected_catalog
@@ -105,15 +106,18 @@ class BucketedClipDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        skipped = 0  # clips of this worker's batches that did not decode, since its last batch
         for index, (epoch, keys) in enumerate(self.plan.batches(self.skip_batches, self.repeat)):
             if index % workers != worker:
                 continue
             samples = [s for s in (self._sample(key, epoch) for key in keys) if s is not None]
+            skipped += len(keys) - len(samples)
             if not samples:
                 continue
             videos = [s["video"] for s in samples]
             yield {"video": videos if self.cfg.packing else torch.stack(videos),
-                   "caption": [s["caption"] for s in samples], "key": [s["key"] for s in samples]}
+                   "caption": [s["caption"] for s in samples], "key": [s["key"] for s in samples], SKIPPED: skipped}
+            skipped = 0
 
 
 def build_bucketed_loader(cfg: DataConfig, seed: int, tokens_of=None, skip_batches: int = 0) -> DataLoader:

@@ -17,10 +17,13 @@ Clips that cannot be read never reach DALI (clip_index.py checks them first). A 
 the check yet fails inside the decoder kills the decode pipeline: the loader then decodes each clip
 of that batch alone to find the culprits, leaves them out (logged, listed in `unreadable`, dropped
 from later epochs), and hands the rest of the batch and the batches read ahead to a new decode
-pipeline. The mended batch is smaller by the clips left out.
+pipeline. The mended batch is smaller by the clips left out. Each batch counts the clips left out
+since the previous one (`SKIPPED`, the CPU loader's key): the first batch those of the check, a
+mended batch those the decoder failed on; a clip left out once is not counted again in later epochs.
 
 A batch keeps the CPU loader's contract (megatron_video/data/dataset.py): {"video": float32
-[B, 3, T, H, W] in [-1, 1] (on the GPU when decoded there), "caption": [B] str, "key": [B] str}.
+[B, 3, T, H, W] in [-1, 1] (on the GPU when decoded there), "caption": [B] str, "key": [B] str,
+SKIPPED: int}.
 The frame window: `data.frames` frames every `data.frame_stride` from a uniformly drawn start; a
 clip shorter than the window repeats its last frame. Frames are resized to cover (H, W), keeping
 their aspect ratio, then centre-cropped.
@@ -41,7 +44,7 @@ import torch
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.clip_index import COMPONENTS, build_clip_index, split_member
-from megatron_video.data.dataset import caption_of, data_parallel_position, list_shards
+from megatron_video.data.dataset import SKIPPED, caption_of, data_parallel_position, list_shards
 from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
@@ -112,7 +115,8 @@ class DaliClipLoader:
 
     `state`: a previous loader's `state_dict()`; without one, `skip_batches` batches are read
     (not decoded) and dropped, so a run first saved by the CPU loader also resumes exactly.
-    `unreadable`: keys of the clips left out, by the check before training or by the decoder.
+    `unreadable`: keys of the clips left out, by the check before training or by the decoder (those
+    the decoder failed on travel in the state, so a resumed loader neither meets nor counts them again).
     """
 
     def __init__(self, cfg: DataConfig, device: torch.device, seed: int, skip_batches: int = 0,
@@ -122,7 +126,9 @@ class DaliClipLoader:
         rank, ranks = data_parallel_position()
         shards = [s for s in list_shards(cfg.shards) if self.selection.reads_shard(s)]
         index = build_clip_index(shards, self.selection, cfg.val_fraction, split, rank, ranks)
-        self.unreadable = index.unreadable
+        self.checked = len(index.unreadable)  # unreadable[:checked] by the check, the rest by the decoder
+        self.unreadable = index.unreadable + [key for key in (state or {}).get("unreadable", [])
+                                              if key not in index.unreadable]
         if not index.clips:
             raise ConfigError("data.shards", f"data-parallel rank {rank} of {ranks} has no readable clip of the "
                                              f"{split} split in {cfg.shards}")
@@ -142,7 +148,10 @@ class DaliClipLoader:
             for _ in range(skip_batches):
                 self._reader.run()
         self.batches = state["batches"] if state else skip_batches
-        self._state = {"reader": state["reader"] if state else self._reader.checkpoint(), "batches": self.batches}
+        self._state = {"reader": state["reader"] if state else self._reader.checkpoint(), "batches": self.batches,
+                       "unreadable": self.unreadable[self.checked:]}
+        # The check's findings go with the first batch; a resumed run's first loader counted them.
+        self._skipped = len(index.unreadable) if self.batches == 0 else 0
         self.device, self.threads = device, max(cfg.num_workers, 1)
         self._queued: deque[ReadBatch] = deque()  # read and handed to the decoder, not yet returned
         self._replay: deque[ReadBatch] = deque()  # read, to be handed to a rebuilt decoder
@@ -190,9 +199,15 @@ class DaliClipLoader:
             self._rebuild_past_bad_clips(err)
             return next(self)
         batch = self._queued.popleft()
+        self._advance(batch)
+        skipped, self._skipped = self._skipped, 0
+        return {"video": video, "caption": batch.captions, "key": batch.keys, SKIPPED: skipped}
+
+    def _advance(self, batch: ReadBatch) -> None:
+        """The position after `batch`, and the clips the decoder left out so far."""
         self.batches += 1
-        self._state = {"reader": batch.checkpoint, "batches": self.batches}
-        return {"video": video, "caption": batch.captions, "key": batch.keys}
+        self._state = {"reader": batch.checkpoint, "batches": self.batches,
+                       "unreadable": self.unreadable[self.checked:]}
 
     def _rebuild_past_bad_clips(self, err: RuntimeError) -> None:
         """The failed pipeline is dead: find the batch's clips that fail alone, leave them out (logged
@@ -207,12 +222,12 @@ class DaliClipLoader:
         for i in (i for i in bad if failed.keys[i] not in self.unreadable):
             log.warning("skipping clip %s: the decoder failed on it (%s)", failed.keys[i], _first_error_line(err))
             self.unreadable.append(failed.keys[i])
+            self._skipped += 1
         kept = [i for i in range(len(failed.keys)) if i not in bad]
         mended = ReadBatch([failed.keys[i] for i in kept], [failed.captions[i] for i in kept],
                            [failed.encoded[i] for i in kept], [failed.starts[i] for i in kept], failed.checkpoint)
-        if not kept:  # nothing left of it: the position moves past it all the same
-            self.batches += 1
-            self._state = {"reader": failed.checkpoint, "batches": self.batches}
+        if not kept:  # nothing left of it: the position moves past it all the same (its count goes with the next)
+            self._advance(failed)
         self._replay.extend(([mended] if kept else []) + ahead)
         self._iterator = self._decoding()
 

@@ -4,7 +4,8 @@ Curation writes `<key>.mp4` + `<key>.json` per clip; the catalog selects which c
 (`data.version`, `data.filter`: megatron_video/data/selection.py). Data-parallel ranks read disjoint shards;
 tensor- and context-parallel ranks of one replica read the same ones (DESIGN.md), which is why the
 split uses megatron's data-parallel rank, not the global rank. A corrupt sample is logged and
-skipped (`warn_and_continue`), never fatal.
+skipped, never fatal, and counted: every loader's batch carries `SKIPPED`, the clips its worker
+skipped since its previous batch, which the trainer sums into the run's `skipped_clips`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from megatron_video.data.decode import decode_window, probe_clip, to_model_video
 from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
+
+# The batch key of the clips a loader's worker skipped (unreadable or undecodable) since its previous
+# batch; every loader sets it, so the trainer counts skips the same way whichever loader feeds it.
+SKIPPED = "skipped"
 
 
 def list_shards(root: str | pathlib.Path) -> list[str]:
@@ -118,8 +123,9 @@ class ClipDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         return (worker + self.skip_batches) % workers, workers
 
-    def _raw_samples(self) -> Iterator[dict]:
-        """Undecoded samples of this split, this rank and this worker, in shard order."""
+    def _raw_samples(self) -> Iterator[dict | None]:
+        """Undecoded samples of this split, this rank and this worker, in shard order; None in the
+        place of each unreadable one (so that it is counted where it was met)."""
         role, workers = self._worker_role()
         source = wds.WebDataset(self._shards_for_this_rank(), shardshuffle=False, nodesplitter=None,
                                 workersplitter=lambda urls: list(urls)[role::workers],
@@ -131,22 +137,30 @@ class ClipDataset(IterableDataset):
                 continue
             # Unreadable samples are dropped here, before the order is fixed, so that a resumed
             # run's skipping counts exactly the samples the interrupted run used.
-            if not self._readable(sample):
-                continue
-            yield sample
+            yield sample if self._readable(sample) else None
 
     def _readable(self, sample: dict) -> bool:
         return readable_clip(sample)
 
-    def _shuffled(self, epoch: int) -> Iterator[dict]:
+    def _shuffled(self, epoch: int) -> Iterator[tuple[dict | None, int]]:
+        """(sample, unreadable clips read since the previous sample) in this epoch's order; a last
+        (None, count) for unreadable clips read after the last sample."""
         buffer: list[dict] = []
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        unreadable = 0
         for sample in self._raw_samples():
+            if sample is None:
+                unreadable += 1
+                continue
             buffer.append(sample)
             if len(buffer) >= self.cfg.shuffle_buffer:
-                yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
+                yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator))), unreadable
+                unreadable = 0
         while buffer:
-            yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator)))
+            yield buffer.pop(int(torch.randint(len(buffer), (1,), generator=generator))), unreadable
+            unreadable = 0
+        if unreadable:
+            yield None, unreadable
 
     def _decoded(self, sample: dict, epoch: int) -> dict | None:
         return decode_clip(sample, self.cfg, self.seed, epoch, self.selection.captions)
@@ -158,36 +172,46 @@ class ClipDataset(IterableDataset):
         return batches * self.cfg.batch_size
 
     def __iter__(self) -> Iterator[dict]:
+        """Samples, each carrying `SKIPPED`: the clips skipped since the previous one. Skips met
+        before a sample a resumed run passes over were counted by the run that used it."""
         skip = self._samples_to_skip()
-        epoch = 0
+        epoch, skipped = 0, 0
         while True:
             produced = 0
-            for sample in self._shuffled(epoch):
+            for sample, unreadable in self._shuffled(epoch):
+                skipped += unreadable
+                if sample is None:
+                    continue
                 produced += 1
                 if skip:
-                    skip -= 1
+                    skip, skipped = skip - 1, 0
                     continue
                 decoded = self._decoded(sample, epoch)
-                if decoded is not None:
-                    yield decoded
+                if decoded is None:
+                    skipped += 1
+                    continue
+                yield {**decoded, SKIPPED: skipped}
+                skipped = 0
             epoch += 1
             # A worker whose share of shards holds no clip of this split must end, not spin.
             if not self.repeat or produced == 0:
                 return
 
 
-def _collate(samples: list[dict]) -> dict:
-    return {"video": torch.stack([s["video"] for s in samples]),
-            "caption": [s["caption"] for s in samples], "key": [s["key"] for s in samples]}
+def collate(samples: list[dict]) -> dict:
+    """Tensors stacked, the skipped clips summed, everything else (captions, keys) as lists."""
+    batch = {name: torch.stack([s[name] for s in samples]) if isinstance(samples[0][name], torch.Tensor)
+             else [s[name] for s in samples] for name in samples[0] if name != SKIPPED}
+    return {**batch, SKIPPED: sum(s[SKIPPED] for s in samples)}
 
 
 def build_loader(cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0) -> DataLoader:
-    """A DataLoader of batches {"video": [B, 3, T, H, W], "caption": [B], "key": [B]}; a resumed
+    """A DataLoader of batches {"video": [B, 3, T, H, W], "caption": [B], "key": [B], SKIPPED: int}; a resumed
     run passes the number of batches it already consumed as `skip_batches`."""
     dataset = ClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.num_workers if split == "train" else 0
     # Spawned, not forked: the training process holds CUDA, tokenizer and NCCL threads by then, and
     # a forked worker can deadlock on a lock one of them held (seen on the GPU machine).
-    return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=workers,
+    return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, num_workers=workers,
                       persistent_workers=workers > 0, drop_last=split == "train",
                       multiprocessing_context="spawn" if workers > 0 else None)

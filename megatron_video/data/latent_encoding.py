@@ -137,10 +137,11 @@ def encode_latents(cfg: RootConfig) -> EncodeSummary:
     summary = EncodeSummary(str(out), len(mine), len(mine) - len(pending))
     log.info("encode rank=%d/%d shards=%d done=%d pending=%d output=%s", rank, world, len(mine),
              summary.already_done, len(pending), out)
-    if pending:
+    if pending or not (out / fmt.EMPTY_PROMPT).is_file():
         device = resolve_device(cfg.run.device)
         encoder = ClipEncoder(cfg.data, cfg.encoders, cfg.run.seed, selection.captions, device,
                               pathlib.Path(cfg.run.output_dir))
+        fmt.write_empty_prompt(out, encoder.text)
         with tqdm(total=len(pending), desc=f"encode rank {rank}", unit="shard",
                   disable=not cfg.run.progress) as progress:
             writer = _ShardEncoder(encoder, selection, cfg, progress)

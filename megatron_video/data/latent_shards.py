@@ -6,6 +6,8 @@ metadata per sample; here every tensor is a `torch.save` file, loaded with weigh
 pickles its text embeddings):
 
     latents.json                 the manifest: format, the settings that shaped the tensors, the source
+    empty_prompt.pth             the empty prompt's text states ({"states": [L, D], "mask": [L]}): text
+                                 dropout's, so a run on latents loads no text encoder
     shards/<name>.tar            one per input shard, <key>.pth (latents [C, T', H', W']),
                                  <key>.text.pth ({"states": [tokens, D] of the real tokens, "mask": [L]}),
                                  <key>.json ({key, caption, source_shard, latent_shape, text_tokens})
@@ -30,13 +32,14 @@ from torch.utils.data import DataLoader
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.config.schema import RootConfig
-from megatron_video.data.dataset import ClipDataset, data_parallel_position
+from megatron_video.data.dataset import ClipDataset, collate, data_parallel_position
 from megatron_video.data.selection import ClipSelection, select_clips
 
 log = logging.getLogger(__name__)
 
 FORMAT = "megatron-video-latents/1"
 MANIFEST = "latents.json"
+EMPTY_PROMPT = "empty_prompt.pth"
 LATENT, TEXT, META = "pth", "text.pth", "json"
 
 
@@ -102,6 +105,30 @@ def sample_members(key: str, latents: torch.Tensor, text: torch.Tensor, mask: to
             META: json.dumps(meta).encode()}
 
 
+def write_empty_prompt(root: pathlib.Path, text_encoder) -> None:
+    """Store the empty prompt's states (under a temporary name, then renamed)."""
+    states, mask = text_encoder.encode([""])
+    temporary = root / f".{EMPTY_PROMPT}.tmp{os.getpid()}"
+    temporary.write_bytes(_tensor_bytes({"states": states[0].clone(), "mask": mask[0].clone()}))
+    os.replace(temporary, root / EMPTY_PROMPT)
+
+
+class StoredEmptyPrompt:
+    """The text encoder of a run on latents (a TextEncoder): the only prompt the trainer encodes is
+    text dropout's empty one, and `mvideo encode` stored its states beside the latents."""
+
+    def __init__(self, root: str | pathlib.Path):
+        stored = _load((pathlib.Path(root) / EMPTY_PROMPT).read_bytes())
+        self.states, self.mask = stored["states"].float(), stored["mask"]
+        self.dim = self.states.shape[-1]
+        self.identity = f"stored empty prompt of {root}"
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if any(prompts):
+            raise ValueError("a run on latent shards encodes no prompt but the empty one (text dropout)")
+        return self.states.expand(len(prompts), -1, -1), self.mask.expand(len(prompts), -1)
+
+
 def read_sample(sample: dict) -> dict:
     """A latent-shard sample as the trainer's tensors (float32, text padded back to [L, D])."""
     meta = json.loads(sample[META])
@@ -134,6 +161,9 @@ class LatentStore:
             key, value, recorded = conflict
             raise ConfigError(key, f"is {value!r}, but the latents at {self.root} were encoded with {recorded!r}: "
                                    f"set {key}={recorded} or encode again (mvideo encode)")
+        if not (self.root / EMPTY_PROMPT).is_file():
+            raise ConfigError("data.latents", f"{self.root} holds no {EMPTY_PROMPT} (encoded by an earlier version): "
+                                              "run `mvideo encode` with the same settings again to add it")
         if len(self.records) < self.manifest["shards"]:
             raise ConfigError("data.latents", f"{self.root} holds {len(self.records)} of its "
                                               f"{self.manifest['shards']} shards: rerun `mvideo encode` to finish it")
@@ -182,14 +212,9 @@ class LatentClipDataset(ClipDataset):
         return read_sample(sample)
 
 
-def collate(samples: list[dict]) -> dict:
-    """Tensors stacked, everything else (captions, keys) as lists."""
-    return {name: torch.stack([s[name] for s in samples]) if isinstance(samples[0][name], torch.Tensor)
-            else [s[name] for s in samples] for name in samples[0]}
-
-
 def build_latent_loader(cfg: RootConfig, split: str, seed: int, repeat: bool, skip_batches: int = 0) -> DataLoader:
-    """Batches {"latents" [B, C, T', H', W'], "text" [B, L, D], "mask" [B, L], "caption", "key"}."""
+    """Batches {"latents" [B, C, T', H', W'], "text" [B, L, D], "mask" [B, L], "caption", "key",
+    "skipped"}."""
     dataset = LatentClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.data.num_workers if split == "train" else 0
     return DataLoader(dataset, batch_size=cfg.data.batch_size, collate_fn=collate, num_workers=workers,

@@ -8,7 +8,9 @@ skipping) but without decoding, groups raw samples into batches and keeps at mos
 exactly the batches inline encoding would give. A batch whose worker dies, raises or exceeds
 `data.remote_timeout_s` goes to another worker; the failed worker is killed (a slow one is presumed
 stuck) and replaced. After `data.remote_retries` further failures the batch is skipped. Each event is
-one greppable log line (`remote batch=... worker=... reason=...`), and `stats` counts them.
+one greppable log line (`remote batch=... worker=... reason=...`), and `stats` counts them. The
+clips of a skipped batch, those a worker could not decode and those the reader found unreadable are
+counted in the next batch delivered (`SKIPPED`, as every loader does).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 from megatron_video.config.run import DataConfig, EncodersConfig
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.clip_encoder import ClipEncoder
-from megatron_video.data.dataset import ClipDataset
+from megatron_video.data.dataset import SKIPPED, ClipDataset
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class _Job:
     index: int
     samples: list[dict]
     epochs: list[int]
+    skipped: int  # clips the reader skipped before these
     attempts: int = 0
     worker: _Worker | None = None
     ref: Any = None
@@ -112,6 +115,7 @@ class RemoteEncodedLoader:
         self.stats = RemoteStats()
         self.next_index = 0
         self.failed_starts = 0
+        self.skipped = 0  # clips skipped since the last batch delivered
 
     def _raw_batches(self, samples: Iterator[dict], drop_last: bool) -> Iterator[list[dict]]:
         batch: list[dict] = []
@@ -183,7 +187,8 @@ class RemoteEncodedLoader:
             if raw is None:
                 return
             # A batch spanning an epoch boundary keeps each clip's own epoch, as the DataLoader's does.
-            job = _Job(self.next_index, [entry["sample"] for entry in raw], [entry["epoch"] for entry in raw])
+            job = _Job(self.next_index, [entry["sample"] for entry in raw], [entry["epoch"] for entry in raw],
+                       sum(entry[SKIPPED] for entry in raw))
             self.next_index += 1
             self._submit(job)
             self.queue.append(job)
@@ -202,6 +207,7 @@ class RemoteEncodedLoader:
         if job.attempts > self.data.remote_retries:
             self.queue.remove(job)
             self.stats.skipped += 1
+            self.skipped += job.skipped + len(job.samples)
             log.warning("remote batch=%d skipped after %d attempts (skipped=%d)", job.index, job.attempts,
                         self.stats.skipped)
             return
@@ -231,9 +237,11 @@ class RemoteEncodedLoader:
                 self._fail(job, type(err).__name__)
                 continue
             self.queue.popleft()
+            self.skipped += job.skipped + len(job.samples) - (len(result["key"]) if result else 0)
             if result is not None:  # None: no clip of the batch decoded (each was logged by the worker)
                 self.stats.batches += 1
-                return result
+                skipped, self.skipped = self.skipped, 0
+                return {**result, SKIPPED: skipped}
 
     def close(self) -> None:
         import ray

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from megatron_video.config import ConfigError
 from megatron_video.config.schema import RootConfig
+from megatron_video.data.latent_shards import StoredEmptyPrompt
 from megatron_video.diffusion.flow_matching import FlowMatching
 from megatron_video.model import VideoDiT, build_model_chunks
 from megatron_video.model.codec import LatentCodec
@@ -23,7 +24,7 @@ from megatron_video.training.conditioning import build_codec, build_text_encoder
 @dataclass
 class Components:
     chunks: list[VideoDiT]  # this rank's pipeline stages (one model without pipeline parallelism)
-    codec: LatentCodec
+    codec: LatentCodec | None  # None where the data brings latents (data.source=latents)
     text: TextEncoder
     flow: FlowMatching
 
@@ -43,10 +44,14 @@ def start_layout(cfg: RootConfig, device: torch.device) -> Layout:
     return layout
 
 
-def build_components(cfg: RootConfig, device: torch.device, run_dir: pathlib.Path) -> Components:
+def build_components(cfg: RootConfig, device: torch.device, run_dir: pathlib.Path,
+                     encode_inline: bool = True) -> Components:
     """This rank's model chunks in fp32 master weights on `device` (constrained rows on the
     sphere), linear layers for train.fp8, recomputing train.recompute in backward, encoders frozen.
-    The process groups must be started (start_layout)."""
+    Without `encode_inline` (training and validation on latent shards, whose batches bring latents
+    and text states) neither the VAE nor the text encoder is loaded: the only prompt such a run
+    encodes, text dropout's empty one, was stored with the latents. The process groups must be
+    started (start_layout)."""
     layout = validate_layout(cfg.parallel, cfg.model, dist.get_world_size())
     chunks = [chunk.to(device) for chunk in build_model_chunks(
         cfg.model, sequence_parallel=cfg.parallel.sequence_parallel, context_mode=layout.context_mode,
@@ -54,7 +59,10 @@ def build_components(cfg: RootConfig, device: torch.device, run_dir: pathlib.Pat
     if cfg.optim.sphere:
         for chunk in chunks:
             init_sphere_(chunk, cfg.optim)
-    return Components(chunks=chunks, codec=build_codec(cfg.encoders, device),
-                      text=build_text_encoder(cfg.encoders, device, run_dir),
+    if encode_inline:
+        codec, text = build_codec(cfg.encoders, device), build_text_encoder(cfg.encoders, device, run_dir)
+    else:
+        codec, text = None, StoredEmptyPrompt(cfg.data.latents)
+    return Components(chunks=chunks, codec=codec, text=text,
                       flow=FlowMatching(shift=cfg.train.timestep_shift, logit_mean=cfg.train.logit_mean,
                                         logit_std=cfg.train.logit_std))

@@ -25,4 +25,3 @@ def validation_loss_of(chunks: list[torch.nn.Module], parts: Components, cfg: Ro
     if not microbatches:
         raise RuntimeError("no validation clips: raise data.val_fraction or add footage")
     return run_microbatches(chunks, parts, microbatches, dtype, forward_only=True)
-

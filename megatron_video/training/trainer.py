@@ -25,6 +25,7 @@ from megatron_video.config.errors import ConfigError, require
 from megatron_video.config.loader import to_yaml
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.catalog import is_validation_key
+from megatron_video.data.dataset import SKIPPED
 from megatron_video.data.loaders import loader_state, resolve_loader
 from megatron_video.data.sources import check_source, open_train_loader
 from megatron_video.model.fp8.settings import device_problem
@@ -58,6 +59,7 @@ class TrainSummary:
     loss_plot: str = ""
     band_warnings: int = 0
     skipped_steps: int = 0
+    skipped_clips: int = 0  # unreadable or undecodable clips the loaders of all replicas left out
     loss_spikes: int = 0
     stop_signal: bool = False  # stopped by SIGTERM/SIGUSR1: `mvideo train` exits with the requeue code
 
@@ -115,7 +117,8 @@ class Trainer:
             raise ConfigError("train.fp8", fp8_problem)
         start_layout(cfg, self.device)
         seed_everything(cfg.run.seed)
-        self.parts: Components = build_components(cfg, self.device, self.run_dir)
+        self.parts: Components = build_components(cfg, self.device, self.run_dir,
+                                                  encode_inline=cfg.data.source != "latents")
         self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
         configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
         self.optimizer, self.scheduler = build_optimizer(
@@ -136,6 +139,7 @@ class Trainer:
         self._resumed = False
         self.loader = None  # the training batches' iterator, once training starts
         self.resumed_loader_state: dict | None = None
+        self.skipped_clips = 0  # by the loaders of every data-parallel replica, this run and those it resumes
 
     # -- state -------------------------------------------------------------------------------
     def _sharded_state(self, loading: bool, per_rank: bool = True) -> dict:
@@ -149,7 +153,7 @@ class Trainer:
         state.update(scheduler=self.scheduler.state_dict(), step=self.step, world_size=dist.get_world_size(),
                      distributed_optimizer=self.cfg.parallel.distributed_optimizer,
                      consumed_batches=self.step * self.cfg.parallel.microbatches, losses=self.metrics.losses,
-                     skipped_steps=self.faults.skipped)
+                     skipped_steps=self.faults.skipped, skipped_clips=self.skipped_clips)
         if per_rank:  # each rank's generators and DALI loader position
             state["rng"] = ckpt.sharded_rng_state(self.device)
             state["loader"] = ckpt.per_rank_object("loader_state", loader_state(self.loader))
@@ -190,6 +194,7 @@ class Trainer:
             self.resumed_loader_state = state["loader"]
         self.metrics.losses = list(state["losses"])
         self.faults.skipped = state["skipped_steps"]
+        self.skipped_clips = state.get("skipped_clips", 0)  # absent from checkpoints saved before it was counted
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
         return found
@@ -247,6 +252,7 @@ class Trainer:
         summary.losses = list(self.metrics.losses)
         summary.band_warnings = self.band_warnings
         summary.skipped_steps, summary.loss_spikes = self.faults.skipped, self.faults.spikes
+        summary.skipped_clips = self.skipped_clips
         if self.is_main:
             summary.loss_plot = str(self.metrics.plot_losses(self.run_dir / "loss_curve.png"))
             self.band.plot(self.run_dir / "mup_band.png")
@@ -276,7 +282,8 @@ class Trainer:
         progress.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         self.metrics.record(self.step, emit=self.step % cfg.train.log_every == 0, loss=loss_value,
                             grad_norm=float(grad_norm or 0.0), lr=self.scheduler.current_lr(),
-                            skipped_steps=self.faults.skipped, **self.metrics.throughput(batches))
+                            skipped_steps=self.faults.skipped, skipped_clips=self.skipped_clips,
+                            **self.metrics.throughput(batches))
         if self.band.due(self.step):
             self._check_band()
         if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
@@ -290,16 +297,25 @@ class Trainer:
         """This step's microbatches: encoded clips, CFG text dropout, noise and timesteps."""
         generator = self._step_generator()
         dropout = torch.Generator().manual_seed(self.step)
-        microbatches = []
+        microbatches, skipped = [], 0
         for _ in range(count):
             batch = next(loader)
+            skipped += batch[SKIPPED]
             drop = torch.rand(len(batch["caption"]), generator=dropout) < self.cfg.train.cfg_dropout
             if bucketed(self.cfg):
                 microbatches.append(bucketed_microbatch(self.parts, self.cfg, batch, drop, self.device, generator))
                 continue
             latents, text, mask = condition_batch(self.parts, batch, self.device, drop)
             microbatches.append(make_microbatch(self.parts, latents, text, mask, generator))
+        self._count_skipped_clips(skipped)
         return microbatches
+
+    def _count_skipped_clips(self, skipped: int) -> None:
+        """Add the clips every replica's loader skipped this step (the ranks of one replica read the
+        same clips, so the sum runs over the data-parallel group)."""
+        total = torch.tensor([skipped], dtype=torch.int64, device=self.device)
+        dist.all_reduce(total, group=parallel_state.get_data_parallel_group())
+        self.skipped_clips += int(total.item())
 
     def _check_band(self) -> None:
         warnings = self.band.record(self.step)

@@ -151,7 +151,11 @@ def take(dataset, count):
 
 def test_bucketed_loader_is_deterministic_and_resumes(catalogued):
     cfg = data_config(catalogued)
-    batches = take(BucketedClipDataset(cfg, "train", seed=3), 12)  # over two epochs
+    dataset = BucketedClipDataset(cfg, "train", seed=3)
+    batches = take(dataset, 12)  # over two epochs
+    planned = [keys for _, (_, keys) in zip(range(12), dataset.plan.batches(0, True))]
+    assert [b["skipped"] for b in batches] == [int("broken_000000" in keys) for keys in planned]
+    assert sum(b["skipped"] for b in batches) >= 2  # counted in every epoch that plans it
     shapes = set()
     for batch in batches:
         frames, height, width = batch["video"].shape[2:]
@@ -161,12 +165,12 @@ def test_bucketed_loader_is_deterministic_and_resumes(catalogued):
         for key in batch["key"]:
             expected = IMAGE if key.startswith("image") else LONG if key < "megamind_000048" else SHORT
             assert (frames, height, width) == (expected.frames, expected.height, expected.width), key
-        assert "broken_000000" not in batch["key"]  # undecodable: left out of its batch, logged
+        assert "broken_000000" not in batch["key"]  # undecodable: left out of its batch, logged, counted
     assert shapes == {(1, 32, 32), (4, 32, 56), (8, 32, 56)}
     again = take(BucketedClipDataset(cfg, "train", seed=3), 12)
     resumed = take(BucketedClipDataset(cfg, "train", seed=3, skip_batches=7), 5)
     for mine, theirs in zip(again + resumed, batches + batches[7:]):
-        assert mine["key"] == theirs["key"]
+        assert mine["key"] == theirs["key"] and mine["skipped"] == theirs["skipped"]
         torch.testing.assert_close(mine["video"], theirs["video"], atol=0, rtol=0)
 
 

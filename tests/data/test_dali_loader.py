@@ -11,7 +11,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data import dali_loader as dali_module
 from megatron_video.data import loaders
-from megatron_video.data.dataset import ClipDataset
+from megatron_video.data.dataset import SKIPPED, ClipDataset
 from megatron_video.data.decode import decode_window, probe_clip, to_model_video
 from megatron_video.data.loaders import build_train_loader
 
@@ -27,12 +27,13 @@ def _config(root, **overrides) -> DataConfig:
 
 
 def _batches(loader, count: int) -> list[dict]:
-    return [{"key": b["key"], "caption": b["caption"], "video": b["video"].clone()}
+    return [{"key": b["key"], "caption": b["caption"], "video": b["video"].clone(), SKIPPED: b[SKIPPED]}
             for _, b in zip(range(count), loader)]
 
 
 def _same(first: list[dict], second: list[dict]) -> None:
     assert [b["key"] for b in first] == [b["key"] for b in second]
+    assert [b[SKIPPED] for b in first] == [b[SKIPPED] for b in second]
     for a, b in zip(first, second):
         torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
 
@@ -79,6 +80,8 @@ def test_same_seed_same_batches_and_exact_resume_from_the_checkpoint(vp9_root):
     _same(straight[3:], _batches(resumed, 4))
     assert resumed.state_dict()["batches"] == 7
     _same(straight[3:], _batches(build_train_loader(cfg, CPU, seed=5, skip_batches=3), 4))
+    # The two unreadable clips were counted once, in the first batch; a resumed loader does not recount.
+    assert [b[SKIPPED] for b in straight] == [2, 0, 0, 0, 0, 0, 0]
     # Every epoch yields every readable clip: 7 batches of 3 cover the 10 clips twice.
     keys = [k for b in straight for k in b["key"]]
     assert len(set(keys)) == GOOD
@@ -88,8 +91,11 @@ def test_unreadable_clips_are_left_out_and_counted(vp9_root, caplog):
     loader = build_train_loader(_config(vp9_root), CPU, seed=0)
     assert sorted(loader.unreadable) == ["garbage_000000", "truncated_000000"]
     assert "truncated: " in caplog.text
-    keys = {k for b in _batches(loader, 8) for k in b["key"]}
+    batches = _batches(loader, 8)
+    keys = {k for b in batches for k in b["key"]}
     assert len(keys) == GOOD and not keys & {"garbage_000000", "truncated_000000"}
+    # Counted once for the pass over them (the check), not again in the epochs that follow.
+    assert sum(b[SKIPPED] for b in batches) == 2
 
 
 def test_data_parallel_ranks_read_disjoint_clips_and_splits_hold(vp9_root, monkeypatch):

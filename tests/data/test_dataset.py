@@ -7,7 +7,7 @@ import torch
 from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data import dataset as dataset_module
-from megatron_video.data.dataset import ClipDataset, build_loader, list_shards
+from megatron_video.data.dataset import SKIPPED, ClipDataset, build_loader, list_shards
 
 
 def _config(shard_root, **overrides) -> DataConfig:
@@ -68,10 +68,14 @@ def test_missing_or_empty_shard_dirs_name_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_resumed_loader_continues_exactly_where_the_first_stopped(shard_root, workers):
+def test_a_resumed_loader_continues_exactly_where_the_first_stopped_and_counts_the_corrupt_clip(shard_root, workers):
     cfg = _config(shard_root, val_fraction=0.0, num_workers=workers, batch_size=2, shuffle_buffer=3)
-    straight = [b for _, b in zip(range(7), build_loader(cfg, "train", seed=5, repeat=True))]
-    resumed = [b for _, b in zip(range(4), build_loader(cfg, "train", seed=5, repeat=True, skip_batches=3))]
-    for expected, got in zip(straight[3:], resumed):
+    straight = [b for _, b in zip(range(8), build_loader(cfg, "train", seed=5, repeat=True))]
+    resumed = [b for _, b in zip(range(5), build_loader(cfg, "train", seed=5, repeat=True, skip_batches=3))]
+    for expected, got in zip(straight[3:], resumed, strict=True):
         assert expected["key"] == got["key"]
         torch.testing.assert_close(expected["video"], got["video"], rtol=0, atol=0)
+    # 8 batches of 2 are two passes over the 8 good clips, so two over the corrupt one: counted once
+    # in each, in the batch that follows its reading, and the resumed loader counts those after its start.
+    assert sum(b[SKIPPED] for b in straight) == 2 and all(b[SKIPPED] in (0, 1) for b in straight)
+    assert [b[SKIPPED] for b in resumed] == [b[SKIPPED] for b in straight[3:]]

@@ -12,10 +12,11 @@ import webdataset as wds
 from megatron_video.config import ConfigError
 from megatron_video.config.loader import load_config
 from megatron_video.data.latent_encoding import encode_latents
-from megatron_video.data.latent_shards import LatentStore, read_sample
+from megatron_video.data.latent_shards import EMPTY_PROMPT, LatentStore, read_sample
 from megatron_video.data.sources import check_source
 from megatron_video.parallel.state import destroy_distributed
 from megatron_video.testing.tiny import tiny_umt5_overrides
+from megatron_video.training import build as build_module
 from megatron_video.training.trainer import train
 
 
@@ -46,11 +47,18 @@ def _fresh_process_groups():
     destroy_distributed()
 
 
-def test_latent_shards_train_to_the_loss_of_inline_encoding(shard_root, encoded, tmp_path):
+def _not_built(*args, **kwargs):
+    raise AssertionError("a run on latent shards must not build the VAE or the text encoder")
+
+
+def test_latent_shards_train_to_the_loss_of_inline_encoding(shard_root, encoded, tmp_path, monkeypatch):
     # Two steps of two clips: the 4 training clips' first epoch, whose windows the encode run cut
     # (a later epoch draws new windows inline, while latent shards keep theirs).
     inline = train(_config(shard_root, tmp_path / "inline"))
     destroy_distributed()
+    # Neither encoder is built: the dropped captions' states are the empty prompt stored by encode.
+    monkeypatch.setattr(build_module, "build_codec", _not_built)
+    monkeypatch.setattr(build_module, "build_text_encoder", _not_built)
     latent = train(_config(shard_root, tmp_path / "latent", "data.source=latents", f"data.latents={encoded}"))
     # The same clips, windows, text dropout, noise and timesteps, so exactly the same losses on CPU.
     assert latent.losses == inline.losses and latent.val_loss == inline.val_loss
@@ -86,8 +94,15 @@ def test_a_killed_encode_run_resumes_with_the_missing_shards_only(shard_root, en
     for key, sample in before.items():
         assert torch.equal(after[key]["latents"], sample["latents"]) and torch.equal(after[key]["mask"], sample["mask"])
         assert torch.allclose(after[key]["text"], sample["text"], rtol=1e-6, atol=1e-7)
-    # A rerun with everything done encodes nothing.
+    # A rerun with everything done encodes nothing, but restores a missing empty prompt, without which
+    # a run on the latents is refused.
+    (out / EMPTY_PROMPT).unlink()
+    with pytest.raises(ConfigError, match=EMPTY_PROMPT) as refused:
+        check_source(_config(shard_root, tmp_path, "data.source=latents", f"data.latents={out}"))
+    assert refused.value.key == "data.latents"
     assert encode_latents(_config(shard_root, tmp_path / "run", f"encode.output={out}")).clips == 0
+    restored, original = (torch.load(root / EMPTY_PROMPT, weights_only=True) for root in (out, encoded))
+    assert torch.equal(restored["states"], original["states"]) and torch.equal(restored["mask"], original["mask"])
 
 
 @pytest.mark.parametrize("override", ["data.height=48", "data.frames=8", "encoders.max_text_len=8",

@@ -14,7 +14,7 @@ import torch
 
 from megatron_video.config.loader import load_config
 from megatron_video.data.clip_encoder import ClipEncoder
-from megatron_video.data.dataset import build_loader
+from megatron_video.data.dataset import SKIPPED, build_loader
 from megatron_video.data.remote_encoding import RemoteEncodedLoader
 from megatron_video.parallel.state import destroy_distributed
 from megatron_video.training.trainer import train
@@ -61,6 +61,7 @@ def test_a_killed_worker_is_replaced_and_every_batch_equals_inline_encoding(shar
     reference = ClipEncoder(cfg.data, cfg.encoders, 0, {}, torch.device("cpu"), tmp_path)
     inline = list(build_loader(cfg.data, "train", seed=0, repeat=False))
     assert [b["key"] for b in batches] == [b["key"] for b in inline]
+    assert [b[SKIPPED] for b in batches] == [b[SKIPPED] for b in inline]  # the reader's unreadable clips
     for remote, local in zip(batches, inline):
         text, mask = reference.text.encode(local["caption"])
         assert torch.equal(remote["latents"], reference.codec.encode(local["video"]))
@@ -68,8 +69,8 @@ def test_a_killed_worker_is_replaced_and_every_batch_equals_inline_encoding(shar
 
 
 def test_a_stuck_worker_times_out_and_its_batch_is_skipped_and_counted(shard_root, tmp_path, caplog):
-    loader = RemoteEncodedLoader(_config(shard_root, tmp_path, "data.remote_timeout_s=10", "data.remote_retries=0"),
-                                 "train", seed=0, repeat=False)
+    cfg = _config(shard_root, tmp_path, "data.remote_timeout_s=10", "data.remote_retries=0")
+    loader = RemoteEncodedLoader(cfg, "train", seed=0, repeat=False)
     stuck = _ready_worker_pids(loader)[1]
     os.kill(stuck, signal.SIGSTOP)
     try:
@@ -88,6 +89,9 @@ def test_a_stuck_worker_times_out_and_its_batch_is_skipped_and_counted(shard_roo
     assert "remote batch=1 worker_failed reason=timeout" in caplog.text and "remote batch=1 skipped" in caplog.text
     delivered = [key for batch in batches for key in batch["key"]]
     assert len(delivered) == len(set(delivered)) == 6
+    # The skipped batch's two clips are counted with the next batch delivered, as the reader's are.
+    unreadable = sum(b[SKIPPED] for b in build_loader(cfg.data, "train", seed=0, repeat=False))
+    assert sum(b[SKIPPED] for b in batches) == unreadable + 2
 
 
 def _kill_first_encode_worker(found: list[int], stop: threading.Event) -> None:

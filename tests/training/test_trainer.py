@@ -45,6 +45,16 @@ def test_a_resumed_run_repeats_an_uninterrupted_one_exactly(shard_root, tmp_path
     resumed = train(_config(shard_root, tmp_path / "resumed", 8))
     assert resumed.start_step == 3
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6, abs=0)
+    # 8 steps of 2 are four passes over the 4 training clips, so over the corrupt mp4 beside them:
+    # skipped and counted in each, step by step the same in the resumed run.
+    assert straight.skipped_clips == resumed.skipped_clips == 4
+    assert json.loads((tmp_path / "resumed" / "train_summary.json").read_text())["skipped_clips"] == 4
+
+    def counts(run: str) -> list[int]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["skipped_clips"] for line in lines]
+
+    assert counts("resumed") == counts("straight") and counts("straight")[-1] == 4
 
 
 # The GPU tests encode text with a tiny UMT5: the GPU machine has transformers, not MiniLM's wheel.
