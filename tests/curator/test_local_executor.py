@@ -1,5 +1,6 @@
 """The local executor's video pool: on the NVDEC path at most `nvdec_sessions` video jobs run at
 once, however many workers there are; elsewhere one per worker."""
+import dataclasses
 import threading
 import time
 
@@ -36,8 +37,12 @@ def test_the_nvdec_path_decodes_at_most_nvdec_sessions_videos_at_once(make_confi
             with lock:
                 running[0] -= 1
 
-    # Only the pool size follows use_gpu here: the stages still decode on the CPU.
+    # Only the pool size follows use_gpu here: the workers stay CPU workers, so every stage (decode,
+    # the crop's OCR, the filters) still runs on the CPU.
     monkeypatch.setattr(local, "use_gpu", lambda device: True)
+    gpu_contexts = local.job_contexts
+    monkeypatch.setattr(local, "job_contexts",
+                        lambda cfg: tuple(dataclasses.replace(ctx, device="cpu") for ctx in gpu_contexts(cfg)))
     monkeypatch.setattr(DecodeStage, "process", counting_process)
     summary = curate(make_config(inputs, tmp_path / "out", workers=4, nvdec_sessions=2, max_in_flight=6),
                      progress=False)

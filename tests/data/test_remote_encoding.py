@@ -4,10 +4,8 @@ and a training run whose worker is killed finishes with the losses of inline enc
 import logging
 import os
 import signal
-import threading
 import time
 
-import psutil
 import pytest
 import ray
 import torch
@@ -94,30 +92,26 @@ def test_a_stuck_worker_times_out_and_its_batch_is_skipped_and_counted(shard_roo
     assert sum(b[SKIPPED] for b in batches) == unreadable + 2
 
 
-def _kill_first_encode_worker(found: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Ray actor process of EncodeWorker that appears (its title names the class)."""
-    while not stop.is_set():
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            if any("EncodeWorker" in part for part in process.info["cmdline"] or ()):
-                os.kill(process.info["pid"], signal.SIGKILL)
-                found.append(process.info["pid"])
-                return
-        time.sleep(0.05)
-
-
-def test_training_goes_on_when_a_remote_worker_is_killed(shard_root, tmp_path, caplog):
+def test_training_goes_on_when_a_remote_worker_is_killed(shard_root, tmp_path, caplog, monkeypatch):
     steps = ("train.steps=3", "optim.warmup_steps=1", "train.val_every=1000", "train.checkpoint_every=1000",
              "train.val_batches=1", "train.tensorboard=false", "data.val_fraction=0.25", "train.cfg_dropout=0.5")
+    killed: list[int] = []
+    start_loader = RemoteEncodedLoader.__init__
+
+    def start_then_kill_a_worker(self, cfg, split, *args, **kwargs):
+        """The training loader's second worker is SIGKILLed once up, before it gets a batch: its first
+        batch fails, whatever the machine's speed (a watcher thread could come too late)."""
+        start_loader(self, cfg, split, *args, **kwargs)
+        if split == "train" and not killed:
+            killed.append(_ready_worker_pids(self)[1])
+            os.kill(killed[0], signal.SIGKILL)
+
     try:
         inline = train(_config(shard_root, tmp_path / "inline", *steps, "data.source=clips"))
         destroy_distributed()
-        killed: list[int] = []
-        stop = threading.Event()
-        killer = threading.Thread(target=_kill_first_encode_worker, args=(killed, stop), daemon=True)
-        killer.start()
+        monkeypatch.setattr(RemoteEncodedLoader, "__init__", start_then_kill_a_worker)
         with caplog.at_level(logging.WARNING, logger="megatron_video.data.remote_encoding"):
             remote = train(_config(shard_root, tmp_path / "remote", *steps))
-        stop.set()
     finally:
         destroy_distributed()
     assert killed and "remote worker replaced" in caplog.text

@@ -80,7 +80,8 @@ def test_mvideo_sample_under_torchrun_with_context_parallel_equals_one_process(m
     from megatron_video.testing.weights import exercised_state
 
     sampling = ["sample.steps=3", "sample.frames=3", "sample.height=24", "sample.width=40", "sample.seed=5",
-                "sample.negative_prompt=static", "run.device=cpu", f"run.output_dir={tmp_path / 'run'}"]
+                "sample.negative_prompt=static", "run.device=cpu", f"run.output_dir={tmp_path / 'run'}",
+                "sample.prompts=['a video clip from Megamind']"]  # one prompt (the demo recipe samples five)
     torch.manual_seed(0)
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"model": exercised_state(build_model(load_config("demo").model))}, checkpoint)
