@@ -33,7 +33,9 @@ if [ -n "${1:-}" ]; then
       /tmp/mvideo_wheels/ray/*.whl || exit 1
     mkdir -p /tmp/mvideo_dali_site && tar -C /tmp/mvideo_dali_site -xJf /tmp/mvideo_wheels/dali_site.tar.xz || exit 1
   fi
-  export PYTHONPATH="$site:/tmp/mvideo_dali_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  # nvidia-cutlass-dsl adds its dsl_packages folder through a .pth file, which a --target site on
+  # PYTHONPATH does not run: the folder goes on the path by hand (FlashAttention-4 imports from it).
+  export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:/tmp/mvideo_dali_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   ray_path=/tmp/mvideo_ray_site
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

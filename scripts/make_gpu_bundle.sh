@@ -31,6 +31,12 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
 # safetensors, regex, requests).
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   diffusers==0.42.1 importlib_metadata==10.2.0 zipp==4.1.2 2>&1 | grep -v "^WARNING" || true
+# FlashAttention-4 (CuTe DSL) for the measured attention choice and its GPU test; the CUDA 13 build
+# of the DSL's libraries, as the machine's torch is.
+python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
+  flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1 \
+  nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 apache-tvm-ffi==0.1.15.post2 \
+  quack-kernels==0.6.5 torch-c-dlpack-ext==0.1.5 "cuda-bindings>=13,<14" einops 2>&1 | grep -v "^WARNING" || true
 # antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
 python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
 # Ray with its dependencies, in a folder of their own: gpu_check.sh installs them into a site of
