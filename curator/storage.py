@@ -35,6 +35,22 @@ def list_videos(uri: str, extensions: list[str]) -> list[str]:
     return [fs.unstrip_protocol(p) for p in found]
 
 
+def relative_to_input(uri: str, input_uri: str) -> str:
+    """`uri` as a path under the input `input_uri` (a file input: its name), the same wherever the input lives.
+
+    Clip keys hash this, so a checkout or bucket at another path curates to the same keys (and the same
+    train/validation split).
+    """
+    _, path = _fs(uri)
+    fs, root = _fs(input_uri)
+    if fs.isfile(root):
+        return path.rsplit("/", 1)[-1]
+    root = root.rstrip("/")
+    if not path.startswith(root + "/"):
+        raise ValueError(f"{uri} is not under the input {input_uri}")
+    return path[len(root) + 1:]
+
+
 def size(uri: str) -> int:
     fs, path = _fs(uri)
     return int(fs.size(path))

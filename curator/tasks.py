@@ -146,7 +146,10 @@ class ClipTask(Task):
 
 
 def clip_key(source: str, start_frame: int, end_frame: int) -> str:
-    """A key that is the same on every run: readable stem, hash of the full source, frame range.
+    """A key that is the same on every run: readable stem, hash of `source`, frame range.
+
+    `source` is the video's path relative to the input (storage.relative_to_input), so the key does
+    not change with where the footage or the checkout lives.
 
     WebDataset splits keys at the first dot, so only [A-Za-z0-9_-] survive in the stem.
     """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curator import storage
 from curator.config import CurateConfig
 from curator.stages.base import Resources, Stage
 from curator.tasks import SKIPPED, ClipTask, Task, VideoTask, clip_key
@@ -52,11 +53,12 @@ class ClipLengthStage(Stage):
     max_seconds: float = 30.0
     min_frames: int = 81
     max_clips: int = 0  # 0 = all
+    input: str = ""  # the run's input (curate.input): keys hash each source's path relative to it ("": its name)
 
     @classmethod
     def from_config(cls, cfg: CurateConfig) -> ClipLengthStage:
         return cls(fps=cfg.fps, min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_frames=cfg.min_frames,
-                   max_clips=cfg.max_clips_per_source)
+                   max_clips=cfg.max_clips_per_source, input=cfg.input)
 
     @property
     def min_clip_seconds(self) -> float:
@@ -81,8 +83,9 @@ class ClipLengthStage(Stage):
         # A torch view pickles its whole storage (Ray, NeMo executors): CUDA clips get their own copy.
         own = (lambda x: x) if kept is None or isinstance(kept, np.ndarray) else (lambda x: x.clone())
         clips, index = [], task.analysis.source_index
+        name = storage.relative_to_input(task.source, self.input or task.source)
         for number, (start, end) in enumerate(windows):
-            clip = ClipTask(source=task.source, key=clip_key(task.source, start, end), index=number,
+            clip = ClipTask(source=task.source, key=clip_key(name, start, end), index=number,
                             clips_in_source=len(windows), start_frame=start, end_frame=end, source_fps=fps,
                             source_meta=task.meta, analysis=task.analysis.small[start:end],
                             frame_pts=None if task.analysis.pts is None else task.analysis.pts[start:end],

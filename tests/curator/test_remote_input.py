@@ -17,3 +17,16 @@ def test_fsspec_bucket_input(footage, make_config, read_shards, tmp_path):
     samples = read_shards(tmp_path / "out")
     assert len(samples) == summary.clips_written >= 1
     assert all(meta["source"] == row["source"] for _, meta, _ in samples)
+
+
+def test_keys_do_not_depend_on_where_the_input_lives(footage, make_config, read_shards, tmp_path):
+    """Clip keys (and so the train/validation split) hash the path under the input, not the input's place."""
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/moved/raw/sub/cup.mp4", (footage / "cup.mp4").read_bytes())
+    local = tmp_path / "checkout" / "raw" / "sub"
+    local.mkdir(parents=True)
+    (local / "cup.mp4").write_bytes((footage / "cup.mp4").read_bytes())
+    curate(make_config("memory://moved/raw", tmp_path / "a"), progress=False)
+    curate(make_config(str(local.parent), tmp_path / "b"), progress=False)
+    keys = [sorted(meta["key"] for _, meta, _ in read_shards(tmp_path / side)) for side in ("a", "b")]
+    assert keys[0] == keys[1] and keys[0]

@@ -16,8 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_demo_produces_clips_checkpoint_plots_sample_and_report(samples_dir, tmp_path):
     out = tmp_path / "demo"
-    # The recipe's own input (data/samples, as `make demo` reads it): clip keys hash the source path
-    # as given, so the validation split (and recipes/demo.yaml's val_fraction) is that of this path.
+    # The recipe's own input (data/samples, as `make demo` reads it); keys hash paths relative to it, so
+    # the validation split recipes/demo.yaml's val_fraction was chosen for is the same in any checkout.
     result = subprocess.run(
         [str(pathlib.Path(sys.executable).parent / "mvideo"), "demo", f"run.output_dir={out}",
          "train.steps=60", "optim.warmup_steps=5", "train.val_every=30",
