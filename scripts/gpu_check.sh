@@ -7,6 +7,9 @@
 #   BUNDLE_DIR holds the pieces from scripts/make_gpu_bundle.sh (bundle.tar.N + SHA256); its wheels
 #   are installed into /tmp/mvideo_site. Without it, the current environment must have them.
 # Environment: GPU_CHECK_SKIP_DEMO=1 / GPU_CHECK_SKIP_BENCH=1 skip the demo / the benchmarks;
+# GPU_CHECK_TESTS="tests/kernels tests/optim" narrows the gpu tests to those paths ("none": no tests);
+# GPU_CHECK_BENCHES="block_kernels fp8_vs_bf16" runs only those benchmarks (and not the curation
+# executor rows), so one device call (10 minutes at most) can take one part of the run;
 # BENCH_ARGS is passed to every benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -43,20 +46,27 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 
-echo "== gpu tests"
-# megatron-energon (CPU-side shard tooling) is not in the GPU bundle: its test module is left out.
-python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=importlib" tests \
-  --ignore=tests/curator/test_energon.py \
-  2>&1 | tee "$out/gpu_tests.log" || status=1
+tests=${GPU_CHECK_TESTS:-tests}
+if [ "$tests" != none ]; then
+  echo "== gpu tests"
+  # megatron-energon (CPU-side shard tooling) is not in the GPU bundle: its test module is left out.
+  # shellcheck disable=SC2086  # a list of paths
+  python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=importlib" $tests \
+    --ignore=tests/curator/test_energon.py \
+    2>&1 | tee "$out/gpu_tests.log" || status=1
+fi
 
 echo "== benchmarks"
 [ "${GPU_CHECK_SKIP_BENCH:-0}" = 1 ] || for bench in benchmarks/*.py; do
   case "$(basename "$bench")" in common.py|__init__.py|report.py|timeline.py|part_processes.py) continue ;; esac
+  if [ -n "${GPU_CHECK_BENCHES:-}" ] && [[ " $GPU_CHECK_BENCHES " != *" $(basename "$bench" .py) "* ]]; then
+    continue
+  fi
   echo "-- $bench"
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
   python3 "$bench" ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
 done
-if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ] && [ -z "${GPU_CHECK_BENCHES:-}" ]; then
   echo "-- benchmarks/curation_pipeline.py --executor ray"
   # One actor per GPU running the local executor (a row of its own). Ray (and its dependencies)
   # only for this run, after everything else on the path.
