@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from megatron_video.config import ConfigError
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.flops import model_flops
 from megatron_video.model.patchify import patch_grid
@@ -166,14 +167,18 @@ def measure(cfg: VideoDiTConfig, case: StepCase, device: torch.device, dtype: to
             warmup: int = 1) -> dict:
     """One row: the layout, step time, per-GPU TFLOP/s, peak memory (max over ranks) and the plan."""
     world = dist.get_world_size()
-    layout = use_layout(case.parallel, cfg, device)
+    try:
+        layout = use_layout(case.parallel, cfg, device)
+    except ConfigError as refused:  # the same on every rank, before any collective
+        return {"name": case.name, "layers": cfg.layers, "status": f"refused: {refused}"}
     text_len = cfg.max_text_len
     grid = patch_grid(case.latent, cfg.patch)
     estimate = planned(cfg, case, layout.data, text_len, "bf16" if dtype == torch.bfloat16 else "fp32")
-    row = {"name": case.name, "tensor": layout.tensor, "context": layout.context, "pipeline": layout.pipeline,
-           "virtual_pipeline": layout.virtual_pipeline, "data": layout.data, "context_mode": layout.context_mode,
-           "ulysses": layout.ulysses, "sequence_parallel": case.parallel.sequence_parallel,
-           "distributed_optimizer": case.parallel.distributed_optimizer, "microbatches": case.parallel.microbatches,
+    p = case.parallel
+    row = {"name": case.name, "layers": cfg.layers, "tensor": layout.tensor, "context": layout.context,
+           "pipeline": layout.pipeline, "virtual_pipeline": layout.virtual_pipeline, "data": layout.data,
+           "context_mode": layout.context_mode, "ulysses": layout.ulysses, "sequence_parallel": p.sequence_parallel,
+           "distributed_optimizer": p.distributed_optimizer, "microbatches": p.microbatches,
            "micro_batch": case.micro_batch, "latent": list(case.latent), "video_tokens": grid[0] * grid[1] * grid[2],
            "text_tokens": text_len, "gpus": world, "planned_peak_gib": round(estimate.peak / 2**30, 2)}
     capacity = capacity_bytes(device)
