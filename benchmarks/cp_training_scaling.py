@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path | None:
                                               "at the same token count"},
                             ratio=ratio, target=f">= {TARGET} at CP={TARGET_CP}, {TARGET_SEQUENCE} tokens",
                             results_dir=args.results_dir, gpus=world if device.type == "cuda" else 1)
-    destroy_distributed()
     return path
 
 
 if __name__ == "__main__":
     main()
+    destroy_distributed()

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path | None:
                             ratio=max(errors) if errors else 0.0,
                             target=f"planner: |planned / measured peak - 1| <= {TARGET} in every layout",
                             results_dir=args.results_dir, gpus=world if device.type == "cuda" else 1)
-    destroy_distributed()
     return path
 
 
 if __name__ == "__main__":
     main()
+    destroy_distributed()
