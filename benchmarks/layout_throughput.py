@@ -41,9 +41,9 @@ LAYOUTS = {  # name: ParallelConfig (data parallel is what remains of the world)
                                      microbatches=PIPELINED),
     "tp2_sp_pp2_vpp2": ParallelConfig(tensor=2, pipeline=2, virtual_pipeline=2, sequence_parallel=True,
                                       microbatches=PIPELINED),
-    "tp4_sp_dp2_distopt": ParallelConfig(tensor=4, sequence_parallel=True, distributed_optimizer=True),
-    "tp2_sp_cp2_dp2_distopt": ParallelConfig(tensor=2, context=2, sequence_parallel=True,
-                                             distributed_optimizer=True),
+    # data parallel 2 on 8 GPUs, the optimizer state sharded over it
+    "tp4_sp_distopt": ParallelConfig(tensor=4, sequence_parallel=True, distributed_optimizer=True),
+    "tp2_sp_cp2_distopt": ParallelConfig(tensor=2, context=2, sequence_parallel=True, distributed_optimizer=True),
 }
 TINY_LAYOUTS = {  # two ranks
     "tp2_sp": ParallelConfig(tensor=2, sequence_parallel=True),
