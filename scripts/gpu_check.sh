@@ -51,7 +51,9 @@ python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="--import-mode=import
 
 echo "== benchmarks"
 [ "${GPU_CHECK_SKIP_BENCH:-0}" = 1 ] || for bench in benchmarks/*.py; do
+  # The multi-GPU benchmarks (torchrun, one rank per GPU) and their helper run from scripts/multi_gpu_check.sh.
   case "$(basename "$bench")" in common.py|__init__.py|report.py|timeline.py|part_processes.py) continue ;; esac
+  case "$(basename "$bench")" in cp_training_scaling.py|cp_sampling_speedup.py|layout_throughput.py|layout_step.py) continue ;; esac
   echo "-- $bench"
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
   python3 "$bench" ${BENCH_ARGS:-} 2>&1 | tail -n 20 | tee -a "$out/benchmarks.log" || status=1
