@@ -104,7 +104,8 @@ def _max_over_ranks(value: float, device: torch.device) -> float:
 def _train_steps(cfg: VideoDiTConfig, case: StepCase, layout, text_len: int, device: torch.device,
                  dtype: torch.dtype, steps: int, warmup: int) -> tuple[float, int | None, float]:
     """(median step seconds, the slowest rank's each step; peak bytes over the timed steps on this
-    rank; the first rank's mean loss) of the trainer's step under the current groups."""
+    rank, less what was allocated before the model was built; the mean loss) of the trainer's step
+    under the current groups."""
     from megatron.core import parallel_state
 
     from megatron_video.config.schema import RootConfig
@@ -116,6 +117,7 @@ def _train_steps(cfg: VideoDiTConfig, case: StepCase, layout, text_len: int, dev
     from megatron_video.training.step import configure_schedules, run_microbatches
     from megatron_video.training.trainer import wrap_ddp
 
+    already = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     root = RootConfig(model=cfg, parallel=case.parallel)
     chunks = build_model_chunks(cfg, case.parallel.sequence_parallel, context_mode=layout.context_mode)
     for chunk in chunks:
@@ -158,7 +160,7 @@ def _train_steps(cfg: VideoDiTConfig, case: StepCase, layout, text_len: int, dev
         loss = step()
         sync()
         times.append(_max_over_ranks(time.perf_counter() - start, device))
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) - already if device.type == "cuda" else None
     times.sort()
     return times[len(times) // 2], peak, loss
 
