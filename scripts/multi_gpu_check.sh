@@ -82,7 +82,7 @@ for part in $parts; do
       # NCCL equals one process: CP (ulysses, ring, usp), PP (1F1B, interleaved) and the 4-way mixes
       # first, then TP/SP, DP + distributed optimizer (builder), CP/CFG sampling, the dist-checkpoint
       # resharding and the trainer's exact resume. Each needs 2 or 4 GPUs (skipped, and said, below that).
-      run tests 420 python3 -m pytest -m gpu -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
+      run tests 560 python3 -m pytest -m gpu -q -rs -p no:cacheprovider -o addopts="--import-mode=importlib" \
         -o timeout=300 tests/parallel/test_layouts_equal_one_process.py tests/model/test_tensor_parallel.py \
         tests/optim/test_builder_distributed.py tests/inference/test_parallel_sampling.py \
         tests/training/test_dist_checkpoint.py tests/training/test_trainer_distributed.py ;;
