@@ -27,7 +27,7 @@ from megatron_video.config import ConfigError
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.flops import model_flops
 from megatron_video.model.patchify import patch_grid
-from megatron_video.parallel.state import ParallelConfig
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 from megatron_video.plan import memory as plan
 
 # Features the planner's `pending` list names when the project does not run them; all are built.
@@ -47,8 +47,6 @@ class StepCase:
 def start_world(tiny: bool) -> torch.device:
     """This rank's device (its local rank's GPU; the CPU with `tiny` or without CUDA) and the torchrun
     world's default group on it (NCCL on GPUs, gloo on the CPU), one-rank under plain `python`."""
-    from megatron_video.parallel.state import init_distributed
-
     cuda = torch.cuda.is_available() and not tiny
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     init_distributed(ParallelConfig(), device)
@@ -60,7 +58,6 @@ def use_layout(parallel: ParallelConfig, cfg: VideoDiTConfig, device: torch.devi
     from megatron.core import parallel_state
 
     from megatron_video.parallel.layout import validate_layout
-    from megatron_video.parallel.state import init_distributed
 
     layout = validate_layout(parallel, cfg, dist.get_world_size())
     if parallel_state.model_parallel_is_initialized():
