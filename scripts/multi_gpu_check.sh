@@ -7,7 +7,7 @@
 #
 # usage: scripts/multi_gpu_check.sh N [WHEEL_DIR...]
 #   N           GPUs to use (torchrun's --nproc-per-node; the tests use what they need, 2 or 4)
-#   WHEEL_DIR   folders of wheels installed into /tmp/mvideo_site first (once per machine): at least
+#   WHEEL_DIR   folders of wheels installed into /tmp/mvideo_site first (each once per machine): at least
 #               megatron-core, hydra-core, omegaconf, antlr4, av, webdataset, braceexpand (the lead's
 #               .whl/a, which scripts/make_gpu_bundle.sh's first download also gives)
 # Environment:
@@ -40,12 +40,13 @@ summary=$work/summary.txt
 : > "$summary"
 
 site=/tmp/mvideo_site
-if [ $# -gt 0 ] && [ ! -f "$site/.installed" ]; then
-  wheels=()
-  for dir in "$@"; do wheels+=("$dir"/*.whl); done
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" || exit 1
-  touch "$site/.installed"
-fi
+# Each folder once per machine (a later call may bring other folders into the same site).
+for dir in "$@"; do
+  marker="$site/.installed_$(basename "$dir")"
+  [ -f "$marker" ] && continue
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$dir"/*.whl || exit 1
+  touch "$marker"
+done
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv | tee "$work/gpus.txt"
 nvidia-smi topo -m > "$work/topology.txt" 2>&1 || true
