@@ -13,6 +13,11 @@ PP=2 with 1F1B and interleaved (VPP=2), and the 4-rank mixes TP2xCP2, TP2xPP2, D
 optimizer, gradient reduction overlapped with backward), CP2xPP2. That model has the value residual
 (carried between stages) and AdaLN-LoRA (conditioning on every stage).
 
+On GPUs the context-parallel case also runs in bf16 autocast (the trainer's precision there): the
+CP result's largest deviation from the float32 one-process result, output and every gradient, may be
+at most BF16_FACTOR times the one-GPU bf16 result's own deviation (plus BF16_FLOOR, 1%, of the largest
+value): CP must cost no more precision than bf16 itself does.
+
 Spawns are few: megatron's groups are rebuilt for each case, so one 2-rank launch serves CP=2 and
 the pipeline cases, and one 4-rank launch CP=4 and the mixed layouts.
 """
@@ -33,6 +38,7 @@ from megatron_video.testing.weights import exercised_state
 CP_ATOL, CP_RTOL = 2e-5, 1e-4  # float32: only the summation order differs
 TRAIN_ATOL, TRAIN_RTOL = 1e-5, 1e-4
 MEMORY_RATIO = 0.6
+BF16_FACTOR, BF16_FLOOR = 2.0, 1e-2
 STEPS, MICROBATCHES = 3, 4
 
 # -- context parallelism: one forward and backward -------------------------------------------------
@@ -63,9 +69,9 @@ def make_inputs(cfg, batch=2, latent=(2, 4, 6), text_len=5):
     return x, t, text, mask, probe
 
 
-def activation_bytes_and_grads(model, inputs, device="cpu"):
+def activation_bytes_and_grads(model, inputs, device="cpu", dtype=torch.float32):
     """Output, gradients (on the CPU) and the bytes of the tensors autograd keeps for backward
-    (parameters excluded) of loss = <out, probe>."""
+    (parameters excluded) of loss = <out, probe>, the forward under autocast to `dtype`."""
     model = model.to(device)  # build_model leaves megatron's layers on the GPU when there is one
     inputs = [v.to(device) for v in inputs]
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -78,21 +84,22 @@ def activation_bytes_and_grads(model, inputs, device="cpu"):
         return tensor
 
     x, t, text, mask, probe = inputs
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = model(x, t, text, mask)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+            torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
+        out = model(x, t, text, mask).float()
     (out * probe).sum().backward()
     grads = {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()}
     return out.detach().cpu(), grads, sum(kept.values())
 
 
-def context_references(device="cpu"):
+def context_references(device="cpu", dtype=torch.float32):
     torch.manual_seed(0)
     references, states = {}, {}
     for name, (kwargs, _, _) in VARIANTS.items():
         cfg = cp_config(**kwargs)
         model = build_model(cfg, **BUILD.get(name, {}))
         states[name] = exercised_state(model)
-        references[name] = activation_bytes_and_grads(model, make_inputs(cfg), device)[:2]
+        references[name] = activation_bytes_and_grads(model, make_inputs(cfg), device, dtype)[:2]
     return references, states
 
 
@@ -103,7 +110,7 @@ def memory_inputs(cfg):
     return make_inputs(cfg, batch=1, latent=(4, 8, 8))  # 5 text + 64 video tokens
 
 
-def cp_worker(states, column, device="cpu"):
+def cp_worker(states, column, device="cpu", dtype=torch.float32):
     from megatron.core import parallel_state
 
     group = parallel_state.get_context_parallel_group()
@@ -113,31 +120,60 @@ def cp_worker(states, column, device="cpu"):
             cfg = cp_config(**kwargs)
             model = build_model(cfg, context_mode=mode, **BUILD.get(name, {}))
             model.load_state_dict(states[name])
-            out, grads, _ = activation_bytes_and_grads(model, make_inputs(cfg), device)
+            out, grads, _ = activation_bytes_and_grads(model, make_inputs(cfg), device, dtype)
             for pname, grad in grads.items():
                 grad = grad.to(device)
                 torch.distributed.all_reduce(grad, group=group)
                 grads[pname] = grad.cpu()
             results[(name, mode)] = (out, grads)
-    if column == 0:
+    if column == 0 and dtype == torch.float32:
         cfg = cp_config(**MEMORY_CASE)
         results["memory"] = activation_bytes_and_grads(build_model(cfg, context_mode="ulysses"), memory_inputs(cfg),
                                                        device)[2]
     return results
 
 
-def check_context(references, ranks):
+def check_context(references, ranks, atol=CP_ATOL, rtol=CP_RTOL):
     for key in _cases_of(ranks):
         name, mode = key
         grads = ranks[0][key][1]
         ref_out, ref_grads = references[name]
         for rank in ranks:
-            torch.testing.assert_close(rank[key][0], ref_out, atol=CP_ATOL, rtol=CP_RTOL, msg=f"{name} {mode} output")
+            torch.testing.assert_close(rank[key][0], ref_out, atol=atol, rtol=rtol, msg=f"{name} {mode} output")
         assert grads.keys() == ref_grads.keys()
         for pname, ref in ref_grads.items():
             assert ref.abs().max() > 0, f"{pname} has no gradient in the reference: the check would be vacuous"
-            torch.testing.assert_close(grads[pname], ref, atol=CP_ATOL, rtol=CP_RTOL,
+            torch.testing.assert_close(grads[pname], ref, atol=atol, rtol=rtol,
                                        msg=lambda m, where=f"{name} {mode} grad {pname}": f"{where}: {m}")
+
+
+def bf16_references(device):
+    """(float32 references, bf16 references of the same weights, the weights): one process."""
+    references, states = context_references(device)
+    low = {}
+    for name, (kwargs, _, _) in VARIANTS.items():
+        cfg = cp_config(**kwargs)
+        model = build_model(cfg, **BUILD.get(name, {}))
+        model.load_state_dict(states[name])
+        low[name] = activation_bytes_and_grads(model, make_inputs(cfg), device, torch.bfloat16)[:2]
+    return references, low, states
+
+
+def check_context_bf16(references, low, ranks):
+    """Each CP rank's bf16 output and gradients deviate from float32 at most BF16_FACTOR times as much
+    as one process's bf16 ones do (plus BF16_FLOOR of the largest value)."""
+    def deviation(value, exact):
+        return float((value - exact).abs().max())
+
+    for key in _cases_of(ranks):
+        name, mode = key
+        (ref_out, ref_grads), (low_out, low_grads) = references[name], low[name]
+        pairs = [("output", [rank[key][0] for rank in ranks], low_out, ref_out)]
+        pairs += [(f"grad {p}", [ranks[0][key][1][p]], low_grads[p], ref) for p, ref in ref_grads.items()]
+        for what, values, one_process, exact in pairs:
+            allowed = BF16_FACTOR * deviation(one_process, exact) + BF16_FLOOR * float(exact.abs().max())
+            worst = max(deviation(v, exact) for v in values)
+            assert worst <= allowed, f"{name} {mode} {what}: bf16 CP deviates {worst:.3g}, allowed {allowed:.3g}"
 
 
 def _cases_of(ranks):
@@ -327,3 +363,14 @@ def test_layouts_match_one_process_nccl():
     # References on one GPU (same kernels), made in a spawned rank like the parallel runs.
     run_launch(TWO_RANKS, 2, "cuda")
     run_launch(FOUR_RANKS, 4, "cuda")
+
+
+@pytest.mark.gpu
+@requires_gpus(4)
+def test_context_parallel_in_bf16_costs_no_more_precision_than_bf16_nccl():
+    ((references, low, states),) = run_distributed(bf16_references, 1, "cuda", device="cuda")
+    for world, cases in ((2, TWO_RANKS), (4, FOUR_RANKS)):
+        parallel, hierarchical, column = cases["cp"]
+        ranks = run_distributed(cp_worker, world, states, column, "cuda", torch.bfloat16, parallel=parallel,
+                                device="cuda", hierarchical_context_sizes=hierarchical)
+        check_context_bf16(references, low, ranks)
