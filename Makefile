@@ -24,11 +24,13 @@ $(SAMPLES): $(STAMP) scripts/fetch_samples.sh
 demo: $(STAMP) $(SAMPLES)
 	.venv/bin/mvideo demo
 
+# -X faulthandler: a crash after pytest's own handler is gone (interpreter shutdown) still prints
+# every thread's stack.
 test: $(STAMP) $(SAMPLES)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -X faulthandler -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) $(SAMPLES)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -X faulthandler -m pytest -m "not slow" $(PYTEST_ARGS)
 
 gpu-check:
 	./scripts/gpu_check.sh
