@@ -119,7 +119,7 @@ class Trainer:
         start_layout(cfg, self.device)
         seed_everything(cfg.run.seed)
         self.parts: Components = build_components(cfg, self.device, self.run_dir,
-                                                  encode_inline=cfg.data.source != "latents")
+                                                  encode_inline=cfg.data.encodes_inline)
         self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
         configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
         self.optimizer, self.scheduler = build_optimizer(
