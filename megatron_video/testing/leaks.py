@@ -20,7 +20,7 @@ def mark_session() -> str:
     return os.environ[MARK]
 
 
-def _marked(mark: str) -> dict[int, int]:
+def marked(mark: str) -> dict[int, int]:
     """pid -> parent pid of the live processes carrying `mark` (zombies excluded)."""
     needle = f"{MARK}={mark}".encode()
     found = {}
@@ -42,10 +42,10 @@ def _marked(mark: str) -> dict[int, int]:
 def orphans(mark: str, session_pid: int | None = None) -> dict[int, str]:
     """pid -> command line of the marked processes whose parent is not the session's process tree."""
     session_pid = os.getpid() if session_pid is None else session_pid
-    marked = _marked(mark)
+    found = marked(mark)
     lost = {}
-    for pid, ppid in marked.items():
-        if ppid != session_pid and ppid not in marked:
+    for pid, ppid in found.items():
+        if ppid != session_pid and ppid not in found:
             try:
                 lost[pid] = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
             except OSError:
