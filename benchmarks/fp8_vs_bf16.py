@@ -35,8 +35,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import model_benchmark_args, time_call, write_result
 from benchmarks.dit_step import training_step
 from megatron_video.model import load_preset
-from megatron_video.model.fp8.operands import next_optimizer_step
 from megatron_video.model.fp8.settings import Fp8Settings, transformer_engine_import_error
+from megatron_video.model.fp8.state import native_operands
 from megatron_video.parallel.state import ParallelConfig, destroy_distributed, init_distributed
 
 PARITY_FLOOR, PARITY_CAP = 0.005, 0.02
@@ -62,11 +62,14 @@ def variants(device: torch.device) -> dict[str, tuple[Fp8Settings, bool]]:
     return found
 
 
-def after_optimizer_step(step):
+def after_optimizer_step(step, model):
     """step, preceded by what an optimizer's step does to the model's FP8 state: the weights' FP8
     copies go stale, so each timed step quantises them as a training step does."""
+    operands = native_operands([model]).values()
+
     def run() -> None:
-        next_optimizer_step()
+        for each in operands:
+            each.weight_updated()
         step()
     return run
 
@@ -76,7 +79,7 @@ def time_variant(preset, latent, dtype, device, fp8: Fp8Settings, compile: bool,
     step, model, _ = training_step(preset, latent, dtype, device, fp8, compile=compile)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row = {"step_s": round(time_call(after_optimizer_step(step), repeats=repeats, warmup=2 if compile else 1,
+    row = {"step_s": round(time_call(after_optimizer_step(step, model), repeats=repeats, warmup=2 if compile else 1,
                                      sync=torch.cuda.synchronize if cuda else None), 5)}
     if cuda:
         row["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -16,6 +16,7 @@ import yaml
 
 from megatron_video.inference.video_io import write_mp4
 from megatron_video.parallel.state import ParallelConfig, init_distributed
+from megatron_video.testing import leaks
 
 # Without a GPU the Triton kernels of tests/kernels run interpreted. Triton reads TRITON_INTERPRET
 # when a function is decorated, its own library functions (tl.sum's combine) included, so this must
@@ -25,6 +26,31 @@ if not torch.cuda.is_available():
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = ("Megamind.avi", "vtest.avi", "box.mp4", "cup.mp4", "music_video.mp4")
+
+
+# Seconds a process orphaned at the session's end may take to finish exiting before it counts as leaked.
+ORPHAN_GRACE_S = 30
+LEAK_MARK = pytest.StashKey[str]()
+
+
+def pytest_sessionstart(session):
+    session.stash[LEAK_MARK] = leaks.mark_session()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session on processes its tests left behind (workers whose parent died or never
+    stopped them), naming them; they are killed so they stop using the machine."""
+    lost = leaks.wait_for_orphans(session.stash[LEAK_MARK], ORPHAN_GRACE_S)
+    if not lost:
+        return
+    leaks.kill_orphans(lost)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.ensure_newline()
+        reporter.write_sep("=", f"{len(lost)} process(es) left behind by the tests (killed now)", red=True)
+    for pid, cmdline in lost.items():
+        (reporter.write_line if reporter else print)(f"pid {pid}: {cmdline}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import sys
 import threading
 import time
@@ -45,6 +46,32 @@ def lower_priority(priority: str) -> None:
             pass
     if priority in ("idle", "nice"):
         os.nice(ENCODER_NICENESS)
+
+
+def _exit_with(client_pid: int) -> None:
+    """End this process when the process it encodes for ends, however that ends (SIGKILL too).
+    Its parent is the fork server, and it holds the pool's queues and the fork server's liveness
+    pipe itself, so neither EOF nor a parent-death signal would ever come: without this, a killed
+    run leaves its encoder processes, fork server and resource tracker running forever. A pidfd
+    becomes readable when that process exits (Linux 5.3+; elsewhere nothing is watched)."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(client_pid)
+    except ProcessLookupError:  # it is gone already
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="encode-client-watch", daemon=True).start()
+
+
+def start_encoder(priority: str, client_pid: int) -> None:
+    """Initializer of each encoder process: the encoder's CPU priority, and an end with its client."""
+    lower_priority(priority)
+    _exit_with(client_pid)
 
 
 def can_start_processes() -> bool:
@@ -92,8 +119,8 @@ class EncodePool:
         # (each spawned interpreter would import everything again at the start of every run).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["__main__", "curator.video.encode_pool"])
-        pool = ProcessPoolExecutor(self._processes, mp_context=context, initializer=lower_priority,
-                                   initargs=(self._priority,))
+        pool = ProcessPoolExecutor(self._processes, mp_context=context, initializer=start_encoder,
+                                   initargs=(self._priority, os.getpid()))
         # Start the processes now, so their start overlaps the first videos' decode.
         for _ in range(self._processes):
             pool.submit(_started)

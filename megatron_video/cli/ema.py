@@ -38,7 +38,7 @@ def run(cfg) -> int:
     cfg = dataclasses.replace(cfg, parallel=ParallelConfig())  # one process holds the whole model
     device = resolve_device(cfg.run.device)
     start_layout(cfg, device)
-    parts = build_components(cfg, device, run_dir, encode_inline=cfg.data.source != "latents")
+    parts = build_components(cfg, device, run_dir, encode_inline=cfg.data.encodes_inline)
     model = parts.model
 
     def reader(path: pathlib.Path):

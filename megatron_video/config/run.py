@@ -75,6 +75,12 @@ class DataConfig:
         for key in ("remote_cpus", "remote_gpus"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
 
+    @property
+    def encodes_inline(self) -> bool:
+        """Whether a training or EMA process encodes its batches itself (loads the VAE and text
+        encoder): every source but latents, whose batches bring latents and text states."""
+        return self.source != "latents"
+
 
 @dataclass
 class EncodersConfig:

@@ -27,6 +27,7 @@ from megatron_video.data.buckets import BatchPlan, Bucket, assign_bucket, bucket
 from megatron_video.data.catalog import SHARD_PATH, has_catalog, is_validation_key
 from megatron_video.data.dataset import SKIPPED, caption_of, data_parallel_position
 from megatron_video.data.decode import decode_window, to_model_video
+from megatron_video.data.loader_workers import worker_options
 from megatron_video.data.packing import token_packs
 from megatron_video.data.selection import catalog_captions, selected_catalog
 from megatron_video.data.shard_members import ShardMembers
@@ -124,7 +125,4 @@ def build_bucketed_loader(cfg: DataConfig, seed: int, tokens_of=None, skip_batch
     """The training loader of data.buckets / data.packing; a resumed run passes the batches
     (microbatches) it already consumed as `skip_batches`."""
     dataset = BucketedClipDataset(cfg, "train", seed, tokens_of, skip_batches)
-    # Spawned, not forked, as build_loader's workers (data/dataset.py says why).
-    return DataLoader(dataset, batch_size=None, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0,
-                      multiprocessing_context="spawn" if cfg.num_workers > 0 else None)
+    return DataLoader(dataset, batch_size=None, **worker_options(cfg.num_workers))

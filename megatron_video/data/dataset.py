@@ -24,6 +24,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.data.catalog import is_validation_key
 from megatron_video.data.decode import decode_window, probe_clip, to_model_video
+from megatron_video.data.loader_workers import worker_options
 from megatron_video.data.selection import select_clips
 
 log = logging.getLogger(__name__)
@@ -210,8 +211,5 @@ def build_loader(cfg: DataConfig, split: str, seed: int, repeat: bool, skip_batc
     run passes the number of batches it already consumed as `skip_batches`."""
     dataset = ClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.num_workers if split == "train" else 0
-    # Spawned, not forked: the training process holds CUDA, tokenizer and NCCL threads by then, and
-    # a forked worker can deadlock on a lock one of them held (seen on the GPU machine).
-    return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, num_workers=workers,
-                      persistent_workers=workers > 0, drop_last=split == "train",
-                      multiprocessing_context="spawn" if workers > 0 else None)
+    return DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, drop_last=split == "train",
+                      **worker_options(workers))

@@ -33,6 +33,7 @@ from megatron_video.config import ConfigError
 from megatron_video.config.run import DataConfig
 from megatron_video.config.schema import RootConfig
 from megatron_video.data.dataset import ClipDataset, collate, data_parallel_position
+from megatron_video.data.loader_workers import worker_options
 from megatron_video.data.selection import ClipSelection, select_clips
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,5 @@ def build_latent_loader(cfg: RootConfig, split: str, seed: int, repeat: bool, sk
     "skipped"}."""
     dataset = LatentClipDataset(cfg, split, seed, repeat, skip_batches)
     workers = cfg.data.num_workers if split == "train" else 0
-    return DataLoader(dataset, batch_size=cfg.data.batch_size, collate_fn=collate, num_workers=workers,
-                      persistent_workers=workers > 0, drop_last=split == "train",
-                      multiprocessing_context="spawn" if workers > 0 else None)
+    return DataLoader(dataset, batch_size=cfg.data.batch_size, collate_fn=collate, drop_last=split == "train",
+                      **worker_options(workers))

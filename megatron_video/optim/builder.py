@@ -28,6 +28,7 @@ from megatron.core.optimizer import (
 )
 from torch import nn
 
+from megatron_video.model.fp8.state import refresh_weights_after_steps
 from megatron_video.optim.classify import rows_span_tensor_parallel, sphere_parameters
 from megatron_video.optim.config import OptimConfig
 from megatron_video.optim.mup import lr_multiplier
@@ -168,6 +169,7 @@ def build_optimizer(model_chunks: list, cfg: OptimConfig, width: int, total_step
                                         eps=cfg.eps, weight_decay=cfg.weight_decay,
                                         fused=None if cfg.fused_kernels else False)
         inner.set_row_geometry(_row_geometry(leaf, constrained))
+        refresh_weights_after_steps(inner, model_chunks)  # these chunks' FP8 weight copies only
         leaf.optimizer = inner
         leaf.init_state_fn = lambda opt, config=None: opt.init_state()  # megatron calls it to load
         if isinstance(leaf, DistributedOptimizer):

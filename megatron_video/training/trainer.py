@@ -29,6 +29,7 @@ from megatron_video.data.dataset import SKIPPED
 from megatron_video.data.loaders import loader_state, resolve_loader
 from megatron_video.data.sources import check_source, open_train_loader
 from megatron_video.model.fp8.settings import device_problem
+from megatron_video.model.fp8.state import amax_histories, load_amax_histories
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer, init_optimizer_state
 from megatron_video.parallel.layout import validate_layout
@@ -118,7 +119,7 @@ class Trainer:
         start_layout(cfg, self.device)
         seed_everything(cfg.run.seed)
         self.parts: Components = build_components(cfg, self.device, self.run_dir,
-                                                  encode_inline=cfg.data.source != "latents")
+                                                  encode_inline=cfg.data.encodes_inline)
         self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
         configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
         self.optimizer, self.scheduler = build_optimizer(
@@ -142,8 +143,9 @@ class Trainer:
         self.skipped_clips = 0  # by the loaders of every data-parallel replica, this run and those it resumes
 
     # -- state -------------------------------------------------------------------------------
-    def _sharded_state(self, loading: bool, per_rank: bool = True) -> dict:
-        """Everything a resumed run needs, as megatron dist_checkpointing's sharded state dict."""
+    def _sharded_state(self, loading: bool, per_rank: bool = True, fp8_histories: bool = True) -> dict:
+        """Everything a resumed run needs, as megatron dist_checkpointing's sharded state dict
+        (`fp8_histories`: with each rank's delayed-scaling amax histories, where the model has them)."""
         if loading:
             init_optimizer_state(self.optimizer)
         state = ckpt.model_sharded_state(self.parts.chunks)
@@ -154,10 +156,19 @@ class Trainer:
                      distributed_optimizer=self.cfg.parallel.distributed_optimizer,
                      consumed_batches=self.step * self.cfg.parallel.microbatches, losses=self.metrics.losses,
                      skipped_steps=self.faults.skipped, skipped_clips=self.skipped_clips)
+        histories = amax_histories(self.parts.chunks)
+        state["fp8_amax_histories"] = bool(histories)
         if per_rank:  # each rank's generators and DALI loader position
             state["rng"] = ckpt.sharded_rng_state(self.device)
             state["loader"] = ckpt.per_rank_object("loader_state", loader_state(self.loader))
+            if histories and fp8_histories:
+                state["fp8"] = ckpt.per_rank_object("fp8_amax_histories", {"layout": self._layout(),
+                                                                           "histories": histories})
         return state
+
+    def _layout(self) -> tuple[int, int, int, int]:
+        parallel = self.cfg.parallel
+        return parallel.tensor, parallel.pipeline, parallel.context, parallel.virtual_pipeline
 
     def _save(self) -> str:
         return str(self.checkpointer.save(self.step, self._sharded_state(loading=False)))
@@ -185,13 +196,18 @@ class Trainer:
         # Per-rank RNG and loader states come back only at the layout that saved them (a resharded run
         # reseeds, and its loader starts from the step count).
         same_world = common["world_size"] == dist.get_world_size()
-        state = ckpt.load_checkpoint(found, self._sharded_state(loading=True, per_rank=same_world))
+        # Delayed scaling's amax histories too (absent from checkpoints of other FP8 scalings).
+        fp8_histories = same_world and common.get("fp8_amax_histories", False)
+        state = ckpt.load_checkpoint(found, self._sharded_state(loading=True, per_rank=same_world,
+                                                                fp8_histories=fp8_histories))
         ckpt.load_model_state(self.parts.chunks, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if same_world:
             ckpt.restore_rng_state(state["rng"], self.device)
             self.resumed_loader_state = state["loader"]
+        if "fp8" in state and state["fp8"]["layout"] == self._layout():
+            load_amax_histories(self.parts.chunks, state["fp8"]["histories"])
         self.metrics.losses = list(state["losses"])
         self.faults.skipped = state["skipped_steps"]
         self.skipped_clips = state.get("skipped_clips", 0)  # absent from checkpoints saved before it was counted

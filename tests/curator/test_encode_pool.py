@@ -18,6 +18,7 @@ from curator.stages.base import WorkerContext
 from curator.stages.encode import EncodeStage
 from curator.video import pyav_io
 from curator.video.encode_pool import ENCODER_NICENESS, EncodePool
+from megatron_video.testing import leaks
 
 
 def test_process_pool_encodes_the_same_clips_as_the_worker_threads(footage, make_config, read_shards, tmp_path):
@@ -162,3 +163,32 @@ def test_x264_threads_share_the_cores_among_the_clips_encoded_at_once(monkeypatc
     assert EncodeStage.from_config(cfg).x264_threads_for(_clip_context("local", cfg)) == 4
     cfg = CurateConfig(executor="local", workers=8, encode_threads=3, device="cpu")
     assert EncodeStage.from_config(cfg).x264_threads_for(_clip_context("local", cfg)) == 3
+
+
+KILLED_CLIENT = """
+import time
+from curator.video.encode_pool import EncodePool
+pool = EncodePool(2)
+pool._pool.submit(int).result()
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_run_leaves_no_encoder_process_fork_server_or_tracker(tmp_path):
+    """SIGKILL of the curating process (an OOM kill): its encoder processes end with it, and so the
+    fork server and the resource tracker they kept alive."""
+    mark = f"encode-pool-{os.getpid()}-{tmp_path.name}"
+    client = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT], stdout=subprocess.PIPE, text=True,
+                              cwd=pathlib.Path(__file__).resolve().parents[2], env={**os.environ, leaks.MARK: mark})
+    try:
+        assert client.stdout.readline().strip() == "up"
+        # The client, its resource tracker, fork server and encoder processes; none orphaned yet.
+        assert len(leaks.marked(mark)) >= 4 and leaks.orphans(mark) == {}
+    finally:
+        client.kill()
+        client.wait()
+    left = leaks.wait_for_orphans(mark, grace_s=60)
+    leaks.kill_orphans(left)
+    assert left == {}
+

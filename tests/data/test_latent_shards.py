@@ -157,3 +157,10 @@ def test_latents_encoded_on_cuda_train_to_the_loss_of_inline_encoding_on_cuda(sh
                            f"data.latents={tmp_path / 'latents'}"))
     # bf16 autocast on the GPU: the same inputs, but kernels need not be bit-reproducible.
     assert latent.losses == pytest.approx(inline.losses, rel=1e-3)
+
+
+def test_only_latent_sources_skip_the_encoders(tmp_path):
+    """data.encodes_inline, the one rule the trainer and `mvideo ema` build their encoders by."""
+    assert load_config("demo", ["data.source=clips"]).data.encodes_inline
+    assert load_config("demo", ["data.source=remote"]).data.encodes_inline
+    assert not load_config("demo", ["data.source=latents", f"data.latents={tmp_path}"]).data.encodes_inline

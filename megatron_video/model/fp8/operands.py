@@ -17,7 +17,6 @@ Scalings (train.fp8_scaling with train.fp8=native):
 from __future__ import annotations
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from megatron_video.model.fp8.scaling import (
     E4M3,
@@ -36,19 +35,6 @@ SCALINGS = MODE_SCALINGS["native"]
 # Slots of a delayed-scaling amax history: the scale is the max over all but the two being
 # written and cleared, so over this many minus two earlier calls.
 HISTORY_SLOTS = 18
-
-_optimizer_steps = [0]
-
-
-def next_optimizer_step(*_) -> None:
-    """Mark every cached FP8 weight stale. Runs after each torch.optim optimizer's step (megatron's
-    optimizers step torch ones), which may write parameters in ways their version counter does not
-    see (Triton kernels, megatron's copies from its main parameters)."""
-    _optimizer_steps[0] += 1
-
-
-register_optimizer_step_post_hook(next_optimizer_step)
-
 
 def use_kernels(x: torch.Tensor) -> bool:
     """Whether x is quantised by the Triton kernels (on CUDA) rather than by the PyTorch reference
@@ -85,9 +71,18 @@ class AmaxHistory:
         self.bits: torch.Tensor | None = None
         self.calls = 0
 
+    def state_dict(self) -> dict:
+        return {"bits": None if self.bits is None else self.bits.clone(), "calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.bits = None if state["bits"] is None else state["bits"].clone()
+        self.calls = state["calls"]
+
     def pair(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[Quantized, Quantized]:
-        if self.bits is None or self.bits.device != x.device:
+        if self.bits is None:
             self.bits, self.calls = torch.zeros(HISTORY_SLOTS, dtype=torch.int32, device=x.device), 0
+        elif self.bits.device != x.device:  # a loaded history, or a model moved between devices
+            self.bits = self.bits.to(x.device)
         call, self.calls = self.calls, self.calls + 1
         if use_kernels(x):
             from kernels.fp8_cast import delayed_scales
@@ -119,14 +114,21 @@ class LinearOperands:
         self.scaling = scaling
         self.rowwise = scaling == "row"
         self._weight_key: tuple | None = None
+        self._weight_updates = 0  # optimizer steps over the weight (weight_updated)
         self._weight: tuple[Quantized, Quantized] | None = None
         self._input_history, self._grad_history = AmaxHistory(), AmaxHistory()
+
+    def weight_updated(self) -> None:
+        """Mark the cached FP8 weight stale: its optimizer stepped (fp8/state.py registers this
+        after each step of the model's own optimizers), and a step may write the parameter in ways
+        its version counter does not see (Triton kernels, megatron's copies from its main parameters)."""
+        self._weight_updates += 1
 
     def weight(self, weight: torch.Tensor) -> tuple[Quantized, Quantized]:
         """(W [out, in], W^T [in, out]) in e4m3, recomputed only when the parameter changed: after an
         optimizer step, an in-place write autograd sees, or a new storage. Microbatches and
         recomputed forwards of one step share it."""
-        key = (weight.data_ptr(), weight._version, _optimizer_steps[0], weight.device)
+        key = (weight.data_ptr(), weight._version, self._weight_updates, weight.device)
         if key != self._weight_key:
             self._weight, self._weight_key = _pair(weight.detach(), E4M3, self.rowwise), key
         return self._weight
@@ -138,6 +140,14 @@ class LinearOperands:
     def grad(self, dy: torch.Tensor) -> tuple[Quantized, Quantized]:
         """(dy [tokens, out], dy^T [out, tokens padded]) in e5m2."""
         return self._activation(dy, E5M2, self._grad_history)
+
+    def amax_histories(self) -> dict:
+        """Delayed scaling's state (what a checkpoint keeps so a resumed run scales as before)."""
+        return {"input": self._input_history.state_dict(), "grad": self._grad_history.state_dict()}
+
+    def load_amax_histories(self, state: dict) -> None:
+        self._input_history.load_state_dict(state["input"])
+        self._grad_history.load_state_dict(state["grad"])
 
     def _activation(self, x: torch.Tensor, dtype: torch.dtype, history: AmaxHistory) -> tuple[Quantized, Quantized]:
         if self.scaling == "delayed":
