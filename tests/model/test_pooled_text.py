@@ -4,10 +4,14 @@ through an MLP, is added to the timestep embedding that drives every AdaLN modul
 In float64: the conditioning vector is the timestep embedding plus the MLP of the mean over the real
 tokens; the model's output moves with the pooled embedding alone (the joint attention's text tokens
 held fixed); padded text tokens change nothing; an all-padding prompt pools to zeros; the new
-parameters get gradient, are muP input/hidden weights and are counted by the planner.
+parameters get gradient, are muP input/hidden weights and are counted by the planner; weights
+saved without them are refused, naming the key.
 """
+import pytest
 import torch
 
+from megatron_video.config import ConfigError
+from megatron_video.inference.generator import load_into
 from megatron_video.model import VideoDiTConfig, build_model
 from megatron_video.optim.mup import HIDDEN, INPUT, mup_role
 from megatron_video.plan.parameters import total_parameters
@@ -68,3 +72,11 @@ def test_pooled_weights_get_gradient_and_a_mup_role(megatron_single):
     assert total_parameters(model.cfg) == sum(p.numel() for p in params.values())
     assert total_parameters(model.cfg) - total_parameters(VideoDiTConfig(**{
         **vars(model.cfg), "pooled_text_conditioning": False})) == 12 * 32 + 32 + 32 * 32 + 32
+
+
+def test_weights_without_the_pooled_path_are_refused_naming_the_key(megatron_single, tmp_path):
+    model = float64_model()
+    older = {name: value for name, value in model.state_dict().items() if not name.startswith("pooled_text_embed.")}
+    with pytest.raises(ConfigError, match="model.pooled_text_conditioning") as refused:
+        load_into(model, older, tmp_path / "model.safetensors")
+    assert refused.value.key == "sample.checkpoint"
