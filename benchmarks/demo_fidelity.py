@@ -42,7 +42,7 @@ def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int, shar
     captions = sorted({caption for caption, _ in windows})
     results = {}
     for steps, guidance, solver in settings:
-        scores = []
+        scores, margins = [], {}
         for caption in captions:
             for seed in range(seeds):
                 request = GenerationRequest(prompt=caption, frames=cfg.sample.frames, height=cfg.sample.height,
@@ -51,12 +51,14 @@ def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int, shar
                 fidelity = frames_fidelity(generator.generate(request), caption, windows)
                 scores.append((max(fidelity.own), max(fidelity.others), np.mean(fidelity.own),
                                np.mean(fidelity.others)))
+                margins.setdefault(caption, []).append(fidelity.margin)
         own_best, other_best, own_mean, other_mean = (float(v) for v in np.mean(scores, axis=0))
         results[f"{steps}_steps_g{guidance:g}_{solver}"] = {
             "own_best_db": round(own_best, 2), "other_best_db": round(other_best, 2),
             "own_mean_db": round(own_mean, 2), "other_mean_db": round(other_mean, 2),
             "margin_db": round(own_mean - other_mean, 2),
-            "own_best_wins": f"{sum(s[0] > s[1] for s in scores)}/{len(scores)}"}
+            "own_best_wins": f"{sum(s[0] > s[1] for s in scores)}/{len(scores)}",
+            "caption_margin_db": {caption: round(float(np.mean(m)), 2) for caption, m in margins.items()}}
         print(f"{steps} steps, guidance {guidance:g}, {solver}: {results[list(results)[-1]]}", flush=True)
     return results
 

@@ -61,7 +61,9 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: pa
     missing, unexpected = model.load_state_dict(weights, strict=False)
     wrong = [k for k in missing if not k.endswith("_extra_state")] + list(unexpected)
     if wrong:
-        raise ConfigError("sample.checkpoint", f"'{path}' does not fit the model config: {wrong[:5]}")
+        hint = ("; the weights and model.pooled_text_conditioning disagree"
+                if any(k.startswith("pooled_text_embed.") for k in wrong) else "")
+        raise ConfigError("sample.checkpoint", f"'{path}' does not fit the model config: {wrong[:5]}{hint}")
 
 
 def cfg_parallel_group() -> dist.ProcessGroup:

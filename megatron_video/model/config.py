@@ -38,6 +38,9 @@ class VideoDiTConfig:
     adaln_lora_rank: int = 0  # 0 = full-rank per-block modulation
     spatio_temporal: bool = False  # ST-DiT: even blocks attend within frames, odd ones along time
     timestep_dim: int = 256  # width of the sinusoidal timestep features
+    # The masked mean of the text states, through an MLP, added to the timestep embedding that drives
+    # AdaLN (SD3/Flux); off by default so checkpoints and exports of models built without it still load.
+    pooled_text_conditioning: bool = False
     fused_kernels: bool = True  # Triton kernels for the block's norm/RoPE/gating ops on CUDA (kernels/)
     packed_attention: str = "segments"  # packed rows (data.packing): segments | flex (packed_attention.py)
 

@@ -42,6 +42,24 @@ class TextProjection(nn.Module):
         return self.mlp(text)
 
 
+class PooledTextEmbedding(nn.Module):
+    """Text encoder states [B, L, text_dim] and mask [B, L] -> a conditioning vector [B, hidden]: the
+    masked mean over the real tokens through an MLP. Added to the timestep embedding that drives
+    every AdaLN modulation (as SD3 and Flux add their pooled text embedding), it gives the caption a
+    path to the whole video that does not wait for the blocks to learn to attend to the text tokens.
+    """
+
+    def __init__(self, text_dim: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        weights = text_mask.to(self.mlp[0].weight.dtype)[..., None]
+        # An all-padding prompt pools to zeros rather than dividing by zero.
+        pooled = (text.to(weights.dtype) * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.mlp(pooled)
+
+
 def modulation_mlp(hidden: int, inner: int, outputs: int) -> nn.Sequential:
     """Conditioning -> `outputs` modulation vectors [B, outputs * hidden].
 

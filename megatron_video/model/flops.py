@@ -41,6 +41,8 @@ def grid_forward_flops(cfg: VideoDiTConfig, grid: tuple[int, int, int], text_len
     flops = 2.0 * n * cfg.patch_dim * h  # patch embedding
     flops += 2.0 * text_len * (cfg.text_dim * h + h * h)  # text projection
     flops += 2.0 * (cfg.timestep_dim * h + h * h)  # timestep MLP
+    if cfg.pooled_text_conditioning:
+        flops += 2.0 * (cfg.text_dim * h + h * h)  # pooled text MLP
     if cfg.adaln_lora_rank:
         flops += 2.0 * (h * h + h * mods * h)  # shared modulation
     for layer in range(cfg.layers):

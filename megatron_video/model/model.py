@@ -20,7 +20,12 @@ from torch import nn
 
 from megatron_video.model.block import BLOCK_TYPES, JointSequence
 from megatron_video.model.config import VideoDiTConfig
-from megatron_video.model.embeddings import TextProjection, TimestepEmbedding, modulation_mlp
+from megatron_video.model.embeddings import (
+    PooledTextEmbedding,
+    TextProjection,
+    TimestepEmbedding,
+    modulation_mlp,
+)
 from megatron_video.model.fp8.layers import transformer_config_fields
 from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
 from megatron_video.model.packing import PackLayout
@@ -37,8 +42,8 @@ class VideoDiT(MegatronModule):
     model) or `build_model_chunks` (this rank's pipeline stages) once parallel_state is initialised.
 
     A stage holds the blocks `layers`; the first also the embeddings, the last the final layer.
-    Every stage holds the conditioning (timestep MLP, shared AdaLN modulation) and recomputes it
-    from the timesteps each stage receives: its parameters are marked `pipeline_parallel`, so
+    Every stage holds the conditioning (timestep MLP, pooled text MLP, shared AdaLN modulation) and
+    recomputes it from the timesteps and text each stage receives: its parameters are marked `pipeline_parallel`, so
     megatron's finalize_model_grads sums their gradients over the pipeline stages, and `shared`
     beyond the first stage, so the gradient norm counts them once. The blocks' linear layers follow
     the FP8 mode `fp8`, and `recompute` (recompute.py) names what backward recomputes.
@@ -64,6 +69,7 @@ class VideoDiT(MegatronModule):
             self.patch_embed = nn.Linear(cfg.patch_dim, h)
             self.text_proj = TextProjection(cfg.text_dim, h)
         self.time_embed = TimestepEmbedding(cfg.timestep_dim, h)
+        self.pooled_text_embed = PooledTextEmbedding(cfg.text_dim, h) if cfg.pooled_text_conditioning else None
         # AdaLN-LoRA (NeMo VFM): one full-rank modulation shared by all blocks, plus a low-rank one per block.
         self.shared_modulation = (modulation_mlp(h, h, block_type.modulations) if cfg.adaln_lora_rank else None)
         self.blocks = nn.ModuleList(block_type(cfg, config, layer, fp8, recompute) for layer in self.layers)
@@ -73,7 +79,7 @@ class VideoDiT(MegatronModule):
             # Not zero-initialised (unlike DiT): with zero here no block would get gradient on step one.
             self.final_proj = nn.Linear(h, cfg.patch_dim)
         if not (pre_process and post_process):
-            for module in (self.time_embed, self.shared_modulation):
+            for module in (self.time_embed, self.pooled_text_embed, self.shared_modulation):
                 for param in module.parameters() if module is not None else ():
                     param.pipeline_parallel = True
                     # Counted once in the gradient norm (megatron's clipping skips `shared` params).
@@ -137,7 +143,7 @@ class VideoDiT(MegatronModule):
             seq = replace(shard.local_view(), positions=seq.positions[rows], context=shard)
         if pack is not None:
             seq = replace(seq, modulation_rows=self._sequence_parallel_rows(pack.modulation_rows(x.device)[rows]))
-        cond = self.time_embed(timesteps)
+        cond = self.conditioning(timesteps, text, text_mask, pack)
         shared = self.shared_modulation(cond) if self.shared_modulation is not None else None
         if self.pre_process:
             hidden = self.embed(x, text, pad, rows) if pack is None else self.embed_packed(x, text, pack, rows)
@@ -161,6 +167,19 @@ class VideoDiT(MegatronModule):
             out = gather_from_sequence_parallel_region(self.final_layer(hidden, cond), group=self.context.group,
                                                        tensor_parallel_output_grad=False)[text_len:text_len + n]
         return unpatchify(out.transpose(0, 1), self.cfg.patch, grid, self.cfg.in_channels).to(x.dtype)
+
+    def conditioning(self, timesteps: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                     pack: PackLayout | None) -> torch.Tensor:
+        """The vector [B or samples, h] every AdaLN modulation reads: the timestep embedding, plus
+        the pooled text embedding of each sample's own text under pooled_text_conditioning."""
+        cond = self.time_embed(timesteps)
+        if self.pooled_text_embed is None:
+            return cond
+        if pack is not None:  # one packed row: each segment's text tokens, padded to one length
+            lengths = [segment.text_len for segment in pack.segments]
+            text = nn.utils.rnn.pad_sequence(list(text[0].split(lengths)), batch_first=True)
+            text_mask = nn.utils.rnn.pad_sequence(list(text_mask[0].split(lengths)), batch_first=True)
+        return cond + self.pooled_text_embed(text, text_mask).to(cond.dtype)
 
     def embed(self, x: torch.Tensor, text: torch.Tensor, pad: int, rows: slice) -> torch.Tensor:
         """The joint sequence's tokens [S, B, h] for this rank's `rows` (sequence-parallel split)."""

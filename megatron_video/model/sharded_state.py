@@ -9,7 +9,7 @@ checkpoint holds the canonical (TP = 1) segments whatever TP size wrote or reads
 optimizers build their moments' sharded state from these same entries.
 
 Replica ids are (pipeline, tensor, data x context): the copy whose id is all zeros is written.
-The conditioning (timestep MLP, shared modulation) lives on every pipeline stage: the first stage's
+The conditioning (timestep MLP, pooled text MLP, shared modulation) lives on every pipeline stage: the first stage's
 copy is the one written.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def video_dit_sharded_state_dict(model, prefix: str = "") -> dict:
     tp = parallel_state.get_tensor_model_parallel_world_size()
     dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=True)
     layout = model.tensor_parallel_layout()
-    conditioning = ("time_embed.", "shared_modulation.")
+    conditioning = ("time_embed.", "pooled_text_embed.", "shared_modulation.")
     sharded = {}
     for name, value in model.state_dict(keep_vars=True).items():
         key = prefix + global_name(model, name)

@@ -26,6 +26,7 @@ MUP_RULES: tuple[tuple[str, str], ...] = (
     ("*patch_embed.weight", INPUT),
     ("*text_proj.mlp.0.weight", INPUT),
     ("*time_embed.mlp.0.weight", INPUT),
+    ("*pooled_text_embed.mlp.0.weight", INPUT),
     ("*final_proj.weight", OUTPUT),
 )
 

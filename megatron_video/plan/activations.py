@@ -214,6 +214,8 @@ def embedding_saved(cfg: VideoDiTConfig, shape: Shape, precision: Precision, fus
         Saved("text projection (input, GELU in and out)", b * text * (cfg.text_dim + 2 * h), c),
         Saved("timestep MLP and conditioning", b * (cfg.timestep_dim + 3 * h), c),
     ]
+    if cfg.pooled_text_conditioning:
+        saved.append(Saved("pooled text MLP", b * (cfg.text_dim + 2 * h), c))
     if shape.sequence_parallel and stream_bytes(precision, fused) == precision.compute:
         # Block 0's norm input is this rank's slice of the whole sequence, a view: with no autocast
         # cast in between (fp32, or the fused norm), it keeps the other ranks' rows alive too.

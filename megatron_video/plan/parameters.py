@@ -52,10 +52,13 @@ def block_parameters(cfg: VideoDiTConfig, layer: int) -> BlockParameters:
 
 
 def embedding_parameters(cfg: VideoDiTConfig) -> int:
-    """Patch embedding, text projection, timestep MLP and the shared AdaLN-LoRA modulation (first stage)."""
+    """Patch embedding, text projection, timestep MLP, pooled text MLP and the shared AdaLN-LoRA
+    modulation (first stage)."""
     h = cfg.hidden
     count = linear(cfg.patch_dim, h) + linear(cfg.text_dim, h) + linear(h, h) \
         + linear(cfg.timestep_dim, h) + linear(h, h)
+    if cfg.pooled_text_conditioning:
+        count += linear(cfg.text_dim, h) + linear(h, h)
     if cfg.adaln_lora_rank:
         count += modulation(h, h, modulations_per_block(cfg))
     return count

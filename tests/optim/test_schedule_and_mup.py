@@ -65,3 +65,32 @@ def test_config_rejects_bad_values_naming_the_key():
         OptimConfig(layer_lr_multipliers=["*attn*"])
     with pytest.raises(ConfigError, match="cooldown_start_fraction"):
         OptimConfig(cooldown_start_fraction=0.0)
+
+
+def test_a_resumed_schedule_with_more_steps_follows_the_config_and_says_so(caplog):
+    """Resumed with a larger train.steps, the schedule is the new run's at the checkpoint's step
+    (megatron's --override-opt_param-scheduler), not the finished one of the checkpoint."""
+    cfg = OptimConfig(lr=1e-3, warmup_steps=10, min_lr_fraction=0.0)
+
+    def scheduler(total_steps, steps_taken):
+        optimizer = SphereAdamW([{"params": [torch.nn.Parameter(torch.zeros(2))], "max_lr": 1e-3, "min_lr": 0.0}])
+        made = build_scheduler(optimizer, cfg, total_steps)
+        made.step(steps_taken)
+        return made, optimizer
+
+    finished, _ = scheduler(120, 120)
+    assert finished.current_lr() == 0.0  # the 120-step run ended its cooldown
+    extended, optimizer = scheduler(300, 0)
+    with caplog.at_level("WARNING", logger="megatron_video.optim.schedule"):
+        extended.load_state_dict(finished.state_dict())
+    straight, _ = scheduler(300, 120)
+    assert extended.num_steps == 120
+    assert extended.current_lr() == straight.current_lr() == pytest.approx(1e-3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert "train.steps (lr_decay_steps) 120 -> 300" in caplog.text
+    assert extended.wsd_decay_steps == straight.wsd_decay_steps  # the cooldown is the new run's too
+    caplog.clear()
+    resumed, _ = scheduler(300, 0)
+    with caplog.at_level("WARNING", logger="megatron_video.optim.schedule"):
+        resumed.load_state_dict(straight.state_dict())  # same config: the same schedule, nothing to say
+    assert resumed.current_lr() == straight.current_lr() and caplog.text == ""

@@ -11,7 +11,7 @@ Three optimizer steps of four microbatches through megatron-core's schedules, wi
 SphereAdamW and gradient clipping, give the same losses, gradient norms and weights as one process:
 PP=2 with 1F1B and interleaved (VPP=2), and the 4-rank mixes TP2xCP2, TP2xPP2, DP2xCP2 (distributed
 optimizer, gradient reduction overlapped with backward), CP2xPP2. That model has the value residual
-(carried between stages) and AdaLN-LoRA (conditioning on every stage).
+(carried between stages), AdaLN-LoRA and the pooled text embedding (conditioning on every stage).
 
 On GPUs the context-parallel case also runs in bf16 autocast (the trainer's precision there): the
 CP result's largest deviation from the float32 one-process result, output and every gradient, may be
@@ -55,7 +55,8 @@ BUILD = {"recompute": dict(recompute="attention")}
 
 
 def cp_config(**kw) -> VideoDiTConfig:
-    return VideoDiTConfig(**{**dict(in_channels=8, hidden=64, layers=3, heads=4, mlp_ratio=2.0, text_dim=24), **kw})
+    return VideoDiTConfig(**{**dict(in_channels=8, hidden=64, layers=3, heads=4, mlp_ratio=2.0, text_dim=24,
+                                    pooled_text_conditioning=True), **kw})
 
 
 def make_inputs(cfg, batch=2, latent=(2, 4, 6), text_len=5):
@@ -185,7 +186,8 @@ def _cases_of(ranks):
 
 
 def train_config() -> VideoDiTConfig:
-    return VideoDiTConfig(in_channels=8, hidden=64, layers=4, heads=4, mlp_ratio=2.0, text_dim=24, adaln_lora_rank=8)
+    return VideoDiTConfig(in_channels=8, hidden=64, layers=4, heads=4, mlp_ratio=2.0, text_dim=24, adaln_lora_rank=8,
+                          pooled_text_conditioning=True)
 
 
 def make_microbatches() -> list[list[dict]]:

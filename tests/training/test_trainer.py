@@ -56,6 +56,14 @@ def test_a_resumed_run_repeats_an_uninterrupted_one_exactly(shard_root, tmp_path
 
     assert counts("resumed") == counts("straight") and counts("straight")[-1] == 4
 
+    # Resumed with a larger train.steps, the 8-step run's finished cooldown (LR 0 at its end) gives
+    # way to the 12-step run's schedule, still in its stable phase at step 9.
+    destroy_distributed()
+    extended = train(_config(shard_root, tmp_path / "resumed", 12))
+    assert extended.start_step == 8
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[7] < 1e-3 and lrs[8] == pytest.approx(3e-3)
+
 
 # The GPU tests encode text with a tiny UMT5: the GPU machine has transformers, not MiniLM's wheel.
 @pytest.mark.gpu
