@@ -31,15 +31,23 @@ SAMPLES = ("Megamind.avi", "vtest.avi", "box.mp4", "cup.mp4", "music_video.mp4")
 # Seconds a process orphaned at the session's end may take to finish exiting before it counts as leaked.
 ORPHAN_GRACE_S = 30
 LEAK_MARK = pytest.StashKey[str]()
+# pid -> the test after which the orphan was first seen (a scan of /proc after every test).
+FIRST_SEEN: dict[int, str] = {}
 
 
 def pytest_sessionstart(session):
     session.stash[LEAK_MARK] = leaks.mark_session()
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    for pid in leaks.orphans(os.environ[leaks.MARK]):
+        FIRST_SEEN.setdefault(pid, nodeid)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the session on processes its tests left behind (workers whose parent died or never
-    stopped them), naming them; they are killed so they stop using the machine."""
+    """Name the processes the tests left behind (workers whose parent died or never stopped them),
+    with the test after which each was first seen, in red, and kill them so they stop using the
+    machine. A report, not a failure: each is a defect to fix in the test or code named."""
     lost = leaks.wait_for_orphans(session.stash[LEAK_MARK], ORPHAN_GRACE_S)
     if not lost:
         return
@@ -49,8 +57,8 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.ensure_newline()
         reporter.write_sep("=", f"{len(lost)} process(es) left behind by the tests (killed now)", red=True)
     for pid, cmdline in lost.items():
-        (reporter.write_line if reporter else print)(f"pid {pid}: {cmdline}")
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        seen = FIRST_SEEN.get(pid, "the session's end")
+        (reporter.write_line if reporter else print)(f"pid {pid}, first seen after {seen}: {cmdline}")
 
 
 def pytest_collection_modifyitems(config, items):

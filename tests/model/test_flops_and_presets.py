@@ -58,7 +58,7 @@ def test_preset_parameter_counts_match_their_names(megatron_single, name):
 
 def test_demo_preset_is_tiny_and_cpu_sized():
     cfg = load_preset("demo")
-    assert (cfg.hidden, cfg.layers, cfg.heads, cfg.text_dim, cfg.in_channels) == (128, 4, 4, 384, 48)
+    assert (cfg.hidden, cfg.layers, cfg.heads, cfg.text_dim, cfg.in_channels) == (256, 4, 4, 384, 48)
 
 
 def test_config_validation_names_the_key():

@@ -48,7 +48,7 @@ def test_a_run_logs_its_metrics_to_wandb_offline_and_resumes_the_same_wandb_run(
     assert runs[0]["run_id"] == runs[1]["run_id"] == (run_dir / "wandb_run_id").read_text()
     assert runs[0]["project"] == "mvideo-test"
     logged_config = runs[0]["config"]["update"]
-    assert logged_config["train"]["steps"] == 3 and logged_config["model"]["hidden"] == 128
+    assert logged_config["train"]["steps"] == 3 and logged_config["model"]["hidden"] == 256
 
     history = {}
     for record in first + second:
