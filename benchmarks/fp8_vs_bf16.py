@@ -17,7 +17,8 @@ of steps) and bf16's is within the seed-to-seed gap of bf16 itself, floored at 0
 land close by chance) and capped at 2%: the gap a different initialisation and data order alone
 produce is the natural scale of "the same training run", and FP8 rounding (relative 2^-4 per e4m3
 operand, unbiased) perturbs a step far less than that unless it biases the optimisation.
-`--quick` runs a tiny model on the CPU (its parity run, of 2 steps, only with --shards).
+`--quick` runs a tiny model on the CPU (its parity run, of 2 steps, only with --shards);
+`--parity-steps 0` leaves the parity runs out.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ PARITY_FLOOR, PARITY_CAP = 0.005, 0.02
 def options(parser) -> None:
     parser.add_argument("--shards", type=pathlib.Path, default=None,
                         help="curated demo output (its shards/ and catalog/); curated from data/samples if absent")
-    parser.add_argument("--parity-steps", type=int, default=300)
+    parser.add_argument("--parity-steps", type=int, default=300,
+                        help="steps of each loss-parity run; 0 times the throughput only (no curation, no training)")
 
 
 def variants(device: torch.device) -> dict[str, tuple[Fp8Settings, bool]]:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv, extra=options)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     init_distributed(ParallelConfig(), device)
-    parity = not args.quick or args.shards is not None
+    parity = args.parity_steps > 0 and (not args.quick or args.shards is not None)
     work = pathlib.Path(tempfile.mkdtemp(prefix="fp8_parity_"))
     try:
         # The parity data first: a curation that cannot run stops the benchmark before its timings.

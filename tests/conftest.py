@@ -46,8 +46,8 @@ def pytest_runtest_logfinish(nodeid, location):
 
 def pytest_sessionfinish(session, exitstatus):
     """Name the processes the tests left behind (workers whose parent died or never stopped them),
-    with the test after which each was first seen, in red, and kill them so they stop using the
-    machine. A report, not a failure: each is a defect to fix in the test or code named."""
+    with the test after which each was first seen, in red, kill them so they stop using the
+    machine, and fail the session: each is a defect to fix in the test or code named."""
     lost = leaks.wait_for_orphans(session.stash[LEAK_MARK], ORPHAN_GRACE_S)
     if not lost:
         return
@@ -59,6 +59,8 @@ def pytest_sessionfinish(session, exitstatus):
     for pid, cmdline in lost.items():
         seen = FIRST_SEEN.get(pid, "the session's end")
         (reporter.write_line if reporter else print)(f"pid {pid}, first seen after {seen}: {cmdline}")
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import select
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from curator.errors import RunFault
 from curator.tracing import span
 from curator.video import pyav_io
 from curator.video.host_slots import HostSlots, read_slot
+from megatron_video.lifetime import exit_with
 
 # Encoder processes yield the cores to the curating process: a decode thread holding the GIL (or
 # woken to take it) that waits behind an x264 thread stalls every other thread of the run (niceness
@@ -48,30 +48,12 @@ def lower_priority(priority: str) -> None:
         os.nice(ENCODER_NICENESS)
 
 
-def _exit_with(client_pid: int) -> None:
-    """End this process when the process it encodes for ends, however that ends (SIGKILL too).
-    Its parent is the fork server, and it holds the pool's queues and the fork server's liveness
-    pipe itself, so neither EOF nor a parent-death signal would ever come: without this, a killed
-    run leaves its encoder processes, fork server and resource tracker running forever. A pidfd
-    becomes readable when that process exits (Linux 5.3+; elsewhere nothing is watched)."""
-    if not hasattr(os, "pidfd_open"):
-        return
-    try:
-        pidfd = os.pidfd_open(client_pid)
-    except ProcessLookupError:  # it is gone already
-        os._exit(1)
-
-    def watch() -> None:
-        select.select([pidfd], [], [])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="encode-client-watch", daemon=True).start()
-
-
 def start_encoder(priority: str, client_pid: int) -> None:
     """Initializer of each encoder process: the encoder's CPU priority, and an end with its client."""
     lower_priority(priority)
-    _exit_with(client_pid)
+    # Its parent is the fork server, and it holds the pool's queues and the fork server's
+    # liveness pipe itself: only the client's own end can tell it to go.
+    exit_with(client_pid)
 
 
 def can_start_processes() -> bool:

@@ -15,21 +15,25 @@ Retention keeps the newest `keep_last` checkpoints plus every one whose step is 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pathlib
 import re
 import shutil
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy, get_async_strategy
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_video.config import ConfigError
+from megatron_video.lifetime import exit_with
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class Checkpointer:
     def __init__(self, ckpt_dir: pathlib.Path, keep_last: int = 2, keep_every: int = 0, async_save: bool = False):
         self.ckpt_dir, self.keep_last, self.keep_every = ckpt_dir, keep_last, keep_every
         self.async_strategy = _async_strategy() if async_save else None
+        if async_save:
+            _results_queue_ending_with_this_process()
         self.queue = (get_async_strategy(self.async_strategy)[1]["AsyncCallsQueue"]()
                       if self.async_strategy else None)
 
@@ -159,6 +165,19 @@ class Checkpointer:
         self.wait()
         if self.queue is not None:
             self.queue.close()
+
+
+def _results_queue_ending_with_this_process() -> None:
+    """megatron-core's background writers report through a queue served by a Manager process that
+    it spawns on first use and never ties to the trainer: a trainer killed mid-run (OOM, node
+    failure, the tests' SIGKILL) left that server running forever. This hands megatron a queue
+    whose server ends with this process (megatron_video/lifetime.py), once per process, before
+    megatron would make its own."""
+    if filesystem_async._results_queue is not None:
+        return
+    manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+    manager.start(initializer=exit_with, initargs=(os.getpid(),))
+    filesystem_async._results_queue = manager.Queue()  # the proxy keeps its manager alive
 
 
 def _async_strategy() -> str:

@@ -242,7 +242,11 @@ def test_block_ops_at_1b_shapes_in_bf16_against_float64(seed):
 @pytest.mark.gpu
 @pytest.mark.parametrize("block", ["parallel", "sequential"])
 def test_model_with_fused_block_ops_matches_the_reference_ops_on_gpu(block):
-    """One bf16 model and its inputs with the blocks' fused ops on and off: forward and gradients."""
+    """One bf16 model with the blocks' fused ops on and off, each against the same model in float64
+    (reference ops, math attention): forward and every parameter's gradient. The fused model's
+    error may be at most twice the bf16 reference ops' own error plus 1e-2: a parameter of a few
+    elements summed over every token (a gate, the value-mix lambdas) differs between two bf16
+    reduction orders by several percent, while a wrong kernel is off by order one."""
     from megatron_video.model import VideoDiTConfig, build_model
     from megatron_video.parallel.state import ParallelConfig, init_distributed
 
@@ -254,18 +258,33 @@ def test_model_with_fused_block_ops_matches_the_reference_ops_on_gpu(block):
         for p in model.parameters():
             if p.abs().sum() == 0:  # zero-initialised outputs: give every path a signal
                 p.normal_(0, 0.02)
+    exact = build_model(cfg, params_dtype=torch.float64).cuda()
+    exact.load_state_dict(model.state_dict())
+    for layer in exact.blocks:
+        layer.fused = False
+        layer.attend.backend = "math"
     g = torch.Generator().manual_seed(0)
-    x, t = torch.randn(2, 16, 4, 16, 16, generator=g), torch.rand(2, generator=g)
-    text, mask = torch.randn(2, 8, 64, generator=g), torch.ones(2, 8, dtype=torch.bool)
-    results = []
+    x, t = torch.randn(2, 16, 4, 16, 16, generator=g).cuda(), torch.rand(2, generator=g).cuda()
+    text, mask = torch.randn(2, 8, 64, generator=g).cuda(), torch.ones(2, 8, dtype=torch.bool).cuda()
+
+    def run(net, dtype):
+        net.zero_grad()
+        out = net(x.to(dtype), t, text.to(dtype), mask)
+        out.double().square().mean().backward()
+        return out.double(), [p.grad.double() for p in net.parameters()]
+
+    results = {}
     for fused in (True, False):
         for layer in model.blocks:
             layer.fused = fused
-        model.zero_grad()
-        out = model(x.cuda().bfloat16(), t.cuda(), text.cuda().bfloat16(), mask.cuda())
-        out.float().square().mean().backward()
-        results.append((out.float(), [p.grad.float() for p in model.parameters()]))
-    (fused_out, fused_grads), (ref_out, ref_grads) = results
-    assert (fused_out - ref_out).norm() / ref_out.norm() < 2e-2
-    for a, b in zip(fused_grads, ref_grads):
-        assert (a - b).norm() / b.norm().clamp_min(1e-12) < 5e-2
+        results[fused] = run(model, torch.bfloat16)
+    ref_out, ref_grads = run(exact, torch.float64)
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+    (fused_out, fused_grads), (eager_out, eager_grads) = results[True], results[False]
+    assert rel(fused_out, ref_out) <= 2 * rel(eager_out, ref_out) + 1e-2
+    names = [name for name, _ in model.named_parameters()]
+    for name, a, b, exact_grad in zip(names, fused_grads, eager_grads, ref_grads):
+        assert rel(a, exact_grad) <= 2 * rel(b, exact_grad) + 1e-2, name

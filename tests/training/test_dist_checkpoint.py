@@ -4,6 +4,7 @@ uninterrupted run exactly, under DP2 with the distributed optimizer and under PP
 checkpoint loads at TP1 and at DP2 with equal outputs and goes on training. The resharding check
 runs on NCCL too (4 GPUs), in float32 with the math attention kernel (the fused kernels' backward
 accumulates with atomics) and TF32 off, so only the layouts' summation orders differ."""
+import os
 import shutil
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from torch.multiprocessing import ProcessExitedException
 
 from megatron_video.parallel.state import destroy_distributed
+from megatron_video.testing import leaks
 from megatron_video.testing.distributed import requires_gpus, run_distributed
 
 LAYOUTS = {
@@ -75,6 +77,8 @@ def test_a_run_killed_during_an_async_save_resumes_exactly(shard_root, tmp_path)
         # The interrupted save is there but invisible; the previous one is the latest.
         names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
         assert names == ["ckpt_0000002", "ckpt_0000004.partial"], names
+        # Nothing the killed ranks started outlives them (megatron's async-writer queue server).
+        assert leaks.wait_for_orphans(os.environ[leaks.MARK], grace_s=30) == {}
     results = run_distributed(_resume_and_straight, 2, str(shard_root), str(tmp_path))
     for rank in results:
         for name in LAYOUTS:

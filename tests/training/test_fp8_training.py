@@ -13,6 +13,7 @@ from megatron_video.model.fp8.linear import Fp8ColumnParallelLinear, Fp8RowParal
 from megatron_video.model.fp8.state import native_operands
 from megatron_video.optim.classify import sphere_parameters
 from megatron_video.parallel.state import destroy_distributed
+from megatron_video.testing.tiny import tiny_umt5_overrides
 from megatron_video.training.trainer import Trainer, train
 
 
@@ -70,8 +71,9 @@ def test_a_resumed_delayed_scaling_run_repeats_an_uninterrupted_one_exactly(shar
 
 @pytest.mark.gpu
 def test_a_resumed_delayed_scaling_run_on_cuda_repeats_an_uninterrupted_one_exactly(shard_root, tmp_path):
-    """The same through the Triton cast kernels and cuBLAS's FP8 GEMMs."""
-    _resumed_repeats_straight(shard_root, tmp_path, "run.device=cuda")
+    """The same through the Triton cast kernels and cuBLAS's FP8 GEMMs (a tiny UMT5 as the text encoder:
+    the GPU machine lacks MiniLM's wheel)."""
+    _resumed_repeats_straight(shard_root, tmp_path, "run.device=cuda", *tiny_umt5_overrides(tmp_path / "umt5"))
 
 
 @pytest.mark.gpu
@@ -80,7 +82,8 @@ def test_native_fp8_training_on_cuda_lowers_the_loss(shard_root, tmp_path):
         f"run.output_dir={tmp_path / 'cuda'}", f"data.shards={shard_root}", "train.steps=60", "optim.lr=0.002",
         "optim.warmup_steps=2", "train.val_every=1000", "train.checkpoint_every=1000", "train.val_batches=1",
         "train.tensorboard=false", "data.num_workers=0", "data.val_fraction=0.25", "data.frames=4",
-        "data.batch_size=2", "run.progress=false", "run.device=cuda", "train.fp8=native"])
+        "data.batch_size=2", "run.progress=false", "run.device=cuda", "train.fp8=native",
+        *tiny_umt5_overrides(tmp_path / "umt5")])
     summary = train(cfg)
     first, last = summary.loss_drop()
     assert last < 0.8 * first, f"loss did not fall clearly under FP8 on CUDA: {first:.4f} -> {last:.4f}"
