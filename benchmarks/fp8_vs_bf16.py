@@ -22,6 +22,7 @@ operand, unbiased) perturbs a step far less than that unless it biases the optim
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import gc
 import math
@@ -48,15 +49,17 @@ def options(parser) -> None:
                         help="curated demo output (its shards/ and catalog/); curated from data/samples if absent")
     parser.add_argument("--parity-steps", type=int, default=300,
                         help="steps of each loss-parity run; 0 times the throughput only (no curation, no training)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the torch.compile variants (GPU only)")
 
 
-def variants(device: torch.device) -> dict[str, tuple[Fp8Settings, bool]]:
+def variants(device: torch.device, compiled: bool = True) -> dict[str, tuple[Fp8Settings, bool]]:
     """name -> (FP8 settings, torch.compile of the model). The compiled variants (GPU only) test
     whether compilation fuses the FP8 quantisation (amax, scale, cast) into neighbouring kernels."""
     found = {"bf16": (Fp8Settings(), False), "native_tensor": (Fp8Settings("native", "tensor"), False),
              "native_delayed": (Fp8Settings("native", "delayed"), False),
              "native_row": (Fp8Settings("native", "row"), False)}
-    if device.type == "cuda":
+    if device.type == "cuda" and compiled:
         found.update(bf16_compiled=(Fp8Settings(), True),
                      native_tensor_compiled=(Fp8Settings("native", "tensor"), True))
     if transformer_engine_import_error() is None:
@@ -92,11 +95,12 @@ def time_variant(preset, latent, dtype, device, fp8: Fp8Settings, compile: bool,
     return row
 
 
-def throughput(preset: str, latents: dict[str, tuple], dtype, device, repeats: int) -> dict[str, dict]:
+def throughput(preset: str, latents: dict[str, tuple], dtype, device, repeats: int,
+               compiled: bool = True) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for label, latent in latents.items():
         rows[label] = {}
-        for name, (fp8, compile) in variants(device).items():
+        for name, (fp8, compile) in variants(device, compiled).items():
             try:
                 rows[label][name] = time_variant(preset, latent, dtype, device, fp8, compile, repeats)
             except Exception as err:
@@ -206,7 +210,7 @@ def _measure(args, device: torch.device, data: pathlib.Path | None, work: pathli
     else:
         preset, dtype, repeats = args.preset, torch.bfloat16, args.repeats
         latents = {"8k": (16, 32, 64), "32k": (16, 64, 128)}
-    rows = throughput(preset, latents, dtype, device, repeats)
+    rows = throughput(preset, latents, dtype, device, repeats, args.compile)
     quantisation = quantisation_times(preset, latents["8k"], device, repeats) if device.type == "cuda" else None
     headline = next(iter(rows))
     timed = {name: row["step_s"] for name, row in rows[headline].items() if "step_s" in row}
