@@ -42,10 +42,10 @@ def relative_to_input(uri: str, input_uri: str) -> str:
     train/validation split).
     """
     _, path = _fs(uri)
-    fs, root = _fs(input_uri)
-    if fs.isfile(root):
-        return path.rsplit("/", 1)[-1]
+    _, root = _fs(input_uri)
     root = root.rstrip("/")
+    if path == root:  # the input is this one file: no request to the filesystem needed to tell
+        return path.rsplit("/", 1)[-1]
     if not path.startswith(root + "/"):
         raise ValueError(f"{uri} is not under the input {input_uri}")
     return path[len(root) + 1:]
