@@ -1,5 +1,6 @@
 """Inputs from an fsspec URL (here the in-memory filesystem, standing in for s3://) curate like local files."""
 import fsspec
+import pytest
 
 from curator.ledger import Ledger
 from curator.run import curate
@@ -30,3 +31,17 @@ def test_keys_do_not_depend_on_where_the_input_lives(footage, make_config, read_
     curate(make_config(str(local.parent), tmp_path / "b"), progress=False)
     keys = [sorted(meta["key"] for _, meta, _ in read_shards(tmp_path / side)) for side in ("a", "b")]
     assert keys[0] == keys[1] and keys[0]
+
+
+def test_a_path_under_the_input_and_a_single_file_input():
+    from curator.storage import relative_to_input
+
+    assert relative_to_input("/data/raw/sub/cup.mp4", "/data/raw") == "sub/cup.mp4"
+    assert relative_to_input("/data/raw/sub/cup.mp4", "/data/raw/") == "sub/cup.mp4"
+    assert relative_to_input("memory://bucket/raw/cup.mp4", "memory://bucket/raw") == "cup.mp4"
+    # A file given as the input is named by itself, as it would be under its directory.
+    assert relative_to_input("/data/raw/cup.mp4", "/data/raw/cup.mp4") == "cup.mp4"
+    with pytest.raises(ValueError, match="not under the input"):
+        relative_to_input("/data/other/cup.mp4", "/data/raw")
+    with pytest.raises(ValueError, match="not under the input"):
+        relative_to_input("/data/raw2/cup.mp4", "/data/raw")
