@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The wheels the GPU test machine (Python 3.12, no network) lacks for sampling and serving:
+# requirements/gpu-sample.txt (megatron-core, Hydra, PyAV, ...; ~38 MB) and requirements/gpu-serve.txt
+# (`mvideo serve`: FastAPI, uvicorn, Prometheus client; ~3.6 MB), in one folder small enough to travel
+# with one `device` call (64 MiB per call, the working tree included), so benchmarks/sample_latency.py
+# (sampling and the server under load) needs no other bundle. scripts/make_gpu_bundle.sh puts the
+# same wheels in its bundle.
+#
+# usage: scripts/make_serve_bundle.sh [OUTDIR]     (default .gpu-serve; emptied first)
+# On the GPU machine: python3 -m pip install --no-index --no-deps --target SITE OUTDIR/*.whl, then
+# SITE first on PYTHONPATH (its typing-extensions and packaging are newer than torch needs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-.gpu-serve}")
+plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+      --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+      --platform manylinux1_x86_64)
+rm -rf "$out" && mkdir -p "$out"
+python3 -m pip download -q --no-deps "${plat[@]}" -d "$out" -r requirements/gpu-sample.txt \
+  -r requirements/gpu-serve.txt 2>&1 | grep -v "^WARNING" || true
+# antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
+python3 -m pip wheel -q --no-deps -w "$out" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
+expected=$(grep -c -E '^[A-Za-z]' requirements/gpu-sample.txt requirements/gpu-serve.txt | awk -F: '{n += $2} END {print n + 1}')
+found=$(find "$out" -name '*.whl' | wc -l)
+[ "$found" -eq "$expected" ] || { echo "expected $expected wheels in $out, found $found" >&2; exit 1; }
+du -sh "$out"
