@@ -16,11 +16,15 @@ plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform m
       --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
       --platform manylinux1_x86_64)
 rm -rf "$out" && mkdir -p "$out"
-python3 -m pip download -q --no-deps "${plat[@]}" -d "$out" -r requirements/gpu-sample.txt \
-  -r requirements/gpu-serve.txt 2>&1 | grep -v "^WARNING" || true
-# antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
-python3 -m pip wheel -q --no-deps -w "$out" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
-expected=$(grep -c -E '^[A-Za-z]' requirements/gpu-sample.txt requirements/gpu-serve.txt | awk -F: '{n += $2} END {print n + 1}')
+shopt -s nullglob
+# Wheels only, but for the one package that ships only as an sdist (antlr4, omegaconf's parser).
+python3 -m pip download -q --no-deps "${plat[@]}" --no-binary=antlr4-python3-runtime -d "$out" \
+  -r requirements/gpu-sample.txt -r requirements/gpu-serve.txt 2>&1 | grep -v "^WARNING" || true
+for sdist in "$out"/*.tar.gz; do
+  python3 -m pip wheel -q --no-deps -w "$out" "$sdist" 2>&1 | grep -v "^WARNING" || true
+  rm "$sdist"
+done
+expected=$(cat requirements/gpu-sample.txt requirements/gpu-serve.txt | grep -c -E '^[A-Za-z]')
 found=$(find "$out" -name '*.whl' | wc -l)
 [ "$found" -eq "$expected" ] || { echo "expected $expected wheels in $out, found $found" >&2; exit 1; }
 du -sh "$out"
