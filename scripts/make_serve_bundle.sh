@@ -6,12 +6,12 @@
 # (sampling and the server under load) needs no other bundle. scripts/make_gpu_bundle.sh puts the
 # same wheels in its bundle.
 #
-# usage: scripts/make_serve_bundle.sh [OUTDIR]     (default .gpu-serve; emptied first)
-# On the GPU machine: python3 -m pip install --no-index --no-deps --target SITE OUTDIR/*.whl, then
-# SITE first on PYTHONPATH (its typing-extensions and packaging are newer than torch needs).
+# usage: scripts/make_serve_bundle.sh [OUTDIR]     (default .whl/serve; emptied first)
+# On the GPU machine, scripts/gpu_check.sh OUTDIR (or multi_gpu_check.sh N OUTDIR) installs them with
+# pip --target into a site of their own, first on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=$(realpath -m "${1:-.gpu-serve}")
+out=$(realpath -m "${1:-.whl/serve}")
 plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
       --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
       --platform manylinux1_x86_64)
