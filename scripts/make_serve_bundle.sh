@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The wheels the GPU test machine (Python 3.12, no network) lacks for sampling and serving:
-# requirements/gpu-sample.txt (megatron-core, Hydra, PyAV, ...; ~38 MB) and requirements/gpu-serve.txt
+# requirements/gpu-sample.txt (megatron-core, Hydra, PyAV, ...; ~39 MB) and requirements/gpu-serve.txt
 # (`mvideo serve`: FastAPI, uvicorn, Prometheus client; ~3.6 MB), in one folder small enough to travel
 # with one `device` call (64 MiB per call, the working tree included), so benchmarks/sample_latency.py
 # (sampling and the server under load) needs no other bundle. scripts/make_gpu_bundle.sh puts the
@@ -8,7 +8,7 @@
 #
 # usage: scripts/make_serve_bundle.sh [OUTDIR]     (default .whl/serve; emptied first)
 # On the GPU machine, scripts/gpu_check.sh OUTDIR (or multi_gpu_check.sh N OUTDIR) installs them with
-# pip --target into a site of their own, first on PYTHONPATH.
+# pip --target into a site first on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-.whl/serve}")
