@@ -98,7 +98,12 @@ class BatchedTextDetector:
         return batch
 
     def _serve(self, loaded: Future) -> None:
-        with self._stream():
+        try:
+            stream = self._stream()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller waiting for the load
+            loaded.set_exception(exc)
+            return
+        with stream:
             try:
                 graph = detector_graph(self.device)
             except Exception as exc:  # noqa: BLE001 - handed to the caller waiting for the load

@@ -81,3 +81,19 @@ def test_a_failed_batch_fails_its_callers_and_the_detector_serves_on(clips):
         detector.probability(np.zeros((1, 64, 64, 4), dtype=np.uint8))  # four channels: the first conv refuses
     bgr = detection_input(clips[0])
     assert np.abs(detector.probability(bgr) - graph_probability(detector_graph("cpu"), bgr)).max() < 1e-5
+
+
+def test_a_detector_that_cannot_load_raises_to_its_caller():
+    """No machine has a GPU 99: the load's error reaches the caller instead of leaving it waiting."""
+    raised = []
+
+    def make() -> None:
+        try:
+            BatchedTextDetector("cuda:99")
+        except Exception as exc:  # noqa: BLE001 - CPU torch and CUDA torch refuse the device differently
+            raised.append(exc)
+
+    thread = threading.Thread(target=make, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert len(raised) == 1
