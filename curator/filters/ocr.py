@@ -13,7 +13,8 @@ Detection (DBNet) runs on all of a clip's OCR frames at once at DET_WIDTH pixels
 captions and book-sized lines are still found; recognition (CRNN) reads only the lines found, cut
 from the frames at OCR_WIDTH, where their glyphs stay legible. Detection is most of the cost on
 footage without text, and its cost grows with the pixel count. On the GPU path the detector runs
-as torch calls on the clip's GPU (curator/filters/onnx_torch.py); on the CPU, ONNX Runtime runs it.
+as torch calls on the clip's GPU (curator/filters/onnx_torch.py), one detector per GPU that batches
+the frames of all worker threads (curator/filters/text_detector.py); on the CPU, ONNX Runtime runs it.
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ import contextlib
 import functools
 import importlib.util
 import logging
-import pathlib
 import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from curator.filters.text_detector import shared_detector
 
 OCR_WIDTH = 640
 DET_WIDTH = 512
@@ -61,18 +63,6 @@ def _engine_class():
     from rapidocr_onnxruntime import RapidOCR
 
     return RapidOCR
-
-
-@functools.cache
-def _torch_detector(device: str):
-    """The detection network as torch calls on `device`, one per device (stateless: threads share it)."""
-    import rapidocr_onnxruntime
-    from rapidocr_onnxruntime.utils import read_yaml
-
-    from curator.filters.onnx_torch import TorchGraph
-
-    root = pathlib.Path(rapidocr_onnxruntime.__file__).parent
-    return TorchGraph(str(root / read_yaml(str(root / "config.yaml"))["Det"]["model_path"]), device)
 
 
 def detector_device(device: str) -> str:
@@ -114,12 +104,10 @@ def detection_input(frames: np.ndarray) -> np.ndarray:
 
 def text_probability(bgr: np.ndarray, threads: int = 1, device: str = "cpu") -> np.ndarray:
     """float32 [N, 1, H, W]: DBNet's per-pixel text probability of uint8 BGR frames [N, H, W, 3],
-    batched: by torch on `device` where it is a GPU, else by ONNX Runtime on the CPU."""
+    batched: on `device` where it is a GPU, by the process's one detector there (it batches the
+    frames of all worker threads' clips), else by ONNX Runtime on the CPU."""
     if device.startswith("cuda"):
-        import torch
-
-        x = torch.from_numpy(bgr).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        return _torch_detector(device)(x).float().cpu().numpy()
+        return shared_detector(device).probability(bgr)
     x = np.ascontiguousarray((bgr.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2))
     with engine(threads) as ocr:
         return ocr.text_det.infer(x)[0]
@@ -131,11 +119,23 @@ def read_text(frames: np.ndarray, min_score: float, threads: int = 1, device: st
     of the lines it found, cut from the frame at OCR_WIDTH."""
     if not len(frames):
         return []
+    frames, scale = ocr_size(frames)
+    return read_lines(frames, text_probability(detection_input(frames), threads, device), min_score, scale, threads)
+
+
+def ocr_size(frames: np.ndarray) -> tuple[np.ndarray, float]:
+    """(uint8 [N, h, w, 3] frames scaled to at most OCR_WIDTH wide, the scale applied)."""
     scale = min(1.0, OCR_WIDTH / frames.shape[2])
     if scale < 1:
         size = (OCR_WIDTH, round(frames.shape[1] * scale))
         frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-    probability = text_probability(detection_input(frames), threads, device)
+    return frames, scale
+
+
+def read_lines(frames: np.ndarray, probability: np.ndarray, min_score: float, scale: float,
+               threads: int = 1) -> list[list[TextBox]]:
+    """Per frame of `frames` (at OCR size), the lines its detection map in `probability` outlines,
+    read, in the pixels of the frames they were scaled from by `scale`."""
     with engine(threads) as ocr:
         return [_read_lines(ocr, frame, prob, min_score, scale) for frame, prob in zip(frames, probability)]
 

@@ -1,4 +1,4 @@
-"""Both curation benchmarks run end to end in --quick mode and write a well-formed result."""
+"""The curation benchmarks run end to end in --quick mode and write a well-formed result."""
 import json
 import os
 import pathlib
@@ -23,6 +23,18 @@ def test_quick_benchmark_writes_result(name, tmp_path):
     else:
         assert result["metrics"]["clips"] == 6 and 0 < result["ratio"] < 10
         assert result["metrics"]["cpu_ceiling_ratio"] > 0
+
+
+def test_text_detection_benchmark_writes_result(tmp_path):
+    """Both sides detect every clip; the shared detector ran them in at most one batch a clip."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "text_detection_threads.py"), "--quick",
+                          "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "text_detection_threads.json").read_text())
+    metrics, baseline = result["metrics"], result["baseline"]
+    assert metrics["clips"] == 4 and 1 <= metrics["batches"] <= 4 and metrics["frame"] == [64, 128]
+    assert metrics["clips_per_s"] > 0 and baseline["clips_per_s"] > 0 and result["ratio"] > 0
 
 
 def test_curation_benchmark_takes_config_overrides_and_refuses_bad_keys(tmp_path):

@@ -112,11 +112,12 @@ def test_text_detector_as_torch_calls_matches_onnx_runtime(footage):
     probabilities, here on the CPU, on a real frame with text."""
     import torch
 
-    from curator.filters.ocr import _torch_detector, detection_input, text_probability
+    from curator.filters.ocr import detection_input, text_probability
+    from curator.filters.text_detector import detector_graph
 
     text = cv2.cvtColor(cv2.imread(str(footage / "imageTextN.png")), cv2.COLOR_BGR2RGB)
     bgr = detection_input(text[None, :128, :256])
     reference = text_probability(bgr)
     x = torch.from_numpy(bgr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    assert np.abs(_torch_detector("cpu")(x).numpy() - reference).max() < 1e-4
+    assert np.abs(detector_graph("cpu")(x).numpy() - reference).max() < 1e-4
     assert reference.max() > 0.9  # text found: the comparison is not of two empty maps
