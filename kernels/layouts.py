@@ -2,10 +2,10 @@
 
 The kernels address their inputs through strides passed at launch, so any strides will do (views of
 a larger buffer, storage offsets, permuted dimensions, stride 0) with one exception each states:
-the last dimension must have unit stride. torch.compile's graphs hand the kernels layouts eager
-PyTorch does not (size-1 dimensions with arbitrary strides, buffers of other shapes behind a view),
-so the kernels derive nothing from shapes that the strides do not say, and copy an input only where
-its last dimension is not contiguous. Triton specialises a launch on the actual pointers' 16-byte
+the last dimension must have unit stride. torch.compile's graphs may hand the kernels layouts eager
+PyTorch does not (on the CPU: other strides for size-1 dimensions, benchmarks/notes.md), so the
+kernels take nothing from shapes that the strides do not say, and copy an input only where its
+last dimension is not contiguous. Triton specialises a launch on the actual pointers' 16-byte
 alignment and on which integer arguments divide by 16, so its vector accesses follow what the
 tensors are, not what they usually are.
 """
