@@ -24,8 +24,8 @@ The compiled variants run last, each in a process of its own (`--one-variant`): 
 kills the CUDA context of the process it happens in, and every later CUDA call there fails, so the
 eager variants' rows are measured first and in a context no compiled variant touches; a compiled
 variant that dies leaves its exit status and the end of its output in its row. The rows so far are
-written to <results>/fp8_vs_bf16.partial.json after each variant (removed once the result is
-written).
+written to <results>/fp8_vs_bf16.json.partial after each variant (removed once the result is
+written; not a .json, which report.py would take for a result).
 
 Parity from latent shards (`--latents DIR`): the parity runs train with `data.source=latents`, so
 they load neither the VAE nor the text encoder (MiniLM) and need no curation stack. Encode the
@@ -287,7 +287,7 @@ def _measure(args, device: torch.device, data: list[str] | None, work: pathlib.P
     else:
         preset, dtype, repeats = args.preset, torch.bfloat16, args.repeats
         latents = {"8k": (16, 32, 64), "32k": (16, 64, 128)}
-    partial = (args.results_dir or RESULTS_DIR) / "fp8_vs_bf16.partial.json"
+    partial = (args.results_dir or RESULTS_DIR) / "fp8_vs_bf16.json.partial"
     rows = throughput(preset, latents, dtype, device, repeats, args.compile, partial, args.quick)
     quantisation = quantisation_times(preset, latents["8k"], device, repeats) if device.type == "cuda" else None
     headline = next(iter(rows))

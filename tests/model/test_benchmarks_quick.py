@@ -48,7 +48,7 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_b
     parity = record["metrics"]["loss_parity"]
     assert set(parity["final_loss"]) == {"bf16", "fp8", "bf16_seed1"}
     assert all(loss > 0 for loss in parity["final_loss"].values())
-    assert not (tmp_path / "fp8_vs_bf16.partial.json").exists()  # the rows so far, gone once the result is in
+    assert not (tmp_path / "fp8_vs_bf16.json.partial").exists()  # the rows so far, gone once the result is in
 
 
 @pytest.mark.slow  # two child processes, each importing torch and megatron: about 2.5 min on two busy cores
