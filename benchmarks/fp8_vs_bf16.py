@@ -17,24 +17,46 @@ of steps) and bf16's is within the seed-to-seed gap of bf16 itself, floored at 0
 land close by chance) and capped at 2%: the gap a different initialisation and data order alone
 produce is the natural scale of "the same training run", and FP8 rounding (relative 2^-4 per e4m3
 operand, unbiased) perturbs a step far less than that unless it biases the optimisation.
-`--quick` runs a tiny model on the CPU (its parity run, of 2 steps, only with --shards);
+`--quick` runs a tiny model on the CPU (its parity run, of 2 steps, only with --shards or --latents);
 `--parity-steps 0` leaves the parity runs out.
+
+The compiled variants run last, each in a process of its own (`--one-variant`): a kernel fault
+kills the CUDA context of the process it happens in, and every later CUDA call there fails, so the
+eager variants' rows are measured first and in a context no compiled variant touches; a compiled
+variant that dies leaves its exit status and the end of its output in its row. The rows so far are
+written to <results>/fp8_vs_bf16.json.partial after each variant (removed once the result is
+written; not a .json, which report.py would take for a result).
+
+Parity from latent shards (`--latents DIR`): the parity runs train with `data.source=latents`, so
+they load neither the VAE nor the text encoder (MiniLM) and need no curation stack. Encode the
+demo's curated footage once, on any machine that has them (a CPU will do), and carry DIR along:
+
+    python -m megatron_video.cli.main curate recipe=demo run.output_dir=/tmp/demo run.progress=false \
+        'curate.filters.run=[]'
+    python -m megatron_video.cli.main encode recipe=demo run.output_dir=/tmp/demo run.progress=false \
+        output=/tmp/demo_latents
+    python3 benchmarks/fp8_vs_bf16.py --latents /tmp/demo_latents
+
+(no filters, as in the curation this script runs itself: the demo trains on every clip, and the
+face filter needs OpenCV 4's cascades).
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import gc
+import json
 import math
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks.common import model_benchmark_args, time_call, write_result
+from benchmarks.common import RESULTS_DIR, model_benchmark_args, time_call, write_result
 from benchmarks.dit_step import training_step
 from megatron_video.model import load_preset
 from megatron_video.model.fp8.settings import Fp8Settings, transformer_engine_import_error
@@ -49,8 +71,13 @@ def options(parser) -> None:
                         help="curated demo output (its shards/ and catalog/); curated from data/samples if absent")
     parser.add_argument("--parity-steps", type=int, default=300,
                         help="steps of each loss-parity run; 0 times the throughput only (no curation, no training)")
+    parser.add_argument("--latents", type=pathlib.Path, default=None,
+                        help="latent shards of the demo footage (`mvideo encode recipe=demo`): the parity runs "
+                             "train on them (data.source=latents) instead of curated shards")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the torch.compile variants (GPU only)")
+    parser.add_argument("--one-variant", default=None, help=argparse.SUPPRESS)  # the child of isolated_row
+    parser.add_argument("--row-out", type=pathlib.Path, default=None, help=argparse.SUPPRESS)
 
 
 def variants(device: torch.device, compiled: bool = True) -> dict[str, tuple[Fp8Settings, bool]]:
@@ -59,11 +86,11 @@ def variants(device: torch.device, compiled: bool = True) -> dict[str, tuple[Fp8
     found = {"bf16": (Fp8Settings(), False), "native_tensor": (Fp8Settings("native", "tensor"), False),
              "native_delayed": (Fp8Settings("native", "delayed"), False),
              "native_row": (Fp8Settings("native", "row"), False)}
-    if device.type == "cuda" and compiled:
-        found.update(bf16_compiled=(Fp8Settings(), True),
-                     native_tensor_compiled=(Fp8Settings("native", "tensor"), True))
     if transformer_engine_import_error() is None:
         found.update(te_delayed=(Fp8Settings("te", "delayed"), False), te_current=(Fp8Settings("te", "current"), False))
+    if device.type == "cuda" and compiled:  # last, each in a process of its own (isolated_row)
+        found.update(bf16_compiled=(Fp8Settings(), True),
+                     native_tensor_compiled=(Fp8Settings("native", "tensor"), True))
     return found
 
 
@@ -95,18 +122,54 @@ def time_variant(preset, latent, dtype, device, fp8: Fp8Settings, compile: bool,
     return row
 
 
-def throughput(preset: str, latents: dict[str, tuple], dtype, device, repeats: int,
-               compiled: bool = True) -> dict[str, dict]:
+def isolated_row(name: str, preset: str, latent: tuple[int, int, int], repeats: int, quick: bool,
+                 timeout_s: float = 3600) -> dict:
+    """time_variant of variant `name` in a child process (this script with --one-variant): its row,
+    or {"error": its exit status and the end of its output} when it fails or dies."""
+    with tempfile.TemporaryDirectory(prefix="fp8_variant_") as folder:
+        out = pathlib.Path(folder) / "row.json"
+        command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--one-variant", name, "--row-out", str(out),
+                   "--preset", preset, "--latent", *map(str, latent), "--repeats", str(repeats), "--parity-steps", "0"]
+        try:
+            done = subprocess.run(command + (["--quick"] if quick else []), capture_output=True, text=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout_s:.0f} s"}
+        if done.returncode == 0 and out.exists():
+            return json.loads(out.read_text())
+        return {"error": f"exit {done.returncode}: {(done.stdout + done.stderr)[-1500:]}"}
+
+
+def _one_variant(args) -> None:
+    """The child of isolated_row: one variant's row, written to --row-out."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    init_distributed(ParallelConfig(), device)
+    fp8, compile = variants(device)[args.one_variant]
+    dtype = torch.float32 if args.quick else torch.bfloat16
+    row = time_variant(args.preset, tuple(args.latent), dtype, device, fp8, compile, args.repeats)
+    args.row_out.write_text(json.dumps(row))
+
+
+def throughput(preset: str, latents: dict[str, tuple], dtype, device, repeats: int, compiled: bool = True,
+               partial: pathlib.Path | None = None, quick: bool = False) -> dict[str, dict]:
+    """Rows per latent and variant; the compiled variants each in a process of their own; the rows
+    so far written to `partial` after each variant."""
     rows: dict[str, dict] = {}
     for label, latent in latents.items():
         rows[label] = {}
         for name, (fp8, compile) in variants(device, compiled).items():
-            try:
-                rows[label][name] = time_variant(preset, latent, dtype, device, fp8, compile, repeats)
-            except Exception as err:
-                if name == "bf16":
-                    raise
-                rows[label][name] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            if compile:
+                rows[label][name] = isolated_row(name, preset, latent, repeats, quick)
+            else:
+                try:
+                    rows[label][name] = time_variant(preset, latent, dtype, device, fp8, compile, repeats)
+                except Exception as err:
+                    if name == "bf16":
+                        raise
+                    rows[label][name] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            if partial is not None:
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"preset": preset, "throughput": rows}, indent=2) + "\n")
         bf16 = rows[label]["bf16"]["step_s"]
         for row in rows[label].values():
             if "step_s" in row:
@@ -162,16 +225,24 @@ def demo_shards(shards: pathlib.Path | None, work: pathlib.Path) -> pathlib.Path
     return pathlib.Path(cfg.curate.output)
 
 
-def final_loss(shards: pathlib.Path, run_dir: pathlib.Path, steps: int, device: torch.device, fp8: str,
+def data_overrides(shards: pathlib.Path | None, latents: pathlib.Path | None, quick: bool) -> list[str]:
+    """The parity runs' data: latent shards (no encoders loaded; the clip shape is the one they were
+    encoded at) or curated shards (4-frame clips with --quick)."""
+    if latents is not None:
+        return ["data.source=latents", f"data.latents={latents}"]
+    return [f"data.shards={shards}"] + (["data.frames=4"] if quick else [])
+
+
+def final_loss(data: list[str], run_dir: pathlib.Path, steps: int, device: torch.device, fp8: str,
                seed: int, quick: bool) -> float:
     from megatron_video.config.loader import load_config
     from megatron_video.training.trainer import train
 
-    overrides = [f"run.output_dir={run_dir}", f"data.shards={shards}", f"train.steps={steps}", f"run.seed={seed}",
+    overrides = [f"run.output_dir={run_dir}", *data, f"train.steps={steps}", f"run.seed={seed}",
                  f"run.device={device.type}", f"train.fp8={fp8}", "train.time_limit_s=0", "run.progress=false",
                  "train.tensorboard=false", f"train.val_every={steps}", f"train.checkpoint_every={steps}"]
     if quick:
-        overrides += ["optim.warmup_steps=1", "data.num_workers=0", "data.frames=4", "data.batch_size=2",
+        overrides += ["optim.warmup_steps=1", "data.num_workers=0", "data.batch_size=2",
                       "data.val_fraction=0.25", "train.val_batches=1"]
     destroy_distributed()
     summary = train(load_config("demo", overrides))
@@ -179,7 +250,7 @@ def final_loss(shards: pathlib.Path, run_dir: pathlib.Path, steps: int, device: 
     return summary.loss_drop()[1]
 
 
-def loss_parity(data: pathlib.Path, work: pathlib.Path, steps: int, device: torch.device, quick: bool) -> dict:
+def loss_parity(data: list[str], work: pathlib.Path, steps: int, device: torch.device, quick: bool) -> dict:
     losses = {name: final_loss(data, work / name, steps, device, fp8, seed, quick)
               for name, fp8, seed in [("bf16", "off", 0), ("fp8", "native", 0), ("bf16_seed1", "off", 1)]}
     fp8_gap = abs(losses["fp8"] - losses["bf16"]) / losses["bf16"]
@@ -192,25 +263,32 @@ def loss_parity(data: pathlib.Path, work: pathlib.Path, steps: int, device: torc
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv, extra=options)
+    if args.one_variant is not None:
+        return _one_variant(args)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     init_distributed(ParallelConfig(), device)
-    parity = args.parity_steps > 0 and (not args.quick or args.shards is not None)
+    given = args.shards is not None or args.latents is not None
+    parity = args.parity_steps > 0 and (not args.quick or given)
     work = pathlib.Path(tempfile.mkdtemp(prefix="fp8_parity_"))
     try:
         # The parity data first: a curation that cannot run stops the benchmark before its timings.
-        data = demo_shards(args.shards, work / "demo") if parity else None
+        data = None
+        if parity:
+            shards = None if args.latents is not None else demo_shards(args.shards, work / "demo")
+            data = data_overrides(shards, args.latents, args.quick)
         return _measure(args, device, data, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure(args, device: torch.device, data: pathlib.Path | None, work: pathlib.Path) -> pathlib.Path:
+def _measure(args, device: torch.device, data: list[str] | None, work: pathlib.Path) -> pathlib.Path:
     if args.quick:
         preset, latents, dtype, repeats = "demo", {"tiny": (4, 8, 16)}, torch.float32, 2
     else:
         preset, dtype, repeats = args.preset, torch.bfloat16, args.repeats
         latents = {"8k": (16, 32, 64), "32k": (16, 64, 128)}
-    rows = throughput(preset, latents, dtype, device, repeats, args.compile)
+    partial = (args.results_dir or RESULTS_DIR) / "fp8_vs_bf16.json.partial"
+    rows = throughput(preset, latents, dtype, device, repeats, args.compile, partial, args.quick)
     quantisation = quantisation_times(preset, latents["8k"], device, repeats) if device.type == "cuda" else None
     headline = next(iter(rows))
     timed = {name: row["step_s"] for name, row in rows[headline].items() if "step_s" in row}
@@ -222,9 +300,11 @@ def _measure(args, device: torch.device, data: pathlib.Path | None, work: pathli
         metrics["quantisation_8k"] = quantisation
     if data is not None:
         metrics["loss_parity"] = loss_parity(data, work, 2 if args.quick else args.parity_steps, device, args.quick)
-    return write_result("fp8_vs_bf16", metrics=metrics, baseline={"bf16_step_s": timed[best_bf16]},
+    path = write_result("fp8_vs_bf16", metrics=metrics, baseline={"bf16_step_s": timed[best_bf16]},
                         ratio=timed[best_bf16] / timed[best_fp8], target=1.3,
                         results_dir=args.results_dir)
+    partial.unlink(missing_ok=True)
+    return path
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """LayerNorm + AdaLN modulation fused: y = LN(x) * (1 + scale) + shift, forward and backward.
 
-x [S, B, H] (rows r = s * B + b), shift and scale [1, B, H] (any row stride: they are chunks of the
-modulation output). The forward reads x once and writes y, keeping each row's mean and 1/std; the
-backward recomputes the normalised rows from them and writes dx, a few rows per step, while each
-program sums dy * xhat and dy over its rows of one sample for the scale and shift gradients
-(per-program partial sums, added up by torch). Reference: kernels/reference.py adaln_modulate.
+x [S, B, H] (rows r = s * B + b), shift and scale [1, B, H] or [1, 1, H] (any strides between
+samples, each its own: chunks of the modulation output, or one vector for every sample). The
+forward reads x once and writes y, keeping each row's mean and 1/std; the backward recomputes
+the normalised rows from them and writes dx, a few rows per step, while each program sums
+dy * xhat and dy over its rows of one sample for the scale and shift gradients (per-program
+partial sums, added up by torch). Reference: kernels/reference.py adaln_modulate.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layouts import per_sample
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
@@ -20,7 +22,7 @@ SUB_ROWS = 4  # of those, rows per step
 
 
 @triton.jit
-def _forward(x, shift, scale, y, mean_out, rstd_out, n_rows, batch, hidden, mod_stride, eps,
+def _forward(x, shift, scale, y, mean_out, rstd_out, n_rows, batch, hidden, shift_stride, scale_stride, eps,
              ROWS: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     valid = row < n_rows
@@ -31,16 +33,16 @@ def _forward(x, shift, scale, y, mean_out, rstd_out, n_rows, batch, hidden, mod_
     mean = tl.sum(xv, axis=1) / hidden
     centred = tl.where(mask, xv - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / hidden + eps)
-    mod = (row % batch)[:, None] * mod_stride + cols[None, :]
-    sc = tl.load(scale + mod, mask=mask, other=0.0).to(tl.float32)
-    sh = tl.load(shift + mod, mask=mask, other=0.0).to(tl.float32)
+    sample = (row % batch)[:, None]
+    sc = tl.load(scale + sample * scale_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    sh = tl.load(shift + sample * shift_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     tl.store(y + offsets, cast_rtne(centred * rstd[:, None] * (1.0 + sc) + sh, DTYPE), mask=mask)
     tl.store(mean_out + row, mean, mask=valid)
     tl.store(rstd_out + row, rstd, mask=valid)
 
 
 @triton.jit
-def _backward(dy, x, scale, mean_in, rstd_in, dx, dscale_part, dshift_part, seq, batch, hidden, mod_stride,
+def _backward(dy, x, scale, mean_in, rstd_in, dx, dscale_part, dshift_part, seq, batch, hidden, scale_stride,
               ROWS: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
     """Program (tile of ROWS sequence positions, sample b): dx for those rows, SUB rows at a time
     (each row's two reductions side by side, SUB rows of loads in flight), and the partial sums of
@@ -49,7 +51,7 @@ def _backward(dy, x, scale, mean_in, rstd_in, dx, dscale_part, dshift_part, seq,
     b = tl.program_id(1).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     cmask = cols < hidden
-    sc = 1.0 + tl.load(scale + b * mod_stride + cols, mask=cmask, other=0.0).to(tl.float32)
+    sc = 1.0 + tl.load(scale + b * scale_stride + cols, mask=cmask, other=0.0).to(tl.float32)
     acc_scale = tl.zeros([SUB, BLOCK], dtype=tl.float32)
     acc_shift = tl.zeros([SUB, BLOCK], dtype=tl.float32)
     for start in range(0, ROWS, SUB):
@@ -81,19 +83,19 @@ class _AdaLNModulate(torch.autograd.Function):
     def forward(ctx, x, shift, scale, eps):
         x = x.contiguous()
         seq, batch, hidden = x.shape
+        shift_in, shift_stride = per_sample(shift, batch, hidden, "shift")
+        scale_in, scale_stride = per_sample(scale, batch, hidden, "scale")
         block = triton.next_power_of_2(hidden)
         rows = rows_per_program(block)
         y = torch.empty_like(x)
         mean = torch.empty(seq * batch, dtype=torch.float32, device=x.device)
         rstd = torch.empty_like(mean)
-        mod_stride = shift.stride(1)
-        if scale.stride(1) != mod_stride or shift.stride(2) != 1 or scale.stride(2) != 1:
-            raise ValueError("shift and scale must be [1, B, H] views with one row stride and unit column stride")
         _forward[(triton.cdiv(seq * batch, rows),)](
-            x, shift, scale, y, mean, rstd, seq * batch, batch, hidden, mod_stride, eps,
+            x, shift_in, scale_in, y, mean, rstd, seq * batch, batch, hidden, shift_stride, scale_stride, eps,
             ROWS=rows, BLOCK=block, DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, rows * block // 1024)))
-        ctx.save_for_backward(x, scale, mean, rstd)
-        ctx.mod_stride, ctx.shift_dtype = mod_stride, shift.dtype
+        ctx.save_for_backward(x, scale_in, mean, rstd)
+        ctx.scale_stride = scale_stride
+        ctx.vectors = [(t.shape, t.dtype) for t in (shift, scale)]
         return y
 
     @staticmethod
@@ -107,11 +109,14 @@ class _AdaLNModulate(torch.autograd.Function):
         dscale = torch.empty(tiles, batch, hidden, dtype=torch.float32, device=x.device)
         dshift = torch.empty_like(dscale)
         _backward[(tiles, batch)](dy.contiguous(), x, scale, mean, rstd, dx, dscale, dshift, seq, batch, hidden,
-                                  ctx.mod_stride, ROWS=ROWS_PER_REDUCTION, SUB=sub, BLOCK=block,
+                                  ctx.scale_stride, ROWS=ROWS_PER_REDUCTION, SUB=sub, BLOCK=block,
                                   DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, sub * block // 1024)))
-        return dx, dshift.sum(0, keepdim=True).to(ctx.shift_dtype), dscale.sum(0, keepdim=True).to(scale.dtype), None
+        # A vector shared by every sample ([1, 1, H]) gets the sum over the samples.
+        grads = [part.sum(0, keepdim=True).sum_to_size(shape).to(dtype)
+                 for part, (shape, dtype) in zip((dshift, dscale), ctx.vectors)]
+        return dx, *grads, None
 
 
 def adaln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    """LN(x) * (1 + scale) + shift for x [S, B, H], shift and scale [1, B, H] (one fused kernel)."""
+    """LN(x) * (1 + scale) + shift for x [S, B, H], shift and scale [1, B, H] or [1, 1, H] (one fused kernel)."""
     return _AdaLNModulate.apply(x, shift, scale, eps)

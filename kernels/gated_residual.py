@@ -1,6 +1,6 @@
 """The gated residual fused: out = x + (gate + c) * y, forward and backward.
 
-x, y [S, B, H], gate [1, B, H] (a chunk of the modulation output: any row stride), c the constant
+x, y [S, B, H], gate [1, B, H] or [1, 1, H] (a chunk of the modulation output: any strides), c the constant
 1/L offset. Eager PyTorch runs two full-size kernels and keeps an intermediate; here the forward is
 one pass over tiles of rows, and the backward one pass writing dy = dout * (gate + c) while summing
 dout * y over the rows of each sample for the gate's gradient (per-program partial sums, added up
@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layouts import per_sample, same_shape
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
@@ -58,25 +59,21 @@ def _backward(dout, gate, y, dy, dgate_part, seq, batch, hidden, gate_stride, of
     tl.store(dgate_part + (tile * batch + b) * hidden + cols, tl.sum(acc, axis=0), mask=cmask)
 
 
-def _check_gate(gate: torch.Tensor) -> None:
-    if gate.stride(2) != 1:
-        raise ValueError("gate must be a [1, B, H] view with unit column stride")
-
-
 class _GatedResidual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gate, y, offset):
+        same_shape(x, y=y)
         x, y = x.contiguous(), y.contiguous()
-        _check_gate(gate)
         seq, batch, hidden = x.shape
+        gate_in, gate_stride = per_sample(gate, batch, hidden, "gate")
         out = torch.empty_like(x)
         block = min(BLOCK_H, triton.next_power_of_2(hidden))
         rows = rows_per_program(block)
         _forward[(triton.cdiv(seq * batch, rows), triton.cdiv(hidden, block))](
-            x, gate, y, out, seq * batch, batch, hidden, gate.stride(1), offset, ROWS=rows, BLOCK=block,
+            x, gate_in, y, out, seq * batch, batch, hidden, gate_stride, offset, ROWS=rows, BLOCK=block,
             DTYPE=TORCH_TO_TRITON[x.dtype], num_warps=min(16, max(4, rows * block // 1024)))
-        ctx.save_for_backward(gate, y)
-        ctx.offset = offset
+        ctx.save_for_backward(gate_in, y)
+        ctx.offset, ctx.gate_stride, ctx.gate_shape, ctx.gate_dtype = offset, gate_stride, gate.shape, gate.dtype
         return out
 
     @staticmethod
@@ -90,11 +87,12 @@ class _GatedResidual(torch.autograd.Function):
         block = min(BLOCK_H, triton.next_power_of_2(hidden))
         sub = min(SUB_ROWS, ROWS_PER_REDUCTION)
         _backward[(tiles, batch, triton.cdiv(hidden, block))](
-            dout, gate, y, dy, part, seq, batch, hidden, gate.stride(1), ctx.offset, ROWS=ROWS_PER_REDUCTION,
+            dout, gate, y, dy, part, seq, batch, hidden, ctx.gate_stride, ctx.offset, ROWS=ROWS_PER_REDUCTION,
             SUB=sub, BLOCK=block, DTYPE=TORCH_TO_TRITON[y.dtype], num_warps=min(16, max(4, sub * block // 1024)))
-        return dout, part.sum(0, keepdim=True).to(gate.dtype), dy, None
+        # A gate shared by every sample ([1, 1, H]) gets the sum over the samples.
+        return dout, part.sum(0, keepdim=True).sum_to_size(ctx.gate_shape).to(ctx.gate_dtype), dy, None
 
 
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, offset: float) -> torch.Tensor:
-    """x + (gate + offset) * y for x, y [S, B, H] and gate [1, B, H] (one fused kernel)."""
+    """x + (gate + offset) * y for x, y [S, B, H] and gate [1, B, H] or [1, 1, H] (one fused kernel)."""
     return _GatedResidual.apply(x, gate, y, offset)

@@ -1,6 +1,7 @@
 """ND-RoPE applied to q and k in one kernel, forward and backward.
 
-q and k [B, heads, S, d] may be strided views (heads split out of a projection, then permuted);
+q and k [B, heads, S, d] may be strided views (heads split out of a projection, then permuted; a last
+dimension that is not contiguous is copied first);
 angles [S, d/2] are the layer's float32 band angles. Each program computes cos and sin for a tile
 of positions in registers, once for all heads, and rotates that tile of every head of q and k
 (eager PyTorch materialises them, rounds them to the activation dtype, and runs six elementwise
@@ -14,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layouts import dense_like, unit_last_stride
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, rows_per_program
 
@@ -51,8 +53,10 @@ def _kernel(q, k, angles, q_out, k_out, heads, seq, half, q_sb, q_sh, q_ss, k_sb
 
 def _launch(q, k, angles, sign: int, q_out: torch.Tensor, k_out: torch.Tensor):
     batch, heads, seq, dim = q.shape
-    if q.stride(-1) != 1 or k.stride(-1) != 1 or dim % 2:
-        raise ValueError("q and k need an even head_dim with unit stride")
+    if dim % 2 or angles.shape != (seq, dim // 2):
+        raise ValueError(f"q {tuple(q.shape)} needs an even head_dim and angles [{seq}, {dim // 2}], "
+                         f"not {tuple(angles.shape)}")
+    q, k = unit_last_stride(q), unit_last_stride(k)
     half = dim // 2
     angles = angles.float().contiguous()
     block = triton.next_power_of_2(half)
@@ -67,23 +71,24 @@ class _RopeQK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, angles):
         ctx.save_for_backward(angles)
-        # The gradients go back in q's and k's own dimension order, dense (torch.empty_like's layout):
-        # heads split out of a projection then need no copy to flow back into it.
-        ctx.layouts = [torch.empty_like(t, device="meta") for t in (q, k)]
+        # The gradients go back in q's and k's own dimension order, dense: heads split out of a
+        # projection then need no copy to flow back into it.
+        ctx.layouts = [dense_like(t, device="meta") for t in (q, k)]
         return _launch(q, k, angles, 1, torch.empty(q.shape, dtype=q.dtype, device=q.device),
                        torch.empty(k.shape, dtype=k.dtype, device=k.device))
 
     @staticmethod
     def backward(ctx, dq, dk):
         (angles,) = ctx.saved_tensors
-        outs = [torch.empty_like(layout, dtype=dq.dtype, device=dq.device) for layout in ctx.layouts]
-        # Attention's backward may hand gradients of any layout (the math backend's dk is a transpose).
-        dq, dk = _launch(dq.contiguous(), dk.contiguous(), angles, -1, *outs)
+        outs = [dense_like(layout, dtype=dq.dtype, device=dq.device) for layout in ctx.layouts]
+        # Attention's backward may hand gradients of any layout (the math backend's dk is a transpose):
+        # the kernel reads them through their strides.
+        dq, dk = _launch(dq, dk, angles, -1, *outs)
         return dq, dk, None
 
 
 def rope_qk(q: torch.Tensor, k: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rope(q), rope(k)) for q, k [B, heads, S, d] and angles [S, d/2] (one fused kernel)."""
-    if q.shape != k.shape or q.dtype != k.dtype:
+    if q.dim() != 4 or q.shape != k.shape or q.dtype != k.dtype:
         raise ValueError(f"q {tuple(q.shape)} {q.dtype} and k {tuple(k.shape)} {k.dtype} must match")
     return _RopeQK.apply(q, k, angles)

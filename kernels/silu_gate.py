@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layouts import same_shape, unit_last_stride
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, autotune
 
@@ -50,15 +51,14 @@ def _kernel(g, u, dm, out, dg, n_rows, cols_n, g_stride, u_stride, dm_stride, ou
 
 def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """t as [rows, C] with its row stride, without copying when its leading dims collapse."""
-    flat = t.reshape(-1, t.shape[-1])
-    if flat.stride(-1) != 1:
-        flat = flat.contiguous()
+    flat = unit_last_stride(t.reshape(-1, t.shape[-1]))
     return flat, flat.stride(0)
 
 
 def _launch(g, u, dm=None, out=None):
     """Forward (dm None): silu(g) * u into `out` (a [..., C] view, e.g. a slice of a wider buffer)
     or a new tensor. Backward: (du, dg) for the output gradient dm."""
+    same_shape(g, u=u, **({} if dm is None else {"dm": dm}), **({} if out is None else {"out": out}))
     g2, g_stride = _rows(g)
     u2, u_stride = _rows(u)
     dm2, dm_stride = _rows(dm) if dm is not None else (g2, g_stride)
@@ -96,6 +96,8 @@ def silu_gate(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 class _ConcatSiluGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, g, u):
+        if a.shape[:-1] != g.shape[:-1]:
+            raise ValueError(f"a {tuple(a.shape)} and g {tuple(g.shape)} must agree but for the last dimension")
         width = a.shape[-1]
         merged = torch.empty(*a.shape[:-1], width + g.shape[-1], dtype=a.dtype, device=a.device)
         merged[..., :width].copy_(a)

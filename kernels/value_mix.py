@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.layouts import dense_like, same_shape, unit_last_stride
 from kernels.rounding import cast_rtne
 from kernels.tiles import TORCH_TO_TRITON, autotune
 
@@ -65,23 +66,24 @@ def _kernel(v, vf, lambdas, dout, out, dvf, partial, n_rows, batch, cols, v_sb, 
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
-    if t.stride(-1) != 1:
-        raise ValueError("value_mix needs unit stride along head_dim")
     return t.stride(0), t.stride(1), t.stride(2)
 
 
 def _launch(v, v_first, lambdas, dout=None):
     """Forward (dout None): (v', None, None). Backward: (dv, dv_first, partial sums [programs, 2])."""
+    same_shape(v, v_first=v_first, **({} if dout is None else {"dout": dout}))
+    if v.dim() != 4 or lambdas.numel() != 2:
+        raise ValueError(f"v {tuple(v.shape)} must be [B, heads, S, d] and lambdas {tuple(lambdas.shape)} two values")
     batch, heads, seq, dim = v.shape
     backward = dout is not None
-    if backward and dout.stride(-1) != 1:
-        dout = dout.contiguous()
-    out = torch.empty_like(v)  # dense, v's dimension order
-    dvf = torch.empty_like(v_first) if backward else out
+    out = dense_like(v)  # v's dimension order
+    dvf = dense_like(v_first) if backward else out
     programs = triton.cdiv(batch * seq, ROWS)
     partial = torch.empty(programs if backward else 1, 2, dtype=torch.float32, device=v.device)
-    _kernel[(programs,)](v, v_first, lambdas.contiguous(), dout if backward else v, out, dvf, partial, batch * seq,
-                         batch, heads * dim, *_strides(v), *_strides(v_first), *_strides(dout if backward else v),
+    v, v_first = unit_last_stride(v), unit_last_stride(v_first)
+    dout = unit_last_stride(dout) if backward else v
+    _kernel[(programs,)](v, v_first, lambdas.contiguous(), dout, out, dvf, partial, batch * seq,
+                         batch, heads * dim, *_strides(v), *_strides(v_first), *_strides(dout),
                          *_strides(out), *_strides(dvf), HEAD_DIM=dim, BACKWARD=backward, ROWS=ROWS,
                          DTYPE=TORCH_TO_TRITON[v.dtype])
     return (out, dvf, partial) if backward else (out, None, None)

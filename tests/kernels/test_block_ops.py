@@ -207,6 +207,173 @@ def test_value_mix_keeps_each_tensors_layout(seed, small_tiles):
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
 
 
+# Layouts a compiled graph (or any caller) may hand the kernels: each input placed in a NaN-filled
+# buffer, so that a kernel reading past what its strides say reads NaN. "offset": contiguous at a
+# storage offset of one element (not 16-byte aligned); "gaps": every dimension's stride past its
+# extent, starting one element in; "permuted": dense in reversed dimension order (the last dimension
+# not contiguous); "strided_last": the last dimension at stride 2.
+LAYOUTS = ["offset", "gaps", "permuted", "strided_last"]
+
+
+def _placed(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """t's values in `layout`, inside a larger NaN-filled buffer."""
+    shape = t.shape
+    if layout == "offset":
+        strides = torch.empty(shape).stride()
+    elif layout == "gaps":
+        strides, step = [], 1
+        for size in reversed(shape):
+            strides.insert(0, step)
+            step *= size + 2
+    elif layout == "permuted":
+        strides = torch.empty(tuple(reversed(shape))).permute(*reversed(range(len(shape)))).stride()
+    else:
+        strides, step = [], 2
+        for size in reversed(shape):
+            strides.insert(0, step)
+            step *= size
+    extent = 1 + sum((size - 1) * stride for size, stride in zip(shape, strides))
+    buffer = torch.full((extent + 16,), float("nan"), dtype=t.dtype)
+    placed = buffer.as_strided(shape, strides, 1)
+    placed.copy_(t)
+    assert placed.stride() == tuple(strides) and placed.storage_offset() == 1
+    return placed
+
+
+def _per_sample_vector(values: torch.Tensor, batch_stride: int) -> torch.Tensor:
+    """values [1, B, H] at this stride between samples (any, for B = 1: a compiled graph's choice),
+    unit column stride, one element into a NaN-filled buffer."""
+    _, batch, hidden = values.shape
+    buffer = torch.full((1 + (batch - 1) * batch_stride + hidden + 16,), float("nan"), dtype=values.dtype)
+    placed = buffer.as_strided(values.shape, (batch * hidden, batch_stride, 1), 1)
+    placed.copy_(values)
+    return placed
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_adaln_modulate_on_any_layout(seed, poisoned_outputs, small_reductions, layout):
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 2, 24, generator=gen) * 3 + 1
+    shift, scale = (torch.randn(1, 2, 24, generator=gen) for _ in range(2))
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [_placed(t, layout) for t in (x, shift, scale)], seed, atol=2e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_adaln_modulate_takes_each_vectors_own_sample_stride(seed, poisoned_outputs, batch):
+    """shift and scale as separate buffers, each with its own stride between samples (at batch 1 an
+    arbitrary one, as torch.compile gives a size-1 dimension), and stride 0 (one vector expanded)."""
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, batch, 24, generator=gen)
+    shift = _per_sample_vector(torch.randn(1, batch, 24, generator=gen), 37)
+    scale = _per_sample_vector(torch.randn(1, batch, 24, generator=gen), 24)
+    shared = torch.randn(1, 1, 24, generator=gen).expand(1, batch, 24)
+    for sh, sc in ((shift, scale), (shared, scale), (shift, shared)):
+        _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6),
+               lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6), [x, sh, sc], seed, atol=2e-5)
+
+
+def test_adaln_modulate_broadcasts_one_vector_over_the_samples(seed, poisoned_outputs):
+    """shift [1, 1, H] for x [S, 3, H] (the reference broadcasts it), its batch stride past its
+    buffer: a kernel indexing samples by that stride reads NaN; shift's gradient sums the samples'."""
+    from kernels.adaln import adaln_modulate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 3, 24, generator=gen)
+    shift = _per_sample_vector(torch.randn(1, 1, 24, generator=gen), 40)
+    scale = torch.randn(1, 3, 24, generator=gen)
+    _check(lambda x, sh, sc: adaln_modulate(x, sh, sc, 1e-6), lambda x, sh, sc: ref.adaln_modulate(x, sh, sc, 1e-6),
+           [x, shift, scale], seed, atol=2e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gated_residual_on_any_layout(seed, poisoned_outputs, small_reductions, layout):
+    from kernels.gated_residual import gated_residual
+
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(5, 2, 20, generator=gen), torch.randn(5, 2, 20, generator=gen)
+    gate = torch.randn(1, 2, 20, generator=gen)
+    _check(lambda x, g, y: gated_residual(x, g, y, 0.25), lambda x, g, y: ref.gated_residual(x, g, y, 0.25),
+           [_placed(t, layout) for t in (x, gate, y)], seed, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gated_residual_gate_of_any_sample_stride_or_shared(seed, poisoned_outputs, batch):
+    from kernels.gated_residual import gated_residual
+
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(4, batch, 20, generator=gen), torch.randn(4, batch, 20, generator=gen)
+    gates = [_per_sample_vector(torch.randn(1, batch, 20, generator=gen), 33),  # own stride
+             torch.randn(1, 1, 20, generator=gen).expand(1, batch, 20),  # stride 0
+             _per_sample_vector(torch.randn(1, 1, 20, generator=gen), 41)]  # [1, 1, H]: broadcast
+    for gate in gates:
+        _check(lambda x, g, y: gated_residual(x, g, y, 0.25), lambda x, g, y: ref.gated_residual(x, g, y, 0.25),
+               [x, gate, y], seed, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_silu_gate_on_any_layout(seed, poisoned_outputs, small_tiles, layout):
+    from kernels.silu_gate import concat_silu_gate, silu_gate
+
+    gen = torch.Generator().manual_seed(seed)
+    a, g, u = (torch.randn(3, 2, w, generator=gen) for w in (6, 13, 13))
+    a, g, u = (_placed(t, layout) for t in (a, g, u))
+    _check(silu_gate, ref.silu_gate, [g, u], seed, atol=1e-5)
+    _check(concat_silu_gate, ref.concat_silu_gate, [a, g, u], seed, atol=1e-5)
+    shared = torch.randn(3, 1, 13, generator=gen).expand(3, 2, 13)  # stride 0 between samples
+    _check(silu_gate, ref.silu_gate, [g, shared], seed, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rope_qk_on_any_layout(seed, poisoned_outputs, layout):
+    from kernels.rope import rope_qk
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(2, 3, 7, 10, generator=gen) for _ in range(2))
+    angles = torch.rand(7, 5, generator=gen) * 50
+    _check(rope_qk, ref.rope_qk, [_placed(q, layout), _placed(k, layout), _placed(angles, layout)], seed, atol=2e-5,
+           constants=(2,))
+    shared = torch.randn(1, 3, 7, 10, generator=gen).expand(2, 3, 7, 10)  # stride 0 between samples
+    _check(rope_qk, ref.rope_qk, [shared, _placed(k, layout), angles], seed, atol=2e-5, constants=(2,))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_value_mix_on_any_layout(seed, poisoned_outputs, small_tiles, layout):
+    from kernels.value_mix import value_mix
+
+    gen = torch.Generator().manual_seed(seed)
+    v, v_first = (torch.randn(2, 3, 9, 5, generator=gen) for _ in range(2))
+    lambdas = torch.rand(2, generator=gen)
+    _check(value_mix, ref.value_mix, [_placed(v, layout), _placed(v_first, layout), lambdas], seed, atol=2e-5)
+    shared = torch.randn(2, 1, 9, 5, generator=gen).expand(2, 3, 9, 5)  # stride 0 between heads
+    _check(value_mix, ref.value_mix, [_placed(v, layout), shared, lambdas], seed, atol=2e-5)
+
+
+def test_block_ops_refuse_operands_they_would_overrun():
+    """Shapes the kernels would index past (a smaller operand, angles for fewer positions) raise."""
+    from kernels.gated_residual import gated_residual
+    from kernels.rope import rope_qk
+    from kernels.silu_gate import concat_silu_gate, silu_gate
+    from kernels.value_mix import value_mix
+
+    x = torch.randn(4, 2, 8)
+    with pytest.raises(ValueError, match="y"):
+        gated_residual(x, torch.randn(1, 2, 8), x[:3], 0.25)
+    with pytest.raises(ValueError, match="u"):
+        silu_gate(x, x[:, :1])
+    with pytest.raises(ValueError, match="a"):
+        concat_silu_gate(x[:3], x, x)
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="angles"):
+        rope_qk(q, q, torch.rand(3, 4))
+    with pytest.raises(ValueError, match="v_first"):
+        value_mix(q, q[:, :1], torch.rand(2))
+
+
 # The 1B preset at 32K video tokens: hidden 1536, 12 heads of 128, gated MLP 6144.
 SEQ, HIDDEN, HEADS, MLP = 32768, 1536, 12, 6144
 
