@@ -20,10 +20,11 @@ BF16, FP32 = "tl.bfloat16", "tl.float32"
 CASES = [
     ("adaln", "_forward", {"x": "*bf16", "shift": "*bf16", "scale": "*bf16", "y": "*bf16", "mean_out": "*fp32",
                            "rstd_out": "*fp32", "n_rows": "i32", "batch": "i32", "hidden": "i32",
-                           "mod_stride": "i32", "eps": "fp32"}, {"ROWS": 2, "BLOCK": 2048, "DTYPE": BF16}),
+                           "shift_stride": "i32", "scale_stride": "i32", "eps": "fp32"},
+     {"ROWS": 2, "BLOCK": 2048, "DTYPE": BF16}),
     ("adaln", "_backward", {"dy": "*bf16", "x": "*bf16", "scale": "*bf16", "mean_in": "*fp32", "rstd_in": "*fp32",
                             "dx": "*bf16", "dscale_part": "*fp32", "dshift_part": "*fp32", "seq": "i32",
-                            "batch": "i32", "hidden": "i32", "mod_stride": "i32"},
+                            "batch": "i32", "hidden": "i32", "scale_stride": "i32"},
      {"ROWS": 64, "SUB": 4, "BLOCK": 2048, "DTYPE": BF16}),
     ("gated_residual", "_forward", {"x": "*bf16", "gate": "*bf16", "y": "*bf16", "out": "*bf16", "n_rows": "i32",
                                     "batch": "i32", "hidden": "i32", "gate_stride": "i32", "offset": "fp32"},
