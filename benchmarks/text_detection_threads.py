@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result
 from curator.filters.ocr import detection_input
-from curator.filters.text_detector import BatchedTextDetector, detector_graph
+from curator.filters.text_detector import BatchedTextDetector, detector_graph, detector_input
 from curator.tracing import recording
 from curator.video.synthetic import shot_frames
 
@@ -39,8 +39,7 @@ def clips_of(count: int, height: int, width: int) -> list[np.ndarray]:
 
 def per_thread_probability(graph, bgr: np.ndarray) -> np.ndarray:
     """The replaced path: the calling thread runs the graph, copies through pageable memory."""
-    x = torch.from_numpy(bgr).to(graph.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return graph(x).float().cpu().numpy()
+    return graph(detector_input(torch.from_numpy(bgr).to(graph.device, non_blocking=True))).float().cpu().numpy()
 
 
 def run_threads(detect, clips: list[list[np.ndarray]], device: str) -> dict:

@@ -41,6 +41,11 @@ def detector_graph(device: str):
     return TorchGraph(str(root / read_yaml(str(root / "config.yaml"))["Det"]["model_path"]), device)
 
 
+def detector_input(x):
+    """uint8 BGR frames [N, H, W, 3] (a torch tensor) as DBNet's float input [N, 3, H, W] in [-1, 1]."""
+    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
 def graph_probability(graph, bgr: np.ndarray) -> np.ndarray:
     """float32 [N, 1, H, W] host probabilities of `graph` (on its device, run on the current stream)
     for uint8 BGR frames [N, H, W, 3]."""
@@ -49,8 +54,7 @@ def graph_probability(graph, bgr: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(bgr)
     if graph.device.type == "cuda":
         x = x.pin_memory().to(graph.device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return to_host(graph(x).float())
+    return to_host(graph(detector_input(x)).float())
 
 
 @dataclass
