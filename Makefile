@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt scripts/install.sh
+$(STAMP): setup.py requirements/constraints.txt requirements/gpu-serve.txt scripts/install.sh
 	./scripts/install.sh 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 

@@ -22,7 +22,9 @@ else
 fi
 # dali: nvidia-dali-cuda130 from PyPI (~240 MB with its nvimgcodec/nvcomp wheels); without a GPU
 # its CPU pipeline runs the DALI loader's tests on VP9 clips.
-pip install -c "$C" -e ".[curate,train,serve,dev,dali]"
+# The serve extra under the GPU machine's serve pins too: tests/cluster/test_gpu_wheels.py checks that
+# those pins are the versions the CPU suite ran (a new uvicorn release otherwise breaks it).
+pip install -c "$C" -c requirements/gpu-serve.txt -e ".[curate,train,serve,dev,dali]"
 # HEBO 0.3.6 pins numpy<1.25 and pymoo==0.6.0 yet runs on numpy 2 / pymoo 0.6.2; the 0.3.2 that
 # pip picks instead imports pymoo.factory, which pymoo 0.6 removed. Take 0.3.6 without its pins.
 pip install --no-deps hebo==0.3.6
