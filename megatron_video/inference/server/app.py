@@ -122,15 +122,27 @@ def job_json(job: Job) -> dict:
             "error": {"message": job.error} if job.error else None}
 
 
+# Past the limit the rest of a body is still read and dropped, up to this many bytes: a server that
+# answers and closes while the client is still sending resets the connection, and the client loses
+# the 413 and its message (seen with chunked bodies on loopback, 2% of requests).
+_DRAIN_BYTES = 1 << 20
+
+
 async def _read_json(request: Request, max_bytes: int) -> object:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    declared_too_large = declared is not None and declared.isdigit() and int(declared) > max_bytes
+    body, received = bytearray(), 0
+    if not (declared_too_large and int(declared) > _DRAIN_BYTES):
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > _DRAIN_BYTES:
+                break
+            if received <= max_bytes:
+                body += chunk
+    if declared_too_large:
         raise _error(413, f"the body is {declared} bytes; this server takes at most {max_bytes}", "body_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _error(413, f"the body exceeds {max_bytes} bytes", "body_too_large")
+    if received > max_bytes:
+        raise _error(413, f"the body exceeds {max_bytes} bytes", "body_too_large")
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
