@@ -27,7 +27,8 @@ class HpoConfig:
     iterations: int = 20  # trials in total, counting those already saved
     initial_random: int = 4  # quasi-random trials before HEBO's model takes over
     patterns: list = field(default_factory=lambda: [
-        "patch_embed.*", "text_proj.*", "time_embed.*", "blocks.*", "*modulation*", "final_proj.*"])
+        "patch_embed.*", "text_proj.*", "time_embed.*", "pooled_text_embed.*", "blocks.*", "*modulation*",
+        "final_proj.*"])
     log2_low: float = -3.0
     log2_high: float = 3.0
     steps: int = 200  # training steps of each trial run

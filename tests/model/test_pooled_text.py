@@ -7,12 +7,15 @@ held fixed); padded text tokens change nothing; an all-padding prompt pools to z
 parameters get gradient, are muP input/hidden weights and are counted by the planner; weights
 saved without them are refused, naming the key.
 """
+import fnmatch
+
 import pytest
 import torch
 
 from megatron_video.config import ConfigError
 from megatron_video.inference.generator import load_into
 from megatron_video.model import VideoDiTConfig, build_model
+from megatron_video.optim.hpo import HpoConfig
 from megatron_video.optim.mup import HIDDEN, INPUT, mup_role
 from megatron_video.plan.parameters import total_parameters
 from megatron_video.testing.weights import exercised_state
@@ -80,3 +83,12 @@ def test_weights_without_the_pooled_path_are_refused_naming_the_key(megatron_sin
     with pytest.raises(ConfigError, match="model.pooled_text_conditioning") as refused:
         load_into(model, older, tmp_path / "model.safetensors")
     assert refused.value.key == "sample.checkpoint"
+
+
+def test_hpo_default_patterns_reach_every_parameter(megatron_single):
+    """HEBO's default knobs (hpo.patterns) cover the pooled path too: a parameter no pattern matches keeps
+    multiplier 1 and is silently left out of the search."""
+    patterns = HpoConfig().patterns
+    names = [name for name, _ in float64_model().named_parameters()]
+    assert any(name.startswith("pooled_text_embed.") for name in names)
+    assert [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in patterns)] == []
