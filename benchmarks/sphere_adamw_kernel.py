@@ -5,7 +5,8 @@ gradients, the way megatron's mixed-precision optimizer hands its fp32 main para
 optimizer: sphere-constrained linear weights as the optimizer config classifies them, everything
 else plain AdamW. Three implementations in one run, each from the same state:
 - `fused`: SphereAdamW(fused=True), the kernels of kernels/sphere_adamw.py;
-- `reference`: SphereAdamW(fused=False), the PyTorch code the project used before;
+- `reference`: SphereAdamW(fused=False), the PyTorch code (per-tensor row sums, torch's fused AdamW
+  kernel for the Adam update);
 - `foreach`: the same step with torch._foreach_* ops for the elementwise Adam parts (per-tensor
   row sums), the way torch.optim.AdamW(foreach=True) is written;
 and, for scale, torch.optim.AdamW(fused=True) without the sphere constraint.

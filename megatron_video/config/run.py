@@ -123,9 +123,13 @@ class TrainConfig:
     fp8: str = "off"  # off | native (torch._scaled_mm, no TE needed) | te (Transformer Engine's recipes)
     fp8_scaling: str = "auto"  # native: tensor | row | delayed; te: delayed | current | mxfp8; auto: the first listed
     recompute: str = "none"  # none | attention | mlp | block: activations recomputed in backward
+    # Torch intra-op threads when training on the CPU; 0 = this process's share of the cores less
+    # one per loader worker (training.environment.cpu_training_threads).
+    cpu_threads: int = 0
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.cpu_threads >= 0, "cpu_threads", "must be >= 0 (0: automatic)")
         require(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         for key in ("log_every", "val_every", "checkpoint_every", "val_batches"):
             require(getattr(self, key) >= 1, key, "must be >= 1")

@@ -54,13 +54,35 @@ def window_indices(num_frames: int, length: int, stride: int, generator: torch.G
 def decode_window(data: bytes, num_frames: int | None, length: int, stride: int,
                   generator: torch.Generator) -> np.ndarray:
     """A random training window; with the clip's frame count known (catalog metadata), decoding
-    stops at the window's last frame instead of running through the whole clip."""
+    stops at the window's last frame instead of running through the whole clip, and only the
+    window's frames are converted to RGB."""
     if num_frames is None:
         frames = decode_frames(data)
         return frames[window_indices(len(frames), length, stride, generator)]
-    index = window_indices(num_frames, length, stride, generator)
-    frames = decode_frames(data, stop=int(index[-1]) + 1)
-    return frames[np.minimum(index, len(frames) - 1)]
+    return decode_at(data, window_indices(num_frames, length, stride, generator))
+
+
+def decode_at(data: bytes, index: np.ndarray) -> np.ndarray:
+    """Frames `index` (ascending, repeats allowed) of an encoded clip as uint8 [len(index), H, W, 3].
+    The frames before each are decoded, as the codec needs, but only those asked for are converted
+    (the conversion costs as much as the decoding at training sizes). An index past the clip's end
+    (a clip shorter than its metadata says) gets its last frame."""
+    wanted, converted, last = set(index.tolist()), {}, None
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for position, frame in enumerate(container.decode(stream)):
+            last = position, frame
+            if position in wanted:
+                converted[position] = frame.to_ndarray(format="rgb24")
+            if position >= index[-1]:
+                break
+    if last is None:
+        raise ValueError("clip has no decodable frames")
+    end, frame = last
+    if end not in converted:
+        converted[end] = frame.to_ndarray(format="rgb24")
+    return np.stack([converted[min(int(i), end)] for i in index])
 
 
 def to_model_video(frames: np.ndarray, height: int, width: int) -> torch.Tensor:

@@ -68,26 +68,27 @@ class SphereAdamW(torch.optim.Optimizer):
                 state[key] = torch.zeros_like(param, dtype=torch.float32, memory_format=torch.preserve_format)
         return state
 
-    @staticmethod
-    def _adam_direction(state: dict, grad: torch.Tensor, group: dict) -> torch.Tensor:
+    def _adam_update(self, weights: list[torch.Tensor], grads: list[torch.Tensor], params: list[torch.Tensor],
+                     group: dict, weight_decay: float) -> None:
+        """w <- w * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps) for the fp32 vectors
+        `weights` (in place) of `params` with gradients `grads`, through torch's fused AdamW kernel:
+        one pass over weight, gradient and moments instead of one per operation of the equation."""
         beta1, beta2 = group["betas"]
-        # A new tensor: megatron's distributed optimizer loads one step tensor shared by every param.
-        state["step"] = state["step"] + 1
-        step = float(state["step"])
-        exp_avg, exp_avg_sq = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(group["eps"])
-        return exp_avg / (1 - beta1 ** step) / denom
+        states = [self._state_for(param) for param in params]
+        for state in states:  # a new tensor: megatron's distributed optimizer loads one step tensor shared by all
+            state["step"] = state["step"] + 1
+        device = weights[0].device
+        torch._fused_adamw_(weights, grads, [state["exp_avg"].view(-1) for state in states],
+                            [state["exp_avg_sq"].view(-1) for state in states], [],
+                            [state["step"].to(device) for state in states], lr=group["lr"], beta1=beta1,
+                            beta2=beta2, weight_decay=weight_decay, eps=group["eps"], amsgrad=False, maximize=False)
 
-    def _adamw_step(self, param: torch.Tensor, group: dict) -> None:
-        state = self._state_for(param)
-        weight = param.detach().view(-1).float()  # the parameter itself when it is fp32
-        direction = self._adam_direction(state, param.grad.view(-1).float(), group)
-        weight.mul_(1 - group["lr"] * group["weight_decay"])
-        weight.add_(direction, alpha=-group["lr"])
-        if weight.data_ptr() != param.data_ptr():
-            param.detach().view(-1).copy_(weight)
+    def _adamw_step(self, items: list[tuple[torch.Tensor, dict]]) -> None:
+        for group, members in _by_group(items):
+            weights = [param.detach().view(-1).float() for param in members]  # the parameters themselves when fp32
+            grads = [param.grad.view(-1).float() for param in members]
+            self._adam_update(weights, grads, members, group, group["weight_decay"])
+            _copy_back(members, weights)
 
     def _geometry(self, items: list[tuple[torch.Tensor, dict]]) -> RowGeometry:
         if self.row_geometry is not None:
@@ -102,14 +103,15 @@ class SphereAdamW(torch.optim.Optimizer):
         weights = [p.detach().view(-1).float() for p, _ in items]  # in place when fp32
         grads = [p.grad.view(-1).float() for p, _ in items]
         dots = geometry.row_totals([(p, w * g) for (p, _), w, g in zip(items, weights, grads)])
-        stepped = []
-        for (param, group), weight, grad, dot in zip(items, weights, grads, dots):
-            tangent = grad - dot * weight
-            direction = self._adam_direction(self._state_for(param), tangent, group)
-            stepped.append(weight.add_(direction, alpha=-group["lr"]))
-        norms_sq = geometry.row_totals([(p, w * w) for (p, _), w in zip(items, stepped)])
-        for (param, _), weight, norm_sq in zip(items, stepped, norms_sq):
-            param.detach().view(-1).copy_(weight / norm_sq.sqrt())
+        tangents = {id(p): torch.addcmul(g, dot, w, value=-1) for (p, _), w, g, dot in zip(items, weights, grads, dots)}
+        weight_of = {id(p): w for (p, _), w in zip(items, weights)}
+        for group, members in _by_group(items):
+            self._adam_update([weight_of[id(p)] for p in members], [tangents[id(p)] for p in members], members,
+                              group, weight_decay=0.0)
+        norms_sq = geometry.row_totals([(p, w * w) for (p, _), w in zip(items, weights)])
+        for weight, norm_sq in zip(weights, norms_sq):
+            weight.div_(norm_sq.sqrt_())
+        _copy_back([p for p, _ in items], weights)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -125,8 +127,8 @@ class SphereAdamW(torch.optim.Optimizer):
         if self._use_kernels(sphere_items + adamw_items):
             self._kernel_step(sphere_items, adamw_items)
             return loss
-        for param, group in adamw_items:
-            self._adamw_step(param, group)
+        if adamw_items:
+            self._adamw_step(adamw_items)
         # With a shared geometry every rank joins the row all-reduces, holding rows or not.
         if sphere_items or (self.row_geometry is not None and self.row_geometry.total_rows):
             self._sphere_step(sphere_items)
@@ -171,3 +173,18 @@ class SphereAdamW(torch.optim.Optimizer):
         geometry = self._geometry(sphere_items)
         if sphere_items or adamw_items or geometry.reduces:
             self._fused_step.step(prepared(sphere_items), prepared(adamw_items), geometry)
+
+
+def _by_group(items: list[tuple[torch.Tensor, dict]]) -> list[tuple[dict, list[torch.Tensor]]]:
+    """The parameters of `items` per param group (each group's LR and betas apply to all of them), in order."""
+    groups: dict[int, tuple[dict, list[torch.Tensor]]] = {}
+    for param, group in items:
+        groups.setdefault(id(group), (group, []))[1].append(param)
+    return list(groups.values())
+
+
+def _copy_back(params: list[torch.Tensor], weights: list[torch.Tensor]) -> None:
+    """Write the updated fp32 vectors into parameters of another dtype (bf16); fp32 ones were updated in place."""
+    for param, weight in zip(params, weights):
+        if weight.data_ptr() != param.data_ptr():
+            param.detach().view(-1).copy_(weight)

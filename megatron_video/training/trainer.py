@@ -36,7 +36,13 @@ from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.bucketed_batches import bucketed, bucketed_loader, bucketed_microbatch, check_buckets
 from megatron_video.training.build import Components, build_components, start_layout
-from megatron_video.training.environment import resolve_device, resolve_dtype, seed_everything
+from megatron_video.training.environment import (
+    cpu_training_threads,
+    intra_op_threads,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+)
 from megatron_video.training.evaluate import validation_loss_of
 from megatron_video.training.export import init_chunks_from
 from megatron_video.training.faults import FaultMonitor, grads_finite
@@ -63,6 +69,7 @@ class TrainSummary:
     skipped_clips: int = 0  # unreadable or undecodable clips the loaders of all replicas left out
     loss_spikes: int = 0
     stop_signal: bool = False  # stopped by SIGTERM/SIGUSR1: `mvideo train` exits with the requeue code
+    cpu_threads: int = 0  # torch's intra-op threads while the steps ran
 
     def loss_drop(self) -> tuple[float, float]:
         """Mean loss of the first and of the last 10% of steps."""
@@ -223,7 +230,12 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def train(self) -> TrainSummary:
-        with StopRequest(self.device) as stop:
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":  # the loader workers run on the same cores
+            threads = cpu_training_threads(self.cfg.train.cpu_threads, self.cfg.data.num_workers)
+            log.info("training on %d intra-op thread(s) beside %d loader worker(s)", threads,
+                     self.cfg.data.num_workers)
+        with StopRequest(self.device) as stop, intra_op_threads(threads):
             return self._train(stop)
 
     def _train(self, stop: StopRequest) -> TrainSummary:
@@ -238,7 +250,8 @@ class Trainer:
         else:
             loader = self.loader = open_train_loader(cfg, self.device, start_step * microbatches,
                                                      self.resumed_loader_state)
-        summary = TrainSummary(steps=cfg.train.steps, start_step=start_step)
+        summary = TrainSummary(steps=cfg.train.steps, start_step=start_step,
+                               cpu_threads=torch.get_num_threads())
         started = time.perf_counter()
         for chunk in self.chunks:
             chunk.train()

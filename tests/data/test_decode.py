@@ -2,7 +2,14 @@
 import numpy as np
 import torch
 
-from megatron_video.data.decode import decode_frames, decode_window, to_model_video, to_uint8_frames
+from megatron_video.data.decode import (
+    decode_at,
+    decode_frames,
+    decode_window,
+    to_model_video,
+    to_uint8_frames,
+    window_indices,
+)
 from megatron_video.inference.video_io import write_mp4
 
 
@@ -23,6 +30,18 @@ def test_window_with_known_length_equals_full_decode(tmp_path):
     # A clip shorter than the window repeats its last frame rather than failing.
     short = decode_window(data, 20, length=8, stride=4, generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(short[-1], full[-1])
+
+
+def test_selected_frames_equal_a_full_decode_and_past_the_end_repeat_the_last(tmp_path):
+    data = _clip(tmp_path)
+    full = decode_frames(data)
+    index = np.array([0, 2, 2, 7, 19, 25, 31])
+    np.testing.assert_array_equal(decode_at(data, index), full[np.minimum(index, 19)])
+    # Metadata that promises more frames than the clip holds: the window's tail is its last frame.
+    window = decode_window(data, 40, length=4, stride=10, generator=torch.Generator().manual_seed(3))
+    expected = window_indices(40, 4, 10, torch.Generator().manual_seed(3))
+    assert expected[-1] > 19
+    np.testing.assert_array_equal(window, full[np.minimum(expected, 19)])
 
 
 def test_model_video_round_trip_is_within_one_level():

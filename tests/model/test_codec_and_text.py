@@ -104,3 +104,21 @@ def test_cache_encodes_each_prompt_once(tmp_path):
     other.identity = "another encoder"
     CachedTextEncoder(other, tmp_path).encode(["ab"])
     assert other.seen == ["ab"]  # a different encoder never reads the first one's entries
+
+
+def test_repeated_prompts_are_served_from_memory_within_its_bound(tmp_path):
+    inner = CountingEncoder()
+    entry_bytes = 3 * 4 * 4 + 3  # float32 states [3, 4] and a bool mask [3]
+    cached = CachedTextEncoder(inner, tmp_path, memory_bytes=2 * entry_bytes)
+    first = cached.encode(["ab", "abc"])
+    for entry in tmp_path.iterdir():  # from here on only memory can answer without the encoder
+        entry.unlink()
+    again = cached.encode(["abc", "ab", "abc"])
+    assert sorted(inner.seen) == ["ab", "abc"]
+    torch.testing.assert_close(again[0], first[0][[1, 0, 1]])
+    cached.encode(["abcd"])  # a third entry: the least recently used one ("abc", read before "ab") leaves memory
+    for entry in tmp_path.iterdir():
+        entry.unlink()
+    assert cached.encode(["ab"])[0][0, 0, 0] == 2.0 and sorted(inner.seen) == ["ab", "abc", "abcd"]
+    assert cached.encode(["abc"])[0][0, 0, 0] == 3.0
+    assert sorted(inner.seen) == ["ab", "abc", "abc", "abcd"]  # encoded again
