@@ -28,8 +28,9 @@ def grads_finite(chunks: list[torch.nn.Module], loss: float, device: torch.devic
 
     Each buffer's min and max come from one reduction pass (torch.aminmax propagates NaN, and both
     are finite exactly when every element is) instead of a boolean isfinite map of the whole buffer."""
-    extremes = [value for chunk in chunks for buffer in chunk.buffers if buffer.grad_data.numel()
-                for value in torch.aminmax(buffer.grad_data.float())]
+    # In the buffer's own dtype: a float() copy of a bf16 buffer would cost twice its memory.
+    extremes = [value.float() for chunk in chunks for buffer in chunk.buffers if buffer.grad_data.numel()
+                for value in torch.aminmax(buffer.grad_data)]
     flag = torch.tensor([float(not math.isfinite(loss))], device=device)
     if extremes:
         flag = torch.maximum(flag, (~torch.isfinite(torch.stack(extremes)).all()).float())

@@ -17,9 +17,10 @@ class _Chunk:
         self.buffers = [_Buffer(grad) for grad in grads]
 
 
-def _chunks() -> list[_Chunk]:
+def _chunks(dtype: torch.dtype = torch.float32) -> list[_Chunk]:
     gen = torch.Generator().manual_seed(0)
-    return [_Chunk(torch.randn(1000, generator=gen), torch.empty(0)), _Chunk(torch.randn(777, generator=gen))]
+    return [_Chunk(torch.randn(1000, generator=gen).to(dtype), torch.empty(0, dtype=dtype)),
+            _Chunk(torch.randn(777, generator=gen).to(dtype))]
 
 
 def test_finite_gradients_and_loss_pass_even_at_the_edge_of_the_float_range():
@@ -30,10 +31,12 @@ def test_finite_gradients_and_loss_pass_even_at_the_edge_of_the_float_range():
     assert grads_finite(chunks, 0.5, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # grad buffers in fp32 or the model's bf16
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("where", [(0, 0, 0), (0, 0, 999), (1, 0, 400)])
-def test_one_non_finite_gradient_element_fails_the_step(bad, where):
-    chunks = _chunks()
+def test_one_non_finite_gradient_element_fails_the_step(bad, where, dtype):
+    chunks = _chunks(dtype)
+    assert grads_finite(chunks, 0.5, torch.device("cpu"))
     chunk, buffer, element = where
     chunks[chunk].buffers[buffer].grad_data[element] = bad
     assert not grads_finite(chunks, 0.5, torch.device("cpu"))
