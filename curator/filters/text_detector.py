@@ -10,7 +10,8 @@ curator/filters/onnx_torch.py) and runs what is waiting as batches of one frame 
   stalls every NVDEC decoder of the process: curator/video/frames.start_host_copy), with one sync
   per batch on the detector's own CUDA stream (never the legacy default stream).
 A batch takes only the requests already waiting when it starts, as NeMo Curator's GPU stages take
-the tasks they are handed: a lone clip runs at once, and while one batch runs the next gathers.
+the tasks they are handed: a lone clip runs at once, and while one batch runs the next gathers. It
+runs padded with black frames to one of a few sizes (padded_frames): the graph sees few shapes.
 """
 from __future__ import annotations
 
@@ -28,6 +29,25 @@ from curator.video.frames import to_host
 
 # Frames of one batch at most: 32 of 512 x 288 hold at most ~0.45 GiB of float32 activations at once.
 MAX_BATCH_FRAMES = 32
+
+
+def padded_frames(frames: int, max_batch_frames: int) -> int:
+    """How many frames a batch of `frames` runs as: the next power of two, at most max_batch_frames,
+    and beyond that the next multiple of it. Batches come in every count up to max_batch_frames, and
+    each new input shape costs cuDNN new execution plans for every convolution of the graph and the
+    caching allocator new blocks; padded, a frame size has a handful of shapes, each paid for once."""
+    if frames > max_batch_frames:
+        return -(-frames // max_batch_frames) * max_batch_frames
+    return min(1 << (frames - 1).bit_length(), max_batch_frames)
+
+
+def padded_batch(requests: list, max_batch_frames: int) -> np.ndarray:
+    """The requests' frames, in order, followed by black frames up to padded_frames."""
+    count = sum(len(r.frames) for r in requests)
+    first = requests[0].frames
+    out = np.zeros((padded_frames(count, max_batch_frames), *first.shape[1:]), dtype=first.dtype)
+    np.concatenate([r.frames for r in requests], out=out[:count])
+    return out
 
 
 def detector_graph(device: str):
@@ -118,7 +138,7 @@ class BatchedTextDetector:
                 batch = self._next_batch()
                 try:
                     with span("text_detect"):
-                        probability = graph_probability(graph, np.concatenate([r.frames for r in batch]))
+                        probability = graph_probability(graph, padded_batch(batch, self.max_batch_frames))
                 except Exception as exc:  # noqa: BLE001 - each waiting stage records it against its clip
                     for request in batch:
                         request.done.set_exception(exc)

@@ -97,3 +97,27 @@ def test_a_detector_that_cannot_load_raises_to_its_caller():
     thread.start()
     thread.join(60)
     assert len(raised) == 1
+
+
+def test_batches_run_padded_to_a_few_sizes(clips, monkeypatch):
+    from curator.filters import text_detector
+
+    assert [text_detector.padded_frames(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 32, 33, 70)] == \
+        [1, 2, 4, 8, 8, 16, 32, 32, 64, 96]
+    assert [text_detector.padded_frames(n, 6) for n in (3, 5, 6, 7)] == [4, 6, 6, 12]
+    seen = []
+
+    def recording_probability(graph, bgr):
+        seen.append(len(bgr))
+        return graph_probability(graph, bgr)
+
+    monkeypatch.setattr(text_detector, "graph_probability", recording_probability)
+    detector = BatchedTextDetector("cpu", max_batch_frames=6)
+    graph = detector_graph("cpu")
+    for clip in clips[:3]:  # one clip: two frames, three: six, one and a half: three padded to four
+        for frames in (clip, np.concatenate([clip, clip, clip]), np.concatenate([clip, clip[:1]])):
+            bgr = detection_input(ocr_size(frames)[0])
+            got = detector.probability(bgr)
+            assert got.shape[0] == len(bgr)
+            assert np.abs(got - graph_probability(graph, bgr)).max() < 1e-5
+    assert seen == [2, 6, 4] * 3

@@ -69,3 +69,25 @@ def test_weight_quantised_once_per_step_and_again_when_it_changes():
     # A new storage (a parameter replaced or re-materialised) is a new key too.
     w.data = torch.randn(32, 16)
     assert operands.weight(w) is not fresh
+
+
+@pytest.mark.parametrize("scaling", ["tensor", "delayed"])
+def test_a_compiled_caller_runs_the_linear_eagerly(scaling, monkeypatch):
+    """Under torch.compile the FP8 linear stays out of the graph: dynamo cannot trace the cast
+    kernels' launches (the compiled 1B preset failed so on an H200), and the operands' state (the
+    delayed history's slot) advances on every call instead of being captured once."""
+    monkeypatch.setattr(fp8_operands, "use_kernels", lambda x: True)
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(0)
+    w = (torch.randn(48, 32, generator=gen) / 6).requires_grad_()
+    eager_ops, compiled_ops = LinearOperands(scaling), LinearOperands(scaling)
+
+    def layer(x, operands):
+        return torch.nn.functional.silu(fp8_linear(x * 2.0, w, operands))
+
+    compiled = torch.compile(layer, backend="eager")
+    for call in range(3):
+        x = (torch.randn(63, 32, generator=gen) * 4.0 ** call).to(torch.bfloat16)
+        assert torch.equal(compiled(x, compiled_ops), layer(x, eager_ops)), f"call {call}"
+    if scaling == "delayed":
+        assert compiled_ops._input_history.calls == eager_ops._input_history.calls == 3

@@ -53,9 +53,14 @@ class _Fp8Linear(torch.autograd.Function):
         return dx.view(ctx.x_shape), dw, None
 
 
+@torch.compiler.disable
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, operands: LinearOperands) -> torch.Tensor:
     """x [..., in] @ weight[out, in]^T with every GEMM of forward and backward in FP8, the operands
-    quantised by `operands` (which caches the weight's FP8 copies between optimizer steps)."""
+    quantised by `operands` (which caches the weight's FP8 copies between optimizer steps).
+
+    Left out of compiled graphs, as the block ops are (model/block_ops.py): dynamo cannot trace the
+    Triton cast kernels' launches, and `operands` is state that changes every call (the weight
+    cache, the amax history's slot) which a graph would capture as constants."""
     return _Fp8Linear.apply(x, weight, operands)
 
 
