@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.block_parallel_vs_sequential import _gpu_time_split
 from benchmarks.common import model_benchmark_args, time_call, write_result
-from megatron_video.model import build_model, load_preset, model_flops
+from megatron_video.model import build_model, compile_model, load_preset, model_flops
 from megatron_video.model.attention import Attention
 from megatron_video.model.attention_choice import MEASURED
 from megatron_video.model.config import ATTENTION_BACKENDS
@@ -57,7 +57,7 @@ def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype,
     `step(backward=False)` runs the forward alone."""
     cfg = load_preset(preset, attention_backend=attention_backend)
     model = build_model(cfg, params_dtype=dtype, fp8=fp8, recompute=recompute).to(device)
-    forward = torch.compile(model) if compile else model
+    forward = compile_model(model) if compile else model
     text_len = cfg.max_text_len
     x = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype)
     t = torch.rand(1, device=device)

@@ -26,7 +26,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are defined: before they are imported
 
 import megatron_video.model.block as block_module
-from megatron_video.model import VideoDiTConfig, block_ops, build_model, load_preset
+from megatron_video.model import VideoDiTConfig, block_ops, build_model, compile_model, load_preset
 from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     t = torch.rand(args.batch, device=device)
     text = torch.randn(args.batch, cfg.max_text_len, cfg.text_dim, device=device, dtype=dtype)
     mask = torch.ones(args.batch, cfg.max_text_len, dtype=torch.bool, device=device)
-    for name, forward in (("eager", model), ("compiled", torch.compile(model))):
+    for name, forward in (("eager", model), ("compiled", compile_model(model))):
         phase[0] = name
         forward(x, t, text, mask).float().square().mean().backward()
         if device.type == "cuda":

@@ -25,12 +25,24 @@ SDPA_BACKENDS = {
 }
 
 
+# SDPA backends whose gradients under torch.compile did not match eager on an H200 (the 1B preset's
+# width, 8K tokens): cuDNN's by orders of magnitude, math's modulation gradients by their own size.
+# model.compile_model refuses them on GPUs.
+UNSAFE_COMPILED = ("cudnn", "math")
+
+
 def transformer_engine_available() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None
 
 
-def auto_sdpa_backends(device: torch.device) -> list:
-    """The CPU's "auto" order (on GPUs "auto" is measured, see attention_choice.py)."""
+def auto_sdpa_backends(device: torch.device, compiling: bool = False) -> list:
+    """The "auto" order on the CPU and inside torch.compile'd graphs; elsewhere on GPUs "auto" is
+    measured (attention_choice.py). A compiled graph gets flash, or memory-efficient attention where
+    a key mask rules flash out, never cuDNN: traced by inductor, cuDNN attention's backward gave
+    gradients off by orders of magnitude on an H200, and run eagerly between graphs its backward
+    failed to execute (benchmarks/notes.md, 2026-12-02 "compiled model")."""
+    if device.type == "cuda" and compiling:
+        return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
@@ -53,9 +65,10 @@ class Attention(nn.Module):
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         if self.te_attention is not None:
             return self._te(q, k, v, key_mask)
-        if self.backend == "fa4" or (self.backend == "auto" and q.is_cuda):  # attention_choice.py
+        compiling = torch.compiler.is_compiling()
+        if self.backend == "fa4" or (self.backend == "auto" and q.is_cuda and not compiling):  # attention_choice.py
             return KERNELS["fa4"](q, k, v, key_mask) if self.backend == "fa4" else MEASURED.attend(q, k, v, key_mask)
-        backends = SDPA_BACKENDS.get(self.backend) or auto_sdpa_backends(q.device)
+        backends = SDPA_BACKENDS.get(self.backend) or auto_sdpa_backends(q.device, compiling)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         with sdpa_kernel(backends, set_priority=True):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

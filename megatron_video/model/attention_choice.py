@@ -50,11 +50,7 @@ def flash_attention_4(q, k, v, key_mask):
 
 
 KERNELS: dict[str, Kernel] = {
-    # Outside any compiled graph: under inductor, cuDNN's backward can be handed its saved softmax
-    # statistics in a layout whose strides it does not honour, and its graph fails to execute (the
-    # 1B preset's compiled backward on an H200, benchmarks/notes.md "compiled model"). Eagerly, its
-    # forward saves them in the layout its backward expects; attention is whole kernels either way.
-    "cudnn": torch.compiler.disable(_sdpa(SDPBackend.CUDNN_ATTENTION)),
+    "cudnn": _sdpa(SDPBackend.CUDNN_ATTENTION),
     "flash": _sdpa(SDPBackend.FLASH_ATTENTION),
     "efficient": _sdpa(SDPBackend.EFFICIENT_ATTENTION),
     "fa4": flash_attention_4,
