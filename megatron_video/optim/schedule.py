@@ -9,7 +9,8 @@ On resume the schedule follows the run's config and takes only the step count fr
 (megatron's `--override-opt_param-scheduler`; its default, `--use-checkpoint-opt_param-scheduler`,
 keeps the checkpoint's LRs and total steps). A rerun with the same config resumes the same schedule;
 a rerun with a larger `train.steps` extends it (WSD's stable phase continues up to the new cooldown),
-where the checkpoint's values would have left the new steps at the old run's final LR.
+where the checkpoint's values would have left the new steps at the old run's final LR. A run of
+`train.steps=auto` is rescheduled once, when its length is planned (training/step_plan.py).
 """
 from __future__ import annotations
 
