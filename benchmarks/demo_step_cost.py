@@ -95,9 +95,11 @@ class TimedTrainer(Trainer):
 
 
 def _config(shards: str, run_dir: pathlib.Path, steps: int, overrides: list[str]):
-    # The recipe's schedule (its train.steps), stopped after `steps`: the same LR and intervals as the demo.
+    # The recipe's schedule before its step plan (train.max_steps'), stopped after `steps`: the same LR and
+    # intervals as the demo's first steps, and no time limit.
+    most = load_config("demo", overrides).train.most_steps
     return load_config("demo", [f"run.output_dir={run_dir}", f"data.shards={shards}", f"train.stop_after={steps}",
-                                "train.time_limit_s=0", "run.progress=false", *overrides])
+                                f"train.steps={most}", "train.time_limit_s=0", "run.progress=false", *overrides])
 
 
 def timed_run(shards: str, run_dir: pathlib.Path, steps: int, overrides: list[str]) -> dict:

@@ -105,8 +105,19 @@ class EncodersConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
+    # The run's length in optimizer steps, or "auto": planned once from the measured step rate so the
+    # run, its LR cooldown included, ends within time_limit_s (training/step_plan.py).
+    steps: int | str = 300
     time_limit_s: float = 0.0  # 0 = none; otherwise stop (and checkpoint) after this long
+    # steps=auto only: the plan's bounds (max_steps is required; min_steps 0 = the fewest whose
+    # cooldown starts after the plan), the steps left untimed first (the loader's start, the first
+    # caption encodings), the steps timed, and the fraction of the time left that the plan keeps
+    # for validation, checkpoints and slower steps.
+    max_steps: int = 0
+    min_steps: int = 0
+    plan_after_steps: int = 5
+    plan_measure_steps: int = 20
+    plan_margin: float = 0.1
     stop_after: int = 0  # 0 = run to `steps`; else stop after this many steps of this job (job chains)
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     log_every: int = 10
@@ -128,7 +139,20 @@ class TrainConfig:
     cpu_threads: int = 0
 
     def __post_init__(self) -> None:
-        require(self.steps >= 1, "steps", "must be >= 1")
+        if isinstance(self.steps, str):
+            require(self.steps == "auto", "steps", "must be a number of steps or auto")
+            require(self.time_limit_s > 0, "time_limit_s", "must be > 0 with train.steps=auto: the plan fits the "
+                                                          "steps into it")
+            require(self.max_steps >= 1, "max_steps", "is needed with train.steps=auto: the most steps the plan "
+                                                      "may choose")
+            require(self.min_steps <= self.max_steps, "min_steps", f"must not exceed train.max_steps "
+                                                                   f"({self.max_steps})")
+        else:
+            require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.min_steps >= 0, "min_steps", "must be >= 0")
+        require(self.plan_after_steps >= 0, "plan_after_steps", "must be >= 0")
+        require(self.plan_measure_steps >= 1, "plan_measure_steps", "must be >= 1")
+        require(0.0 <= self.plan_margin < 1.0, "plan_margin", "must be in [0, 1)")
         require(self.cpu_threads >= 0, "cpu_threads", "must be >= 0 (0: automatic)")
         require(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         for key in ("log_every", "val_every", "checkpoint_every", "val_batches"):
@@ -154,6 +178,17 @@ class TrainConfig:
 
     def fp8_settings(self) -> Fp8Settings:
         return Fp8Settings(self.fp8, self.fp8_scaling)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the run's length is planned from its step rate (steps=auto)."""
+        return self.steps == "auto"
+
+    @property
+    def most_steps(self) -> int:
+        """train.steps, or with steps=auto the most the plan may choose: the schedule's length
+        until the plan is made."""
+        return self.max_steps if self.planned else self.steps
 
 
 @dataclass

@@ -14,6 +14,8 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
                  samples: list[pathlib.Path], catalog_rows: int, per_source: dict[str, int],
                  device: torch.device, fidelity: list[Fidelity]) -> pathlib.Path:
     first, last = training.loss_drop()
+    planned = (f" of {training.planned_steps} planned from the step rate to fit the time limit, LR cooldown included"
+               if training.planned_steps else "")
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
         "# megatron-video demo report",
@@ -43,7 +45,7 @@ def write_report(out_dir: pathlib.Path, timings: dict[str, float], curation: Any
         "",
         "## Training",
         "",
-        (f"Steps {training.start_step}..{training.steps}, {training.s_per_step:.3f} s/step. "
+        (f"Steps {training.start_step}..{training.steps}{planned}, {training.s_per_step:.3f} s/step. "
          f"Loss, mean of the first 10% of steps: {first:.4f}; of the last 10%: {last:.4f} "
          f"(a {100 * (1 - last / first):.0f}% drop). Validation loss at the end: {training.val_loss:.4f}. "
          f"muP band warnings: {training.band_warnings}."),

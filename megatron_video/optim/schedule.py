@@ -9,7 +9,8 @@ On resume the schedule follows the run's config and takes only the step count fr
 (megatron's `--override-opt_param-scheduler`; its default, `--use-checkpoint-opt_param-scheduler`,
 keeps the checkpoint's LRs and total steps). A rerun with the same config resumes the same schedule;
 a rerun with a larger `train.steps` extends it (WSD's stable phase continues up to the new cooldown),
-where the checkpoint's values would have left the new steps at the old run's final LR.
+where the checkpoint's values would have left the new steps at the old run's final LR. A run of
+`train.steps=auto` is rescheduled once, when its length is planned (training/step_plan.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from megatron_video.optim.config import OptimConfig
 
 
 def cooldown_steps(cfg: OptimConfig, total_steps: int) -> int:
-    return total_steps - round(cfg.cooldown_start_fraction * total_steps)
+    """The steps at the end of a run of `total_steps` whose LR falls (at least the last)."""
+    return max(1, total_steps - round(cfg.cooldown_start_fraction * total_steps))
+
+
+def cooldown_start(cfg: OptimConfig, total_steps: int) -> int:
+    """The last step of the run's warmup and stable phases: the LR up to it is the same for any
+    total that starts its cooldown no earlier (what a run planning its length mid-way relies on)."""
+    return total_steps - cooldown_steps(cfg, total_steps)
 
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,14 @@ class WarmupConstantCooldown(OptimizerParamScheduler):
                         self.num_steps, ", ".join(changed), self.current_lr())
 
 
+def rescheduled(scheduler: WarmupConstantCooldown, cfg: OptimConfig, total_steps: int) -> WarmupConstantCooldown:
+    """The schedule of a run of `total_steps` over the same optimizer, at the step `scheduler` has
+    reached (the param groups' LRs are set for it)."""
+    replacement = build_scheduler(scheduler.optimizer, cfg, total_steps)
+    replacement.step(scheduler.num_steps)
+    return replacement
+
+
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int) -> WarmupConstantCooldown:
     """The schedule for a megatron optimizer whose param groups carry max_lr/min_lr."""
     if total_steps <= cfg.warmup_steps:
@@ -55,6 +71,6 @@ def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int) -> WarmupCons
     return WarmupConstantCooldown(
         optimizer, init_lr=0.0, max_lr=cfg.lr, min_lr=cfg.lr * cfg.min_lr_fraction,
         lr_warmup_steps=cfg.warmup_steps, lr_decay_steps=total_steps, lr_decay_style="WSD",
-        wsd_decay_steps=max(1, cooldown_steps(cfg, total_steps)), lr_wsd_decay_style=cfg.cooldown_style,
+        wsd_decay_steps=cooldown_steps(cfg, total_steps), lr_wsd_decay_style=cfg.cooldown_style,
         start_wd=cfg.weight_decay, end_wd=cfg.weight_decay, wd_incr_steps=total_steps,
         wd_incr_style="constant", use_checkpoint_opt_param_scheduler=False, override_opt_param_scheduler=True)

@@ -104,8 +104,7 @@ class Checkpointer:
     def __init__(self, ckpt_dir: pathlib.Path, keep_last: int = 2, keep_every: int = 0, async_save: bool = False):
         self.ckpt_dir, self.keep_last, self.keep_every = ckpt_dir, keep_last, keep_every
         self.async_strategy = _async_strategy() if async_save else None
-        if async_save:
-            _results_queue_ending_with_this_process()
+        _results_queue_ending_with_this_process()  # synchronous saves write through megatron's queue too
         self.queue = (get_async_strategy(self.async_strategy)[1]["AsyncCallsQueue"]()
                       if self.async_strategy else None)
 
@@ -168,11 +167,11 @@ class Checkpointer:
 
 
 def _results_queue_ending_with_this_process() -> None:
-    """megatron-core's background writers report through a queue served by a Manager process that
-    it spawns on first use and never ties to the trainer: a trainer killed mid-run (OOM, node
-    failure, the tests' SIGKILL) left that server running forever. This hands megatron a queue
-    whose server ends with this process (megatron_video/lifetime.py), once per process, before
-    megatron would make its own."""
+    """megatron-core's checkpoint writers, synchronous and background, report through a queue served
+    by a Manager process that it spawns on first use and never ties to the trainer: a trainer killed
+    mid-run (OOM, node failure, the tests' SIGKILL) left that server running forever. This hands
+    megatron a queue whose server ends with this process (megatron_video/lifetime.py), once per
+    process, before megatron would make its own."""
     if filesystem_async._results_queue is not None:
         return
     manager = SyncManager(ctx=multiprocessing.get_context("spawn"))

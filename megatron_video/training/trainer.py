@@ -13,6 +13,7 @@ import os
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,6 +33,7 @@ from megatron_video.model.fp8.settings import device_problem
 from megatron_video.model.fp8.state import amax_histories, load_amax_histories
 from megatron_video.optim.band_monitor import BandMonitor
 from megatron_video.optim.builder import build_optimizer, init_optimizer_state
+from megatron_video.optim.schedule import rescheduled
 from megatron_video.parallel.layout import validate_layout
 from megatron_video.training import checkpoint as ckpt
 from megatron_video.training.bucketed_batches import bucketed, bucketed_loader, bucketed_microbatch, check_buckets
@@ -50,14 +52,16 @@ from megatron_video.training.metrics import MetricsLog
 from megatron_video.training.objective import condition_batch, make_microbatch
 from megatron_video.training.preemption import StopRequest
 from megatron_video.training.step import configure_schedules, run_microbatches
+from megatron_video.training.step_plan import StepPlanner, check_step_plan
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainSummary:
-    steps: int  # the step reached: train.steps, or fewer when a time limit or signal stopped the run
+    steps: int  # the step reached: the run's total, or fewer when a time limit or signal stopped the run
     start_step: int
+    planned_steps: int = 0  # the total train.steps=auto planned (here or in the run resumed); 0: not planned
     losses: list[float] = field(default_factory=list)
     val_loss: float = float("nan")
     wall_s: float = 0.0
@@ -83,9 +87,11 @@ def check_inputs(cfg: RootConfig) -> None:
     resolve_loader(cfg.data.loader, resolve_device(cfg.run.device))
     if keys and not any(is_validation_key(k, cfg.data.val_fraction) for k in keys):
         raise ConfigError("data.val_fraction", f"leaves none of the {len(keys)} selected clips for validation")
-    if cfg.optim.warmup_steps >= cfg.train.steps:
-        raise ConfigError("optim.warmup_steps", f"{cfg.optim.warmup_steps} must be below train.steps "
-                                                f"({cfg.train.steps})")
+    if cfg.optim.warmup_steps >= cfg.train.most_steps:
+        most = "train.max_steps" if cfg.train.planned else "train.steps"
+        raise ConfigError("optim.warmup_steps", f"{cfg.optim.warmup_steps} must be below {most} "
+                                                f"({cfg.train.most_steps})")
+    check_step_plan(cfg.train, cfg.optim)
     latent_factor = cfg.encoders.pixel_factor * cfg.model.patch[1] if cfg.encoders.codec == "pixel" else 1
     for key in ("height", "width"):
         if cfg.encoders.codec == "pixel" and getattr(cfg.data, key) % latent_factor:
@@ -114,9 +120,12 @@ def wrap_ddp(model: torch.nn.Module, cfg: RootConfig, chunk: int) -> Distributed
 
 
 class Trainer:
-    def __init__(self, cfg: RootConfig):
+    def __init__(self, cfg: RootConfig, clock: Callable[[], float] = time.perf_counter):
+        """`clock`: seconds, for the time limit, the step plan and the summary's timings (tests give
+        a virtual one, so that a plan does not depend on the machine's speed)."""
         check_inputs(cfg)
         self.cfg = cfg
+        self.clock = clock
         self.run_dir = pathlib.Path(cfg.run.output_dir)
         self.device = resolve_device(cfg.run.device)
         self.dtype = resolve_dtype(cfg.train.precision, self.device)
@@ -129,8 +138,11 @@ class Trainer:
                                                   encode_inline=cfg.data.encodes_inline)
         self.chunks = [wrap_ddp(chunk, cfg, index) for index, chunk in enumerate(self.parts.chunks)]
         configure_schedules(self.chunks, cfg.parallel.overlap_grad_reduce)
+        # A planned run follows train.max_steps' schedule until its plan (training/step_plan.py).
+        self.total_steps = cfg.train.most_steps
+        self.planned_steps = 0  # train.steps=auto's plan, once made here or loaded from a checkpoint
         self.optimizer, self.scheduler = build_optimizer(
-            self.chunks, cfg.optim, width=cfg.model.hidden, total_steps=cfg.train.steps,
+            self.chunks, cfg.optim, width=cfg.model.hidden, total_steps=self.total_steps,
             parallel=cfg.parallel)
         self.is_main = torch.distributed.get_rank() == 0
         self.metrics = MetricsLog(self.run_dir, tensorboard=cfg.train.tensorboard and self.is_main, model=cfg.model,
@@ -144,6 +156,7 @@ class Trainer:
                                               keep_every=cfg.checkpoint.keep_every,
                                               async_save=cfg.checkpoint.async_save)
         self.step = 0
+        self.planner: StepPlanner | None = None  # times the steps of a run whose train.steps=auto is not planned yet
         self._resumed = False
         self.loader = None  # the training batches' iterator, once training starts
         self.resumed_loader_state: dict | None = None
@@ -162,7 +175,8 @@ class Trainer:
         state.update(scheduler=self.scheduler.state_dict(), step=self.step, world_size=dist.get_world_size(),
                      distributed_optimizer=self.cfg.parallel.distributed_optimizer,
                      consumed_batches=self.step * self.cfg.parallel.microbatches, losses=self.metrics.losses,
-                     skipped_steps=self.faults.skipped, skipped_clips=self.skipped_clips)
+                     skipped_steps=self.faults.skipped, skipped_clips=self.skipped_clips,
+                     planned_steps=self.planned_steps)
         histories = amax_histories(self.parts.chunks)
         state["fp8_amax_histories"] = bool(histories)
         if per_rank:  # each rank's generators and DALI loader position
@@ -209,6 +223,10 @@ class Trainer:
                                                                 fp8_histories=fp8_histories))
         ckpt.load_model_state(self.parts.chunks, state)
         self.optimizer.load_state_dict(state["optimizer"])
+        planned = state.get("planned_steps", 0)  # absent from checkpoints saved before runs were planned
+        if self.cfg.train.planned and planned:
+            self._follow_plan(planned)
+            log.info("step plan: train.steps=%d, the plan of the run resumed", planned)
         self.scheduler.load_state_dict(state["scheduler"])
         if same_world:
             ckpt.restore_rng_state(state["rng"], self.device)
@@ -221,6 +239,20 @@ class Trainer:
         self.step = state["step"]
         log.info("resumed from %s at step %d", found, self.step)
         return found
+
+    def _plan(self, progress) -> None:
+        plan = self.planner.observe(self.step, self.clock(), self.device)
+        if plan is None:
+            return
+        self.planner = None
+        self._follow_plan(plan.total)
+        progress.total = plan.total
+        log.info(plan.describe(self.cfg.train))
+
+    def _follow_plan(self, total: int) -> None:
+        """Make `total` the run's length: the loop's end and the LR schedule's (at the step reached)."""
+        self.planned_steps = self.total_steps = total
+        self.scheduler = rescheduled(self.scheduler, self.cfg.optim, total)
 
     def _step_generator(self) -> torch.Generator:
         # Same noise on the tensor/context-parallel ranks of one replica, different across replicas.
@@ -250,23 +282,25 @@ class Trainer:
         else:
             loader = self.loader = open_train_loader(cfg, self.device, start_step * microbatches,
                                                      self.resumed_loader_state)
-        summary = TrainSummary(steps=cfg.train.steps, start_step=start_step,
+        summary = TrainSummary(steps=self.total_steps, start_step=start_step,
                                cpu_threads=torch.get_num_threads())
-        started = time.perf_counter()
+        started = self.clock()
+        self.planner = StepPlanner(cfg.train, cfg.optim, start_step, started) \
+            if cfg.train.planned and not self.planned_steps else None
         for chunk in self.chunks:
             chunk.train()
-        progress = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step",
+        progress = tqdm(total=self.total_steps, initial=start_step, desc="train", unit="step",
                         disable=not (cfg.run.progress and self.is_main and sys.stderr.isatty()))
         try:
-            while self.step < cfg.train.steps:
+            while self.step < self.total_steps:
                 saved = self._train_step(loader, microbatches, progress, summary)
-                out_of_time = cfg.train.time_limit_s and time.perf_counter() - started > cfg.train.time_limit_s
+                out_of_time = cfg.train.time_limit_s and self.clock() - started > cfg.train.time_limit_s
                 summary.stop_signal = stop.agreed()
                 if out_of_time or summary.stop_signal or self.step - start_step == cfg.train.stop_after:
                     reason = ("time limit" if out_of_time else f"stop signal {stop.name}" if summary.stop_signal
                               else "train.stop_after")
                     log.warning("stopping at step %d of %d (%s): checkpointed, rerun to resume", self.step,
-                                cfg.train.steps, reason)
+                                self.total_steps, reason)
                     summary.checkpoint = summary.checkpoint if saved else self._save()
                     if out_of_time and self.step % cfg.train.val_every:  # the summary's loss is this step's
                         summary.val_loss = self.validate()
@@ -276,7 +310,8 @@ class Trainer:
             progress.close()
             self.metrics.close()
         summary.steps = self.step
-        summary.wall_s = time.perf_counter() - started
+        summary.planned_steps = self.planned_steps
+        summary.wall_s = self.clock() - started
         summary.s_per_step = summary.wall_s / max(self.step - start_step, 1)
         summary.losses = list(self.metrics.losses)
         summary.band_warnings = self.band_warnings
@@ -315,9 +350,11 @@ class Trainer:
                             **self.metrics.throughput(batches))
         if self.band.due(self.step):
             self._check_band()
-        if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
+        if self.planner is not None:  # before this step's checkpoint, which then carries the plan
+            self._plan(progress)
+        if self.step % cfg.train.val_every == 0 or self.step == self.total_steps:
             summary.val_loss = self.validate()
-        if self.step % cfg.train.checkpoint_every == 0 or self.step == cfg.train.steps:
+        if self.step % cfg.train.checkpoint_every == 0 or self.step == self.total_steps:
             summary.checkpoint = self._save()
             return True
         return False
