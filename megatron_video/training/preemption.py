@@ -46,9 +46,12 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received is not None else "none"
 
-    def agreed(self) -> bool:
-        """True on every rank as soon as any rank has received a stop signal."""
-        flag = torch.tensor([0 if self.received is None else 1], device=self.device)
+    def agreed(self, out_of_time: bool = False) -> tuple[bool, bool]:
+        """(stop signal, out of time), each True on every rank as soon as it is on any rank: ranks
+        read their own clocks, and one that stopped for the time limit alone would wait in the
+        checkpoint's collectives while the others ran the next step."""
+        flags = torch.tensor([0 if self.received is None else 1, int(out_of_time)], device=self.device)
         if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signalled, late = flags.tolist()
+        return bool(signalled), bool(late)

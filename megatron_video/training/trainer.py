@@ -294,8 +294,8 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 saved = self._train_step(loader, microbatches, progress, summary)
-                out_of_time = cfg.train.time_limit_s and self.clock() - started > cfg.train.time_limit_s
-                summary.stop_signal = stop.agreed()
+                summary.stop_signal, out_of_time = stop.agreed(
+                    bool(cfg.train.time_limit_s) and self.clock() - started > cfg.train.time_limit_s)
                 if out_of_time or summary.stop_signal or self.step - start_step == cfg.train.stop_after:
                     reason = ("time limit" if out_of_time else f"stop signal {stop.name}" if summary.stop_signal
                               else "train.stop_after")

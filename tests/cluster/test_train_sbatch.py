@@ -157,7 +157,21 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_finishes(fake_slurm, sha
 def test_stop_request_sees_usr1_and_restores_the_handler():
     before = signal.getsignal(signal.SIGUSR1)
     with StopRequest(torch.device("cpu")) as stop:
-        assert not stop.agreed()
+        assert stop.agreed() == (False, False) and stop.agreed(out_of_time=True) == (False, True)
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop.agreed() and stop.received == signal.SIGUSR1
+        assert stop.agreed() == (True, False) and stop.received == signal.SIGUSR1
     assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def _agreement_on_rank() -> tuple:
+    """Rank 1 alone past the time limit; no stop signal anywhere."""
+    import torch.distributed as dist
+
+    with StopRequest(torch.device("cpu")) as stop:
+        return stop.agreed(out_of_time=dist.get_rank() == 1)
+
+
+def test_every_rank_stops_for_the_time_limit_when_one_rank_is_past_it():
+    from megatron_video.testing.distributed import run_distributed
+
+    assert run_distributed(_agreement_on_rank, 2) == [(False, True), (False, True)]
