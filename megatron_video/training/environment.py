@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from curator.executors.thread_limits import available_cores
 from megatron_video.config.errors import ConfigError
+from megatron_video.cpu_cores import available_cores
 
 
 def resolve_device(device: str) -> torch.device:
