@@ -74,9 +74,9 @@ from benchmarks.common import write_result
 from benchmarks.curation_workload import bare_decode, input_videos, warm_up
 from benchmarks.timeline import CpuSampler, plot, summarize
 from curator import tracing
-from curator.executors.thread_limits import available_cores
 from curator.metrics import RunMetrics
 from curator.video.synthetic import write_test_video
+from megatron_video.cpu_cores import available_cores
 
 
 def visible_gpus() -> int:

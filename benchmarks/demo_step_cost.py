@@ -33,8 +33,8 @@ import psutil
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result
-from curator.executors.thread_limits import available_cores
 from megatron_video.config.loader import load_config
+from megatron_video.cpu_cores import available_cores
 from megatron_video.parallel.state import destroy_distributed
 from megatron_video.training.environment import setup_logging
 from megatron_video.training.trainer import Trainer

@@ -58,22 +58,15 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS_DIR, model_benchmark_args, time_call, write_result
 from benchmarks.dit_step import training_step
+from benchmarks.fp8_parity import loss_parity, parity_data, parity_options
 from megatron_video.model import load_preset
 from megatron_video.model.fp8.settings import Fp8Settings, transformer_engine_import_error
 from megatron_video.model.fp8.state import native_operands
-from megatron_video.parallel.state import ParallelConfig, destroy_distributed, init_distributed
-
-PARITY_FLOOR, PARITY_CAP = 0.005, 0.02
+from megatron_video.parallel.state import ParallelConfig, init_distributed
 
 
 def options(parser) -> None:
-    parser.add_argument("--shards", type=pathlib.Path, default=None,
-                        help="curated demo output (its shards/ and catalog/); curated from data/samples if absent")
-    parser.add_argument("--parity-steps", type=int, default=300,
-                        help="steps of each loss-parity run; 0 times the throughput only (no curation, no training)")
-    parser.add_argument("--latents", type=pathlib.Path, default=None,
-                        help="latent shards of the demo footage (`mvideo encode recipe=demo`): the parity runs "
-                             "train on them (data.source=latents) instead of curated shards")
+    parity_options(parser)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the torch.compile variants (GPU only)")
     parser.add_argument("--one-variant", default=None, help=argparse.SUPPRESS)  # the child of isolated_row
@@ -212,55 +205,6 @@ def quantisation_times(preset: str, latent: tuple[int, int, int], device: torch.
     return rows
 
 
-def demo_shards(shards: pathlib.Path | None, work: pathlib.Path) -> pathlib.Path:
-    if shards is not None:
-        return shards
-    from curator.run import curate
-    from megatron_video.config.loader import load_config
-
-    # No filters: their scores select nothing here (the demo trains on every clip), and the face
-    # filter needs OpenCV 4's cascades, which a GPU machine's OpenCV 5 lacks.
-    cfg = load_config("demo", [f"run.output_dir={work}", "run.progress=false", "curate.filters.run=[]"])
-    curate(cfg.curate, progress=False)
-    return pathlib.Path(cfg.curate.output)
-
-
-def data_overrides(shards: pathlib.Path | None, latents: pathlib.Path | None, quick: bool) -> list[str]:
-    """The parity runs' data: latent shards (no encoders loaded; the clip shape is the one they were
-    encoded at) or curated shards (4-frame clips with --quick)."""
-    if latents is not None:
-        return ["data.source=latents", f"data.latents={latents}"]
-    return [f"data.shards={shards}"] + (["data.frames=4"] if quick else [])
-
-
-def final_loss(data: list[str], run_dir: pathlib.Path, steps: int, device: torch.device, fp8: str,
-               seed: int, quick: bool) -> float:
-    from megatron_video.config.loader import load_config
-    from megatron_video.training.trainer import train
-
-    overrides = [f"run.output_dir={run_dir}", *data, f"train.steps={steps}", f"run.seed={seed}",
-                 f"run.device={device.type}", f"train.fp8={fp8}", "train.time_limit_s=0", "run.progress=false",
-                 "train.tensorboard=false", f"train.val_every={steps}", f"train.checkpoint_every={steps}"]
-    if quick:
-        overrides += ["optim.warmup_steps=1", "data.num_workers=0", "data.batch_size=2",
-                      "data.val_fraction=0.25", "train.val_batches=1"]
-    destroy_distributed()
-    summary = train(load_config("demo", overrides))
-    destroy_distributed()
-    return summary.loss_drop()[1]
-
-
-def loss_parity(data: list[str], work: pathlib.Path, steps: int, device: torch.device, quick: bool) -> dict:
-    losses = {name: final_loss(data, work / name, steps, device, fp8, seed, quick)
-              for name, fp8, seed in [("bf16", "off", 0), ("fp8", "native", 0), ("bf16_seed1", "off", 1)]}
-    fp8_gap = abs(losses["fp8"] - losses["bf16"]) / losses["bf16"]
-    seed_gap = abs(losses["bf16_seed1"] - losses["bf16"]) / losses["bf16"]
-    return {"steps": steps, "final_loss": {k: round(v, 5) for k, v in losses.items()},
-            "fp8_gap": round(fp8_gap, 4), "seed_gap": round(seed_gap, 4),
-            "tolerance": round(min(max(seed_gap, PARITY_FLOOR), PARITY_CAP), 4),
-            "at_parity": fp8_gap <= min(max(seed_gap, PARITY_FLOOR), PARITY_CAP)}
-
-
 def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv, extra=options)
     if args.one_variant is not None:
@@ -272,10 +216,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     work = pathlib.Path(tempfile.mkdtemp(prefix="fp8_parity_"))
     try:
         # The parity data first: a curation that cannot run stops the benchmark before its timings.
-        data = None
-        if parity:
-            shards = None if args.latents is not None else demo_shards(args.shards, work / "demo")
-            data = data_overrides(shards, args.latents, args.quick)
+        data = parity_data(args.shards, args.latents, args.quick, work / "demo") if parity else None
         return _measure(args, device, data, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from curator.executors.thread_limits import core_shares
+from megatron_video.cpu_cores import core_shares
 
 PREFIX = "PART "
 

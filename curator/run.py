@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from curator import storage
 from curator.config import CurateConfig
-from curator.executors.thread_limits import available_cores
 from curator.filters.verdict import apply_filters
 from curator.layout import part_dir, part_share
 from curator.ledger import InputRecord, Ledger
@@ -27,6 +26,7 @@ from curator.stages.shard_writer import ShardWriterStage
 from curator.stages.source import SourceStage
 from curator.tasks import FAILED, Task
 from megatron_video.config.errors import ConfigError
+from megatron_video.cpu_cores import available_cores
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from curator.config import CurateConfig
 from curator.executors.driver import deliver
 from curator.executors.thread_limits import (
-    available_cores,
     limit_this_thread,
     limited_library_threads,
     per_worker,
@@ -36,6 +35,7 @@ from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import ClipTask, Task, VideoTask
 from curator.tracing import span
 from curator.video.backend import use_gpu
+from megatron_video.cpu_cores import available_cores
 
 
 def video_threads(cfg: CurateConfig) -> int:

@@ -33,12 +33,12 @@ from nemo_curator.tasks import Task as NemoTask
 
 from curator.config import CurateConfig
 from curator.executors.driver import deliver
-from curator.executors.thread_limits import available_cores
 from curator.pipeline import job_resources, run_depth_first
 from curator.progress import RunProgress
 from curator.stages.base import Stage, WorkerContext
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task, VideoTask
+from megatron_video.cpu_cores import available_cores
 
 log = logging.getLogger(__name__)
 

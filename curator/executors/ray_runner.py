@@ -43,11 +43,11 @@ from typing import Any
 from curator.config import CurateConfig
 from curator.executors.driver import deliver
 from curator.executors.local import SourceFeed, run_jobs, setup_stages
-from curator.executors.thread_limits import core_shares
 from curator.progress import RunProgress
 from curator.stages.base import Stage
 from curator.stages.shard_writer import ShardWriterStage
 from curator.tasks import Task
+from megatron_video.cpu_cores import core_shares
 
 log = logging.getLogger(__name__)
 # Batches given to an actor at once: its executor starts on the next while the last one finishes.

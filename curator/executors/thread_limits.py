@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -18,30 +17,14 @@ from types import ModuleType
 import cv2
 from threadpoolctl import threadpool_limits
 
+from megatron_video.cpu_cores import available_cores
+
 
 def imported(name: str) -> ModuleType | None:
     """The module if something has started importing it, else None. Through `import`, which waits
     for another thread still importing it (the TransNetV2 loader starts at stage set-up): the
     half-initialised module in sys.modules may lack the very attribute wanted."""
     return importlib.import_module(name) if name in sys.modules else None
-
-
-def available_cores() -> int:
-    """The cores this process may run on: its CPU affinity where the OS has one (what `taskset` or
-    `srun --cpus-per-task` bound it to, e.g. one process per GPU each on its share of the node),
-    else every core of the machine."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def core_shares(cores: list[int], parts: int) -> list[list[int]]:
-    """`cores` split into `parts` contiguous runs of equal length (the remainder left idle), as
-    `srun --cpu-bind=cores` hands them to one process per GPU."""
-    per = len(cores) // parts
-    if per == 0:
-        raise ValueError(f"{parts} parts need at least one core each; this process has {len(cores)}")
-    return [cores[i * per:(i + 1) * per] for i in range(parts)]
 
 
 def per_worker(workers: int) -> int:

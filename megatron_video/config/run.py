@@ -134,8 +134,8 @@ class TrainConfig:
     fp8: str = "off"  # off | native (torch._scaled_mm, no TE needed) | te (Transformer Engine's recipes)
     fp8_scaling: str = "auto"  # native: tensor | row | delayed; te: delayed | current | mxfp8; auto: the first listed
     recompute: str = "none"  # none | attention | mlp | block: activations recomputed in backward
-    # Torch intra-op threads when training on the CPU; 0 = this process's share of the cores less
-    # one per loader worker (training.environment.cpu_training_threads).
+    # Torch intra-op threads when training (and sampling, as the demo does after it) on the CPU; 0 =
+    # this process's share of the cores less one per loader worker (training.environment.cpu_training_threads).
     cpu_threads: int = 0
 
     def __post_init__(self) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -29,19 +31,22 @@ def probe_clip(data: bytes) -> tuple[int, str]:
     return packets, codec
 
 
-def decode_frames(data: bytes, stop: int | None = None) -> np.ndarray:
-    """Frames [0, stop) (all when stop is None) of an encoded clip as uint8 [T, H, W, 3]."""
-    frames = []
+def _decoded(data: bytes, stop: int | None = None) -> Iterator[av.VideoFrame]:
+    """Frames [0, stop) (all when stop is None) of an encoded clip, decoded but not yet converted to
+    RGB, so each caller converts only the frames it keeps; ValueError if there are none."""
+    count = 0
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if stop is not None and len(frames) >= stop:
-                break
-    if not frames:
+        for count, frame in enumerate(itertools.islice(container.decode(stream), stop), start=1):
+            yield frame
+    if count == 0:
         raise ValueError("clip has no decodable frames")
-    return np.stack(frames)
+
+
+def decode_frames(data: bytes, stop: int | None = None) -> np.ndarray:
+    """Frames [0, stop) (all when stop is None) of an encoded clip as uint8 [T, H, W, 3]."""
+    return np.stack([frame.to_ndarray(format="rgb24") for frame in _decoded(data, stop)])
 
 
 def window_indices(num_frames: int, length: int, stride: int, generator: torch.Generator) -> np.ndarray:
@@ -67,19 +72,11 @@ def decode_at(data: bytes, index: np.ndarray) -> np.ndarray:
     The frames before each are decoded, as the codec needs, but only those asked for are converted
     (the conversion costs as much as the decoding at training sizes). An index past the clip's end
     (a clip shorter than its metadata says) gets its last frame."""
-    wanted, converted, last = set(index.tolist()), {}, None
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for position, frame in enumerate(container.decode(stream)):
-            last = position, frame
-            if position in wanted:
-                converted[position] = frame.to_ndarray(format="rgb24")
-            if position >= index[-1]:
-                break
-    if last is None:
-        raise ValueError("clip has no decodable frames")
-    end, frame = last
+    wanted, converted = set(index.tolist()), {}
+    for end, frame in enumerate(_decoded(data, stop=int(index[-1]) + 1)):
+        if end in wanted:
+            converted[end] = frame.to_ndarray(format="rgb24")
+    # The loop leaves `end` and `frame` at the last decoded frame (_decoded raises if there is none).
     if end not in converted:
         converted[end] = frame.to_ndarray(format="rgb24")
     return np.stack([converted[min(int(i), end)] for i in index])

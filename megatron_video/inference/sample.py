@@ -6,12 +6,14 @@ import os
 import pathlib
 import re
 
+import torch
+
 from megatron_video.config.schema import RootConfig
 from megatron_video.inference.generator import GenerationRequest, VideoGenerator
 from megatron_video.inference.layout import validate_sampling_layout
 from megatron_video.inference.video_io import write_mp4
 from megatron_video.training.build import start_layout
-from megatron_video.training.environment import resolve_device
+from megatron_video.training.environment import cpu_training_threads, intra_op_threads, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +40,29 @@ def start_sampling(cfg: RootConfig) -> VideoGenerator:
     return VideoGenerator.from_config(cfg)
 
 
+def sampling_threads(cfg: RootConfig) -> int:
+    """Torch intra-op threads to sample with: on the CPU, training's rule (train.cpu_threads where it
+    is set, else this process's share of the cores), with no loader workers beside the sampler, so
+    the demo, which samples in the process that trained, and `mvideo sample` under torchrun keep to
+    their share; on a GPU, the process's own count."""
+    if resolve_device(cfg.run.device).type != "cpu":
+        return torch.get_num_threads()
+    return cpu_training_threads(cfg.train.cpu_threads, loader_workers=0)
+
+
 def sample_videos(cfg: RootConfig) -> list[pathlib.Path]:
     """One mp4 per prompt in `sample.prompts`, written by rank 0; returns their paths (none on
     the other ranks, which sample with it)."""
-    generator = start_sampling(cfg)
-    out_dir = pathlib.Path(cfg.sample.output) if cfg.sample.output else pathlib.Path(cfg.run.output_dir) / "samples"
-    paths = []
-    for request in requests_of(cfg):
-        frames = generator.generate(request)
-        if frames is None:
-            continue
-        path = write_mp4(frames, out_dir / f"{_slug(request.prompt)}.mp4", request.fps)
-        log.info("sampled '%s' -> %s (%s from %s)", request.prompt, path, frames.shape, generator.checkpoint.name)
-        paths.append(path)
+    with intra_op_threads(sampling_threads(cfg)):
+        generator = start_sampling(cfg)
+        out_dir = pathlib.Path(cfg.sample.output) if cfg.sample.output else pathlib.Path(cfg.run.output_dir) / "samples"
+        paths = []
+        for request in requests_of(cfg):
+            frames = generator.generate(request)
+            if frames is None:
+                continue
+            path = write_mp4(frames, out_dir / f"{_slug(request.prompt)}.mp4", request.fps)
+            log.info("sampled '%s' -> %s (%s from %s)", request.prompt, path, frames.shape,
+                     generator.checkpoint.name)
+            paths.append(path)
     return paths

@@ -68,27 +68,31 @@ class SphereAdamW(torch.optim.Optimizer):
                 state[key] = torch.zeros_like(param, dtype=torch.float32, memory_format=torch.preserve_format)
         return state
 
-    def _adam_update(self, weights: list[torch.Tensor], grads: list[torch.Tensor], params: list[torch.Tensor],
-                     group: dict, weight_decay: float) -> None:
+    def _adam_update(self, items: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                     grads: list[torch.Tensor], decoupled_decay: bool) -> None:
         """w <- w * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps) for the fp32 vectors
-        `weights` (in place) of `params` with gradients `grads`, through torch's fused AdamW kernel:
-        one pass over weight, gradient and moments instead of one per operation of the equation."""
-        beta1, beta2 = group["betas"]
-        states = [self._state_for(param) for param in params]
-        for state in states:  # a new tensor: megatron's distributed optimizer loads one step tensor shared by all
-            state["step"] = state["step"] + 1
-        device = weights[0].device
-        torch._fused_adamw_(weights, grads, [state["exp_avg"].view(-1) for state in states],
-                            [state["exp_avg_sq"].view(-1) for state in states], [],
-                            [state["step"].to(device) for state in states], lr=group["lr"], beta1=beta1,
-                            beta2=beta2, weight_decay=weight_decay, eps=group["eps"], amsgrad=False, maximize=False)
+        `weights` (in place) of the parameters of `items` with gradients `grads`, through torch's fused
+        AdamW kernel (one pass over weight, gradient and moments instead of one per operation of the
+        equation), a launch per param group, whose LR, betas and weight decay apply to all its members.
+        Without `decoupled_decay`, weight_decay is 0 whatever the groups say."""
+        for group, positions in _by_group(items):
+            beta1, beta2 = group["betas"]
+            states = [self._state_for(items[i][0]) for i in positions]
+            for state in states:  # a new tensor: megatron's distributed optimizer loads one step tensor shared by all
+                state["step"] = state["step"] + 1
+            device = weights[positions[0]].device
+            torch._fused_adamw_([weights[i] for i in positions], [grads[i] for i in positions],
+                                [state["exp_avg"].view(-1) for state in states],
+                                [state["exp_avg_sq"].view(-1) for state in states], [],
+                                [state["step"].to(device) for state in states], lr=group["lr"], beta1=beta1,
+                                beta2=beta2, weight_decay=group["weight_decay"] if decoupled_decay else 0.0,
+                                eps=group["eps"], amsgrad=False, maximize=False)
 
     def _adamw_step(self, items: list[tuple[torch.Tensor, dict]]) -> None:
-        for group, members in _by_group(items):
-            weights = [param.detach().view(-1).float() for param in members]  # the parameters themselves when fp32
-            grads = [param.grad.view(-1).float() for param in members]
-            self._adam_update(weights, grads, members, group, group["weight_decay"])
-            _copy_back(members, weights)
+        weights = [p.detach().view(-1).float() for p, _ in items]  # the parameters themselves when fp32
+        grads = [p.grad.view(-1).float() for p, _ in items]
+        self._adam_update(items, weights, grads, decoupled_decay=True)
+        _copy_back([p for p, _ in items], weights)
 
     def _geometry(self, items: list[tuple[torch.Tensor, dict]]) -> RowGeometry:
         if self.row_geometry is not None:
@@ -103,11 +107,8 @@ class SphereAdamW(torch.optim.Optimizer):
         weights = [p.detach().view(-1).float() for p, _ in items]  # in place when fp32
         grads = [p.grad.view(-1).float() for p, _ in items]
         dots = geometry.row_totals([(p, w * g) for (p, _), w, g in zip(items, weights, grads)])
-        tangents = {id(p): torch.addcmul(g, dot, w, value=-1) for (p, _), w, g, dot in zip(items, weights, grads, dots)}
-        weight_of = {id(p): w for (p, _), w in zip(items, weights)}
-        for group, members in _by_group(items):
-            self._adam_update([weight_of[id(p)] for p in members], [tangents[id(p)] for p in members], members,
-                              group, weight_decay=0.0)
+        tangents = [torch.addcmul(g, dot, w, value=-1) for w, g, dot in zip(weights, grads, dots)]
+        self._adam_update(items, weights, tangents, decoupled_decay=False)
         norms_sq = geometry.row_totals([(p, w * w) for (p, _), w in zip(items, weights)])
         for weight, norm_sq in zip(weights, norms_sq):
             weight.div_(norm_sq.sqrt_())
@@ -175,11 +176,11 @@ class SphereAdamW(torch.optim.Optimizer):
             self._fused_step.step(prepared(sphere_items), prepared(adamw_items), geometry)
 
 
-def _by_group(items: list[tuple[torch.Tensor, dict]]) -> list[tuple[dict, list[torch.Tensor]]]:
-    """The parameters of `items` per param group (each group's LR and betas apply to all of them), in order."""
-    groups: dict[int, tuple[dict, list[torch.Tensor]]] = {}
-    for param, group in items:
-        groups.setdefault(id(group), (group, []))[1].append(param)
+def _by_group(items: list[tuple[torch.Tensor, dict]]) -> list[tuple[dict, list[int]]]:
+    """Each param group of `items` with the positions in `items` of its parameters, in order."""
+    groups: dict[int, tuple[dict, list[int]]] = {}
+    for position, (_, group) in enumerate(items):
+        groups.setdefault(id(group), (group, []))[1].append(position)
     return list(groups.values())
 
 

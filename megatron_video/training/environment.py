@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from curator.executors.thread_limits import available_cores
 from megatron_video.config.errors import ConfigError
+from megatron_video.cpu_cores import available_cores
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,8 +31,8 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def cpu_training_threads(configured: int, loader_workers: int) -> int:
-    """Torch intra-op threads for a training process on the CPU: `configured` where it is set (> 0);
-    otherwise this process's share of the cores (its affinity split among the node's training
+    """Torch intra-op threads for a process training (or sampling) on the CPU: `configured` where it
+    is set (> 0); otherwise this process's share of the cores (its affinity split among the node's
     processes, LOCAL_WORLD_SIZE), less one core per loader worker process, at least one, and never
     more than the process runs already (OMP_NUM_THREADS, a launcher's or a test's cap).
 

@@ -150,17 +150,19 @@ CATALOG = ("megatron_video.data", "megatron_video.data.catalog", "megatron_video
 def test_curator_takes_only_the_config_errors_from_the_library():
     """The library's config nests the curator's section and its command line runs the curator, so
     the curator sits below the library: it may raise the library's ConfigError (from its own module,
-    which imports nothing) and tie its helper processes' lives to their client's with the library's
-    `lifetime` (standard library only), and use nothing else of it, except the post-curation
-    passes, which use the catalog."""
+    which imports nothing), tie its helper processes' lives to their client's with the library's
+    `lifetime` and count the cores it may run on with `cpu_cores` (both standard library only), and
+    use nothing else of it, except the post-curation passes, which use the catalog."""
     graph = import_graph()
-    allowed = ("megatron_video", "megatron_video.config", "megatron_video.config.errors", "megatron_video.lifetime")
+    allowed = ("megatron_video", "megatron_video.config", "megatron_video.config.errors", "megatron_video.lifetime",
+               "megatron_video.cpu_cores")
     upward = {f"{module} imports {target}" for module, targets in graph.items() if module.startswith("curator")
               for target in targets if target.startswith("megatron_video") and target not in allowed
               and not (module.startswith(POST_CURATION) and target in CATALOG)}
     assert not upward, sorted(upward)
     assert not graph["megatron_video.config.errors"], "the config errors module must stay at the bottom"
     assert not graph["megatron_video.lifetime"], "the lifetime module must stay at the bottom"
+    assert not graph["megatron_video.cpu_cores"], "the cpu_cores module must stay at the bottom"
 
 
 def test_no_stage_imports_an_executor():

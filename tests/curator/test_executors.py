@@ -7,11 +7,11 @@ import shutil
 import pytest
 
 from curator.config import CurateConfig
-from curator.executors.thread_limits import available_cores
 from curator.run import curate
 from curator.stages.base import WorkerContext
 from curator.stages.probe import ProbeStage
 from curator.tasks import VideoTask
+from megatron_video.cpu_cores import available_cores
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,14 @@ def test_window_with_known_length_equals_full_decode(tmp_path):
     np.testing.assert_array_equal(short[-1], full[-1])
 
 
+def test_decoding_stops_at_the_requested_frame(tmp_path):
+    data = _clip(tmp_path)
+    full = decode_frames(data)
+    np.testing.assert_array_equal(decode_frames(data, stop=5), full[:5])
+    np.testing.assert_array_equal(decode_frames(data, stop=1), full[:1])
+    assert decode_frames(data, stop=30).shape == full.shape
+
+
 def test_selected_frames_equal_a_full_decode_and_past_the_end_repeat_the_last(tmp_path):
     data = _clip(tmp_path)
     full = decode_frames(data)

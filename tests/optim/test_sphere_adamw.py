@@ -65,6 +65,39 @@ def test_unconstrained_groups_follow_torch_adamw():
     assert (ours[0] - start[0]).abs().max() > 0.5  # it did move
 
 
+def test_each_param_group_steps_with_its_own_hyperparameters():
+    """Two sphere and two AdamW groups in one optimizer, each with its own LR, betas or weight decay,
+    against the float64 equations and torch.optim.AdamW run per group."""
+    gen = torch.Generator().manual_seed(4)
+    sphere_settings = [{"lr": 3e-2, "betas": (0.9, 0.95)}, {"lr": 1e-3, "betas": (0.5, 0.9)}]
+    adamw_settings = [{"lr": 3e-2, "weight_decay": 0.0}, {"lr": 1e-2, "weight_decay": 0.3}]
+    sphere_start = [torch.randn(4, 6, generator=gen) for _ in sphere_settings]
+    sphere_start = [x / x.norm(dim=1, keepdim=True) for x in sphere_start]
+    adamw_start = [torch.randn(5, generator=gen) for _ in adamw_settings]
+    sphere_params = [torch.nn.Parameter(x.clone()) for x in sphere_start]
+    adamw_params = [torch.nn.Parameter(x.clone()) for x in adamw_start]
+    opt = SphereAdamW([{"params": [p], "sphere": True, **kw} for p, kw in zip(sphere_params, sphere_settings)]
+                      + [{"params": [p], **kw} for p, kw in zip(adamw_params, adamw_settings)], betas=BETAS, eps=EPS)
+    theirs = [torch.nn.Parameter(x.clone()) for x in adamw_start]
+    refs = [torch.optim.AdamW([p], betas=BETAS, eps=EPS, foreach=False, **kw) for p, kw in zip(theirs, adamw_settings)]
+    sphere_grads = []
+    for _ in range(20):
+        sphere_grads.append([torch.randn(x.shape, generator=gen) for x in sphere_start])
+        adamw_grads = [torch.randn(x.shape, generator=gen) for x in adamw_start]
+        for p, g in zip(sphere_params, sphere_grads[-1]):
+            p.grad = g.clone()
+        for a, b, g in zip(adamw_params, theirs, adamw_grads):
+            a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        for ref in refs:
+            ref.step()
+    for k, (param, kw) in enumerate(zip(sphere_params, sphere_settings)):
+        [expected] = reference_sphere_adamw([sphere_start[k]], [g[k:k + 1] for g in sphere_grads], eps=EPS, **kw)
+        assert (param.detach().double() - expected).abs().max() < 1e-6
+    for a, b in zip(adamw_params, theirs):
+        assert (a - b).abs().max() < 1e-6
+
+
 def test_row_totals_complete_rows_cut_by_shard_boundaries():
     gen = torch.Generator().manual_seed(2)
     matrix = torch.randn(5, 7, generator=gen)
