@@ -70,7 +70,7 @@ def loss_parity(data: list[str], work: pathlib.Path, steps: int, device: torch.d
               for name, fp8, seed in [("bf16", "off", 0), ("fp8", "native", 0), ("bf16_seed1", "off", 1)]}
     fp8_gap = abs(losses["fp8"] - losses["bf16"]) / losses["bf16"]
     seed_gap = abs(losses["bf16_seed1"] - losses["bf16"]) / losses["bf16"]
+    tolerance = min(max(seed_gap, PARITY_FLOOR), PARITY_CAP)
     return {"steps": steps, "final_loss": {k: round(v, 5) for k, v in losses.items()},
-            "fp8_gap": round(fp8_gap, 4), "seed_gap": round(seed_gap, 4),
-            "tolerance": round(min(max(seed_gap, PARITY_FLOOR), PARITY_CAP), 4),
-            "at_parity": fp8_gap <= min(max(seed_gap, PARITY_FLOOR), PARITY_CAP)}
+            "fp8_gap": round(fp8_gap, 4), "seed_gap": round(seed_gap, 4), "tolerance": round(tolerance, 4),
+            "at_parity": fp8_gap <= tolerance}

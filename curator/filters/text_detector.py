@@ -34,8 +34,8 @@ MAX_BATCH_FRAMES = 32
 def padded_frames(frames: int, max_batch_frames: int) -> int:
     """How many frames a batch of `frames` runs as: the next power of two, at most max_batch_frames,
     and beyond that the next multiple of it. Batches come in every count up to max_batch_frames, and
-    each new input shape costs cuDNN new execution plans for every convolution of the graph and the
-    caching allocator new blocks; padded, a frame size has a handful of shapes, each paid for once."""
+    the graph's first call at each new input shape costs 1.3-2.1 s on an H200 against 7-15 ms later
+    (benchmarks/notes.md); padded, a frame size has a handful of shapes, each paid for once."""
     if frames > max_batch_frames:
         return -(-frames // max_batch_frames) * max_batch_frames
     return min(1 << (frames - 1).bit_length(), max_batch_frames)
