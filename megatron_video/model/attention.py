@@ -17,14 +17,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from megatron_video.model.attention_choice import KERNELS, MEASURED
 
-SDPA_BACKENDS = {
-    "cudnn": [SDPBackend.CUDNN_ATTENTION],
-    "flash": [SDPBackend.FLASH_ATTENTION],
-    "efficient": [SDPBackend.EFFICIENT_ATTENTION],
-    "math": [SDPBackend.MATH],
-}
-
-
 # SDPA backends whose gradients under torch.compile did not match eager on an H200 (the 1B preset's
 # width, 8K tokens): cuDNN's by orders of magnitude, math's modulation gradients by their own size.
 # model.compile_model refuses them on GPUs.
@@ -65,10 +57,12 @@ class Attention(nn.Module):
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         if self.te_attention is not None:
             return self._te(q, k, v, key_mask)
+        if self.backend != "auto":  # one named kernel (attention_choice.KERNELS)
+            return KERNELS[self.backend](q, k, v, key_mask)
         compiling = torch.compiler.is_compiling()
-        if self.backend == "fa4" or (self.backend == "auto" and q.is_cuda and not compiling):  # attention_choice.py
-            return KERNELS["fa4"](q, k, v, key_mask) if self.backend == "fa4" else MEASURED.attend(q, k, v, key_mask)
-        backends = SDPA_BACKENDS.get(self.backend) or auto_sdpa_backends(q.device, compiling)
+        if q.is_cuda and not compiling:
+            return MEASURED.attend(q, k, v, key_mask)
+        backends = auto_sdpa_backends(q.device, compiling)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         with sdpa_kernel(backends, set_priority=True):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -28,11 +28,32 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | Non
 ChoiceKey = tuple
 
 
+class GradInOutputLayout(torch.autograd.Function):
+    """Identity whose backward hands on the incoming gradient in the output's memory layout.
+
+    cuDNN SDPA's backward (torch 2.11, cuDNN 9.19, H200) reads grad_output as if it had the
+    output's strides: given the gradient the block hands back, laid out [S, B, H, D] while the output
+    is [B, H, S, D], it returned dq, dk, dv uncorrelated with the true ones (relative error 1.4) at
+    every length tried, 1K to 33K tokens (benchmarks/notes.md, "cuDNN attention gradients")."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor) -> torch.Tensor:
+        ctx.layout = out.stride()
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if grad.stride() == ctx.layout:
+            return grad
+        return torch.empty_strided(grad.shape, ctx.layout, dtype=grad.dtype, device=grad.device).copy_(grad)
+
+
 def _sdpa(backend: SDPBackend) -> Kernel:
     def attend(q, k, v, key_mask):
         mask = None if key_mask is None else key_mask[:, None, None, :]
         with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return GradInOutputLayout.apply(out) if backend == SDPBackend.CUDNN_ATTENTION else out
 
     return attend
 

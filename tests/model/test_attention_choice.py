@@ -92,3 +92,21 @@ def test_timing_inside_an_activation_checkpoint_leaves_the_checkpoint_intact():
     reference = F.scaled_dot_product_attention(q, k, v)
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(q.grad, torch.autograd.grad(reference.sum(), q)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_cudnn_gradient_reaches_the_kernel_in_the_outputs_layout():
+    """GradInOutputLayout, which the cuDNN kernel's output passes through: a gradient arriving in
+    another memory order (the block's [S, B, H, D]) is handed on with the output's strides, values
+    unchanged; one already in that layout is handed on as it is."""
+    from megatron_video.model.attention_choice import GradInOutputLayout
+
+    out = torch.randn(2, 3, 5, 4, requires_grad=True)
+    seen = []
+    probe = out * 1
+    probe.register_hook(lambda grad: seen.append(grad))
+    arriving = torch.randn(5, 2, 3, 4)  # [S, B, H, D] memory, viewed as [B, H, S, D]
+    GradInOutputLayout.apply(probe).backward(arriving.permute(1, 2, 0, 3))
+    assert seen[0].stride() == probe.stride() and torch.equal(seen[0], arriving.permute(1, 2, 0, 3))
+    same = torch.randn(2, 3, 5, 4)
+    (grad,) = torch.autograd.grad(GradInOutputLayout.apply(probe), probe, same)
+    assert grad.data_ptr() == same.data_ptr()
