@@ -9,7 +9,7 @@ captions) and the target a positive margin. One Euler step from pure noise retur
 estimate of the clean clip given the caption (the flow's x0 prediction at t = 1), the blurry mean
 of that caption's clips: it is in the sweep as the reference a sharper sampler has to beat.
 
-    python benchmarks/demo_fidelity.py outputs/demo [--settings 1,0,euler 10,1,euler 30,3,euler]
+    python benchmarks/demo_fidelity.py outputs/demo [--settings 1,0,euler 10,1,euler 30,3,euler 30,3,euler,3]
         [--overrides data.frames=4 ...]   (the overrides the run was trained with)
 """
 from __future__ import annotations
@@ -28,12 +28,17 @@ from megatron_video.inference.generator import GenerationRequest
 from megatron_video.inference.sample import start_sampling
 
 
-def setting_of(text: str) -> tuple[int, float, str]:
-    steps, guidance, solver = text.split(",")
-    return int(steps), float(guidance), solver
+def setting_of(text: str) -> tuple[int, float, str, float]:
+    """"steps,guidance,solver[,shift]": shift is the sampling time grid's (1 = uniform)."""
+    steps, guidance, solver, *shift = text.split(",")
+    return int(steps), float(guidance), solver, float(shift[0]) if shift else 1.0
 
 
-def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int, shards: str,
+def setting_key(steps: int, guidance: float, solver: str, shift: float) -> str:
+    return f"{steps}_steps_g{guidance:g}_{solver}" + (f"_shift{shift:g}" if shift != 1.0 else "")
+
+
+def sweep(run_dir: str, settings: list[tuple[int, float, str, float]], seeds: int, shards: str,
           overrides: list[str]) -> dict[str, dict]:
     cfg = load_config("demo", [f"run.output_dir={run_dir}", f"sample.checkpoint={run_dir}",
                                f"data.shards={shards or pathlib.Path(run_dir) / 'curated'}", *overrides])
@@ -41,25 +46,26 @@ def sweep(run_dir: str, settings: list[tuple[int, float, str]], seeds: int, shar
     windows = training_windows(cfg.data, cfg.run.seed)
     captions = sorted({caption for caption, _ in windows})
     results = {}
-    for steps, guidance, solver in settings:
+    for steps, guidance, solver, shift in settings:
         scores, margins = [], {}
         for caption in captions:
             for seed in range(seeds):
                 request = GenerationRequest(prompt=caption, frames=cfg.sample.frames, height=cfg.sample.height,
                                             width=cfg.sample.width, steps=steps, guidance=guidance, solver=solver,
-                                            seed=seed)
+                                            seed=seed, shift=shift)
                 fidelity = frames_fidelity(generator.generate(request), caption, windows)
                 scores.append((max(fidelity.own), max(fidelity.others), np.mean(fidelity.own),
                                np.mean(fidelity.others)))
                 margins.setdefault(caption, []).append(fidelity.margin)
         own_best, other_best, own_mean, other_mean = (float(v) for v in np.mean(scores, axis=0))
-        results[f"{steps}_steps_g{guidance:g}_{solver}"] = {
+        results[setting_key(steps, guidance, solver, shift)] = {
             "own_best_db": round(own_best, 2), "other_best_db": round(other_best, 2),
             "own_mean_db": round(own_mean, 2), "other_mean_db": round(other_mean, 2),
             "margin_db": round(own_mean - other_mean, 2),
             "own_best_wins": f"{sum(s[0] > s[1] for s in scores)}/{len(scores)}",
             "caption_margin_db": {caption: round(float(np.mean(m)), 2) for caption, m in margins.items()}}
-        print(f"{steps} steps, guidance {guidance:g}, {solver}: {results[list(results)[-1]]}", flush=True)
+        key = setting_key(steps, guidance, solver, shift)
+        print(f"{key}: {results[key]}", flush=True)
     return results
 
 
@@ -67,16 +73,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
     parser.add_argument("--settings", nargs="+", type=setting_of,
-                        default=[(1, 0.0, "euler"), (10, 1.0, "euler"), (30, 3.0, "euler"), (30, 1.0, "ab2")])
+                        default=[(1, 0.0, "euler", 1.0), (10, 1.0, "euler", 1.0), (30, 3.0, "euler", 1.0),
+                                 (30, 1.0, "ab2", 1.0)])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--shards", default="", help="the curated output trained on (default: RUN_DIR/curated)")
     parser.add_argument("--overrides", nargs="*", default=[], help="key=value overrides the run was trained with")
     args = parser.parse_args()
     demo = load_config("demo", args.overrides).sample
-    baseline_setting = (demo.steps, demo.guidance, demo.solver)
+    baseline_setting = (demo.steps, demo.guidance, demo.solver, demo.shift)
     settings = list(dict.fromkeys([baseline_setting, *args.settings]))
     results = sweep(args.run_dir, settings, args.seeds, args.shards, args.overrides)
-    baseline_key = f"{demo.steps}_steps_g{demo.guidance:g}_{demo.solver}"
+    baseline_key = setting_key(*baseline_setting)
     best = max(results, key=lambda key: results[key]["margin_db"])
     write_result("demo_fidelity", {"settings": results, "best": best}, {baseline_key: results[baseline_key]},
                  ratio=results[best]["margin_db"], target="margin_db > 0")

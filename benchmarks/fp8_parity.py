@@ -1,16 +1,29 @@
-"""The loss-parity half of benchmarks/fp8_vs_bf16.py: the demo recipe trained three times on the
-same data order and noise (bf16, FP8, bf16 under another seed) and the verdict on their final
-losses. Why the rule is what it is: fp8_vs_bf16.py's docstring (its --help)."""
+"""The loss-parity half of benchmarks/fp8_vs_bf16.py: the demo recipe trained on the demo footage
+for --parity-steps steps in bf16 and in FP8 under each of --parity-seeds seeds (each pair on the same
+initialisation, data order and noise), and the verdict on their final losses (mean of the last 10%
+of steps).
+
+FP8 is at parity when the relative gap between the mean final loss of its runs and bf16's is within
+twice the standard error of that difference as bf16's own seed-to-seed scatter gives it
+(2 * sd(bf16) * sqrt(2 / seeds), relative to bf16's mean), floored at 0.5%. Why: runs that differ
+only in their seed end several percent apart at 300 demo steps (7% measured on an H200), so one pair
+of runs cannot tell a rounding bias of a few percent from the seed's own effect; averaging over
+seeds shrinks that scatter by sqrt(seeds), and FP8 rounding (relative 2^-4 per e4m3 operand,
+unbiased) only moves the mean beyond it if it biases the optimisation. The floor keeps a few seeds
+that happen to land close together from demanding more than the measurement can give.
+"""
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
+import statistics
 
 import torch
 
 from megatron_video.parallel.state import destroy_distributed
 
-PARITY_FLOOR, PARITY_CAP = 0.005, 0.02
+PARITY_FLOOR = 0.005
 
 
 def parity_options(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +34,8 @@ def parity_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latents", type=pathlib.Path, default=None,
                         help="latent shards of the demo footage (`mvideo encode recipe=demo`): the parity runs "
                              "train on them (data.source=latents) instead of curated shards")
+    parser.add_argument("--parity-seeds", type=int, default=3,
+                        help="seeds of the loss-parity runs, one bf16 and one FP8 run each (at least 2)")
 
 
 def demo_shards(shards: pathlib.Path | None, work: pathlib.Path) -> pathlib.Path:
@@ -63,14 +78,20 @@ def final_loss(data: list[str], run_dir: pathlib.Path, steps: int, device: torch
     return summary.loss_drop()[1]
 
 
-def loss_parity(data: list[str], work: pathlib.Path, steps: int, device: torch.device, quick: bool) -> dict:
-    """FP8 is at parity when its final loss is within bf16's seed-to-seed gap of bf16's, the gap
-    taken as no less than PARITY_FLOOR and no more than PARITY_CAP."""
-    losses = {name: final_loss(data, work / name, steps, device, fp8, seed, quick)
-              for name, fp8, seed in [("bf16", "off", 0), ("fp8", "native", 0), ("bf16_seed1", "off", 1)]}
-    fp8_gap = abs(losses["fp8"] - losses["bf16"]) / losses["bf16"]
-    seed_gap = abs(losses["bf16_seed1"] - losses["bf16"]) / losses["bf16"]
-    tolerance = min(max(seed_gap, PARITY_FLOOR), PARITY_CAP)
-    return {"steps": steps, "final_loss": {k: round(v, 5) for k, v in losses.items()},
-            "fp8_gap": round(fp8_gap, 4), "seed_gap": round(seed_gap, 4), "tolerance": round(tolerance, 4),
-            "at_parity": fp8_gap <= tolerance}
+def loss_parity(data: list[str], work: pathlib.Path, steps: int, device: torch.device, quick: bool,
+                seeds: int) -> dict:
+    """bf16 and FP8 runs under `seeds` seeds and the verdict of the rule in this module's docstring."""
+    if seeds < 2:
+        raise ValueError("--parity-seeds must be at least 2: the tolerance is the seeds' own scatter")
+    losses = {precision: [final_loss(data, work / f"{precision}_seed{seed}", steps, device, fp8, seed, quick)
+                          for seed in range(seeds)]
+              for precision, fp8 in (("bf16", "off"), ("fp8", "native"))}
+    bf16_mean, fp8_mean = statistics.fmean(losses["bf16"]), statistics.fmean(losses["fp8"])
+    gap = abs(fp8_mean - bf16_mean) / bf16_mean
+    seed_scatter = statistics.stdev(losses["bf16"]) / bf16_mean
+    tolerance = max(2 * seed_scatter * math.sqrt(2 / seeds), PARITY_FLOOR)
+    return {"steps": steps, "seeds": seeds,
+            "final_loss": {precision: [round(v, 5) for v in values] for precision, values in losses.items()},
+            "mean_final_loss": {"bf16": round(bf16_mean, 5), "fp8": round(fp8_mean, 5)},
+            "fp8_gap": round(gap, 4), "bf16_seed_scatter": round(seed_scatter, 4), "tolerance": round(tolerance, 4),
+            "at_parity": gap <= tolerance}

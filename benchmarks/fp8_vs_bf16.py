@@ -240,7 +240,8 @@ def _measure(args, device: torch.device, data: list[str] | None, work: pathlib.P
     if quantisation is not None:
         metrics["quantisation_8k"] = quantisation
     if data is not None:
-        metrics["loss_parity"] = loss_parity(data, work, 2 if args.quick else args.parity_steps, device, args.quick)
+        metrics["loss_parity"] = loss_parity(data, work, 2 if args.quick else args.parity_steps, device, args.quick,
+                                             args.parity_seeds)
     path = write_result("fp8_vs_bf16", metrics=metrics, baseline={"bf16_step_s": timed[best_bf16]},
                         ratio=timed[best_bf16] / timed[best_fp8], target=1.3,
                         results_dir=args.results_dir)

@@ -36,7 +36,7 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_b
 
     try:
         path = load_benchmark("fp8_vs_bf16").main(["--quick", "--results-dir", str(tmp_path),
-                                                   "--shards", str(shard_root)])
+                                                   "--shards", str(shard_root), "--parity-seeds", "2"])
     finally:
         destroy_distributed()
     record = json.loads(path.read_text())
@@ -44,10 +44,13 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_b
     assert {"bf16", "native_tensor", "native_delayed", "native_row"} <= set(rows) and rows["bf16"]["speedup"] == 1.0
     assert all("step_s" in rows[name] for name in ("native_tensor", "native_delayed", "native_row")), rows
     assert record["metrics"]["best_bf16"] == "bf16"  # no compiled variants on the CPU
-    assert record["ratio"] == pytest.approx(rows["bf16"]["step_s"] / record["metrics"]["fp8_step_s"], rel=1e-3)
+    # write_result rounds the ratio to 4 decimals: on a busy CPU FP8 runs ~100x slower, ratio ~0.008
+    measured = rows["bf16"]["step_s"] / record["metrics"]["fp8_step_s"]
+    assert record["ratio"] == pytest.approx(measured, rel=1e-3, abs=5e-5)
     parity = record["metrics"]["loss_parity"]
-    assert set(parity["final_loss"]) == {"bf16", "fp8", "bf16_seed1"}
-    assert all(loss > 0 for loss in parity["final_loss"].values())
+    assert parity["seeds"] == 2 and {k: len(v) for k, v in parity["final_loss"].items()} == {"bf16": 2, "fp8": 2}
+    assert all(loss > 0 for values in parity["final_loss"].values() for loss in values)
+    assert parity["at_parity"] == (parity["fp8_gap"] <= parity["tolerance"]) and parity["tolerance"] >= 0.005
     assert not (tmp_path / "fp8_vs_bf16.json.partial").exists()  # the rows so far, gone once the result is in
 
 
