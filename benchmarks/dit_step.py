@@ -6,9 +6,9 @@ step: the project's formula (model_flops: every matmul, attention backward as 2x
 the headline; torch's FlopCounterMode, which counts what the step dispatched (attention backward as
 2.5x its forward), is reported beside it. FlopCounterMode has no formula for custom kernels such as
 FlashAttention-4, so it counts one step run on an SDPA kernel it knows (`COUNTING_BACKEND`): the
-FLOPs are the same whichever kernel computes them. `--fp8`, `--recompute`, `--attention-backend` and
-`--compile` select the throughput options; what the measured attention choice timed per shape (and
-which kernels refused the inputs) and what it picked are listed. `--breakdown` adds where the step's
+FLOPs are the same whichever kernel computes them. `--fp8`, `--recompute` and `--attention-backend`
+select the throughput options; what the measured attention choice timed per shape (and which
+kernels refused the inputs) and what it picked are listed. `--breakdown` adds where the step's
 GPU time goes: attention, GEMMs and the rest, forward and backward, with the formula's TFLOP/s for
 attention and GEMMs, and the share of the step during which no kernel ran. `--quick` runs a tiny
 model on the CPU to check the script end to end.
@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks.block_parallel_vs_sequential import _gpu_time_split
 from benchmarks.common import model_benchmark_args, time_call, write_result
-from megatron_video.model import build_model, compile_model, load_preset, model_flops
+from megatron_video.model import build_model, load_preset, model_flops
 from megatron_video.model.attention import Attention
 from megatron_video.model.attention_choice import MEASURED
 from megatron_video.model.config import ATTENTION_BACKENDS
@@ -46,18 +46,15 @@ def step_options(parser) -> None:
     parser.add_argument("--fp8-scaling", default="auto")
     parser.add_argument("--recompute", choices=RECOMPUTE, default="none")
     parser.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--breakdown", action="store_true", help="split the step's GPU time (CUDA only)")
 
 
 def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
-                  fp8: Fp8Settings, recompute: str = "none", attention_backend: str = "auto", compile: bool = False):
-    """(step function, model, model config): one forward + backward of one random sample
-    (through `torch.compile` of the model when `compile`, unless `step(eager=True)`);
+                  fp8: Fp8Settings, recompute: str = "none", attention_backend: str = "auto"):
+    """(step function, model, model config): one forward + backward of one random sample;
     `step(backward=False)` runs the forward alone."""
     cfg = load_preset(preset, attention_backend=attention_backend)
     model = build_model(cfg, params_dtype=dtype, fp8=fp8, recompute=recompute).to(device)
-    forward = compile_model(model) if compile else model
     text_len = cfg.max_text_len
     x = torch.randn(1, cfg.in_channels, *latent, device=device, dtype=dtype)
     t = torch.rand(1, device=device)
@@ -65,8 +62,8 @@ def training_step(preset: str, latent: tuple[int, int, int], dtype: torch.dtype,
     mask = torch.ones(1, text_len, dtype=torch.bool, device=device)
     target = torch.randn_like(x)
 
-    def step(backward: bool = True, eager: bool = False) -> None:
-        loss = torch.nn.functional.mse_loss((model if eager else forward)(x, t, text, mask).float(), target.float())
+    def step(backward: bool = True) -> None:
+        loss = torch.nn.functional.mse_loss(model(x, t, text, mask).float(), target.float())
         if backward:
             loss.backward()
         model.zero_grad(set_to_none=True)
@@ -100,10 +97,9 @@ def attention_backend_of(model: torch.nn.Module, backend: str):
 
 def counted_flops(step, counting: contextlib.AbstractContextManager | None = None) -> float:
     """FLOPs of one call of step as torch's FlopCounterMode counts them, inside `counting` (the
-    context that puts attention on a kernel the counter knows); step(eager=True): the counter sees
-    torch's operators, not the kernels torch.compile generates."""
+    context that puts attention on a kernel the counter knows)."""
     with counting or contextlib.nullcontext(), FlopCounterMode(display=False) as counter:
-        step(eager=True)
+        step()
     return float(counter.get_total_flops())
 
 
@@ -138,10 +134,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     args = model_benchmark_args(__doc__, argv, extra=step_options)
     device, preset, latent, dtype, repeats = step_setting(args)
     fp8 = Fp8Settings(args.fp8, args.fp8_scaling)
-    step, model, cfg = training_step(preset, latent, dtype, device, fp8, args.recompute, args.attention_backend,
-                                     compile=args.compile)
+    step, model, cfg = training_step(preset, latent, dtype, device, fp8, args.recompute, args.attention_backend)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    seconds = time_call(step, repeats=repeats, warmup=2 if args.compile else 1, sync=sync)
+    seconds = time_call(step, repeats=repeats, sync=sync)
     text_len = cfg.max_text_len
     flops = model_flops(cfg, (cfg.in_channels, *latent), text_len)
     counted = counted_flops(step, attention_backend_of(model, COUNTING_BACKEND[device.type]))
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                "video_tokens": tokens, "text_tokens": text_len, "flops_per_step": flops,
                "params": sum(p.numel() for p in model.parameters()), "preset": preset,
                "dtype": str(dtype), "peak_tflops": peak, "fp8": args.fp8, "fp8_scaling": fp8.resolved_scaling,
-               "recompute": args.recompute, "attention_backend": args.attention_backend, "compile": args.compile,
+               "recompute": args.recompute, "attention_backend": args.attention_backend,
                "attention_kernels": sorted(set(MEASURED.table.values())), "attention_choice": attention_choices(),
                "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
     if args.breakdown and device.type == "cuda":

@@ -9,22 +9,22 @@ same step: forward, MSE against a random target, backward, gradients dropped; ti
 whose attention runs on an SDPA kernel the counter has a formula for (cuDNN on GPUs, math on CPU):
 the FLOPs do not depend on the kernel, and the counter sees no custom kernel (FlashAttention-4).
 
-Each model runs in its best configuration among what it offers: ours with the measured attention
-choice, eager and under `torch.compile`; the peer with each attention backend diffusers dispatches
-to that can run here (SDPA with torch's own choice, cuDNN, flash, memory-efficient; FlashAttention-4
-through diffusers' `flash_4_hub` backend, its kernel given from the locally installed
-`flash_attn.cute` because the Hub is unreachable), then `torch.compile` of the peer on its fastest.
-A variant that fails records its error. ratio = our best counted TFLOP/s / the peer's best (target
-1.3, issue 22), at the headline latent; the same run repeats at a shorter latent (8K video tokens),
-eager only. `--no-compile` leaves the compiled variants out (compiling both models takes minutes).
-On CUDA, after every timing, each model's eager step at the headline (the peer on its fastest eager
-backend) is split into attention, GEMM and other kernel time (`gpu_s`).
+Each model runs in its best configuration among what it offers: ours eager with the measured
+attention choice (the project does not torch.compile its model: benchmarks/notes.md, "Issue 22,
+torch.compile"); the peer with each attention backend diffusers dispatches to that can run here
+(SDPA with torch's own choice, cuDNN, flash, memory-efficient; FlashAttention-4 through diffusers'
+`flash_4_hub` backend, its kernel given from the locally installed `flash_attn.cute` because the
+Hub is unreachable), then `torch.compile` of the peer on its fastest. A variant that fails records
+its error. ratio = our best counted TFLOP/s / the peer's best (target 1.3, issue 22), at the
+headline latent; the same run repeats at a shorter latent (8K video tokens), the peer eager only.
+`--no-compile` leaves the peer's compiled variant out (compiling it takes minutes). On CUDA, after
+every timing, each model's eager step at the headline (the peer on its fastest eager backend) is
+split into attention, GEMM and other kernel time (`gpu_s`).
 `--quick`: the demo model and a tiny Wan on the CPU, float32, to check the script end to end.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import pathlib
 import sys
@@ -77,8 +77,7 @@ def set_peer_attention(model: torch.nn.Module, backend: str) -> None:
 
 
 def peer_step(config: dict, latent: tuple[int, int, int], text_len: int, dtype: torch.dtype, device: torch.device):
-    """(step, model): one training step of a randomly initialised Wan transformer, shaped like ours;
-    `step(eager=True)` runs the model itself when `step.state["forward"]` is a compiled one."""
+    """(step, model): one training step of a randomly initialised Wan transformer, shaped like ours."""
     from diffusers import WanTransformer3DModel
 
     model = WanTransformer3DModel(**config).to(device)
@@ -93,9 +92,8 @@ def peer_step(config: dict, latent: tuple[int, int, int], text_len: int, dtype: 
     target = torch.randn_like(x)
     state = {"forward": model}
 
-    def step(eager: bool = False) -> None:
-        forward = model if eager else state["forward"]
-        out = forward(x, t, text, return_dict=False)[0]
+    def step() -> None:
+        out = state["forward"](x, t, text, return_dict=False)[0]
         torch.nn.functional.mse_loss(out.float(), target.float()).backward()
         model.zero_grad(set_to_none=True)
 
@@ -119,12 +117,10 @@ def add_rates(rows: dict[str, dict], flops: float) -> str | None:
     return min(ran, key=lambda n: ran[n]["step_s"]) if ran else None
 
 
-def measure_ours(preset, latent, dtype, device, repeats, sync, compiled: bool) -> dict:
-    """Our step eager (and under torch.compile, the same model, when `compiled`)."""
-    step, model, cfg = training_step(preset, latent, dtype, device, FP8_OFF, compile=compiled)
-    rows = {"eager": timed(functools.partial(step, eager=True), repeats, sync)}
-    if compiled:
-        rows["compiled"] = timed(step, repeats, sync, warmup=2)
+def measure_ours(preset, latent, dtype, device, repeats, sync) -> dict:
+    """Our step, eager."""
+    step, model, cfg = training_step(preset, latent, dtype, device, FP8_OFF)
+    rows = {"eager": timed(step, repeats, sync)}
     flops = counted_flops(step, attention_backend_of(model, COUNTING_BACKEND[device.type]))
     best = add_rates(rows, flops)
     del step, model
@@ -161,8 +157,8 @@ def measure_peer(config, latent, text_len, dtype, device, repeats, sync, compile
 
 def eager_gpu_split(step) -> dict[str, float]:
     """Kernel seconds of one eager step (after one to warm it) by attention / gemm / other."""
-    step(eager=True)
-    return _gpu_time_split(functools.partial(step, eager=True))
+    step()
+    return _gpu_time_split(step)
 
 
 def gpu_splits(preset, wan, latent, text_len, dtype, device, peer_backend: str) -> dict[str, dict]:
@@ -179,7 +175,7 @@ def gpu_splits(preset, wan, latent, text_len, dtype, device, peer_backend: str) 
 
 def compile_option(parser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time both models under torch.compile at the headline latent (GPU)")
+                        help="also time the peer under torch.compile at the headline latent (GPU)")
 
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     for latent in (short, headline):
         tokens = latent[0] * (latent[1] // 2) * (latent[2] // 2)
         at_headline = compiled and latent == headline
-        ours = measure_ours(preset, latent, dtype, device, repeats, sync, compiled=at_headline)
+        ours = measure_ours(preset, latent, dtype, device, repeats, sync)
         peer = measure_peer(wan, latent, ours["text_tokens"], dtype, device, repeats, sync, compiled=at_headline)
         if device.type == "cuda":
             torch.cuda.empty_cache()

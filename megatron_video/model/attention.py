@@ -17,11 +17,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from megatron_video.model.attention_choice import KERNELS, MEASURED
 
-# SDPA backends whose gradients under torch.compile did not match eager on an H200 (the 1B preset's
-# width, 8K tokens): cuDNN's by orders of magnitude, math's modulation gradients by their own size.
-# model.compile_model refuses them on GPUs.
-UNSAFE_COMPILED = ("cudnn", "math")
-
 
 def transformer_engine_available() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None
@@ -29,10 +24,10 @@ def transformer_engine_available() -> bool:
 
 def auto_sdpa_backends(device: torch.device, compiling: bool = False) -> list:
     """The "auto" order on the CPU and inside torch.compile'd graphs; elsewhere on GPUs "auto" is
-    measured (attention_choice.py). A compiled graph gets flash, or memory-efficient attention where
-    a key mask rules flash out, never cuDNN: traced by inductor, cuDNN attention's backward gave
-    gradients off by orders of magnitude on an H200, and run eagerly between graphs its backward
-    failed to execute (benchmarks/notes.md, 2026-12-02 "compiled model")."""
+    measured (attention_choice.py). Inside a compiled graph the measured choice cannot run (it times
+    the kernels with CUDA events), so a fixed order is used: flash, or memory-efficient attention
+    where a key mask rules flash out. Not cuDNN: its backward needs the incoming gradient in the
+    output's layout (attention_choice.GradInOutputLayout), which this plain SDPA call does not give."""
     if device.type == "cuda" and compiling:
         return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]

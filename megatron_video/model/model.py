@@ -18,8 +18,6 @@ from megatron.core.tensor_parallel.mappings import (
 from megatron.core.transformer import MegatronModule, TransformerConfig
 from torch import nn
 
-from megatron_video.config import ConfigError
-from megatron_video.model.attention import UNSAFE_COMPILED
 from megatron_video.model.block import BLOCK_TYPES, JointSequence
 from megatron_video.model.config import VideoDiTConfig
 from megatron_video.model.embeddings import (
@@ -336,16 +334,6 @@ def build_model(cfg: VideoDiTConfig, sequence_parallel: bool = False,
     (model,) = build_model_chunks(cfg, sequence_parallel, params_dtype, context_mode, fp8, recompute,
                                   pipeline_allowed=False)
     return model
-
-
-def compile_model(model: VideoDiT) -> torch.nn.Module:
-    """torch.compile of `model`, refused on a GPU where its attention backend is one whose compiled
-    gradients are wrong there (attention.UNSAFE_COMPILED): the refusal names the key, before any step."""
-    backend = model.cfg.attention_backend
-    if next(model.parameters()).is_cuda and backend in UNSAFE_COMPILED:
-        raise ConfigError("model.attention_backend", f"{backend!r} under torch.compile on a GPU gives wrong "
-                          "gradients; use auto, flash or efficient (benchmarks/notes.md, 'compiled model')")
-    return torch.compile(model)
 
 
 def build_model_chunks(cfg: VideoDiTConfig, sequence_parallel: bool = False,

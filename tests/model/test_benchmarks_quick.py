@@ -43,7 +43,7 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_b
     rows = record["metrics"]["throughput"]["tiny"]
     assert {"bf16", "native_tensor", "native_delayed", "native_row"} <= set(rows) and rows["bf16"]["speedup"] == 1.0
     assert all("step_s" in rows[name] for name in ("native_tensor", "native_delayed", "native_row")), rows
-    assert record["metrics"]["best_bf16"] == "bf16"  # no compiled variants on the CPU
+    assert record["baseline"]["bf16_step_s"] == rows["bf16"]["step_s"]
     # write_result rounds the ratio to 4 decimals: on a busy CPU FP8 runs ~100x slower, ratio ~0.008
     measured = rows["bf16"]["step_s"] / record["metrics"]["fp8_step_s"]
     assert record["ratio"] == pytest.approx(measured, rel=1e-3, abs=5e-5)
@@ -52,17 +52,6 @@ def test_fp8_vs_bf16_quick_run_times_every_variant_and_checks_loss_parity(load_b
     assert all(loss > 0 for values in parity["final_loss"].values() for loss in values)
     assert parity["at_parity"] == (parity["fp8_gap"] <= parity["tolerance"]) and parity["tolerance"] >= 0.005
     assert not (tmp_path / "fp8_vs_bf16.json.partial").exists()  # the rows so far, gone once the result is in
-
-
-@pytest.mark.slow  # two child processes, each importing torch and megatron: about 2.5 min on two busy cores
-def test_fp8_vs_bf16_isolated_variant_returns_its_row_or_how_it_died(load_benchmark):
-    """A variant in a process of its own (how the compiled ones run): its timed row when it runs,
-    and the failure's exit status and text in its row when the process fails."""
-    bench = load_benchmark("fp8_vs_bf16")
-    row = bench.isolated_row("native_tensor", "demo", (4, 8, 16), repeats=1, quick=True)
-    assert row["step_s"] > 0, row
-    failed = bench.isolated_row("no_such_variant", "demo", (4, 8, 16), repeats=1, quick=True)
-    assert failed["error"].startswith("exit 1:") and "KeyError: 'no_such_variant'" in failed["error"], failed
 
 
 def test_recompute_trade_quick_run_times_every_setting(load_benchmark, megatron_single, tmp_path):
