@@ -34,6 +34,12 @@ class VideoDiTConfig:
     rope_w_max: float = 100.0
     rope_zero_fraction: float = 0.1  # share of bands left unrotated (partial RoPE)
     rope_seed: int = 0  # layer i uses rope_seed + i for its band axes
+    # Fixed sin/cos features of each video token's normalised (t, h, w) position added to its patch
+    # embedding (DiT, Latte), at RoPE's frequencies. RoPE alone only tells a token where the others
+    # are relative to it; a small model trained briefly cannot place content in the frame from that
+    # (benchmarks/notes.md, "demo fidelity: absolute positions"). No parameters, so checkpoints load
+    # either way; off by default so models trained without it keep their outputs.
+    absolute_positions: bool = False
     attention_backend: str = "auto"
     adaln_lora_rank: int = 0  # 0 = full-rank per-block modulation
     spatio_temporal: bool = False  # ST-DiT: even blocks attend within frames, odd ones along time

@@ -18,6 +18,17 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def position_features(positions: torch.Tensor, width: int, w_min: float, w_max: float) -> torch.Tensor:
+    """Sin/cos features [N, width] of normalised (t, h, w) positions [N, 3]: width // 6 frequencies
+    log-spaced in [w_min, w_max] radians per unit per axis, a sin and a cos of each; zeros fill the
+    remaining width % 6 channels."""
+    k = width // 6
+    freqs = torch.logspace(math.log10(w_min), math.log10(w_max), k, dtype=torch.float64, device=positions.device)
+    angles = positions.to(torch.float64)[:, :, None] * freqs  # [N, 3, k]
+    features = torch.cat([angles.sin(), angles.cos()], dim=-1).reshape(positions.shape[0], 6 * k)
+    return nn.functional.pad(features, (0, width - 6 * k)).float()
+
+
 class TimestepEmbedding(nn.Module):
     """t -> sinusoidal features -> MLP -> conditioning vector [B, hidden]."""
 

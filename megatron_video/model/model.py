@@ -25,6 +25,7 @@ from megatron_video.model.embeddings import (
     TextProjection,
     TimestepEmbedding,
     modulation_mlp,
+    position_features,
 )
 from megatron_video.model.fp8.layers import transformer_config_fields
 from megatron_video.model.fp8.settings import FP8_OFF, Fp8Settings
@@ -184,6 +185,9 @@ class VideoDiT(MegatronModule):
     def embed(self, x: torch.Tensor, text: torch.Tensor, pad: int, rows: slice) -> torch.Tensor:
         """The joint sequence's tokens [S, B, h] for this rank's `rows` (sequence-parallel split)."""
         video = self.patch_embed(patchify(x, self.cfg.patch))
+        if self.cfg.absolute_positions:
+            video = video + self.position_embedding(video_positions(patch_grid(tuple(x.shape[2:]), self.cfg.patch),
+                                                                    x.device), video.dtype)
         tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
         if pad:
             tokens = torch.cat([tokens, tokens.new_zeros(x.shape[0], pad, tokens.shape[2])], dim=1)
@@ -192,9 +196,16 @@ class VideoDiT(MegatronModule):
     def embed_packed(self, video: torch.Tensor, text: torch.Tensor, pack: PackLayout, rows: slice) -> torch.Tensor:
         """A packed row's tokens [S, 1, h] for this rank's `rows`: each sample's text, then its video."""
         video = self.patch_embed(video)
+        if self.cfg.absolute_positions:  # each sample's own positions, as it would have alone
+            video = video + self.position_embedding(pack.positions(video.device)[pack.video_rows(video.device)],
+                                                    video.dtype)
         tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
         where = torch.cat([pack.text_rows(video.device), pack.video_rows(video.device)])
         return self._rank_rows(video.new_zeros(1, pack.length, video.shape[2]).index_copy(1, where, tokens), rows)
+
+    def position_embedding(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """absolute_positions' features [N, hidden] of the video tokens' positions [N, 3]."""
+        return position_features(positions, self.cfg.hidden, self.cfg.rope_w_min, self.cfg.rope_w_max).to(dtype)
 
     def _rank_rows(self, tokens: torch.Tensor, rows: slice) -> torch.Tensor:
         # A plain slice: its backward hands this rank's rows their gradient and zeros elsewhere.

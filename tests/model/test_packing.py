@@ -129,7 +129,7 @@ def float64_model(cfg):
 
 
 @pytest.mark.parametrize("variant", [dict(), dict(block="sequential", adaln_lora_rank=4, spatio_temporal=True,
-                                                  pooled_text_conditioning=True)])
+                                                  pooled_text_conditioning=True, absolute_positions=True)])
 def test_packed_step_equals_separate_samples(megatron_single, variant):
     """Outputs, per-sample losses and the gradient of their mean equal the unpacked samples'."""
     cfg = model_config(**variant)

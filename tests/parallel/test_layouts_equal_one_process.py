@@ -56,7 +56,7 @@ BUILD = {"recompute": dict(recompute="attention")}
 
 def cp_config(**kw) -> VideoDiTConfig:
     return VideoDiTConfig(**{**dict(in_channels=8, hidden=64, layers=3, heads=4, mlp_ratio=2.0, text_dim=24,
-                                    pooled_text_conditioning=True), **kw})
+                                    pooled_text_conditioning=True, absolute_positions=True), **kw})
 
 
 def make_inputs(cfg, batch=2, latent=(2, 4, 6), text_len=5):
@@ -187,7 +187,7 @@ def _cases_of(ranks):
 
 def train_config() -> VideoDiTConfig:
     return VideoDiTConfig(in_channels=8, hidden=64, layers=4, heads=4, mlp_ratio=2.0, text_dim=24, adaln_lora_rank=8,
-                          pooled_text_conditioning=True)
+                          pooled_text_conditioning=True, absolute_positions=True)
 
 
 def make_microbatches() -> list[list[dict]]:

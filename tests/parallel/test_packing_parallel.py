@@ -24,7 +24,7 @@ CASES = {"tp2_sp": ParallelConfig(tensor=2, sequence_parallel=True),
 
 def config() -> VideoDiTConfig:
     return VideoDiTConfig(in_channels=4, hidden=32, layers=2, heads=4, mlp_ratio=2.0, text_dim=12, adaln_lora_rank=4,
-                          pooled_text_conditioning=True)
+                          pooled_text_conditioning=True, absolute_positions=True)
 
 
 def packed_inputs(cfg):
