@@ -44,9 +44,9 @@ def _decoded(data: bytes, stop: int | None = None) -> Iterator[av.VideoFrame]:
         raise ValueError("clip has no decodable frames")
 
 
-def decode_frames(data: bytes, stop: int | None = None) -> np.ndarray:
-    """Frames [0, stop) (all when stop is None) of an encoded clip as uint8 [T, H, W, 3]."""
-    return np.stack([frame.to_ndarray(format="rgb24") for frame in _decoded(data, stop)])
+def decode_frames(data: bytes) -> np.ndarray:
+    """Every frame of an encoded clip as uint8 [T, H, W, 3] (decode_at for some of them)."""
+    return np.stack([frame.to_ndarray(format="rgb24") for frame in _decoded(data)])
 
 
 def window_indices(num_frames: int, length: int, stride: int, generator: torch.Generator) -> np.ndarray:

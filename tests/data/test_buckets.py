@@ -127,7 +127,7 @@ def catalogued(shard_root, tmp_path_factory):
             rows.append({"key": sample["__key__"], "shard": path.name, "height": 64, "width": 112,
                          "num_frames": 12 if path.name.endswith("000000.tar") else 6})
     first = next(iter(wds.WebDataset(str(root / "shards" / "shard-000000.tar"), shardshuffle=False)))
-    frame = decode_frames(first["mp4"], stop=1)
+    frame = decode_frames(first["mp4"])[:1]
     with wds.TarWriter(str(root / "shards" / "shard-000002.tar")) as sink:
         for index in range(3):
             key = f"image_{index:06d}"

@@ -32,19 +32,13 @@ def test_window_with_known_length_equals_full_decode(tmp_path):
     np.testing.assert_array_equal(short[-1], full[-1])
 
 
-def test_decoding_stops_at_the_requested_frame(tmp_path):
-    data = _clip(tmp_path)
-    full = decode_frames(data)
-    np.testing.assert_array_equal(decode_frames(data, stop=5), full[:5])
-    np.testing.assert_array_equal(decode_frames(data, stop=1), full[:1])
-    assert decode_frames(data, stop=30).shape == full.shape
-
-
 def test_selected_frames_equal_a_full_decode_and_past_the_end_repeat_the_last(tmp_path):
     data = _clip(tmp_path)
     full = decode_frames(data)
     index = np.array([0, 2, 2, 7, 19, 25, 31])
     np.testing.assert_array_equal(decode_at(data, index), full[np.minimum(index, 19)])
+    np.testing.assert_array_equal(decode_at(data, np.arange(5)), full[:5])  # decoding stops after frame 4
+    np.testing.assert_array_equal(decode_at(data, np.arange(1)), full[:1])
     # Metadata that promises more frames than the clip holds: the window's tail is its last frame.
     window = decode_window(data, 40, length=4, stride=10, generator=torch.Generator().manual_seed(3))
     expected = window_indices(40, 4, 10, torch.Generator().manual_seed(3))
