@@ -127,9 +127,9 @@ class VideoDiT(MegatronModule):
             grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
             text_len, n = text.shape[1], grid[0] * grid[1] * grid[2]
             pad = (-(text_len + n)) % self.sequence_multiple()
+            video = video_positions(grid, x.device)
             seq = JointSequence(
-                positions=torch.cat([torch.zeros(text_len, 3, device=x.device, dtype=torch.float64),
-                                     video_positions(grid, x.device),
+                positions=torch.cat([torch.zeros(text_len, 3, device=x.device, dtype=torch.float64), video,
                                      torch.zeros(pad, 3, device=x.device, dtype=torch.float64)]),
                 key_mask=self._key_mask(text_mask, n, pad),
                 text_len=text_len,
@@ -147,7 +147,7 @@ class VideoDiT(MegatronModule):
         cond = self.conditioning(timesteps, text, text_mask, pack)
         shared = self.shared_modulation(cond) if self.shared_modulation is not None else None
         if self.pre_process:
-            hidden = self.embed(x, text, pad, rows) if pack is None else self.embed_packed(x, text, pack, rows)
+            hidden = self.embed(x, text, video, pad, rows) if pack is None else self.embed_packed(x, text, pack, rows)
             v_first = None
         else:
             hidden, v_first = self.stage_input(rows.stop - rows.start, b)
@@ -182,12 +182,13 @@ class VideoDiT(MegatronModule):
             text_mask = nn.utils.rnn.pad_sequence(list(text_mask[0].split(lengths)), batch_first=True)
         return cond + self.pooled_text_embed(text, text_mask).to(cond.dtype)
 
-    def embed(self, x: torch.Tensor, text: torch.Tensor, pad: int, rows: slice) -> torch.Tensor:
-        """The joint sequence's tokens [S, B, h] for this rank's `rows` (sequence-parallel split)."""
+    def embed(self, x: torch.Tensor, text: torch.Tensor, positions: torch.Tensor, pad: int,
+              rows: slice) -> torch.Tensor:
+        """The joint sequence's tokens [S, B, h] for this rank's `rows` (sequence-parallel split);
+        `positions` [N, 3] are the video tokens' (video_positions of x's token grid)."""
         video = self.patch_embed(patchify(x, self.cfg.patch))
         if self.cfg.absolute_positions:
-            video = video + self.position_embedding(video_positions(patch_grid(tuple(x.shape[2:]), self.cfg.patch),
-                                                                    x.device), video.dtype)
+            video = video + self.position_embedding(positions, video.dtype)
         tokens = torch.cat([self.text_proj(text.to(video.dtype)), video], dim=1)
         if pad:
             tokens = torch.cat([tokens, tokens.new_zeros(x.shape[0], pad, tokens.shape[2])], dim=1)

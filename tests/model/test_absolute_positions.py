@@ -47,9 +47,9 @@ def test_features_are_added_to_the_video_rows_only_and_add_no_parameter(megatron
     x = torch.randn(2, 8, 2, 4, 6, generator=g, dtype=torch.float64)
     text = torch.randn(2, 5, 12, generator=g, dtype=torch.float64)
     rows = slice(0, 5 + 2 * 2 * 3)
-    difference = on.embed(x, text, 0, rows) - off.embed(x, text, 0, rows)  # [S, B, hidden]
-    grid = patch_grid((2, 4, 6), on.cfg.patch)
-    features = position_features(video_positions(grid), 32, on.cfg.rope_w_min, on.cfg.rope_w_max).double()
+    positions = video_positions(patch_grid((2, 4, 6), on.cfg.patch))
+    difference = on.embed(x, text, positions, 0, rows) - off.embed(x, text, positions, 0, rows)  # [S, B, hidden]
+    features = position_features(positions, 32, on.cfg.rope_w_min, on.cfg.rope_w_max).double()
     assert torch.equal(difference[:5], torch.zeros_like(difference[:5]))
     torch.testing.assert_close(difference[5:], features[:, None].expand(-1, 2, -1), atol=1e-12, rtol=0)
 
@@ -63,5 +63,5 @@ def test_only_absolute_positions_tell_where_in_the_frame_content_sits(megatron_s
     x = patch.repeat(1, 1, 4, 4)[None]  # [1, 8, 1, 8, 8]: a 1 x 4 x 4 token grid of one patch
     text = torch.randn(1, 3, 12, generator=g, dtype=torch.float64)
     for absolute, distinct in ((False, 1), (True, 16)):
-        tokens = model_with(absolute).embed(x, text, 0, slice(0, 3 + 16))[3:, 0]
+        tokens = model_with(absolute).embed(x, text, video_positions((1, 4, 4)), 0, slice(0, 3 + 16))[3:, 0]
         assert len({tuple(row.tolist()) for row in tokens}) == distinct
